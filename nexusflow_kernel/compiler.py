@@ -1,0 +1,181 @@
+"""Compile a flow document into a runnable DAG (networkx), or say exactly what is wrong.
+
+Rejected, each with the JSON pointer of the fault: malformed JSON, documents over the limits,
+schema violations, duplicate node or edge ids, dangling edges, unknown node types, handles a
+node does not have, bad config for a node type, and cycles (listed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from .document import FlowDocument, Node, json_pointer, load, load_document, loads
+from .errors import (
+    CycleError,
+    DanglingEdgeError,
+    DuplicateIdError,
+    NodeConfigError,
+    UnknownNodeTypeError,
+)
+from .nodes import get_node_type
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    """A flow that compiled: the document, its DAG and the facts the dispatcher needs."""
+
+    document: FlowDocument
+    graph: nx.DiGraph
+    order: tuple[str, ...]
+    """Node ids in a topological order (document order among equals)."""
+    parents: dict[str, tuple[str, ...]]
+    children: dict[str, tuple[tuple[str, str | None], ...]]
+    """``node -> ((child, source_handle), ...)``."""
+    hash: str
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return {n.id: n for n in self.document.nodes}
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return tuple(n for n in self.order if not self.parents[n])
+
+    def plan(self) -> dict[str, Any]:
+        """Return the compact plan stored with each workflow version."""
+        return {
+            "order": list(self.order),
+            "parents": {k: list(v) for k, v in self.parents.items()},
+            "children": {k: [list(c) for c in v] for k, v in self.children.items()},
+        }
+
+
+@lru_cache(maxsize=128)
+def _config_validator(type_name: str) -> Any:
+    import jsonschema
+
+    node_type = get_node_type(type_name)
+    schema = node_type.config_schema if node_type else {"type": "object"}
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _check_node_config(node: Node, index: int, source: str | None) -> None:
+    node_type = get_node_type(node.type)
+    base = f"/nodes/{index}"
+    if node_type is None:
+        from .nodes import node_types
+
+        known = ", ".join(node_types()) or "none"
+        raise UnknownNodeTypeError(
+            f"node {node.id!r} has unknown type {node.type!r} (known types: {known})",
+            base + "/type",
+            source=source,
+        )
+    errors = sorted(_config_validator(node.type).iter_errors(node.config),
+                    key=lambda e: json_pointer(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise NodeConfigError(
+            f"node {node.id!r} ({node.type}): {err.message}",
+            base + "/config" + json_pointer(err.absolute_path),
+            source=source,
+        )
+    for pointer, message in node_type.check_config(node.config):
+        raise NodeConfigError(
+            f"node {node.id!r} ({node.type}): {message}", base + "/config" + pointer, source=source
+        )
+
+
+def compile_document(document: FlowDocument) -> CompiledFlow:
+    """Compile a validated document; raise a ``FlowError`` subclass naming the fault."""
+    source = document.source
+    graph = nx.DiGraph()
+    index_of: dict[str, int] = {}
+    for i, node in enumerate(document.nodes):
+        if node.id in index_of:
+            raise DuplicateIdError(
+                f"node id {node.id!r} is used twice (first at /nodes/{index_of[node.id]})",
+                f"/nodes/{i}/id",
+                source=source,
+            )
+        index_of[node.id] = i
+        _check_node_config(node, i, source)
+        graph.add_node(node.id)
+
+    edge_ids: dict[str, int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for i, edge in enumerate(document.edges):
+        if edge.id in edge_ids:
+            raise DuplicateIdError(
+                f"edge id {edge.id!r} is used twice (first at /edges/{edge_ids[edge.id]})",
+                f"/edges/{i}/id",
+                source=source,
+            )
+        edge_ids[edge.id] = i
+        for end in ("source", "target"):
+            ref = getattr(edge, end)
+            if ref not in index_of:
+                raise DanglingEdgeError(
+                    f"edge {edge.id!r} {end} {ref!r} is not a node of this flow",
+                    f"/edges/{i}/{end}",
+                    source=source,
+                )
+        if edge.source == edge.target:
+            raise CycleError([edge.source, edge.source], f"/edges/{i}", source=source)
+        src_type = get_node_type(document.nodes[index_of[edge.source]].type)
+        handles = src_type.output_handles if src_type else ()
+        if edge.source_handle is not None and edge.source_handle not in handles:
+            allowed = ", ".join(repr(h) for h in handles) or "none"
+            raise DanglingEdgeError(
+                f"edge {edge.id!r} uses handle {edge.source_handle!r} of {edge.source!r}, "
+                f"which has handles: {allowed}",
+                f"/edges/{i}/source_handle",
+                source=source,
+            )
+        if handles and edge.source_handle is None:
+            raise DanglingEdgeError(
+                f"edge {edge.id!r} leaves {edge.source!r} without a source_handle "
+                f"(one of {', '.join(repr(h) for h in handles)})",
+                f"/edges/{i}",
+                source=source,
+            )
+        if (edge.source, edge.target) in pairs:
+            raise DuplicateIdError(
+                f"edge {edge.id!r} repeats edge /edges/{pairs[(edge.source, edge.target)]} "
+                f"({edge.source} -> {edge.target})",
+                f"/edges/{i}",
+                source=source,
+            )
+        pairs[(edge.source, edge.target)] = i
+        graph.add_edge(edge.source, edge.target, handle=edge.source_handle, index=i)
+
+    try:
+        order = tuple(nx.lexicographical_topological_sort(graph, key=index_of.__getitem__))
+    except nx.NetworkXUnfeasible:
+        cycle_edges = nx.find_cycle(graph)
+        cycle = [u for u, _v, *_ in cycle_edges] + [cycle_edges[0][0]]
+        first = graph.edges[cycle_edges[0][0], cycle_edges[0][1]]["index"]
+        raise CycleError(cycle, f"/edges/{first}", source=source) from None
+
+    parents = {n: tuple(graph.predecessors(n)) for n in order}
+    children = {
+        n: tuple((c, graph.edges[n, c]["handle"]) for c in graph.successors(n)) for n in order
+    }
+    return CompiledFlow(document, graph, order, parents, children, document.content_hash())
+
+
+def compile_flow(flow: FlowDocument | Mapping[str, Any] | str | bytes | Path) -> CompiledFlow:
+    """Compile a flow given as a document, a dict, JSON text or a path to a ``.nxflow`` file."""
+    if isinstance(flow, FlowDocument):
+        return compile_document(flow)
+    if isinstance(flow, Path):
+        return compile_document(load(flow))
+    if isinstance(flow, (str, bytes)):
+        return compile_document(loads(flow))
+    return compile_document(load_document(dict(flow)))

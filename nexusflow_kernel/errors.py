@@ -1,0 +1,149 @@
+"""Exceptions raised by Nexus-Flow.
+
+The hierarchy::
+
+    NexusFlowError                    every error Nexus-Flow raises on purpose
+     ├── FlowError                    the flow document is not runnable; names the place
+     │    ├── FlowSyntaxError         malformed JSON
+     │    ├── FlowSchemaError         a field breaks the JSON Schema
+     │    ├── FlowLimitError          over the size, node-count or nesting limits
+     │    ├── DuplicateIdError        two nodes or two edges share an id
+     │    ├── DanglingEdgeError       an edge names a node that does not exist
+     │    ├── CycleError              the graph has a cycle (listed)
+     │    ├── UnknownNodeTypeError    a node type that is not in the registry
+     │    └── NodeConfigError         a node's config is wrong for its type
+     ├── ExpressionError              an expression does not parse or raises
+     ├── NodeExecutionError           a node failed while running
+     │    └── NodeTimeoutError        a node ran past its timeout
+     ├── BackendUnavailable           PostgreSQL or Redis cannot be reached
+     ├── NotFoundError                no such run, workflow or node
+     ├── RunStateError                the run is not in a state that allows this
+     └── ServiceError                 the embedded services failed to start or stop
+
+    WorkerShutdown (BaseException)    a stop request; ``except Exception`` cannot swallow it
+
+Every message is one sentence that says what is wrong and where.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NexusFlowError(Exception):
+    """Base class of every error Nexus-Flow raises on purpose."""
+
+    def __str__(self) -> str:  # one line, always
+        return " ".join(super().__str__().split())
+
+
+class FlowError(NexusFlowError):
+    """The flow document cannot be run; ``pointer`` is the JSON pointer of the fault."""
+
+    def __init__(self, message: str, pointer: str = "", *, source: str | None = None) -> None:
+        self.pointer = pointer
+        self.source = source
+        where = f"{source or 'flow'}{' at ' + pointer if pointer else ''}"
+        self.message = message
+        super().__init__(f"{where}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready description (for HTTP error bodies and ``--json`` output)."""
+        return {"error": type(self).__name__, "message": self.message, "pointer": self.pointer}
+
+
+class FlowSyntaxError(FlowError):
+    """The document is not valid JSON."""
+
+
+class FlowSchemaError(FlowError):
+    """A field of the document breaks the flow JSON Schema."""
+
+
+class FlowLimitError(FlowError):
+    """The document is over a size, count or nesting limit."""
+
+
+class DuplicateIdError(FlowError):
+    """Two nodes or two edges share an id."""
+
+
+class DanglingEdgeError(FlowError):
+    """An edge refers to a node that does not exist, or to a handle the node lacks."""
+
+
+class CycleError(FlowError):
+    """The graph has a cycle; ``cycle`` lists its node ids, first repeated at the end."""
+
+    def __init__(self, cycle: list[str], pointer: str = "/edges", *, source: str | None = None):
+        self.cycle = cycle
+        super().__init__("cycle " + " -> ".join(cycle), pointer, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "cycle": self.cycle}
+
+
+class UnknownNodeTypeError(FlowError):
+    """A node names a type that is not in the node registry."""
+
+
+class NodeConfigError(FlowError):
+    """A node's config does not fit its type's config schema."""
+
+
+class ExpressionError(NexusFlowError):
+    """An expression or ``{{ template }}`` failed to parse or to evaluate."""
+
+
+class NodeExecutionError(NexusFlowError):
+    """A node failed while running; ``retryable`` says whether another attempt may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class NodeTimeoutError(NodeExecutionError):
+    """A node ran past its ``timeout_s``."""
+
+
+class BackendUnavailable(NexusFlowError):
+    """PostgreSQL or Redis cannot be reached (the URL in the message has its password masked)."""
+
+
+class NotFoundError(NexusFlowError):
+    """No such run, workflow, version or node."""
+
+
+class RunStateError(NexusFlowError):
+    """The run is not in a state that allows the requested action."""
+
+
+class ServiceError(NexusFlowError):
+    """An embedded service failed to start, stop or answer."""
+
+
+class WorkerShutdown(BaseException):
+    """Ask a worker to stop; derives from BaseException so ``except Exception`` lets it pass."""
+
+
+__all__ = [
+    "BackendUnavailable",
+    "CycleError",
+    "DanglingEdgeError",
+    "DuplicateIdError",
+    "ExpressionError",
+    "FlowError",
+    "FlowLimitError",
+    "FlowSchemaError",
+    "FlowSyntaxError",
+    "NexusFlowError",
+    "NodeConfigError",
+    "NodeExecutionError",
+    "NodeTimeoutError",
+    "NotFoundError",
+    "RunStateError",
+    "ServiceError",
+    "UnknownNodeTypeError",
+    "WorkerShutdown",
+]

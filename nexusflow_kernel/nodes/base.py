@@ -1,0 +1,131 @@
+"""The node type contract: what a node type declares and what it gets when it runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Returned by a node that must wait: the worker lets go and the node resumes at ``until``.
+
+    ``until`` is a UNIX timestamp. The wait goes through RQ's scheduler; no worker sleeps.
+    ``state`` is kept with the node and handed back as ``NodeContext.resume_state``.
+    """
+
+    until: float
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeLog:
+    """Collects a node attempt's log lines (stored with the attempt, masked for secrets)."""
+
+    def __init__(self, limit: int = 256 * 1024) -> None:
+        self.lines: list[str] = []
+        self._size = 0
+        self._limit = limit
+        self._cut = False
+
+    def __call__(self, message: str, *args: Any) -> None:
+        self.write(message % args if args else message)
+
+    def write(self, text: str) -> None:
+        for line in str(text).splitlines() or [""]:
+            stamped = f"{time.strftime('%H:%M:%S')} {line}"
+            if self._size + len(stamped) > self._limit:
+                if not self._cut:
+                    self.lines.append("[log cut: over the size limit]")
+                    self._cut = True
+                return
+            self._size += len(stamped) + 1
+            self.lines.append(stamped)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class NodeContext:
+    """Everything a node type's ``run`` gets: its config, upstream outputs and run params."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    config: dict[str, Any]
+    """The node's config with ``{{ }}`` templates rendered and secrets resolved."""
+    inputs: dict[str, Any]
+    """Outputs of the node's direct parents, by parent node id."""
+    params: dict[str, Any]
+    """The run's inputs."""
+    settings: Settings
+    log: NodeLog = field(default_factory=NodeLog)
+    deadline: float | None = None
+    """``time.time()`` after which the attempt is over (the node's ``timeout_s``)."""
+    resume_state: dict[str, Any] | None = None
+    """State saved by a previous ``Defer`` of this node, or ``None`` on a first start."""
+    secrets: Callable[[str], str] | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Return the key that stays the same across every attempt of this node in this run."""
+        return f"{self.run_id}:{self.node_id}"
+
+    def remaining(self, default: float) -> float:
+        """Return the seconds left before the deadline (``default`` when there is none)."""
+        if self.deadline is None:
+            return default
+        return max(0.001, min(default, self.deadline - time.time()))
+
+
+class NodeType:
+    """Base of every node type. Subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    """The ``type`` string used in flow documents."""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    category: ClassVar[str] = "core"
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    """JSON Schema of the node's ``config``; the canvas inspector is generated from it."""
+    output_handles: ClassVar[tuple[str, ...]] = ()
+    """Named output handles (a Condition has ``true`` and ``false``); empty means one output."""
+    template_exempt: ClassVar[tuple[str, ...]] = ()
+    """Config keys that hold expressions themselves and are not rendered as templates."""
+    queue: ClassVar[str] = "default"
+    """``default`` or ``sandbox``: which RQ queue runs this type."""
+    effectful: ClassVar[bool] = False
+    """Whether the node acts on the outside world (it gets an idempotency key to pass on)."""
+
+    def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Return ``(pointer inside config, message)`` for faults the schema cannot see."""
+        return []
+
+    def branch(self, output: Any) -> str | None:
+        """Return the output handle taken for ``output`` (only for types with handles)."""
+        return None
+
+    def run(self, ctx: NodeContext) -> Any:
+        """Run one attempt and return the JSON-serializable output (or a ``Defer``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Return the catalog entry of this type (served to the canvas palette)."""
+        return {
+            "type": cls.name,
+            "title": cls.title or cls.name,
+            "description": cls.description,
+            "category": cls.category,
+            "config_schema": cls.config_schema,
+            "output_handles": list(cls.output_handles),
+            "queue": cls.queue,
+        }
+
+
+logger = logging.getLogger("nexusflow.nodes")

@@ -1,0 +1,137 @@
+"""One settings model with three front doors: CLI flags, ``NEXUSFLOW_*`` variables, traitlets.
+
+Every process (CLI, workers, the Jupyter server extension, a notebook kernel) builds its
+``Settings`` with :meth:`Settings.from_env`; the CLI and the server extension then override
+fields with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import defaults
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def default_data_dir() -> Path:
+    """Return the folder for embedded services and local state (``NEXUSFLOW_DATA_DIR``)."""
+    raw = os.environ.get("NEXUSFLOW_DATA_DIR")
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "nexusflow"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
+
+
+def mask_url(url: str | None) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for messages and logs)."""
+    if not url:
+        return "<unset>"
+    masked = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", url)
+    return re.sub(r"(?i)(password=)[^&\s]+", r"\1***", masked)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the backends are and how the engine behaves; immutable, cheap to copy."""
+
+    database_url: str | None = None
+    """PostgreSQL URL of the metadata database; ``None`` means the embedded server."""
+    redis_url: str | None = None
+    """Redis URL of the transport; ``None`` means the embedded server."""
+    data_dir: Path = field(default_factory=default_data_dir)
+    """Folder of the embedded services and local state."""
+    queue_name: str = defaults.QUEUE_NAME
+    sandbox_queue_name: str = defaults.SANDBOX_QUEUE_NAME
+    lease_s: float = defaults.LEASE_S
+    heartbeat_s: float = defaults.HEARTBEAT_S
+    reconcile_interval_s: float = defaults.RECONCILE_INTERVAL_S
+    requeue_grace_s: float = defaults.REQUEUE_GRACE_S
+    max_output_bytes: int = defaults.MAX_OUTPUT_BYTES
+    connections: dict[str, str] = field(default_factory=dict)
+    """Named database connections for ``db_query`` nodes (``NEXUSFLOW_CONNECTION_<NAME>``)."""
+    allow_private_http: bool = True
+    """Whether ``http`` nodes may reach loopback, private and link-local addresses."""
+    code_isolation: str = "auto"
+    """How ``code`` nodes and ``@task`` functions run: ``docker``, ``process``, ``none``, ``auto``."""
+    secret_key: str | None = None
+    """Key that encrypts stored secrets (``NEXUSFLOW_SECRET_KEY``)."""
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Build settings from ``NEXUSFLOW_*`` environment variables, then ``overrides``."""
+        env = os.environ
+        connections = {
+            key[len("NEXUSFLOW_CONNECTION_") :].lower(): value
+            for key, value in env.items()
+            if key.startswith("NEXUSFLOW_CONNECTION_") and value
+        }
+        settings = cls(
+            database_url=env.get("NEXUSFLOW_DATABASE_URL") or None,
+            redis_url=env.get("NEXUSFLOW_REDIS_URL") or None,
+            data_dir=default_data_dir(),
+            queue_name=env.get("NEXUSFLOW_QUEUE") or defaults.QUEUE_NAME,
+            sandbox_queue_name=env.get("NEXUSFLOW_SANDBOX_QUEUE") or defaults.SANDBOX_QUEUE_NAME,
+            lease_s=_env_float("NEXUSFLOW_LEASE_S", defaults.LEASE_S),
+            heartbeat_s=_env_float("NEXUSFLOW_HEARTBEAT_S", defaults.HEARTBEAT_S),
+            reconcile_interval_s=_env_float(
+                "NEXUSFLOW_RECONCILE_INTERVAL_S", defaults.RECONCILE_INTERVAL_S
+            ),
+            requeue_grace_s=_env_float("NEXUSFLOW_REQUEUE_GRACE_S", defaults.REQUEUE_GRACE_S),
+            max_output_bytes=int(
+                _env_float("NEXUSFLOW_MAX_OUTPUT_BYTES", defaults.MAX_OUTPUT_BYTES)
+            ),
+            connections=connections,
+            allow_private_http=_env_bool("NEXUSFLOW_ALLOW_PRIVATE_HTTP", True),
+            code_isolation=env.get("NEXUSFLOW_CODE_ISOLATION") or "auto",
+            secret_key=env.get("NEXUSFLOW_SECRET_KEY") or None,
+        )
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def embedded(self) -> bool:
+        """Whether either backend falls back to the embedded services."""
+        return self.database_url is None or self.redis_url is None
+
+    def resolved(self) -> Settings:
+        """Return settings whose URLs are set, starting the embedded services if needed."""
+        if not self.embedded:
+            return self
+        from .services import ensure_services  # only when no URL is configured
+
+        urls = ensure_services(self.data_dir)
+        return replace(
+            self,
+            database_url=self.database_url or urls.database_url,
+            redis_url=self.redis_url or urls.redis_url,
+        )
