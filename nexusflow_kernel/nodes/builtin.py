@@ -1,0 +1,15 @@
+"""Register the core node types: Transform, Condition, Delay, HTTP Request, Database Query."""
+
+from __future__ import annotations
+
+from . import register
+from .db_query import DbQueryNode
+from .http import HttpNode
+from .logic import ConditionNode, DelayNode, TransformNode
+
+CORE_TYPES = (TransformNode, ConditionNode, DelayNode, HttpNode, DbQueryNode)
+
+for _node_type in CORE_TYPES:
+    register(_node_type)
+
+__all__ = ["CORE_TYPES", "ConditionNode", "DbQueryNode", "DelayNode", "HttpNode", "TransformNode"]

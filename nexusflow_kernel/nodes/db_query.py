@@ -1,0 +1,155 @@
+"""The Database Query node: one parameterised SQL statement on a named PostgreSQL connection.
+
+Connections come from ``NEXUSFLOW_CONNECTION_<NAME>`` (``Settings.connections``), never from
+the metadata database. Values always travel as bind parameters, and the statement is sent with
+the extended query protocol (psycopg pipeline mode), which the server refuses for more than one
+statement, so ``'; DROP TABLE ...`` can neither be injected nor stacked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..errors import NodeExecutionError
+from ..expressions import json_safe, template_errors
+from ..settings import mask_url
+from .base import NodeContext, NodeType
+
+# SQLSTATEs worth another attempt: connection trouble, serialization failures, deadlocks,
+# a server shutting down or out of resources. Everything else is the statement's fault.
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "53", "57P01", "57P02", "57P03")
+
+
+class DbQueryNode(NodeType):
+    """Run one SQL statement and return its rows."""
+
+    name = "db_query"
+    title = "Database Query"
+    description = "Run one parameterised SQL statement on a configured PostgreSQL connection."
+    category = "core"
+    effectful = True
+    config_schema: ClassVar[dict[str, Any]] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Database Query",
+        "description": "One SQL statement; values go in params, never into the SQL text.",
+        "type": "object",
+        "required": ["connection", "sql"],
+        "additionalProperties": False,
+        "properties": {
+            "connection": {
+                "title": "Connection", "type": "string", "minLength": 1, "maxLength": 100,
+                "pattern": "^[A-Za-z0-9_]+$",
+                "description": "Name of a connection set with NEXUSFLOW_CONNECTION_<NAME>.",
+            },
+            "sql": {
+                "title": "SQL", "type": "string", "minLength": 1, "maxLength": 100000,
+                "x-widget": "code",
+                "description": "One statement with %s or %(name)s placeholders.",
+            },
+            "params": {
+                "title": "Parameters",
+                "description": "Values for the placeholders: a list for %s, an object for "
+                               "%(name)s. Strings may hold {{ templates }}.",
+                "type": ["array", "object", "null"],
+                "default": None,
+            },
+            "read_only": {
+                "title": "Read only", "type": "boolean", "default": True,
+                "description": "Run in a READ ONLY transaction; turn off to write.",
+            },
+            "timeout_s": {
+                "title": "Statement timeout (s)", "type": "number", "exclusiveMinimum": 0,
+                "maximum": 86400, "default": 30,
+                "description": "PostgreSQL statement_timeout for this statement.",
+            },
+            "max_rows": {
+                "title": "Max rows", "type": "integer", "minimum": 1, "maximum": 10000000,
+                "default": 10000,
+                "description": "Rows kept in the output; more are cut (truncated: true).",
+            },
+        },
+    }
+
+    def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return template_errors(config)
+
+    def _url(self, ctx: NodeContext, name: str) -> str:
+        connections = ctx.settings.connections or {}
+        url = connections.get(name.lower())
+        if url:
+            return url
+        known = ", ".join(sorted(connections)) or "none"
+        raise NodeExecutionError(
+            f"node {ctx.node_id!r}: unknown database connection {name!r} (configured: {known}; "
+            f"set NEXUSFLOW_CONNECTION_{name.upper()} to add it)",
+            retryable=False,
+        )
+
+    def run(self, ctx: NodeContext) -> dict[str, Any]:
+        import psycopg
+
+        config = ctx.config
+        name = str(config["connection"])
+        url = self._url(ctx, name)
+        sql = str(config["sql"])
+        params = config.get("params")
+        read_only = bool(config.get("read_only", True))
+        timeout_s = ctx.remaining(float(config.get("timeout_s", 30)))
+        max_rows = int(config.get("max_rows", 10000))
+        place = f"connection {name!r} ({mask_url(url)})"
+
+        try:
+            conn = psycopg.connect(url, connect_timeout=max(1, int(min(timeout_s, 30))),
+                                   application_name=f"nexusflow {ctx.run_id}:{ctx.node_id}")
+        except psycopg.Error as exc:
+            raise NodeExecutionError(
+                f"cannot connect to {place}: {' '.join(str(exc).split())}", retryable=True
+            ) from None
+        try:
+            conn.read_only = read_only
+            with conn.transaction():
+                with conn.pipeline() as pipeline:
+                    conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                                 [str(max(1, int(timeout_s * 1000)))])
+                    cur = conn.cursor()
+                    cur.execute(sql, params if params else None)
+                    pipeline.sync()
+                columns = [c.name for c in cur.description or ()]
+                rows = cur.fetchmany(max_rows + 1) if cur.description is not None else []
+                rowcount = cur.rowcount
+        except psycopg.Error as exc:
+            raise self._sql_error(exc, place, read_only) from None
+        finally:
+            conn.close()
+
+        truncated = len(rows) > max_rows
+        if truncated:
+            rows = rows[:max_rows]
+            ctx.log("kept the first %d rows (max_rows); the rest were cut", max_rows)
+        ctx.log("%s: %d rows", place, rowcount)
+        return {
+            "rows": [json_safe(dict(zip(columns, row, strict=True))) for row in rows],
+            "rowcount": rowcount,
+            "columns": columns,
+            "truncated": truncated,
+        }
+
+    @staticmethod
+    def _sql_error(exc: Any, place: str, read_only: bool) -> NodeExecutionError:
+        diag = getattr(exc, "diag", None)
+        state = getattr(diag, "sqlstate", None) or getattr(exc, "sqlstate", None)
+        message = " ".join(str(getattr(diag, "message_primary", None) or exc).split())
+        if state is None:  # no SQLSTATE: the connection broke
+            return NodeExecutionError(f"{place} failed: {message}", retryable=True)
+        hint = ""
+        if state == "25006" and read_only:
+            hint = " (the node is read_only; set read_only: false to write)"
+        elif state == "57014":
+            hint = " (the statement ran past timeout_s)"
+        elif state == "42601" and "multiple commands" in message:
+            hint = " (one statement per node)"
+        return NodeExecutionError(
+            f"SQL error {state} on {place}: {message}{hint}",
+            retryable=state.startswith(_RETRYABLE_SQLSTATE_PREFIXES),
+        )

@@ -1,0 +1,289 @@
+"""The HTTP Request node: one request with httpx, an idempotency key and an SSRF guard."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..errors import NodeExecutionError
+from ..expressions import template_errors
+from ..settings import mask_url
+from .base import NodeContext, NodeType
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+_SECRET_REF = {
+    "type": "object",
+    "title": "Secret",
+    "description": "A stored secret, by name; resolved only on the worker.",
+    "required": ["$secret"],
+    "additionalProperties": False,
+    "properties": {"$secret": {"type": "string", "minLength": 1}},
+}
+_TEXT_OR_SECRET = {"anyOf": [{"type": "string"}, _SECRET_REF]}
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_refusal(address: str) -> str | None:
+    """Return why ``address`` (an IP) must not be reached from a multi-user server, or None."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            reason = address_refusal(str(embedded))
+            return f"{reason} (embedded in {ip})" if reason else None
+    checks = (
+        ("loopback", ip.is_loopback),
+        ("private", ip.is_private),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+        ("shared (CGNAT)", isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT),
+        ("not globally routable", not ip.is_global),
+    )
+    for label, hit in checks:
+        if hit:
+            return f"{ip} is a {label} address"
+    return None
+
+
+def check_destination(url: Any, allow_private: bool) -> None:
+    """Refuse a URL whose scheme is not http(s), or whose host resolves to a private address.
+
+    Raises a non-retryable ``NodeExecutionError``; nothing is sent before this check passes.
+    """
+    import httpx
+
+    url = httpx.URL(str(url))
+    if url.scheme not in ("http", "https"):
+        raise NodeExecutionError(
+            f"refused {mask_url(str(url))}: only http and https URLs are allowed",
+            retryable=False,
+        )
+    host = url.host
+    if not host:
+        raise NodeExecutionError(f"refused {mask_url(str(url))}: the URL has no host",
+                                 retryable=False)
+    if allow_private:
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise NodeExecutionError(
+            f"cannot resolve host {host!r} of {mask_url(str(url))}: {exc}", retryable=True
+        ) from None
+    for info in infos:
+        reason = address_refusal(str(info[4][0]))
+        if reason:
+            raise NodeExecutionError(
+                f"refused {mask_url(str(url))}: host {host!r} resolves to {reason}; private, "
+                "loopback, link-local and metadata addresses are blocked on this server "
+                "(NEXUSFLOW_ALLOW_PRIVATE_HTTP)",
+                retryable=False,
+            )
+
+
+def _query_pairs(query: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+            pairs.append((str(key), text))
+    return pairs
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class HttpNode(NodeType):
+    """Send one HTTP request and return the status, headers and body."""
+
+    name = "http"
+    title = "HTTP Request"
+    description = "Call an HTTP API; the output holds status, headers, json and text."
+    category = "core"
+    effectful = True
+    config_schema: ClassVar[dict[str, Any]] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "HTTP Request",
+        "description": "One HTTP request. Strings may hold {{ templates }}.",
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "method": {
+                "title": "Method", "enum": list(METHODS), "default": "GET",
+                "description": "HTTP method.",
+            },
+            "url": {
+                "title": "URL", "type": "string", "minLength": 1, "maxLength": 8192,
+                "description": "http:// or https:// URL, e.g. https://api.example.com/items.",
+            },
+            "headers": {
+                "title": "Headers", "type": "object", "default": {},
+                "description": "Request headers; a value may be a secret reference.",
+                "additionalProperties": _TEXT_OR_SECRET,
+            },
+            "query": {
+                "title": "Query parameters", "type": "object", "default": {},
+                "description": "Added to the URL's query string; a list repeats the key.",
+                "additionalProperties": {
+                    "anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}, _SECRET_REF]
+                },
+            },
+            "json": {
+                "title": "JSON body",
+                "description": "Sent as application/json. Use either json or body.",
+            },
+            "body": {
+                "title": "Raw body", "description": "Sent as is. Use either json or body.",
+                **_TEXT_OR_SECRET,
+            },
+            "timeout_s": {
+                "title": "Timeout (s)", "type": "number", "exclusiveMinimum": 0,
+                "maximum": 3600, "default": 30,
+                "description": "Connect and read timeout; never longer than the node's timeout.",
+            },
+            "fail_on_status": {
+                "title": "Fail on error status", "type": "boolean", "default": True,
+                "description": "Fail the node on a non-2xx response (5xx, 408, 425, 429 retry).",
+            },
+            "follow_redirects": {
+                "title": "Follow redirects", "type": "boolean", "default": False,
+                "description": "Follow 3xx responses (each hop is checked like the URL).",
+            },
+            "max_response_bytes": {
+                "title": "Max response bytes", "type": "integer", "minimum": 1,
+                "maximum": 1024 * 1024 * 1024, "default": DEFAULT_MAX_RESPONSE_BYTES,
+                "description": "Longer bodies are cut and the output says truncated: true.",
+            },
+        },
+    }
+
+    def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        faults = template_errors(config)
+        if "json" in config and "body" in config:
+            faults.insert(0, ("/body", "set either json or body, not both"))
+        url = config.get("url")
+        if isinstance(url, str) and "{{" not in url:
+            scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+            if scheme not in ("http", "https"):
+                faults.append(("/url", f"{url!r} is not an http:// or https:// URL"))
+        return faults
+
+    def run(self, ctx: NodeContext) -> dict[str, Any]:
+        import httpx
+
+        config = ctx.config
+        method = str(config.get("method", "GET")).upper()
+        url = str(config.get("url", ""))
+        shown = f"{method} {mask_url(url)}"
+        if "json" in config and "body" in config:
+            raise NodeExecutionError(f"{shown}: set either json or body, not both",
+                                     retryable=False)
+        allow_private = ctx.settings.allow_private_http
+        try:
+            check_destination(url, allow_private)
+        except httpx.InvalidURL as exc:
+            raise NodeExecutionError(f"{shown}: invalid URL: {exc}", retryable=False) from None
+
+        headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        if not any(k.lower() == "idempotency-key" for k in headers):
+            headers["Idempotency-Key"] = ctx.idempotency_key
+        timeout_s = float(config.get("timeout_s", 30))
+        timeout = ctx.remaining(timeout_s)
+        limit = int(config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES))
+        content: dict[str, Any] = {}
+        if "json" in config:
+            content["json"] = config["json"]
+        elif "body" in config:
+            body = config["body"]
+            content["content"] = body.encode() if isinstance(body, str) else body
+
+        def guard(request: httpx.Request) -> None:  # runs for the first request and each hop
+            check_destination(request.url, allow_private)
+
+        started = time.monotonic()
+        try:
+            with httpx.Client(
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=bool(config.get("follow_redirects", False)),
+                event_hooks={"request": [guard]},
+            ) as client:
+                request = client.build_request(
+                    method, url, headers=headers,
+                    params=_query_pairs(config.get("query") or {}) or None, **content,
+                )
+                with client.send(request, stream=True) as response:
+                    body, truncated = self._read(response, limit, started, timeout, shown)
+        except NodeExecutionError:
+            raise
+        except httpx.TimeoutException:
+            raise NodeExecutionError(f"{shown} timed out after {timeout:.3g} s",
+                                     retryable=True) from None
+        except httpx.InvalidURL as exc:
+            raise NodeExecutionError(f"{shown}: invalid URL: {exc}", retryable=False) from None
+        except httpx.TooManyRedirects as exc:
+            raise NodeExecutionError(f"{shown}: {exc}", retryable=False) from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise NodeExecutionError(
+                f"{shown} failed: {type(exc).__name__}: {exc}", retryable=True
+            ) from None
+
+        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        status = response.status_code
+        text = body.decode(response.encoding or "utf-8", errors="replace")
+        ctx.log("%s -> %d (%s ms, %d bytes%s)", shown, status, elapsed_ms, len(body),
+                ", truncated" if truncated else "")
+        if config.get("fail_on_status", True) and not 200 <= status < 300:
+            raise NodeExecutionError(
+                f"HTTP {status} from {shown}: {text[:200]}",
+                retryable=status >= 500 or status in RETRYABLE_STATUS,
+            )
+        output: dict[str, Any] = {
+            "status": status,
+            "url": mask_url(str(response.url)),
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "json": None,
+            "text": text,
+            "truncated": truncated,
+            "elapsed_ms": elapsed_ms,
+        }
+        if not truncated and _is_json(response.headers.get("content-type", "")) and body.strip():
+            try:
+                output["json"] = json.loads(body)
+            except ValueError as exc:
+                ctx.log("the response says JSON but does not parse: %s", exc)
+        return output
+
+    @staticmethod
+    def _read(response: Any, limit: int, started: float, timeout: float,
+              shown: str) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(chunks)[:limit], True
+            if time.monotonic() - started > timeout:
+                raise NodeExecutionError(f"{shown} timed out after {timeout:.3g} s reading "
+                                         "the response", retryable=True)
+        return b"".join(chunks), False
