@@ -296,8 +296,12 @@ def _parse(expression: str) -> ast.AST:
             raise _Fault(
                 f"SyntaxError: {exc.msg} (line {exc.lineno}, column {exc.offset})"
             ) from None
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise _Fault(f"SyntaxError: {type(exc).__name__} while parsing: {exc}") from None
+    except ValueError as exc:
+        raise _Fault(f"SyntaxError: {exc}") from None
+    except (RecursionError, MemoryError) as exc:
+        raise _Fault(
+            f"refused: the expression nests too deeply to parse ({type(exc).__name__})"
+        ) from None
     _static_check(tree)
     return tree.body  # type: ignore[attr-defined]
 
