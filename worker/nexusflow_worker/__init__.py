@@ -1,0 +1,3 @@
+"""Nexus-Flow's worker side: RQ worker processes, the reconciler and the Docker sandbox."""
+
+__all__: list[str] = []

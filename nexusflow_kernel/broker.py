@@ -1,0 +1,171 @@
+"""Redis as the transport: pushing node jobs to RQ and appending run events to streams.
+
+Redis holds nothing that cannot be rebuilt from PostgreSQL: queued jobs are re-pushed by the
+reconciler, and events are derivable from the node rows. Jobs use RQ's JSON serializer (a
+pickle payload in Redis would be code execution on a worker).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from . import defaults
+from .errors import BackendUnavailable
+from .settings import Settings, mask_url
+
+JOB_FUNC = "nexusflow_kernel.dispatch.execute_node"
+"""The one RQ entry point: ``execute_node(run_id, idx, attempt)``."""
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def get_redis(url: str) -> redis.Redis:
+    """Return this process's Redis client for ``url`` (a connection pool underneath)."""
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(
+                url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+            )
+            _clients[url] = client
+        return client
+
+
+def check_redis(client: redis.Redis, url: str) -> None:
+    """Raise ``BackendUnavailable`` naming the (masked) URL when Redis does not answer."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BackendUnavailable(f"Redis at {mask_url(url)} is not reachable: {exc}") from None
+
+
+def job_id(run_id: str, idx: int, attempt: int, wake: bool = False) -> str:
+    """Return the RQ job id of one attempt of one node (RQ allows ``[A-Za-z0-9_-]``).
+
+    ``wake`` names the job that resumes a deferred attempt (a Delay node): it must differ
+    from the job that deferred it, which is still finishing when the wake-up is scheduled.
+    """
+    return f"nf-{run_id.replace('-', '')}-{idx}-{attempt}{'-w' if wake else ''}"
+
+
+def events_key(run_id: str) -> str:
+    return f"{defaults.KEY_PREFIX}:run:{run_id}:events"
+
+
+ALL_EVENTS_KEY = f"{defaults.KEY_PREFIX}:events"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Push:
+    """One node attempt to hand to RQ, now or at ``at`` (a UNIX time)."""
+
+    run_id: str
+    idx: int
+    attempt: int
+    queue: str = "default"
+    at: float | None = None
+    wake: bool = False
+
+
+def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
+          duration_ms: float | None = None, error: str | None = None) -> dict[str, Any]:
+    """Build one event in the shape every client reads."""
+    ev: dict[str, Any] = {"run": run_id, "node": node, "state": state, "attempt": attempt,
+                          "at": now_iso(), "duration_ms": duration_ms}
+    if error:
+        ev["error"] = error
+    return ev
+
+
+class Broker:
+    """Pushes node jobs and events to Redis for one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url, "settings must be resolved"
+        self.settings = settings
+        self.redis = get_redis(settings.redis_url)
+        self.queues = {
+            "default": Queue(settings.queue_name, connection=self.redis,
+                             serializer=JSONSerializer),
+            "sandbox": Queue(settings.sandbox_queue_name, connection=self.redis,
+                             serializer=JSONSerializer),
+        }
+
+    def queue_for(self, name: str) -> Queue:
+        return self.queues.get(name) or self.queues["default"]
+
+    def publish(self, pushes: Sequence[Push] = (), events: Iterable[dict[str, Any]] = ()) -> None:
+        """Push jobs and append events in one Redis round trip."""
+        events = list(events)
+        if not pushes and not events:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            self._add_pushes(pipe, pushes)
+            self._add_events(pipe, events)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendUnavailable(
+                f"Redis at {mask_url(self.settings.redis_url)} failed: {exc}"
+            ) from exc
+
+    def _add_pushes(self, pipe: Any, pushes: Sequence[Push]) -> None:
+        now_items: dict[str, list[Any]] = {}
+        for p in pushes:
+            queue = self.queue_for(p.queue)
+            data = Queue.prepare_data(
+                JOB_FUNC, (p.run_id, p.idx, p.attempt), timeout=-1, result_ttl=0,
+                failure_ttl=24 * 3600, job_id=job_id(p.run_id, p.idx, p.attempt, p.wake),
+                description=f"nexusflow {p.run_id} node #{p.idx} attempt {p.attempt}",
+            )
+            if p.at is not None and p.at > time.time() + 0.05:
+                job = queue.create_job(data.func, args=data.args, timeout=-1, result_ttl=0,
+                                       failure_ttl=data.failure_ttl, job_id=data.job_id,
+                                       description=data.description)
+                # RQ's scheduler works in whole seconds: round up so a job is never early.
+                queue.schedule_job(job, datetime.fromtimestamp(math.ceil(p.at), UTC),
+                                   pipeline=pipe)
+            else:
+                now_items.setdefault(queue.name, []).append(data)
+        for name, items in now_items.items():
+            queue = next(q for q in self.queues.values() if q.name == name)
+            queue.enqueue_many(items, pipeline=pipe)
+
+    def _add_events(self, pipe: Any, events: Sequence[dict[str, Any]]) -> None:
+        for ev in events:
+            blob = json.dumps(ev, separators=(",", ":"), default=str)
+            pipe.xadd(events_key(ev["run"]), {"e": blob}, maxlen=defaults.EVENT_STREAM_MAXLEN,
+                      approximate=True)
+            pipe.xadd(ALL_EVENTS_KEY, {"e": blob}, maxlen=defaults.ALL_RUNS_STREAM_MAXLEN,
+                      approximate=True)
+
+    def read_events(self, key: str, after: str = "0-0", *, block_ms: int | None = None,
+                    count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Return ``(stream id, event)`` pairs after ``after`` from one stream."""
+        try:
+            reply = self.redis.xread({key: after}, count=count, block=block_ms)
+        except redis.RedisError as exc:
+            raise BackendUnavailable(
+                f"Redis at {mask_url(self.settings.redis_url)} failed: {exc}"
+            ) from exc
+        out = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append((entry_id.decode(), json.loads(fields[b"e"])))
+        return out

@@ -1,0 +1,318 @@
+"""The ``nexusflow`` command line.
+
+Errors print one line and exit non-zero: 1 a run that did not succeed, 2 bad input (the flow,
+an argument), 3 a backend that cannot be reached. More commands come from other packages
+through the entry point group ``nexusflow.commands`` (``worker``, ``sandbox``, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import BackendUnavailable, FlowError, NexusFlowError
+
+FINAL = ("succeeded", "failed", "canceled")
+STATE_STYLE = {
+    "pending": "dim", "queued": "cyan", "running": "yellow", "scheduled": "yellow",
+    "succeeded": "green", "failed": "red", "skipped": "grey50", "canceled": "magenta",
+}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Nexus-Flow errors into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FlowError as exc:
+            _fail(str(exc), 2)
+        except BackendUnavailable as exc:
+            _fail(str(exc), 3)
+        except NexusFlowError as exc:
+            _fail(str(exc), 2)
+        except ValueError as exc:  # bad settings values
+            _fail(str(exc), 2)
+
+    return wrapper
+
+
+class _Group(click.Group):
+    """The root group; loads plugin commands lazily from the ``nexusflow.commands`` group."""
+
+    def _plugins(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group="nexusflow.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._plugins().get(name)
+        return ep.load() if ep is not None else None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nexusflow")
+def main() -> None:
+    """Nexus-Flow: durable DAG workflows on RQ workers, with PostgreSQL as the record."""
+    logging.basicConfig(level=os.environ.get("NEXUSFLOW_LOG_LEVEL", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _engine() -> Any:
+    from .engine import Engine
+
+    return Engine()
+
+
+def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+@main.command()
+@click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
+@handle_errors
+def validate(flow: Path) -> None:
+    """Check that a flow compiles; print its nodes in run order."""
+    from .compiler import compile_flow
+
+    compiled = compile_flow(flow)
+    click.echo(f"ok: {compiled.document.name}: {len(compiled.order)} nodes, "
+               f"{len(compiled.document.edges)} edges; order: {' '.join(compiled.order)}")
+
+
+@main.command()
+@click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="A run input (VALUE is parsed as JSON when it can be).")
+@click.option("--workers", "-w", type=click.IntRange(0, 64), default=0,
+              help="Start N temporary workers for this run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--detach", is_flag=True, help="Start the run and print its id.")
+@click.option("--timeout", type=float, default=None, help="Stop waiting after N seconds.")
+@handle_errors
+def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach: bool,
+        timeout: float | None) -> None:
+    """Run a flow file and show its progress; exit 0 only when it succeeded."""
+    from .compiler import compile_flow
+
+    compiled = compile_flow(flow)  # fail fast, before any service starts
+    engine = _engine()
+    engine.check()
+    sup = _start_workers(engine, workers) if workers and not detach else None
+    try:
+        run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
+                                  source=str(flow.resolve()))
+        if detach:
+            click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+            return
+        result = _wait(engine, run_id, compiled.order, live=not as_json, timeout=timeout)
+    finally:
+        if sup is not None:
+            _stop_workers(sup)
+    _report(result, as_json)
+    sys.exit(0 if result["status"] == "succeeded" else 1)
+
+
+def _start_workers(engine: Any, n: int) -> subprocess.Popen:
+    env = dict(os.environ, NEXUSFLOW_DATABASE_URL=engine.settings.database_url,
+               NEXUSFLOW_REDIS_URL=engine.settings.redis_url)
+    return subprocess.Popen([sys.executable, "-m", "nexusflow_worker", "--processes", str(n),
+                             "--grace", "10"], env=env)
+
+
+def _stop_workers(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
+          timeout: float | None) -> dict[str, Any]:
+    """Follow a run's events until it ends; draw a live table on a terminal."""
+    from rich.console import Console
+    from rich.live import Live
+
+    deadline = time.monotonic() + timeout if timeout else None
+    states: dict[str, tuple[str, int]] = {n: ("pending", 0) for n in order}
+    cursor = "0-0"
+    console = Console(stderr=True)
+    show = live and console.is_terminal
+    with Live(_table(states), console=console, refresh_per_second=8,
+              transient=False) if show else _nullcontext() as view:
+        while True:
+            items = engine.broker.read_events(
+                __import__("nexusflow_kernel.broker", fromlist=["events_key"]).events_key(run_id),
+                cursor, block_ms=500)
+            run_state = None
+            for cursor, ev in items:
+                if ev.get("node") is None:
+                    run_state = ev["state"]
+                else:
+                    states[ev["node"]] = (ev["state"], ev.get("attempt") or 0)
+            if view is not None:
+                view.update(_table(states))
+            if run_state in FINAL or not items:
+                result = engine.get_run(run_id)
+                if result["status"] in FINAL:
+                    if view is not None:
+                        states.update({k: (v["state"], v["attempts"])
+                                       for k, v in result["nodes"].items()})
+                        view.update(_table(states))
+                    return result
+            if deadline and time.monotonic() > deadline:
+                raise NexusFlowError(f"run {run_id} did not finish within {timeout:g} s "
+                                     "(it goes on; see `nexusflow show`)")
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _table(states: dict[str, tuple[str, int]]) -> Any:
+    from rich.table import Table
+
+    done = sum(1 for s, _ in states.values() if s in ("succeeded", "failed", "skipped",
+                                                      "canceled"))
+    table = Table(title=f"{done}/{len(states)} nodes done", show_edge=False)
+    table.add_column("node")
+    table.add_column("state")
+    table.add_column("attempt", justify="right")
+    for node, (state, attempt) in list(states.items())[:40]:
+        table.add_row(node, f"[{STATE_STYLE.get(state, '')}]{state}", str(attempt or ""))
+    if len(states) > 40:
+        table.add_row(f"... {len(states) - 40} more", "", "")
+    return table
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_run_json(result), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {result['run_id']}: {result['status']}")
+    for col in ("node", "state", "attempts", "duration", "error"):
+        table.add_column(col)
+    for node, info in result["nodes"].items():
+        dur = f"{info['duration_ms'] / 1000:.3f}s" if info.get("duration_ms") else ""
+        table.add_row(node, f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}",
+                      str(info["attempts"]), dur, (info.get("error") or "")[:80])
+    Console().print(table)
+
+
+def _run_json(result: dict[str, Any]) -> dict[str, Any]:
+    return result
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def runs(limit: int, as_json: bool) -> None:
+    """List recent runs."""
+    items = _engine().list_runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("run", "name", "status", "started", "ended"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(r["run_id"], r["name"], f"[{STATE_STYLE.get(r['status'], '')}]"
+                      f"{r['status']}", r["started_at"] or "", r["ended_at"] or "")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def show(run_id: str, as_json: bool) -> None:
+    """Show a run: its nodes, attempts, outputs and errors."""
+    result = _engine().get_run(run_id)
+    _report(result, as_json)
+    if not as_json:
+        for node, info in result["nodes"].items():
+            if info.get("output") is not None:
+                click.echo(f"{node}: {json.dumps(info['output'], default=str)[:200]}")
+
+
+@main.command()
+@click.argument("run_id")
+@handle_errors
+def cancel(run_id: str) -> None:
+    """Cancel a running run."""
+    _engine().cancel_run(run_id)
+    click.echo(f"canceled {run_id}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--from", "from_node", default=None, help="Run this node and all after it again.")
+@handle_errors
+def retry(run_id: str, from_node: str | None) -> None:
+    """Retry a finished run from its failed nodes (or from a chosen node), in the same run."""
+    _engine().retry_run(run_id, from_node)
+    click.echo(run_id)
+
+
+@main.command()
+@click.argument("run_id")
+@handle_errors
+def replay(run_id: str) -> None:
+    """Start a new run with the same workflow version and inputs."""
+    click.echo(_engine().replay_run(run_id))
+
+
+def _add_services() -> None:
+    try:
+        from .cli_services import services
+    except ImportError:
+        return
+    main.add_command(services)
+
+
+_add_services()

@@ -1,0 +1,136 @@
+"""PostgreSQL access: one connection pool per process, migrations, and outage-tolerant writes."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .errors import BackendUnavailable
+from .settings import mask_url
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_MIGRATION_LOCK = 0x6E657875  # advisory lock id: one migrator at a time
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute("SET application_name = 'nexusflow'")
+    conn.commit()
+
+
+def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
+    """Return this process's pool for ``url`` (opened once, migrations applied once)."""
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is not None:
+            return pool
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="nexusflow",
+        )
+        try:
+            pool.open(wait=True, timeout=10)
+        except psycopg.pool.PoolTimeout:  # type: ignore[attr-defined]
+            pool.close()
+            raise BackendUnavailable(
+                f"PostgreSQL at {mask_url(url)} is not reachable "
+                "(set NEXUSFLOW_DATABASE_URL, or unset it to use the embedded server)"
+            ) from None
+        migrate(pool)
+        _pools[url] = pool
+        return pool
+
+
+def close_pools() -> None:
+    """Close every pool this process opened (for tests and clean shutdown)."""
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
+
+
+def migration_scripts() -> list[tuple[str, str]]:
+    """Return ``(name, sql)`` of every migration shipped, in the order they apply."""
+    folder = resources.files("nexusflow_kernel").joinpath("migrations")
+    scripts = [(p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql")]
+    return sorted(scripts)
+
+
+def migrate(pool: ConnectionPool) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction; return their names."""
+    applied: list[str] = []
+    with pool.connection() as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS nexusflow_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.commit()
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            done = {r["name"] for r in conn.execute("SELECT name FROM nexusflow_migrations")}
+            conn.commit()
+            for name, sql in migration_scripts():
+                if name in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO nexusflow_migrations (name) VALUES (%s)", (name,))
+                applied.append(name)
+                logger.info("applied migration %s", name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            conn.commit()
+    return applied
+
+
+def with_retry(
+    fn: Callable[[], T], *, what: str, deadline_s: float = 60.0, stop: Callable[[], bool] | None = None
+) -> T:
+    """Run ``fn`` until it gets through a PostgreSQL outage (bounded by ``deadline_s``).
+
+    Only connection-level failures are retried; ``fn`` must be a whole transaction, so a
+    retry never applies half of it twice.
+    """
+    end = time.monotonic() + deadline_s
+    delay = 0.1
+    while True:
+        try:
+            return fn()
+        except (psycopg.OperationalError, psycopg.InterfaceError, BackendUnavailable) as exc:
+            if time.monotonic() >= end or (stop is not None and stop()):
+                raise BackendUnavailable(f"PostgreSQL unavailable while trying to {what}: {exc}") from exc
+            logger.warning("PostgreSQL unavailable (%s); retrying %s in %.1fs", exc, what, delay)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+def run_tx(pool: ConnectionPool, body: Callable[[psycopg.Connection], T]) -> T:
+    """Run ``body(conn)`` in one transaction on a pooled connection."""
+    with pool.connection() as conn:
+        with conn.transaction():
+            return body(conn)
+
+
+def jsonb(value: Any) -> Any:
+    """Wrap ``value`` for a jsonb parameter."""
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)

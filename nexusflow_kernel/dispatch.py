@@ -1,0 +1,309 @@
+"""The one RQ job: claim a node, run it under its timeout and lease, record the outcome.
+
+``execute_node(run_id, idx, attempt)`` is what every RQ job calls. It never lets an error
+escape to RQ (RQ's own retry and dependency machinery play no part): every outcome is written
+to PostgreSQL, successors are decided in the same transaction, and only after the commit are
+they pushed to Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .broker import Broker
+from .db import get_pool, with_retry
+from .errors import ExpressionError, NexusFlowError, NodeExecutionError, NodeTimeoutError
+from .nodes import Defer, NodeContext, NodeLog, get_node_type
+from .plan import backoff_delay
+from .settings import Settings
+from .store import Claim, Outcome, RunStore
+
+logger = logging.getLogger(__name__)
+
+
+class _Interrupt(BaseException):
+    """Raised in the main thread to stop a node (timeout, lost lease, canceled run)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class Runtime:
+    """Per-process engine state of a worker: settings, pool, store, broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.resolved()
+        self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
+        self.store = RunStore(self.pool)
+        self.broker = Broker(self.settings)
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.secrets: Callable[[str], str] | None = _secret_resolver(self.settings)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """Return this process's runtime, built from the environment on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.worker_name.split(":")[-1] != str(os.getpid()):
+            _runtime = Runtime(Settings.from_env())
+        return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    """Install (or clear) the process runtime; used by workers and tests."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = rt
+
+
+def _secret_resolver(settings: Settings) -> Callable[[str], str] | None:
+    try:
+        from .secrets import SecretStore  # written alongside the server extension
+    except ImportError:
+        return None
+    try:
+        store = SecretStore(settings)
+    except Exception as exc:  # no key configured, etc.: nodes asking for secrets get this
+        message = f"secrets are unavailable: {exc}"
+
+        def unavailable(name: str) -> str:
+            raise NodeExecutionError(message, retryable=False)
+
+        return unavailable
+    return store.get
+
+
+def execute_node(run_id: str, idx: int, attempt: int) -> str:
+    """Run one attempt of one node (the RQ job function); return what happened."""
+    rt = runtime()
+    token = uuid.uuid4().hex
+    claim = with_retry(
+        lambda: rt.store.claim(run_id, idx, attempt, token, rt.worker_name, rt.settings.lease_s),
+        what=f"claim node #{idx} of run {run_id}",
+    )
+    if claim is None:
+        return "duplicate or stale delivery: nothing to do"
+    outcome = run_claimed(rt, claim)
+    effects = with_retry(lambda: rt.store.finish(claim, outcome),
+                         what=f"record node {claim.node_id!r} of run {run_id}", deadline_s=600)
+    if effects is None:
+        logger.warning("lease of node %s in run %s was lost; outcome dropped", claim.node_id,
+                       run_id)
+        return "lease lost"
+    try:
+        rt.broker.publish(effects.pushes, effects.events)
+    except NexusFlowError as exc:  # the reconciler re-pushes from PostgreSQL
+        logger.warning("could not push successors of %s (reconciler will): %s", claim.node_id,
+                       exc)
+    return outcome.status
+
+
+def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
+    """Run the claimed node with its heartbeat and timeout; return its ``Outcome``."""
+    from .expressions import render_templates
+
+    node = claim.plan.nodes[claim.node_id]
+    node_type = get_node_type(node.type)
+    log = NodeLog()
+    started = time.monotonic()
+    timeout_s = float(node.timeout_s) if node.timeout_s else None
+    names = {"inputs": claim.inputs, "params": claim.params}
+    rendered: Any = None
+    secret_values: list[str] = []
+    heartbeat = _Heartbeat(rt, claim)
+    try:
+        if node_type is None:
+            raise NodeExecutionError(f"node type {node.type!r} is not installed on this worker",
+                                     retryable=False)
+        where = f"node {claim.node_id!r} /config"
+        rendered = render_templates(node.config, names, exempt=node_type.template_exempt,
+                                    where=where)
+        config = _resolve_secrets(rendered, rt.secrets, secret_values)
+        ctx = NodeContext(
+            run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt, config=config,
+            inputs=claim.inputs, params=claim.params, settings=rt.settings, log=log,
+            deadline=(time.time() + timeout_s) if timeout_s else None,
+            resume_state=claim.resume_state, secrets=rt.secrets,
+        )
+        heartbeat.start()
+        with _deadline(timeout_s, heartbeat):
+            result = node_type.run(ctx)
+        heartbeat.stop()
+        duration = (time.monotonic() - started) * 1000
+        if isinstance(result, Defer):
+            return Outcome("deferred", defer_until=result.until, resume_state=result.state,
+                           duration_ms=duration)
+        output = _checked_output(result, rt.settings.max_output_bytes)
+        return Outcome("succeeded", output=output, branch=node_type.branch(output),
+                       log=_mask(log.text(), secret_values),
+                       input=_input_record(claim, rendered), duration_ms=duration)
+    except _Interrupt as intr:
+        heartbeat.stop()
+        status = "canceled" if intr.kind == "canceled" else "failed"
+        retryable = intr.kind == "timeout"
+        return _failure(claim, node, intr.reason, retryable, log, rendered, started,
+                        secret_values, status=status)
+    except ExpressionError as exc:
+        heartbeat.stop()
+        return _failure(claim, node, str(exc), False, log, rendered, started, secret_values)
+    except NodeExecutionError as exc:
+        heartbeat.stop()
+        return _failure(claim, node, str(exc), exc.retryable, log, rendered, started,
+                        secret_values)
+    except Exception as exc:  # user-facing failure of any other kind: recorded, retried
+        heartbeat.stop()
+        logger.debug("node %s raised", claim.node_id, exc_info=True)
+        return _failure(claim, node, f"{type(exc).__name__}: {exc}", True, log, rendered,
+                        started, secret_values)
+
+
+def _failure(claim: Claim, node: Any, error: str, retryable: bool, log: NodeLog, rendered: Any,
+             started: float, secret_values: list[str], *, status: str = "failed") -> Outcome:
+    return Outcome(
+        status, error=_mask(error, secret_values)[:4000], retryable=retryable,
+        log=_mask(log.text(), secret_values), input=_input_record(claim, rendered),
+        duration_ms=(time.monotonic() - started) * 1000,
+        retry_delay=backoff_delay(claim.attempt, node.retry),
+    )
+
+
+def _input_record(claim: Claim, rendered: Any) -> dict[str, Any]:
+    return {"config": rendered, "inputs": claim.inputs}
+
+
+def _checked_output(result: Any, limit: int) -> Any:
+    try:
+        blob = json.dumps(result, separators=(",", ":"), allow_nan=False, default=_no_default)
+    except (TypeError, ValueError) as exc:
+        raise NodeExecutionError(f"output is not JSON-serializable: {exc}",
+                                 retryable=False) from None
+    if len(blob) > limit:
+        raise NodeExecutionError(
+            f"output is {len(blob)} bytes of JSON, over the limit of {limit} "
+            "(NEXUSFLOW_MAX_OUTPUT_BYTES)", retryable=False)
+    return json.loads(blob) if not isinstance(result, (dict, list, str, int, float, bool,
+                                                        type(None))) else result
+
+
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _resolve_secrets(value: Any, resolver: Callable[[str], str] | None,
+                     found: list[str]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$secret"} and isinstance(value["$secret"], str):
+            if resolver is None:
+                raise NodeExecutionError(
+                    f"secret {value['$secret']!r} was asked for, but no secret store is set up",
+                    retryable=False)
+            secret = resolver(value["$secret"])
+            found.append(secret)
+            return secret
+        return {k: _resolve_secrets(v, resolver, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, resolver, found) for v in value]
+    return value
+
+
+def _mask(text: str, secret_values: list[str]) -> str:
+    for value in secret_values:
+        if value and len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
+
+
+class _Heartbeat:
+    """Renews the node's lease; stops the node when the lease is lost or the run canceled."""
+
+    def __init__(self, rt: Runtime, claim: Claim) -> None:
+        self.rt = rt
+        self.claim = claim
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.interrupt: _Interrupt | None = None
+        self._main = threading.main_thread().ident
+        self._armed = threading.current_thread() is threading.main_thread()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="nexusflow-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        rt, c = self.rt, self.claim
+        lease_s, every = rt.settings.lease_s, rt.settings.heartbeat_s
+        last_ok = time.monotonic()
+        while not self._stop.wait(every):
+            try:
+                status = rt.store.renew(c.run_id, c.idx, c.token, lease_s)
+            except Exception as exc:  # PostgreSQL away: keep trying until the lease runs out
+                logger.warning("lease renewal of %s failed: %s", c.node_id, exc)
+                if time.monotonic() - last_ok > lease_s * 0.8:
+                    self._fire(_Interrupt("lease could not be renewed (database unreachable)",
+                                          "lease"))
+                    return
+                continue
+            if status is None:
+                self._fire(_Interrupt("lease lost to another worker", "lease"))
+                return
+            if status == "canceled":
+                self._fire(_Interrupt("run canceled", "canceled"))
+                return
+            last_ok = time.monotonic()
+
+    def _fire(self, intr: _Interrupt) -> None:
+        if self._stop.is_set():
+            return
+        self.interrupt = intr
+        if self._armed:
+            os.kill(os.getpid(), signal.SIGALRM)
+
+
+class _deadline:
+    """Raise ``_Interrupt`` in the main thread at the node's timeout (SIGALRM, no sleeping)."""
+
+    def __init__(self, timeout_s: float | None, heartbeat: _Heartbeat) -> None:
+        self.timeout_s = timeout_s
+        self.heartbeat = heartbeat
+        self.armed = threading.current_thread() is threading.main_thread()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        intr = self.heartbeat.interrupt
+        if intr is not None:
+            raise intr
+        raise _Interrupt(f"timed out after {self.timeout_s:g} s (timeout_s)", "timeout")
+
+    def __enter__(self) -> _deadline:
+        if self.armed:
+            self._previous = signal.signal(signal.SIGALRM, self._handler)
+            if self.timeout_s:
+                signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+
+
+# Re-exported for callers that name the timeout error.
+__all__ = ["NodeTimeoutError", "Runtime", "execute_node", "run_claimed", "runtime", "set_runtime"]

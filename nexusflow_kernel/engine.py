@@ -1,0 +1,266 @@
+"""The engine facade: what the CLI, the server extension and notebooks call.
+
+``Engine`` stores workflows as immutable versions, starts runs (nothing is stored or queued
+for a flow that does not compile), controls them (cancel, retry, replay) and reads them back.
+It is synchronous and thread-safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rq.command import send_stop_job_command
+
+from .broker import ALL_EVENTS_KEY, Broker, check_redis, events_key, job_id
+from .compiler import CompiledFlow, compile_flow
+from .db import get_pool, jsonb, run_tx, with_retry
+from .document import FlowDocument, dumps_canonical, load_document, loads
+from .errors import NexusFlowError, NotFoundError
+from .settings import Settings
+from .store import Effects, RunStore
+
+FlowLike = FlowDocument | CompiledFlow | Mapping[str, Any] | str | bytes | Path
+
+
+def _compile(flow: FlowLike) -> tuple[CompiledFlow, str | None]:
+    if isinstance(flow, CompiledFlow):
+        return flow, flow.document.source
+    if isinstance(flow, Path) or (isinstance(flow, str) and flow.rstrip().endswith(".nxflow")
+                                  and not flow.lstrip().startswith("{")):
+        compiled = compile_flow(Path(flow))
+        return compiled, str(Path(flow).resolve())
+    if isinstance(flow, (str, bytes)):
+        return compile_flow(loads(flow)), None
+    if isinstance(flow, FlowDocument):
+        return compile_flow(flow), flow.source
+    return compile_flow(load_document(dict(flow))), None
+
+
+class Engine:
+    """Start, control and read runs; store workflows and their versions."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = (settings or Settings.from_env()).resolved()
+        self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
+        self.store = RunStore(self.pool)
+        self.broker = Broker(self.settings)
+        self.redis = self.broker.redis
+
+    def close(self) -> None:
+        """Release nothing shared: pools are per process and closed at exit."""
+
+    def check(self) -> None:
+        """Raise ``BackendUnavailable`` when Redis does not answer (PostgreSQL is checked on
+        connect)."""
+        check_redis(self.redis, self.settings.redis_url or "")
+
+    def _publish(self, effects: Effects) -> None:
+        try:
+            self.broker.publish(effects.pushes, effects.events)
+        except NexusFlowError:
+            pass  # committed in PostgreSQL: the reconciler pushes it when Redis is back
+
+    # ------------------------------------------------------------------ workflows
+    def save_workflow(self, doc: FlowLike, *, workflow_id: str | None = None,
+                      name: str | None = None, actor: str | None = None) -> dict[str, Any]:
+        """Store a flow as a new immutable version (none when it equals the latest)."""
+        compiled, _source = _compile(doc)
+        wid, version, _created = run_tx(
+            self.pool, lambda conn: self.store.save_version(
+                conn, compiled, workflow_id=workflow_id, name=name, actor=actor))
+        return self._version_row(wid, version)
+
+    def _version_row(self, workflow_id: str, version: int) -> dict[str, Any]:
+        rows = self._versions(workflow_id, version)
+        return rows[0]
+
+    def _versions(self, workflow_id: str, version: int | None = None,
+                  graph: bool = False) -> list[dict[str, Any]]:
+        _check_uuid(workflow_id, "workflow")
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT v.workflow_id, v.name, v.version, v.content_hash, v.created_at,"
+                " v.created_by" + (", v.graph_json" if graph else "") +
+                " FROM workflow_versions v JOIN workflows w ON w.id=v.workflow_id"
+                " WHERE v.workflow_id=%s AND w.deleted_at IS NULL"
+                + (" AND v.version=%s" if version is not None else "") +
+                " ORDER BY v.version DESC",
+                (workflow_id, version) if version is not None else (workflow_id,),
+            ).fetchall()
+        if not rows:
+            what = f"version {version} of workflow" if version is not None else "workflow"
+            raise NotFoundError(f"no {what} {workflow_id}")
+        out = []
+        for r in rows:
+            item = {"workflow_id": str(r["workflow_id"]), "name": r["name"],
+                    "version": r["version"], "hash": r["content_hash"],
+                    "created_at": r["created_at"].isoformat(), "created_by": r["created_by"]}
+            if graph:
+                item["graph"] = r["graph_json"]
+            out.append(item)
+        return out
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (w.id) w.id, v.name, v.version, v.content_hash,"
+                " w.created_at, w.created_by, v.created_at AS updated_at FROM workflows w"
+                " JOIN workflow_versions v ON v.workflow_id=w.id WHERE w.deleted_at IS NULL"
+                " ORDER BY w.id, v.version DESC").fetchall()
+        return sorted(({"workflow_id": str(r["id"]), "name": r["name"], "version": r["version"],
+                        "hash": r["content_hash"], "created_at": r["created_at"].isoformat(),
+                        "updated_at": r["updated_at"].isoformat(), "created_by": r["created_by"]}
+                       for r in rows), key=lambda r: r["updated_at"], reverse=True)
+
+    def get_workflow(self, workflow_id: str, version: int | None = None) -> dict[str, Any]:
+        return self._versions(workflow_id, version, graph=True)[0]
+
+    def list_versions(self, workflow_id: str) -> list[dict[str, Any]]:
+        return self._versions(workflow_id)
+
+    def diff_versions(self, workflow_id: str, a: int, b: int) -> str:
+        """Return a unified diff of two versions' canonical documents."""
+        old, new = (self.get_workflow(workflow_id, v)["graph"] for v in (a, b))
+        return "".join(difflib.unified_diff(
+            dumps_canonical(old).splitlines(True), dumps_canonical(new).splitlines(True),
+            f"v{a}", f"v{b}"))
+
+    def rollback_workflow(self, workflow_id: str, version: int, *,
+                          actor: str | None = None) -> dict[str, Any]:
+        """Make an old version current again (as a new version with the same graph)."""
+        graph = self.get_workflow(workflow_id, version)["graph"]
+        compiled = compile_flow(load_document(graph))
+        wid, new_version, _created = run_tx(self.pool, lambda conn: self.store.save_version(
+            conn, compiled, workflow_id=workflow_id, actor=actor))
+        return self._version_row(wid, new_version)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        _check_uuid(workflow_id, "workflow")
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute("UPDATE workflows SET deleted_at=now() WHERE id=%s"
+                               " AND deleted_at IS NULL RETURNING id", (workflow_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no workflow {workflow_id}")
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, flow: FlowLike | None = None, *, workflow_id: str | None = None,
+                  version: int | None = None, inputs: Mapping[str, Any] | None = None,
+                  trigger: str = "manual", actor: str | None = None,
+                  source: str | None = None) -> str:
+        """Compile, store and start a run; return its id. Nothing is stored if it fails."""
+        inputs = dict(inputs or {})
+        json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
+        compiled: CompiledFlow | None = None
+        if flow is not None:
+            compiled, file_source = _compile(flow)
+            source = source or file_source
+            _apply_param_defaults(compiled, inputs)
+        elif workflow_id is None:
+            raise NotFoundError("start_run needs a flow or a workflow_id")
+
+        def tx(conn: Any) -> tuple[str, Effects]:
+            wid, ver = workflow_id, version
+            if compiled is not None:
+                key = f"file:{source}" if source else f"name:{compiled.document.name}"
+                wid, ver, _ = self.store.save_version(
+                    conn, compiled, workflow_id=workflow_id, key=None if workflow_id else key,
+                    actor=actor)
+            elif ver is None:
+                _check_uuid(wid, "workflow")
+                row = conn.execute("SELECT max(version) AS v FROM workflow_versions"
+                                   " WHERE workflow_id=%s", (wid,)).fetchone()
+                if row is None or row["v"] is None:
+                    raise NotFoundError(f"no workflow {wid}")
+                ver = row["v"]
+            else:
+                _check_uuid(wid, "workflow")
+            return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
+                                         actor=actor)
+
+        run_id, effects = with_retry(lambda: run_tx(self.pool, tx), what="start the run",
+                                     deadline_s=15)
+        self._publish(effects)
+        return run_id
+
+    def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        return self.store.get_run(run_id, outputs=outputs)
+
+    def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
+                  source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        if workflow_id is not None:
+            _check_uuid(workflow_id, "workflow")
+        return self.store.list_runs(limit=limit, workflow_id=workflow_id, source=source,
+                                    status=status)
+
+    def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        return self.store.node_attempts(run_id, node_id)
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel a run: nothing new starts; running nodes stop within a heartbeat."""
+        self.store.get_run(run_id, outputs=False)
+        effects = self.store.cancel(run_id)
+        self._publish(effects)
+        with self.pool.connection() as conn:
+            running = conn.execute(
+                "SELECT idx, attempt FROM node_runs WHERE execution_id=%s AND state='running'",
+                (run_id,)).fetchall()
+        for r in running:  # a forking worker stops the work-horse at once
+            try:
+                send_stop_job_command(self.redis, job_id(run_id, r["idx"], r["attempt"]))
+            except Exception:
+                pass  # the heartbeat sees the cancel anyway
+
+    def retry_run(self, run_id: str, from_node: str | None = None) -> str:
+        """Run a finished run's failed, skipped and canceled nodes again (or from a node)."""
+        effects = self.store.retry(run_id, from_node)
+        self._publish(effects)
+        return run_id
+
+    def replay_run(self, run_id: str, *, actor: str | None = None) -> str:
+        """Start a new run with the same workflow version and inputs."""
+        head = self.store.get_run(run_id, outputs=False)
+
+        def tx(conn: Any) -> tuple[str, Effects]:
+            return self.store.create_run(conn, head["workflow_id"], head["version"],
+                                         head["inputs"], trigger="replay", source=head["source"],
+                                         actor=actor, replay_of=run_id)
+
+        new_id, effects = run_tx(self.pool, tx)
+        self._publish(effects)
+        return new_id
+
+    # ------------------------------------------------------------------ events
+    def read_events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+                    count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Return a run's events after a stream id; the history is rebuilt if Redis lost it."""
+        items = self.broker.read_events(events_key(run_id), after, block_ms=block_ms,
+                                        count=count)
+        if not items and after in ("0", "0-0"):
+            derived = self.store.derived_events(run_id)
+            return [(f"0-{i + 1}", ev) for i, ev in enumerate(derived)]
+        return items
+
+    def read_all_events(self, after: str = "$", block_ms: int | None = None,
+                        count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        return self.broker.read_events(ALL_EVENTS_KEY, after, block_ms=block_ms, count=count)
+
+
+def _apply_param_defaults(compiled: CompiledFlow, inputs: dict[str, Any]) -> None:
+    for name, spec in compiled.document.params.items():
+        if name not in inputs and "default" in spec:
+            inputs[name] = spec["default"]
+
+
+def _check_uuid(value: Any, what: str) -> None:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        raise NotFoundError(f"no {what} {value!r} ({what} ids are UUIDs)") from None
+
+
+__all__ = ["Engine", "jsonb"]

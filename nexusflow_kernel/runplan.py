@@ -1,0 +1,55 @@
+"""The immutable plan of one workflow version, as the dispatcher needs it (cached per process)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .document import Node
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Nodes by index, their parents and children; built once per workflow version."""
+
+    order: tuple[str, ...]
+    idx_of: dict[str, int]
+    nodes: dict[str, Node]
+    parents: dict[str, tuple[str, ...]]
+    children: dict[str, tuple[tuple[str, str | None], ...]]
+    handle_of: dict[tuple[str, str], str | None]
+
+    @classmethod
+    def build(cls, graph: dict[str, Any], plan: dict[str, Any]) -> RunPlan:
+        order = tuple(plan["order"])
+        nodes = {n["id"]: Node.from_dict(n) for n in graph["nodes"]}
+        parents = {k: tuple(v) for k, v in plan["parents"].items()}
+        children = {k: tuple((c, h) for c, h in v) for k, v in plan["children"].items()}
+        handle_of = {(p, c): h for p, kids in children.items() for c, h in kids}
+        return cls(order, {n: i for i, n in enumerate(order)}, nodes, parents, children,
+                   handle_of)
+
+
+class PlanCache:
+    """A small LRU of ``RunPlan`` by ``(workflow_id, version)``; versions never change."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._items: OrderedDict[tuple[str, int], RunPlan] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> RunPlan | None:
+        with self._lock:
+            plan = self._items.get(key)
+            if plan is not None:
+                self._items.move_to_end(key)
+            return plan
+
+    def put(self, key: tuple[str, int], plan: RunPlan) -> None:
+        with self._lock:
+            self._items[key] = plan
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)

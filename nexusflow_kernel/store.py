@@ -1,0 +1,656 @@
+"""PostgreSQL is the record: workflows, runs, node states, leases and attempt logs.
+
+Every state change of a run happens here, in one transaction, and returns the pushes and
+events to send to Redis *after* the commit. Successor decisions take the run's row lock, so
+two parents finishing at once can never both miss (or both start) their common child.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from . import defaults
+from .broker import Push, event
+from .compiler import CompiledFlow
+from .db import jsonb
+from .errors import NotFoundError, RunStateError
+from .nodes import get_node_type
+from .plan import (
+    FINAL_STATES,
+    RUN,
+    SKIP,
+    NodeState,
+    RunStatus,
+    decide,
+    edge_outcome,
+    run_status,
+)
+from .runplan import PlanCache, RunPlan
+
+LOST_RETRIES = 2
+"""Extra attempts a node gets when its worker is lost (killed, host gone), beyond its retries."""
+
+
+@dataclass
+class Claim:
+    """A node attempt this worker now holds the lease of."""
+
+    run_id: str
+    idx: int
+    node_id: str
+    attempt: int
+    token: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    resume_state: dict[str, Any] | None
+    plan: RunPlan
+    max_attempts: int
+
+
+@dataclass
+class Outcome:
+    """How one attempt ended."""
+
+    status: str  # succeeded | failed | canceled | lost | deferred
+    output: Any = None
+    branch: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    log: str = ""
+    input: Any = None
+    duration_ms: float | None = None
+    retry_delay: float | None = None  # seconds before the next attempt, when retried
+    defer_until: float | None = None
+    resume_state: dict[str, Any] | None = None
+
+
+@dataclass
+class Effects:
+    """What to send to Redis after a transaction committed."""
+
+    pushes: list[Push] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.pushes.extend(other.pushes)
+        self.events.extend(other.events)
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
+
+
+class RunStore:
+    """Reads and writes run state; one per process, thread-safe (pooled connections)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.plans = PlanCache()
+
+    # ------------------------------------------------------------------ plans and versions
+    def plan_for(self, conn: psycopg.Connection, workflow_id: Any, version: int) -> RunPlan:
+        key = (str(workflow_id), int(version))
+        plan = self.plans.get(key)
+        if plan is None:
+            row = conn.execute(
+                "SELECT graph_json, plan FROM workflow_versions WHERE workflow_id=%s AND version=%s",
+                key,
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"workflow {key[0]} has no version {key[1]}")
+            plan = RunPlan.build(row["graph_json"], row["plan"])
+            self.plans.put(key, plan)
+        return plan
+
+    def save_version(self, conn: psycopg.Connection, compiled: CompiledFlow, *,
+                     workflow_id: str | None = None, key: str | None = None,
+                     name: str | None = None, actor: str | None = None) -> tuple[str, int, bool]:
+        """Store ``compiled`` as the next immutable version unless the latest has its hash."""
+        name = name or compiled.document.name
+        if workflow_id is None:
+            row = None
+            if key is not None:
+                row = conn.execute(
+                    "INSERT INTO workflows (id, name, key, created_by) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (key) DO UPDATE SET deleted_at = NULL RETURNING id",
+                    (uuid.uuid4(), name, key, actor),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "INSERT INTO workflows (id, name, created_by) VALUES (%s, %s, %s) RETURNING id",
+                    (uuid.uuid4(), name, actor),
+                ).fetchone()
+            workflow_id = str(row["id"])
+        wf = conn.execute(
+            "SELECT id FROM workflows WHERE id=%s AND deleted_at IS NULL FOR UPDATE",
+            (workflow_id,),
+        ).fetchone()
+        if wf is None:
+            raise NotFoundError(f"no workflow {workflow_id}")
+        latest = conn.execute(
+            "SELECT version, content_hash FROM workflow_versions WHERE workflow_id=%s"
+            " ORDER BY version DESC LIMIT 1",
+            (workflow_id,),
+        ).fetchone()
+        if latest is not None and latest["content_hash"] == compiled.hash and \
+                self._same_graph(conn, workflow_id, latest["version"], compiled):
+            return workflow_id, latest["version"], False
+        version = (latest["version"] + 1) if latest else 1
+        conn.execute(
+            "INSERT INTO workflow_versions (workflow_id, version, name, graph_json, plan,"
+            " content_hash, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (workflow_id, version, name, jsonb(compiled.document.data), jsonb(compiled.plan()),
+             compiled.hash, actor),
+        )
+        conn.execute("UPDATE workflows SET name=%s WHERE id=%s", (name, workflow_id))
+        return workflow_id, version, True
+
+    @staticmethod
+    def _same_graph(conn: psycopg.Connection, workflow_id: str, version: int,
+                    compiled: CompiledFlow) -> bool:
+        row = conn.execute(
+            "SELECT graph_json FROM workflow_versions WHERE workflow_id=%s AND version=%s",
+            (workflow_id, version),
+        ).fetchone()
+        return row is not None and row["graph_json"] == compiled.document.data
+
+    # ------------------------------------------------------------------ starting a run
+    def create_run(self, conn: psycopg.Connection, workflow_id: str, version: int,
+                   inputs: dict[str, Any], *, trigger: str, source: str | None,
+                   actor: str | None, replay_of: str | None = None) -> tuple[str, Effects]:
+        """Insert the execution and one row per node; roots become ``queued``."""
+        plan = self.plan_for(conn, workflow_id, version)
+        run_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO executions (id, workflow_id, version, status, trigger, inputs, source,"
+            " created_by, replay_of, remaining) VALUES (%s,%s,%s,'running',%s,%s,%s,%s,%s,%s)",
+            (run_id, workflow_id, version, trigger, jsonb(inputs), source, actor, replay_of,
+             len(plan.order)),
+        )
+        effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
+        with conn.cursor().copy(
+            "COPY node_runs (execution_id, idx, node_id, state, attempt, tries, max_attempts,"
+            " queue, enqueued_at) FROM STDIN"
+        ) as copy:
+            for idx, node_id in enumerate(plan.order):
+                node = plan.nodes[node_id]
+                root = not plan.parents[node_id]
+                queue = _queue_of(node.type)
+                copy.write_row((run_id, idx, node_id,
+                                NodeState.QUEUED if root else NodeState.PENDING,
+                                1 if root else 0, 1 if root else 0, _max_attempts(node), queue,
+                                "now" if root else None))
+                if root:
+                    effects.pushes.append(Push(run_id, idx, 1, queue))
+                    effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
+        if not plan.order:
+            conn.execute("UPDATE executions SET status='succeeded', ended_at=now() WHERE id=%s",
+                         (run_id,))
+            effects.events.append(event(run_id, None, RunStatus.SUCCEEDED))
+        return run_id, effects
+
+    # ------------------------------------------------------------------ claiming and leases
+    def claim(self, run_id: str, idx: int, attempt: int, token: str, worker: str,
+              lease_s: float) -> Claim | None:
+        """Take the lease of a queued (or due scheduled) node; ``None`` means nothing to do."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
+                " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s,"
+                " started_at=now(), ended_at=NULL"
+                " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
+                " AND (state='queued' OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
+                " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+                " RETURNING node_id, resume_state, max_attempts)"
+                " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
+                " JOIN executions e ON e.id=%(r)s",
+                {"t": token, "l": lease_s, "w": worker, "r": run_id, "i": idx, "a": attempt},
+            ).fetchone()
+            if row is None:
+                return None
+            plan = self.plan_for(conn, row["workflow_id"], row["version"])
+            parents = plan.parents[row["node_id"]]
+            inputs: dict[str, Any] = {}
+            if parents:
+                for r in conn.execute(
+                    "SELECT node_id, output FROM node_runs WHERE execution_id=%s"
+                    " AND idx = ANY(%s)",
+                    (run_id, [plan.idx_of[p] for p in parents]),
+                ):
+                    inputs[r["node_id"]] = r["output"]
+        return Claim(run_id, idx, row["node_id"], attempt, token, row["inputs"] or {}, inputs,
+                     row["resume_state"], plan, row["max_attempts"])
+
+    def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
+        """Extend a lease; return the run's status, or ``None`` when the lease is lost."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "UPDATE node_runs SET lease_until=now() + make_interval(secs => %s)"
+                " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
+                " RETURNING (SELECT status FROM executions WHERE id=%s) AS status",
+                (lease_s, run_id, idx, token, run_id),
+            ).fetchone()
+        return row["status"] if row else None
+
+    # ------------------------------------------------------------------ finishing an attempt
+    def finish(self, claim: Claim, outcome: Outcome) -> Effects | None:
+        """Record an attempt's outcome and decide successors, in one transaction.
+
+        Return ``None`` when the lease was lost meanwhile (another copy owns the node now).
+        """
+        with self.pool.connection() as conn, conn.transaction():
+            return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
+                                claim.token, claim.max_attempts, claim.plan, outcome)
+
+    def _finish(self, conn: psycopg.Connection, run_id: str, idx: int, node_id: str,
+                attempt: int, token: str, max_attempts: int, plan: RunPlan,
+                outcome: Outcome) -> Effects | None:
+        run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
+                           (run_id,)).fetchone()
+        held = conn.execute(
+            "SELECT tries FROM node_runs WHERE execution_id=%s AND idx=%s AND state='running'"
+            " AND lease_token=%s", (run_id, idx, token)).fetchone()
+        if held is None:
+            return None
+        effects = Effects()
+        status = outcome.status
+        if run["status"] == RunStatus.CANCELED and status != "succeeded":
+            status = "canceled"
+        log_status = status
+        new_state: str
+        due: float | None = None
+        if status == "succeeded":
+            new_state = NodeState.SUCCEEDED
+        elif status == "deferred":
+            new_state = NodeState.SCHEDULED
+            due = outcome.defer_until
+        elif status == "canceled":
+            new_state = NodeState.CANCELED
+        else:
+            limit = max_attempts + (LOST_RETRIES if status == "lost" else 0)
+            if outcome.retryable and held["tries"] < limit and run["status"] == RunStatus.RUNNING:
+                new_state = NodeState.SCHEDULED
+                import time as _t
+
+                due = _t.time() + (outcome.retry_delay or 0.0)
+            else:
+                new_state = NodeState.FAILED
+        next_attempt = attempt + 1 if (new_state == NodeState.SCHEDULED and status != "deferred") \
+            else attempt
+        row = conn.execute(
+            "UPDATE node_runs SET state=%(s)s, attempt=%(na)s, lease_token=NULL, lease_until=NULL,"
+            " tries = tries + CASE WHEN %(na)s > attempt THEN 1 ELSE 0 END,"
+            " output=%(o)s, branch=%(b)s, error=%(e)s, resume_state=%(rs)s,"
+            " due_at=CASE WHEN %(due)s::float8 IS NULL THEN NULL ELSE to_timestamp(%(due)s) END,"
+            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at ELSE now() END,"
+            " ended_at=CASE WHEN %(s)s IN ('succeeded','failed','canceled') THEN now()"
+            "  ELSE ended_at END, duration_ms=%(d)s"
+            " WHERE execution_id=%(r)s AND idx=%(i)s AND state='running' AND lease_token=%(t)s"
+            " RETURNING idx",
+            {"s": new_state, "na": next_attempt,
+             "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
+             "b": outcome.branch, "e": outcome.error,
+             "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
+             "due": due, "d": outcome.duration_ms, "r": run_id, "i": idx, "t": token},
+        ).fetchone()
+        if row is None:
+            return None
+        if status != "deferred":
+            conn.execute(
+                "INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
+                " error, log, worker, duration_ms, started_at)"
+                " SELECT %s, %s, %s, %s, %s, %s, %s, %s, worker, %s, started_at FROM node_runs"
+                " WHERE execution_id=%s AND idx=%s"
+                " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
+                (run_id, node_id, attempt, log_status, jsonb(outcome.input),
+                 jsonb(outcome.output) if status == "succeeded" else None, outcome.error,
+                 outcome.log or None, outcome.duration_ms, run_id, idx),
+            )
+        queue = _queue_of(plan.nodes[node_id].type)
+        if new_state == NodeState.SCHEDULED:
+            effects.pushes.append(Push(run_id, idx, next_attempt, queue, at=due,
+                                       wake=status == "deferred"))
+            effects.events.append(event(run_id, node_id, NodeState.SCHEDULED, next_attempt,
+                                        duration_ms=outcome.duration_ms, error=outcome.error))
+            return effects
+        effects.events.append(event(run_id, node_id, new_state, attempt,
+                                    duration_ms=outcome.duration_ms, error=outcome.error))
+        if run["status"] != RunStatus.RUNNING:
+            self._finalize_if_done(conn, run_id, 1, effects)
+            return effects
+        final = 1 + self._decide_successors(conn, run_id, plan, {node_id: (new_state,
+                                                                          outcome.branch)},
+                                            [node_id], effects)
+        self._finalize_if_done(conn, run_id, final, effects)
+        return effects
+
+    def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                           known: dict[str, tuple[str, str | None]], finished: list[str],
+                           effects: Effects) -> int:
+        """Queue or skip the children of ``finished`` whose parents allow it; return #skipped."""
+        skipped_total = 0
+        frontier = list(dict.fromkeys(c for n in finished for c, _h in plan.children[n]))
+        while frontier:
+            need = {n for c in frontier for n in (c, *plan.parents[c]) if n not in known}
+            if need:
+                for r in conn.execute(
+                    "SELECT node_id, state, branch FROM node_runs WHERE execution_id=%s"
+                    " AND idx = ANY(%s)",
+                    (run_id, [plan.idx_of[n] for n in need]),
+                ):
+                    known[r["node_id"]] = (r["state"], r["branch"])
+            to_queue: list[str] = []
+            to_skip: list[str] = []
+            for child in frontier:
+                if known[child][0] != NodeState.PENDING:
+                    continue
+                outcomes = [edge_outcome(*known[p], plan.handle_of[(p, child)])
+                            for p in plan.parents[child]]
+                verdict = decide(plan.nodes[child].trigger_rule, outcomes)
+                if verdict == RUN:
+                    to_queue.append(child)
+                elif verdict == SKIP:
+                    to_skip.append(child)
+            if to_queue:
+                for r in conn.execute(
+                    "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
+                    " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
+                    " AND state='pending' RETURNING node_id, idx, attempt, queue",
+                    (run_id, [plan.idx_of[c] for c in to_queue]),
+                ):
+                    known[r["node_id"]] = (NodeState.QUEUED, None)
+                    effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
+                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                r["attempt"]))
+            if to_skip:
+                conn.execute(
+                    "UPDATE node_runs SET state='skipped', ended_at=now()"
+                    " WHERE execution_id=%s AND idx = ANY(%s) AND state='pending'",
+                    (run_id, [plan.idx_of[c] for c in to_skip]),
+                )
+                for child in to_skip:
+                    known[child] = (NodeState.SKIPPED, None)
+                    effects.events.append(event(run_id, child, NodeState.SKIPPED, 0))
+                skipped_total += len(to_skip)
+            frontier = list(dict.fromkeys(c for n in to_skip for c, _h in plan.children[n]))
+        return skipped_total
+
+    def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
+                          effects: Effects) -> None:
+        row = conn.execute(
+            "UPDATE executions SET remaining = remaining - %s WHERE id=%s RETURNING remaining,"
+            " status",
+            (newly_final, run_id),
+        ).fetchone()
+        if row["remaining"] > 0:
+            return
+        states = [r["state"] for r in conn.execute(
+            "SELECT DISTINCT state FROM node_runs WHERE execution_id=%s", (run_id,))]
+        final = RunStatus.CANCELED if row["status"] == RunStatus.CANCELED else run_status(states)
+        conn.execute(
+            "UPDATE executions SET status=%s, ended_at=now() WHERE id=%s", (final, run_id)
+        )
+        effects.events.append(event(run_id, None, final))
+
+    # ------------------------------------------------------------------ reconciler queries
+    def expired_leases(self, limit: int = 200) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT n.execution_id::text AS run_id, n.idx, n.node_id, n.attempt,"
+                " n.lease_token, n.max_attempts, e.workflow_id, e.version FROM node_runs n"
+                " JOIN executions e ON e.id = n.execution_id"
+                " WHERE n.state='running' AND n.lease_until < now() LIMIT %s",
+                (limit,),
+            ).fetchall()
+
+    def reclaim_lost(self, row: dict[str, Any]) -> Effects | None:
+        """Record a lost attempt (its lease expired) and retry or fail the node."""
+        with self.pool.connection() as conn, conn.transaction():
+            plan = self.plan_for(conn, row["workflow_id"], row["version"])
+            still = conn.execute(
+                "SELECT 1 FROM node_runs WHERE execution_id=%s AND idx=%s AND state='running'"
+                " AND lease_token=%s AND lease_until < now() FOR UPDATE",
+                (row["run_id"], row["idx"], row["lease_token"]),
+            ).fetchone()
+            if still is None:
+                return None
+            outcome = Outcome("lost", error="worker lost: its lease expired (killed or cut off)",
+                              retryable=True, retry_delay=0.0)
+            return self._finish(conn, row["run_id"], row["idx"], row["node_id"], row["attempt"],
+                                row["lease_token"], row["max_attempts"], plan, outcome)
+
+    def stale_queued(self, grace_s: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """Return queued or due scheduled nodes whose job may be missing from Redis."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT execution_id::text AS run_id, idx, attempt, queue, state,"
+                " (state = 'scheduled' AND resume_state IS NOT NULL) AS wake FROM node_runs"
+                " WHERE (state='queued' AND enqueued_at < now() - make_interval(secs => %s))"
+                " OR (state='scheduled' AND due_at < now() - make_interval(secs => %s))"
+                " ORDER BY enqueued_at LIMIT %s",
+                (grace_s, grace_s, limit),
+            ).fetchall()
+
+    def touch_queued(self, items: Iterable[tuple[str, int]]) -> None:
+        items = list(items)
+        if not items:
+            return
+        with self.pool.connection() as conn, conn.transaction():
+            conn.cursor().executemany(
+                "UPDATE node_runs SET enqueued_at=now() WHERE execution_id=%s AND idx=%s"
+                " AND state IN ('queued','scheduled')",
+                items,
+            )
+
+    # ------------------------------------------------------------------ run control
+    def cancel(self, run_id: str) -> Effects:
+        with self.pool.connection() as conn, conn.transaction():
+            run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
+                               (run_id,)).fetchone()
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            if run["status"] != RunStatus.RUNNING:
+                raise RunStateError(f"run {run_id} is already {run['status']}")
+            rows = conn.execute(
+                "UPDATE node_runs SET state='canceled', ended_at=now()"
+                " WHERE execution_id=%s AND state IN ('pending','queued','scheduled')"
+                " RETURNING node_id",
+                (run_id,),
+            ).fetchall()
+            conn.execute("UPDATE executions SET status='canceled' WHERE id=%s", (run_id,))
+            effects = Effects()
+            for r in rows:
+                effects.events.append(event(run_id, r["node_id"], NodeState.CANCELED))
+            self._finalize_if_done(conn, run_id, len(rows), effects)
+            return effects
+
+    def retry(self, run_id: str, from_node: str | None = None) -> Effects:
+        """Re-open a finished run: failed/canceled/skipped nodes (or ``from_node`` on) go again."""
+        with self.pool.connection() as conn, conn.transaction():
+            run = conn.execute(
+                "SELECT status, workflow_id, version FROM executions WHERE id=%s FOR UPDATE",
+                (run_id,),
+            ).fetchone()
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            if run["status"] == RunStatus.RUNNING:
+                raise RunStateError(f"run {run_id} is still running; cancel it first")
+            plan = self.plan_for(conn, run["workflow_id"], run["version"])
+            states = {r["node_id"]: r["state"] for r in conn.execute(
+                "SELECT node_id, state FROM node_runs WHERE execution_id=%s", (run_id,))}
+            if from_node is not None:
+                if from_node not in plan.idx_of:
+                    raise NotFoundError(f"run {run_id} has no node {from_node!r}")
+                import networkx as nx
+
+                graph = nx.DiGraph((p, c) for p, kids in plan.children.items() for c, _ in kids)
+                graph.add_nodes_from(plan.order)
+                reset = {from_node} | nx.descendants(graph, from_node)
+            else:
+                reset = {n for n, s in states.items() if s != NodeState.SUCCEEDED}
+                if not reset:
+                    raise RunStateError(f"run {run_id} has nothing to retry: every node succeeded")
+            conn.execute(
+                "UPDATE node_runs SET state='pending', output=NULL, branch=NULL, error=NULL,"
+                " resume_state=NULL, due_at=NULL, started_at=NULL, ended_at=NULL"
+                " WHERE execution_id=%s AND idx = ANY(%s)",
+                (run_id, [plan.idx_of[n] for n in reset]),
+            )
+            conn.execute(
+                "UPDATE executions SET status='running', ended_at=NULL, remaining=%s WHERE id=%s",
+                (len(reset), run_id),
+            )
+            effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
+            known = {n: (NodeState.PENDING if n in reset else s, None) for n, s in states.items()}
+            for r in conn.execute("SELECT node_id, branch FROM node_runs WHERE execution_id=%s"
+                                  " AND branch IS NOT NULL", (run_id,)):
+                known[r["node_id"]] = (known[r["node_id"]][0], r["branch"])
+            # Reopened nodes whose parents are all final are decided exactly as after a
+            # parent finishes; the rest follow as their parents finish again.
+            ready = [n for n in plan.order if n in reset and all(
+                known[p][0] in FINAL_STATES for p in plan.parents[n])]
+            roots = [n for n in ready if not plan.parents[n]]
+            if roots:
+                for r in conn.execute(
+                    "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
+                    " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
+                    " RETURNING idx, node_id, attempt, queue",
+                    (run_id, [plan.idx_of[n] for n in roots]),
+                ):
+                    known[r["node_id"]] = (NodeState.QUEUED, None)
+                    effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
+                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                r["attempt"]))
+            parents = list(dict.fromkeys(p for n in ready if plan.parents[n]
+                                         for p in plan.parents[n]))
+            skipped = self._decide_successors(conn, run_id, plan, known, parents, effects)
+            if skipped:
+                self._finalize_if_done(conn, run_id, skipped, effects)
+            return effects
+
+    # ------------------------------------------------------------------ reading
+    def run_header(self, conn: psycopg.Connection, run_id: str) -> dict[str, Any]:
+        try:
+            uuid.UUID(str(run_id))
+        except ValueError:
+            raise NotFoundError(f"no run {run_id!r} (run ids are UUIDs)") from None
+        row = conn.execute(
+            "SELECT e.*, w.name FROM executions e JOIN workflows w ON w.id = e.workflow_id"
+            " WHERE e.id=%s", (run_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no run {run_id}")
+        return {
+            "run_id": str(row["id"]), "status": row["status"], "name": row["name"],
+            "workflow_id": str(row["workflow_id"]), "version": row["version"],
+            "source": row["source"], "trigger": row["trigger"], "inputs": row["inputs"],
+            "created_by": row["created_by"], "replay_of": _str(row["replay_of"]),
+            "started_at": _iso(row["started_at"]), "ended_at": _iso(row["ended_at"]),
+        }
+
+    def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        with self.pool.connection() as conn:
+            out = self.run_header(conn, run_id)
+            nodes = {}
+            for r in conn.execute(
+                "SELECT node_id, state, attempt, started_at, ended_at, duration_ms, error, branch"
+                + (", output" if outputs else "") +
+                " FROM node_runs WHERE execution_id=%s ORDER BY idx", (run_id,)):
+                nodes[r["node_id"]] = {
+                    "state": r["state"], "attempts": r["attempt"],
+                    "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
+                    "duration_ms": r["duration_ms"], "error": r["error"],
+                    "output": r.get("output"),
+                }
+            out["nodes"] = nodes
+            return out
+
+    def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
+                  source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("e.workflow_id", workflow_id), ("e.source", source),
+                              ("e.status", status)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger,"
+               " e.created_by, e.started_at, e.ended_at, w.name FROM executions e"
+               " JOIN workflows w ON w.id=e.workflow_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY e.created_at DESC LIMIT %s")
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql, (*args, max(1, min(int(limit), 1000)))).fetchall()
+        return [{"run_id": str(r["id"]), "status": r["status"], "name": r["name"],
+                 "workflow_id": str(r["workflow_id"]), "version": r["version"],
+                 "source": r["source"], "trigger": r["trigger"], "created_by": r["created_by"],
+                 "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                for r in rows]
+
+    def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            self.run_header(conn, run_id)
+            rows = conn.execute(
+                "SELECT attempt, status, input, output, error, log, worker, duration_ms,"
+                " started_at, ended_at FROM node_logs WHERE execution_id=%s AND node_id=%s"
+                " ORDER BY attempt", (run_id, node_id)).fetchall()
+            if not rows and conn.execute(
+                    "SELECT 1 FROM node_runs WHERE execution_id=%s AND node_id=%s",
+                    (run_id, node_id)).fetchone() is None:
+                raise NotFoundError(f"run {run_id} has no node {node_id!r}")
+        return [{**r, "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                for r in rows]
+
+    def derived_events(self, run_id: str) -> list[dict[str, Any]]:
+        """Rebuild a run's event history from PostgreSQL (when Redis lost the stream)."""
+        with self.pool.connection() as conn:
+            head = self.run_header(conn, run_id)
+            out = [{"run": run_id, "node": None, "state": "running", "attempt": 0,
+                    "at": head["started_at"], "duration_ms": None}]
+            for r in conn.execute(
+                "SELECT node_id, attempt, status, error, duration_ms, ended_at FROM node_logs"
+                " WHERE execution_id=%s ORDER BY ended_at", (run_id,)):
+                ev = {"run": run_id, "node": r["node_id"], "state": r["status"],
+                      "attempt": r["attempt"], "at": _iso(r["ended_at"]),
+                      "duration_ms": r["duration_ms"]}
+                if r["error"]:
+                    ev["error"] = r["error"]
+                out.append(ev)
+            for r in conn.execute(
+                "SELECT node_id, state, attempt, ended_at, started_at FROM node_runs"
+                " WHERE execution_id=%s AND state <> 'pending'", (run_id,)):
+                if r["state"] in ("succeeded", "failed"):
+                    continue  # already in the attempt log
+                out.append({"run": run_id, "node": r["node_id"], "state": r["state"],
+                            "attempt": r["attempt"],
+                            "at": _iso(r["ended_at"] or r["started_at"]) or head["started_at"],
+                            "duration_ms": None})
+            if head["status"] != "running":
+                out.append({"run": run_id, "node": None, "state": head["status"], "attempt": 0,
+                            "at": head["ended_at"], "duration_ms": None})
+            return out
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _queue_of(type_name: str) -> str:
+    node_type = get_node_type(type_name)
+    return node_type.queue if node_type is not None else "default"
+
+
+def _max_attempts(node: Any) -> int:
+    retry = node.retry or {}
+    return int(retry.get("max_attempts", defaults.DEFAULT_MAX_ATTEMPTS))
+
+
+def dumps_output(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

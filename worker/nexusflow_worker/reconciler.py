@@ -1,0 +1,104 @@
+"""The reconciler: makes PostgreSQL's record and Redis's queues agree again, with no human.
+
+Each pass (a few seconds apart, one active pass at a time across all hosts thanks to a
+PostgreSQL advisory lock):
+- a running node whose lease expired (its worker was killed or cut off) is recorded as a
+  lost attempt and retried, or failed when it has no attempts left;
+- a queued node whose RQ job is missing from Redis (Redis restarted empty, a push that failed
+  after the commit) is pushed again — the same job id, so a duplicate is harmless;
+- a scheduled node (retry wait or delay) that is due but whose job is gone is pushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from nexusflow_kernel.broker import Push, job_id
+from nexusflow_kernel.dispatch import Runtime
+
+logger = logging.getLogger(__name__)
+
+_LOCK_ID = 0x6E667263  # one reconciler pass at a time, across every host
+
+
+@dataclass
+class PassReport:
+    """What one pass repaired."""
+
+    reclaimed: int = 0
+    repushed: int = 0
+    skipped: bool = False
+
+
+def reconcile_once(rt: Runtime) -> PassReport:
+    """Run one reconciler pass; return what it repaired."""
+    report = PassReport()
+    with rt.pool.connection() as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_ID,)).fetchone()
+        conn.commit()
+        if not got["ok"]:
+            report.skipped = True
+            return report
+        try:
+            _reclaim(rt, report)
+            _repush(rt, report)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            conn.commit()
+    return report
+
+
+def _reclaim(rt: Runtime, report: PassReport) -> None:
+    for row in rt.store.expired_leases():
+        effects = rt.store.reclaim_lost(row)
+        if effects is None:
+            continue
+        report.reclaimed += 1
+        logger.warning("node %s of run %s lost its worker; attempt %s recorded as lost",
+                       row["node_id"], row["run_id"], row["attempt"])
+        rt.broker.publish(effects.pushes, effects.events)
+
+
+def _repush(rt: Runtime, report: PassReport) -> None:
+    rows = rt.store.stale_queued(rt.settings.requeue_grace_s)
+    if not rows:
+        return
+    pipe = rt.broker.redis.pipeline(transaction=False)
+    for r in rows:
+        pipe.hget(f"rq:job:{job_id(r['run_id'], r['idx'], r['attempt'], r['wake'])}", "status")
+    statuses = pipe.execute()
+    missing, present = [], []
+    for r, status in zip(rows, statuses, strict=True):
+        alive = status in (b"queued", b"started", b"scheduled", b"deferred")
+        if alive:
+            present.append((r["run_id"], r["idx"]))
+        else:
+            missing.append(Push(r["run_id"], r["idx"], r["attempt"], r["queue"], wake=r["wake"]))
+    if missing:
+        rt.broker.publish(missing)
+        report.repushed += len(missing)
+        logger.warning("re-pushed %d node job(s) missing from Redis", len(missing))
+    rt.store.touch_queued([(p.run_id, p.idx) for p in missing] + present)
+
+
+class Reconciler(threading.Thread):
+    """Runs ``reconcile_once`` every ``settings.reconcile_interval_s`` until stopped."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="nexusflow-reconciler", daemon=True)
+        self.rt = rt
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.rt.settings.reconcile_interval_s):
+            try:
+                reconcile_once(self.rt)
+            except Exception as exc:  # a backend outage: try again next pass
+                logger.warning("reconciler pass failed: %s", exc)
+                time.sleep(min(5.0, self.rt.settings.reconcile_interval_s))
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,62 @@
+"""The RQ worker processes that run node jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from rq import SimpleWorker, Worker
+from rq.serializers import JSONSerializer
+from rq.timeouts import BaseDeathPenalty
+
+from nexusflow_kernel.broker import get_redis
+from nexusflow_kernel.dispatch import Runtime, set_runtime
+from nexusflow_kernel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class NoDeathPenalty(BaseDeathPenalty):
+    """Node timeouts are enforced by the dispatcher itself (it owns SIGALRM)."""
+
+    def setup_death_penalty(self) -> None:
+        pass
+
+    def cancel_death_penalty(self) -> None:
+        pass
+
+
+class NodeWorker(SimpleWorker):
+    """Runs node jobs in the worker process itself: no fork per job (the fast default)."""
+
+    death_penalty_class = NoDeathPenalty
+
+
+class ForkingNodeWorker(Worker):
+    """Runs each node job in a forked work-horse (isolates memory leaks and crashes)."""
+
+    death_penalty_class = NoDeathPenalty
+
+
+def queue_names(settings: Settings, queues: list[str]) -> list[str]:
+    """Map ``default``/``sandbox`` to the configured RQ queue names."""
+    mapping = {"default": settings.queue_name, "sandbox": settings.sandbox_queue_name}
+    return [mapping.get(q, q) for q in queues]
+
+
+def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
+               burst: bool = False, name: str | None = None, scheduler: bool = True,
+               log_level: str = "WARNING") -> Any:
+    """Run one RQ worker in this process until it is told to stop."""
+    rt = Runtime(settings)
+    set_runtime(rt)
+    connection = get_redis(rt.settings.redis_url)  # type: ignore[arg-type]
+    cls = ForkingNodeWorker if fork else NodeWorker
+    worker = cls(queue_names(rt.settings, queues), connection=connection,
+                 serializer=JSONSerializer, name=name)
+    # RQ installs its own SIGTERM handler (warm shutdown: the node in hand finishes).
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    logger.info("worker %s (pid %s) serving %s", worker.name, os.getpid(), queues)
+    return worker.work(burst=burst, with_scheduler=scheduler, logging_level=log_level)
