@@ -358,7 +358,7 @@ def _log_tail(path: Path, since: int = 0, lines: int = 2) -> str:
     except OSError:
         return ""
     every = [line.strip() for line in text.splitlines() if line.strip()]
-    marks = ("FATAL", "ERROR", "PANIC", " # ", "*** ", "Bad ", "Can't")
+    marks = ("FATAL", "ERROR", "PANIC", "invalid ", " # ", "*** ", "Bad ", "Can't")
     errors = [line for line in every if any(mark in line for mark in marks)]
     return " | ".join((errors or every)[-lines:])
 
