@@ -34,6 +34,10 @@ def _load() -> None:
         return
     _loaded = True
     from . import builtin  # noqa: F401  (registers the core types)
+    from .testing import NoopNode, SleepNode
+
+    register(NoopNode)
+    register(SleepNode)
 
     for ep in entry_points(group="nexusflow.nodes"):
         try:
