@@ -222,16 +222,16 @@ class HttpNode(NodeType):
 
         started = time.monotonic()
         try:
+            target = httpx.URL(url)
+            pairs = _query_pairs(config.get("query") or {})
+            if pairs:  # added to the URL's own query string, which httpx would replace
+                target = target.copy_merge_params(pairs)
             with httpx.Client(
                 timeout=httpx.Timeout(timeout),
                 follow_redirects=bool(config.get("follow_redirects", False)),
                 event_hooks={"request": [guard]},
             ) as client:
-                request = client.build_request(
-                    method, url, headers=headers,
-                    params=_query_pairs(config.get("query") or {}) or None, **content,
-                )
-                with client.send(request, stream=True) as response:
+                with client.stream(method, target, headers=headers, **content) as response:
                     body, truncated = self._read(response, limit, started, timeout, shown)
         except NodeExecutionError:
             raise
