@@ -1,0 +1,168 @@
+/** Client of the Nexus-Flow server extension's REST and websocket API. */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { JSONObject, JSONValue } from './graph';
+
+export interface INodeType {
+  type: string;
+  title: string;
+  description: string;
+  category: string;
+  config_schema: JSONObject;
+  output_handles: string[];
+  queue: string;
+}
+
+export interface IRunSummary {
+  run_id: string;
+  status: string;
+  created_at?: string;
+  [key: string]: JSONValue | undefined;
+}
+
+export interface INodeRunState {
+  state: string;
+  attempts?: number;
+  started_at?: string | null;
+  ended_at?: string | null;
+  output?: JSONValue;
+}
+
+export interface IRun {
+  run_id: string;
+  status: string;
+  nodes: { [id: string]: INodeRunState };
+}
+
+export interface IAttempt {
+  attempt: number;
+  status: string;
+  error?: string | null;
+  log?: string | null;
+  input?: JSONValue;
+  output?: JSONValue;
+  duration_ms?: number | null;
+  started_at?: string | null;
+  ended_at?: string | null;
+}
+
+export interface IRunEvent {
+  run: string;
+  node: string | null;
+  state: string;
+  attempt?: number;
+  at?: string | number;
+  duration_ms?: number | null;
+  error?: string | null;
+}
+
+/** An error from the server, with a message meant for the user. */
+export class ApiError extends Error {
+  constructor(message: string, readonly status: number | null) {
+    super(message);
+  }
+}
+
+const BASE = 'nexusflow/api';
+
+async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, BASE, path);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (err) {
+    throw new ApiError(`Nexus-Flow server not reachable (${(err as Error).message})`, null);
+  }
+  const text = await response.text();
+  let body: any = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    if (response.status === 404 && !body?.message && !body?.error) {
+      throw new ApiError(
+        'Nexus-Flow server extension not reachable (is it installed and enabled?)', 404
+      );
+    }
+    const message = body?.message ?? body?.error ?? body?.reason ?? response.statusText;
+    throw new ApiError(String(message || `HTTP ${response.status}`), response.status);
+  }
+  return body as T;
+}
+
+function post<T>(path: string, body: JSONValue = {}): Promise<T> {
+  return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+}
+
+export const api = {
+  nodeTypes: () => request<{ node_types: INodeType[] }>('node-types').then(r => r.node_types),
+  secrets: () => request<{ secrets: { name: string }[] }>('secrets').then(r => r.secrets),
+  startRun: (path: string, inputs: JSONObject) =>
+    post<{ run_id: string }>('runs', { path, inputs }).then(r => r.run_id),
+  runs: (path: string) =>
+    request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}`).then(r => r.runs),
+  run: (runId: string) => request<IRun>(`runs/${encodeURIComponent(runId)}`),
+  cancel: (runId: string) => post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/cancel`),
+  retry: (runId: string) =>
+    post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/retry`).then(r => r.run_id),
+  logs: (runId: string, nodeId: string) =>
+    request<{ attempts: IAttempt[] }>(
+      `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/logs`
+    ).then(r => r.attempts)
+};
+
+/**
+ * Follow a run's events (the whole history first, then live). Reconnects with a backoff
+ * until the run ends or `close()` is called.
+ */
+export function followRun(
+  runId: string,
+  onEvent: (event: IRunEvent) => void,
+  onStatus: (status: 'open' | 'closed' | 'error') => void
+): { close: () => void } {
+  const settings = ServerConnection.makeSettings();
+  let url = URLExt.join(settings.wsUrl, BASE, 'runs', encodeURIComponent(runId), 'events');
+  if (settings.token) {
+    url += `?token=${encodeURIComponent(settings.token)}`;
+  }
+  let socket: WebSocket | null = null;
+  let closed = false;
+  let finished = false;
+  let delay = 500;
+  const connect = () => {
+    socket = new settings.WebSocket(url);
+    socket.onopen = () => {
+      delay = 500;
+      onStatus('open');
+    };
+    socket.onmessage = msg => {
+      try {
+        const event = JSON.parse(String(msg.data)) as IRunEvent;
+        if (event.node === null && ['succeeded', 'failed', 'canceled'].includes(event.state)) {
+          finished = true;
+        }
+        onEvent(event);
+      } catch {
+        // a malformed message must not stop the stream
+      }
+    };
+    socket.onerror = () => onStatus('error');
+    socket.onclose = () => {
+      onStatus('closed');
+      if (!closed && !finished) {
+        window.setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 10000);
+      }
+    };
+  };
+  connect();
+  return {
+    close: () => {
+      closed = true;
+      socket?.close();
+    }
+  };
+}

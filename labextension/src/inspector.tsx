@@ -1,0 +1,179 @@
+/** The inspector: the selected node's fields and config form, or the flow's own fields. */
+import React from 'react';
+import { INodeType } from './api';
+import { IFlow, IFlowNode, JSONObject } from './graph';
+import { NxFlowDoc } from './model';
+import { INodeRun } from './nodeview';
+import { SchemaForm } from './schemaform';
+
+const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed'];
+
+function NumberInput({
+  label,
+  value,
+  onChange
+}: {
+  label: string;
+  value: number | undefined;
+  onChange: (v: number | undefined) => void;
+}): JSX.Element {
+  return (
+    <div className="nf-field">
+      <label className="nf-label">{label}</label>
+      <input
+        className="nf-input"
+        aria-label={label}
+        type="number"
+        value={value ?? ''}
+        onChange={e => onChange(e.target.value === '' ? undefined : Number(e.target.value))}
+      />
+    </div>
+  );
+}
+
+export function Inspector({
+  doc,
+  node,
+  typeInfo,
+  catalogError,
+  secrets,
+  run,
+  onShowLogs
+}: {
+  doc: NxFlowDoc;
+  node: IFlowNode;
+  typeInfo?: INodeType;
+  catalogError: string | null;
+  secrets: string[] | null;
+  run?: INodeRun;
+  onShowLogs?: () => void;
+}): JSX.Element {
+  const update = (patch: { [key: string]: any }) => doc.updateNode(node.id, patch);
+  const retry = (node.retry ?? {}) as JSONObject;
+  const setRetry = (key: string, v: number | undefined) => {
+    const next = { ...retry };
+    if (v === undefined) {
+      delete next[key];
+    } else {
+      next[key] = v;
+    }
+    update({ retry: Object.keys(next).length ? next : undefined });
+  };
+  return (
+    <div className="nf-inspector" data-inspector-node={node.id}>
+      <div className="nf-inspector-head">
+        <div className="nf-inspector-title">{typeInfo?.title ?? node.type}</div>
+        <div className="nf-help">
+          id <code>{node.id}</code>
+        </div>
+        {typeInfo?.description && <div className="nf-help">{typeInfo.description}</div>}
+      </div>
+      {run && (
+        <div className="nf-row">
+          <span className={`nf-pill nf-pill-${run.state}`}>{run.state}</span>
+          {run.attempt !== undefined && <span className="nf-help">attempt {run.attempt}</span>}
+          {onShowLogs && (
+            <button className="nf-btn" onClick={onShowLogs}>
+              Logs &amp; output
+            </button>
+          )}
+        </div>
+      )}
+      {run?.error && <pre className="nf-error-text">{run.error}</pre>}
+      <div className="nf-field">
+        <label className="nf-label">Label</label>
+        <input
+          className="nf-input"
+          aria-label="Label"
+          value={node.label ?? ''}
+          onChange={e => update({ label: e.target.value || undefined })}
+        />
+      </div>
+      <div className="nf-section">Config</div>
+      {typeInfo ? (
+        <SchemaForm
+          schema={typeInfo.config_schema}
+          value={(node.config ?? {}) as JSONObject}
+          secrets={secrets}
+          onChange={config => update({ config })}
+        />
+      ) : (
+        <div className="nf-field-error">
+          {catalogError
+            ? 'Node types unavailable: the config is shown as JSON.'
+            : `Unknown node type '${node.type}'.`}
+          <SchemaForm
+            schema={{ type: 'object' }}
+            value={(node.config ?? {}) as JSONObject}
+            secrets={secrets}
+            onChange={config => update({ config })}
+          />
+        </div>
+      )}
+      <div className="nf-section">Execution</div>
+      <div className="nf-field">
+        <label className="nf-label">Trigger rule</label>
+        <select
+          className="nf-input"
+          aria-label="Trigger rule"
+          value={node.trigger_rule ?? 'all_success'}
+          onChange={e =>
+            update({ trigger_rule: e.target.value === 'all_success' ? undefined : e.target.value })
+          }
+        >
+          {TRIGGER_RULES.map(r => (
+            <option key={r}>{r}</option>
+          ))}
+        </select>
+      </div>
+      <NumberInput label="Timeout (s)" value={node.timeout_s} onChange={v => update({ timeout_s: v })} />
+      <NumberInput
+        label="Max attempts"
+        value={retry.max_attempts as number | undefined}
+        onChange={v => setRetry('max_attempts', v)}
+      />
+      <NumberInput
+        label="Backoff (s)"
+        value={retry.backoff_s as number | undefined}
+        onChange={v => setRetry('backoff_s', v)}
+      />
+    </div>
+  );
+}
+
+export function FlowInspector({ doc, flow }: { doc: NxFlowDoc; flow: IFlow }): JSX.Element {
+  return (
+    <div className="nf-inspector">
+      <div className="nf-inspector-title">Flow</div>
+      <div className="nf-field">
+        <label className="nf-label">Name</label>
+        <input
+          className="nf-input"
+          aria-label="Flow name"
+          value={flow.name ?? ''}
+          onChange={e => doc.setMeta('name', e.target.value || undefined)}
+        />
+      </div>
+      <div className="nf-field">
+        <label className="nf-label">Description</label>
+        <textarea
+          className="nf-input"
+          aria-label="Flow description"
+          value={flow.description ?? ''}
+          onChange={e => doc.setMeta('description', e.target.value || undefined)}
+        />
+      </div>
+      <div className="nf-section">Run inputs (params)</div>
+      <SchemaForm
+        schema={{ type: 'object', properties: { params: { type: 'object', title: 'params' } } }}
+        value={flow.params ? { params: flow.params as JSONObject } : {}}
+        secrets={null}
+        onChange={v => doc.setMeta('params', v.params)}
+      />
+      <div className="nf-help">
+        Select a node to edit it. Drag node types from the palette; connect a node’s bottom
+        handle to another’s top.
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,126 @@
+/** How one flow node looks on the canvas: title, type, handles and its run glow. */
+import React, { memo } from 'react';
+import { Handle, NodeProps, Position, Node } from '@xyflow/react';
+import { IFlowNode } from './graph';
+import { INodeType } from './api';
+
+export interface INodeRun {
+  state: string;
+  attempt?: number;
+  error?: string | null;
+}
+
+export interface IPeer {
+  name: string;
+  color: string;
+}
+
+export type NxNodeData = {
+  node: IFlowNode;
+  typeInfo?: INodeType;
+  catalogLoaded: boolean;
+  run?: INodeRun;
+  peers: IPeer[];
+  problem?: string;
+  sig: string;
+};
+
+export type NxNode = Node<NxNodeData, 'nx'>;
+
+/** Map an engine node state onto the small set that tests and automation read. */
+export function publicState(run?: INodeRun): string {
+  switch (run?.state) {
+    case undefined:
+      return 'idle';
+    case 'pending':
+    case 'queued':
+    case 'scheduled':
+      return 'queued';
+    case 'running':
+    case 'succeeded':
+    case 'failed':
+    case 'skipped':
+    case 'canceled':
+      return run.state;
+    default:
+      return 'idle';
+  }
+}
+
+/** The finer phase that picks the glow (adds pending, scheduled and retrying). */
+export function phase(run?: INodeRun): string {
+  if (!run) {
+    return 'idle';
+  }
+  if (run.state === 'scheduled' && (run.attempt ?? 1) > 1) {
+    return 'retrying';
+  }
+  if (run.state === 'running' && (run.attempt ?? 1) > 1) {
+    return 'retrying';
+  }
+  return run.state;
+}
+
+function NodeView({ data, selected }: NodeProps<NxNode>): JSX.Element {
+  const { node, typeInfo, run, peers, problem, catalogLoaded } = data;
+  const handles = typeInfo?.output_handles ?? [];
+  const state = publicState(run);
+  const ph = phase(run);
+  const unknown = catalogLoaded && !typeInfo;
+  const ring = peers.length ? { boxShadow: `0 0 0 3px ${peers[0].color}` } : undefined;
+  return (
+    <div
+      className={`nf-node nf-phase-${ph}${selected ? ' nf-selected' : ''}${
+        problem || unknown ? ' nf-problem' : ''
+      }`}
+      data-node-id={node.id}
+      data-state={state}
+      data-phase={ph}
+      data-attempt={run?.attempt ?? ''}
+      style={ring}
+      title={problem ?? (unknown ? `unknown node type '${node.type}'` : run?.error ?? '')}
+    >
+      <Handle type="target" position={Position.Top} />
+      <div className="nf-node-title">{node.label || node.id}</div>
+      <div className="nf-node-sub">
+        <span className="nf-node-type">{typeInfo?.title ?? node.type}</span>
+        {run && (
+          <span className="nf-node-badge">
+            {ph === 'retrying' ? `retry ${run.attempt}` : run.state}
+          </span>
+        )}
+      </div>
+      {(problem || unknown) && (
+        <div className="nf-node-problem">{problem ?? `unknown type '${node.type}'`}</div>
+      )}
+      {peers.length > 0 && (
+        <div className="nf-node-peers">
+          {peers.map(p => (
+            <span key={p.name} style={{ background: p.color }}>
+              {p.name}
+            </span>
+          ))}
+        </div>
+      )}
+      {handles.length === 0 ? (
+        <Handle type="source" position={Position.Bottom} />
+      ) : (
+        handles.map((h, i) => (
+          <Handle
+            key={h}
+            id={h}
+            type="source"
+            position={Position.Bottom}
+            className={`nf-handle-${h}`}
+            style={{ left: `${((i + 1) * 100) / (handles.length + 1)}%` }}
+          >
+            <span className="nf-handle-label">{h}</span>
+          </Handle>
+        ))
+      )}
+    </div>
+  );
+}
+
+export const NxNodeView = memo(NodeView);
+export const nodeTypes = { nx: NxNodeView };

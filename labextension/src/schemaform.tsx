@@ -1,0 +1,336 @@
+/**
+ * A form generated from a node type's config JSON Schema, with validation messages and a
+ * secrets picker. Values of `{"$secret": NAME}` refer to a secret by name; its value never
+ * reaches the browser.
+ */
+import React, { useEffect, useState } from 'react';
+import { JSONObject, JSONValue } from './graph';
+
+type Schema = { [key: string]: any };
+
+/** Return `[pointer, message]` for each fault of `value` against a (simple) JSON Schema. */
+export function validate(schema: Schema, value: any, pointer = ''): [string, string][] {
+  const out: [string, string][] = [];
+  if (value === undefined) {
+    return out;
+  }
+  if (isSecretRef(value)) {
+    return out;
+  }
+  const types: string[] = Array.isArray(schema.type) ? schema.type : schema.type ? [schema.type] : [];
+  if (types.length && !types.some(t => hasType(t, value))) {
+    out.push([pointer, `must be ${types.join(' or ')}`]);
+    return out;
+  }
+  if (schema.enum && !schema.enum.some((e: any) => JSON.stringify(e) === JSON.stringify(value))) {
+    out.push([pointer, `must be one of ${schema.enum.map((e: any) => JSON.stringify(e)).join(', ')}`]);
+  }
+  if (schema.const !== undefined && JSON.stringify(schema.const) !== JSON.stringify(value)) {
+    out.push([pointer, `must be ${JSON.stringify(schema.const)}`]);
+  }
+  if (typeof value === 'string') {
+    if (schema.minLength !== undefined && value.length < schema.minLength) {
+      out.push([pointer, schema.minLength === 1 ? 'is required' : `needs at least ${schema.minLength} characters`]);
+    }
+    if (schema.maxLength !== undefined && value.length > schema.maxLength) {
+      out.push([pointer, `must be at most ${schema.maxLength} characters`]);
+    }
+    if (schema.pattern) {
+      try {
+        if (!new RegExp(schema.pattern, 'u').test(value)) {
+          out.push([pointer, `does not match ${schema.pattern}`]);
+        }
+      } catch {
+        // a pattern JS cannot compile is checked by the server
+      }
+    }
+  }
+  if (typeof value === 'number') {
+    if (schema.minimum !== undefined && value < schema.minimum) {
+      out.push([pointer, `must be ≥ ${schema.minimum}`]);
+    }
+    if (schema.maximum !== undefined && value > schema.maximum) {
+      out.push([pointer, `must be ≤ ${schema.maximum}`]);
+    }
+    if (schema.exclusiveMinimum !== undefined && value <= schema.exclusiveMinimum) {
+      out.push([pointer, `must be > ${schema.exclusiveMinimum}`]);
+    }
+    if (schema.exclusiveMaximum !== undefined && value >= schema.exclusiveMaximum) {
+      out.push([pointer, `must be < ${schema.exclusiveMaximum}`]);
+    }
+  }
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const key of schema.required ?? []) {
+      if (value[key] === undefined || value[key] === '') {
+        out.push([`${pointer}/${key}`, 'is required']);
+      }
+    }
+    for (const [key, sub] of Object.entries(schema.properties ?? {})) {
+      out.push(...validate(sub as Schema, value[key], `${pointer}/${key}`));
+    }
+  }
+  if (Array.isArray(value) && schema.items && !Array.isArray(schema.items)) {
+    value.forEach((item, i) => out.push(...validate(schema.items, item, `${pointer}/${i}`)));
+  }
+  return out;
+}
+
+function hasType(type: string, value: any): boolean {
+  switch (type) {
+    case 'string':
+      return typeof value === 'string';
+    case 'integer':
+      return typeof value === 'number' && Number.isInteger(value);
+    case 'number':
+      return typeof value === 'number';
+    case 'boolean':
+      return typeof value === 'boolean';
+    case 'array':
+      return Array.isArray(value);
+    case 'object':
+      return value !== null && typeof value === 'object' && !Array.isArray(value);
+    case 'null':
+      return value === null;
+    default:
+      return true;
+  }
+}
+
+export function isSecretRef(value: any): value is { $secret: string } {
+  return value !== null && typeof value === 'object' && typeof value.$secret === 'string';
+}
+
+/** Return the config a new node of this schema starts with (the schema's defaults). */
+export function defaultsOf(schema: Schema): JSONObject {
+  const out: JSONObject = {};
+  for (const [key, sub] of Object.entries(schema.properties ?? {})) {
+    if ((sub as Schema).default !== undefined) {
+      out[key] = (sub as Schema).default;
+    }
+  }
+  return out;
+}
+
+interface IFieldProps {
+  name: string;
+  schema: Schema;
+  value: any;
+  required: boolean;
+  errors: string[];
+  secrets: string[] | null;
+  onChange: (value: JSONValue | undefined) => void;
+}
+
+function JsonField(props: IFieldProps): JSX.Element {
+  const { value, onChange } = props;
+  const [text, setText] = useState(value === undefined ? '' : JSON.stringify(value, null, 2));
+  const [bad, setBad] = useState<string | null>(null);
+  useEffect(() => {
+    setText(value === undefined ? '' : JSON.stringify(value, null, 2));
+  }, [JSON.stringify(value)]);
+  return (
+    <>
+      <textarea
+        className="nf-input nf-json"
+        value={text}
+        rows={Math.min(8, Math.max(2, text.split('\n').length))}
+        onChange={e => setText(e.target.value)}
+        onBlur={() => {
+          if (!text.trim()) {
+            setBad(null);
+            onChange(undefined);
+            return;
+          }
+          try {
+            onChange(JSON.parse(text));
+            setBad(null);
+          } catch (err) {
+            setBad(`not valid JSON: ${(err as Error).message}`);
+          }
+        }}
+      />
+      {bad && <div className="nf-field-error">{bad}</div>}
+    </>
+  );
+}
+
+function Field(props: IFieldProps): JSX.Element {
+  const { name, schema, value, required, errors, secrets, onChange } = props;
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  const secret = isSecretRef(value);
+  const [draft, setDraft] = useState<string | null>(null);
+  const label = schema.title ?? name;
+  let control: JSX.Element;
+  if (secret) {
+    control = (
+      <select
+        className="nf-input"
+        aria-label={`${label} secret`}
+        value={value.$secret}
+        onChange={e => onChange({ $secret: e.target.value })}
+      >
+        {!(secrets ?? []).includes(value.$secret) && (
+          <option value={value.$secret}>{value.$secret} (unknown)</option>
+        )}
+        {(secrets ?? []).map(s => (
+          <option key={s} value={s}>
+            {s}
+          </option>
+        ))}
+      </select>
+    );
+  } else if (schema.enum) {
+    control = (
+      <select
+        className="nf-input"
+        aria-label={label}
+        value={value === undefined ? '' : JSON.stringify(value)}
+        onChange={e => onChange(e.target.value === '' ? undefined : JSON.parse(e.target.value))}
+      >
+        <option value="">—</option>
+        {schema.enum.map((v: any) => (
+          <option key={JSON.stringify(v)} value={JSON.stringify(v)}>
+            {String(v)}
+          </option>
+        ))}
+      </select>
+    );
+  } else if (type === 'boolean') {
+    control = (
+      <input
+        type="checkbox"
+        aria-label={label}
+        checked={value === true}
+        onChange={e => onChange(e.target.checked)}
+      />
+    );
+  } else if (type === 'number' || type === 'integer') {
+    const shown = draft ?? (value === undefined ? '' : String(value));
+    control = (
+      <input
+        className="nf-input"
+        aria-label={label}
+        inputMode="decimal"
+        value={shown}
+        onChange={e => {
+          const text = e.target.value;
+          setDraft(text);
+          const num = Number(text);
+          if (text.trim() === '') {
+            onChange(undefined);
+          } else if (!Number.isNaN(num)) {
+            onChange(num);
+          }
+        }}
+        onBlur={() => setDraft(null)}
+      />
+    );
+  } else if (type === 'string' || type === undefined) {
+    const long = schema.format === 'multiline' || schema.maxLength === undefined || schema.maxLength > 200;
+    control = long ? (
+      <textarea
+        className="nf-input"
+        aria-label={label}
+        rows={2}
+        value={value ?? ''}
+        onChange={e => onChange(e.target.value === '' ? undefined : e.target.value)}
+      />
+    ) : (
+      <input
+        className="nf-input"
+        aria-label={label}
+        value={value ?? ''}
+        onChange={e => onChange(e.target.value === '' ? undefined : e.target.value)}
+      />
+    );
+    if (typeof value !== 'string' && value !== undefined) {
+      control = <JsonField {...props} />;
+    }
+  } else {
+    control = <JsonField {...props} />;
+  }
+  const canSecret = (type === 'string' || type === undefined) && secrets !== null;
+  return (
+    <div className={`nf-field${errors.length ? ' nf-invalid' : ''}`} data-field={name}>
+      <label className="nf-label">
+        {label}
+        {required && <span className="nf-required">*</span>}
+        {canSecret && (
+          <button
+            type="button"
+            className="nf-link"
+            title={secret ? 'Type a value instead' : 'Use a stored secret (names only)'}
+            onClick={() =>
+              onChange(secret ? undefined : { $secret: (secrets ?? [])[0] ?? 'NAME' })
+            }
+          >
+            {secret ? 'value' : '🔑 secret'}
+          </button>
+        )}
+      </label>
+      {control}
+      {schema.description && <div className="nf-help">{schema.description}</div>}
+      {errors.map(e => (
+        <div key={e} className="nf-field-error">
+          {label} {e}
+        </div>
+      ))}
+    </div>
+  );
+}
+
+export interface ISchemaFormProps {
+  schema: Schema;
+  value: JSONObject;
+  secrets: string[] | null;
+  onChange: (value: JSONObject) => void;
+}
+
+/** Render a form for an object schema; unknown extra keys are kept and editable as JSON. */
+export function SchemaForm({ schema, value, secrets, onChange }: ISchemaFormProps): JSX.Element {
+  const props: Schema = schema.properties ?? {};
+  const required: string[] = schema.required ?? [];
+  const faults = validate(schema, value);
+  const errorsFor = (key: string) =>
+    faults.filter(([p]) => p === `/${key}` || p.startsWith(`/${key}/`)).map(([p, m]) =>
+      p === `/${key}` ? m : `${p.slice(key.length + 2)} ${m}`
+    );
+  const extra = Object.keys(value).filter(k => !(k in props));
+  const set = (key: string, v: JSONValue | undefined) => {
+    const next = { ...value };
+    if (v === undefined) {
+      delete next[key];
+    } else {
+      next[key] = v;
+    }
+    onChange(next);
+  };
+  return (
+    <div className="nf-form">
+      {Object.entries(props).map(([key, sub]) => (
+        <Field
+          key={key}
+          name={key}
+          schema={sub}
+          value={value[key]}
+          required={required.includes(key)}
+          errors={errorsFor(key)}
+          secrets={secrets}
+          onChange={v => set(key, v)}
+        />
+      ))}
+      {extra.map(key => (
+        <Field
+          key={key}
+          name={key}
+          schema={{ description: 'not in this node type’s schema' }}
+          value={value[key]}
+          required={false}
+          errors={schema.additionalProperties === false ? ['is not allowed'] : []}
+          secrets={secrets}
+          onChange={v => set(key, v)}
+        />
+      ))}
+    </div>
+  );
+}
