@@ -37,6 +37,14 @@ def flow_schema() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
+def _fast_validator() -> Any:
+    """Return the flow schema compiled to Python by fastjsonschema (the fast, common path)."""
+    import fastjsonschema
+
+    return fastjsonschema.compile(flow_schema())
+
+
+@lru_cache(maxsize=1)
 def _validator() -> Any:
     import jsonschema
 
@@ -107,6 +115,15 @@ def validate_document(data: Any, *, source: str | None = None) -> None:
         raise FlowLimitError(
             f"{len(edges)} edges, over the limit of {defaults.MAX_EDGES}", "/edges", source=source
         )
+    # fastjsonschema checks a valid document ~20x faster than jsonschema; only a document
+    # that fails goes through jsonschema, whose errors name the deepest, first fault.
+    import fastjsonschema
+
+    try:
+        _fast_validator()(data)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass
     error = next(iter(sorted(_validator().iter_errors(data), key=_error_rank)), None)
     if error is not None:
         raise FlowSchemaError(_describe(error), json_pointer(error.absolute_path), source=source)

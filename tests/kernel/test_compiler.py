@@ -1,0 +1,174 @@
+"""Every rejection the compiler makes names its place (JSON pointer) in one line."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import flow, node
+
+from nexusflow_kernel import defaults
+from nexusflow_kernel.compiler import compile_flow
+from nexusflow_kernel.document import dumps_canonical, loads
+from nexusflow_kernel.errors import (
+    CycleError,
+    DanglingEdgeError,
+    DuplicateIdError,
+    FlowLimitError,
+    FlowSchemaError,
+    FlowSyntaxError,
+    NodeConfigError,
+    UnknownNodeTypeError,
+)
+
+
+def diamond() -> dict:
+    return flow(node("A", expression="params['n'] * 2"), node("B", expression="inputs['A']"),
+                node("C", "condition", expression="inputs['A'] > 10"),
+                node("D", expression="inputs['B']", trigger_rule="none_failed"),
+                edges=[("A", "B"), ("A", "C"), ("B", "D"), ("C", "D", "true")])
+
+
+def test_diamond_compiles_in_topological_order() -> None:
+    compiled = compile_flow(diamond())
+    assert compiled.order == ("A", "B", "C", "D")
+    assert compiled.parents["D"] == ("B", "C")
+    assert ("D", "true") in compiled.children["C"]
+    assert compiled.roots == ("A",)
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "pointer", "words"),
+    [
+        ('{"schema": 1, "nodes": [', FlowSyntaxError, "", "malformed JSON at line 1"),
+        ('[1, 2]', FlowSchemaError, "", "must be a JSON object"),
+        ('{"schema": 2, "nodes": [], "edges": []}', FlowSchemaError, "/schema", "1 was expected"),
+        ('{"schema": 1, "nodes": [{"id": "A"}], "edges": []}', FlowSchemaError, "/nodes/0",
+         "'type' is required"),
+        ('{"schema": 1, "nodes": [{"id": "a b", "type": "noop"}], "edges": []}',
+         FlowSchemaError, "/nodes/0/id", "'a b' is not allowed"),
+        ('{"schema": 1, "nodes": [], "edges": [], "extra": 1}', FlowSchemaError, "",
+         "unknown field"),
+    ],
+)
+def test_document_errors_name_the_place(text, error, pointer, words) -> None:
+    with pytest.raises(error) as info:
+        compile_flow(text)
+    assert info.value.pointer == pointer
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_duplicate_node_id() -> None:
+    doc = flow(node("A", "noop"), node("A", "noop"))
+    with pytest.raises(DuplicateIdError, match="node id 'A' is used twice") as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/nodes/1/id"
+
+
+def test_duplicate_edge_id() -> None:
+    doc = flow(node("A", "noop"), node("B", "noop"), edges=[("A", "B")])
+    doc["edges"].append(dict(doc["edges"][0]))
+    with pytest.raises(DuplicateIdError, match="edge id 'A-B' is used twice"):
+        compile_flow(doc)
+
+
+def test_dangling_edge() -> None:
+    doc = flow(node("A", "noop"), edges=[("A", "Z")])
+    with pytest.raises(DanglingEdgeError, match="target 'Z' is not a node") as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/edges/0/target"
+
+
+def test_cycle_is_listed() -> None:
+    doc = flow(node("A", "noop"), node("B", "noop"), node("C", "noop"),
+               edges=[("A", "B"), ("B", "C"), ("C", "A")])
+    with pytest.raises(CycleError) as info:
+        compile_flow(doc)
+    assert info.value.cycle[0] == info.value.cycle[-1]
+    assert set(info.value.cycle) == {"A", "B", "C"}
+    assert "cycle A -> B -> C -> A" in str(info.value) or "cycle" in str(info.value)
+
+
+def test_self_loop_is_a_cycle() -> None:
+    with pytest.raises(CycleError, match="A -> A"):
+        compile_flow(flow(node("A", "noop"), edges=[("A", "A")]))
+
+
+def test_cycle_hidden_in_a_large_flow() -> None:
+    nodes = [node(f"n{i}", "noop") for i in range(10_000)]
+    edges = [(f"n{i}", f"n{i + 1}") for i in range(9_999)] + [("n5001", "n5000")]
+    with pytest.raises(CycleError) as info:
+        compile_flow(flow(*nodes, edges=edges))
+    assert set(info.value.cycle) == {"n5000", "n5001"}
+
+
+def test_unknown_node_type_lists_known_types() -> None:
+    doc = {"schema": 1, "nodes": [{"id": "A", "type": "nosuch"}], "edges": []}
+    with pytest.raises(UnknownNodeTypeError, match="unknown type 'nosuch'") as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/nodes/0/type"
+
+
+def test_import_path_is_never_a_node_type() -> None:
+    with pytest.raises(FlowSchemaError):
+        compile_flow({"schema": 1, "nodes": [{"id": "A", "type": "os:system"}], "edges": []})
+    with pytest.raises(UnknownNodeTypeError, match="known types: .*transform"):
+        compile_flow({"schema": 1, "nodes": [{"id": "A", "type": "os.system"}], "edges": []})
+
+
+def test_bad_config_names_the_field() -> None:
+    doc = flow(node("A", "http", url=5))
+    with pytest.raises(NodeConfigError, match="node 'A' \\(http\\)") as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/nodes/0/config/url"
+
+
+def test_condition_edges_need_a_handle() -> None:
+    doc = flow(node("C", "condition", expression="True"), node("D", "noop"), edges=[("C", "D")])
+    with pytest.raises(DanglingEdgeError, match="without a source_handle"):
+        compile_flow(doc)
+    doc = flow(node("C", "condition", expression="True"), node("D", "noop"),
+               edges=[("C", "D", "maybe")])
+    with pytest.raises(DanglingEdgeError, match="handle 'maybe'") as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/edges/0/source_handle"
+
+
+def test_limits(monkeypatch) -> None:
+    deep: object = 1
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(FlowLimitError, match="nests"):
+        compile_flow(json.dumps({"schema": 1, "nodes": [], "edges": [], "metadata": {"x": deep}}))
+    with pytest.raises(FlowLimitError):
+        compile_flow("[" * 100_000 + "]" * 100_000)
+    monkeypatch.setattr(defaults, "MAX_DOCUMENT_BYTES", 100)
+    with pytest.raises(FlowLimitError, match="over the limit of 100"):
+        compile_flow(json.dumps(diamond()))
+    monkeypatch.setattr(defaults, "MAX_DOCUMENT_BYTES", 32 * 1024 * 1024)
+    monkeypatch.setattr(defaults, "MAX_NODES", 3)
+    with pytest.raises(FlowLimitError, match="4 nodes, over the limit of 3") as info:
+        compile_flow(diamond())
+    assert info.value.pointer == "/nodes"
+
+
+def test_canonical_save_is_stable() -> None:
+    doc = diamond()
+    doc["nodes"].reverse()
+    doc["nodes"][0]["position"] = {"x": 1.0, "y": -2.0}
+    text = dumps_canonical(doc)
+    assert dumps_canonical(json.loads(text)) == text
+    assert '"x": 1,' in text
+    assert [n.id for n in loads(text).nodes] == ["A", "B", "C", "D"]
+    assert text.index('"id"') < text.index('"type"')
+
+
+def test_ten_thousand_nodes_compile_fast() -> None:
+    nodes = [node(f"n{i}", "noop") for i in range(10_000)]
+    edges = [(f"n{i}", f"n{i + 1}") for i in range(9_999)]
+    start = time.perf_counter()
+    compiled = compile_flow(flow(*nodes, edges=edges))
+    assert len(compiled.order) == 10_000
+    assert time.perf_counter() - start < 10  # a bound, not a benchmark (see bench/)
