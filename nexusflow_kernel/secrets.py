@@ -1,0 +1,350 @@
+"""Secrets: stored encrypted in PostgreSQL, resolved by name in the worker, masked everywhere.
+
+A flow never holds a secret value; a config value names one (``{"$secret": "NAME"}``) and the
+worker resolves it with :meth:`SecretStore.get` right before the node runs. Values are
+encrypted with AES-256-GCM, the secret's name bound in as associated data (a ciphertext copied
+onto another name does not decrypt). The key comes from ``Settings.secret_key``
+(``NEXUSFLOW_SECRET_KEY``): a urlsafe-base64 32-byte key (``nexusflow secrets keygen``) or any
+passphrase (stretched with scrypt). Several keys separated by commas allow a rotation: the
+first encrypts, all decrypt. With no key configured, one is generated into
+``<data_dir>/secret.key`` (mode 0600) and a warning says so: every process that shares the data
+folder finds it; workers elsewhere need ``NEXUSFLOW_SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .errors import NexusFlowError, NotFoundError
+from .settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from psycopg_pool import ConnectionPool
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE_NAME = "secret.key"
+"""File in the data folder that holds the generated key when none is configured."""
+
+MIN_MASKED_LENGTH = 3
+"""Shorter values are not masked (masking ``"a"`` would garble every log line)."""
+
+MASK = "***"
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+_FORMAT = b"\x01"  # ciphertext layout: format byte, 4-byte key id, 12-byte nonce, GCM output
+_SCRYPT_SALT = b"nexusflow-secrets-v1"
+
+
+class SecretKeyError(NexusFlowError):
+    """The secret key is missing, malformed, or does not decrypt a stored value."""
+
+
+def generate_key() -> str:
+    """Return a new random key (urlsafe base64 of 32 bytes)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _key_bytes(text: str) -> bytes:
+    text = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text.encode())
+        if len(raw) == 32 and len(text) == 44:
+            return raw
+    except (binascii.Error, ValueError):
+        pass
+    if len(text) < 12:
+        raise SecretKeyError(
+            "NEXUSFLOW_SECRET_KEY is too short: use `nexusflow secrets keygen` or a passphrase "
+            "of at least 12 characters"
+        )
+    return hashlib.scrypt(text.encode(), salt=_SCRYPT_SALT, n=2**14, r=8, p=1, dklen=32)
+
+
+def _key_from_file(data_dir: Path) -> str:
+    path = Path(data_dir) / KEY_FILE_NAME
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = generate_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its key
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    logger.warning(
+        "no NEXUSFLOW_SECRET_KEY is configured: generated a secrets key in %s (mode 0600); "
+        "back it up, and give it to workers on other machines as NEXUSFLOW_SECRET_KEY",
+        path,
+    )
+    return key
+
+
+def load_keys(secret_key: str | None, data_dir: Path) -> list[bytes]:
+    """Return the AES keys from ``secret_key`` (comma-separated, first encrypts) or the key file."""
+    text = secret_key if secret_key else _key_from_file(data_dir)
+    keys = [_key_bytes(part) for part in text.split(",") if part.strip()]
+    if not keys:
+        raise SecretKeyError("NEXUSFLOW_SECRET_KEY is empty")
+    return keys
+
+
+def _key_id(key: bytes) -> bytes:
+    return hashlib.sha256(b"nexusflow-key-id" + key).digest()[:4]
+
+
+class Cipher:
+    """AES-256-GCM with key rotation; the associated data binds a ciphertext to its name."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = [(_key_id(k), AESGCM(k)) for k in keys]
+
+    def encrypt(self, plaintext: str, associated: str) -> bytes:
+        key_id, aead = self._aead[0]
+        nonce = os.urandom(12)
+        sealed = aead.encrypt(nonce, plaintext.encode(), associated.encode())
+        return _FORMAT + key_id + nonce + sealed
+
+    def decrypt(self, blob: bytes, associated: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
+        blob = bytes(blob)
+        if blob[:1] != _FORMAT:
+            raise SecretKeyError(f"stored value of {associated!r} has an unknown format")
+        key_id, nonce, sealed = blob[1:5], blob[5:17], blob[17:]
+        for kid, aead in self._aead:
+            if kid != key_id:
+                continue
+            try:
+                return aead.decrypt(nonce, sealed, associated.encode()).decode()
+            except InvalidTag:
+                break
+        raise SecretKeyError(
+            f"secret {associated!r} cannot be decrypted with the configured NEXUSFLOW_SECRET_KEY"
+        )
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid secret name, else raise ``NexusFlowError``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise NexusFlowError(
+            f"secret name {name!r} is invalid: use letters, digits, '_', '.', '-' "
+            "(at most 128, not starting with a digit)"
+        )
+    return name
+
+
+class SecretStore:
+    """Encrypted secrets in PostgreSQL: write-only through the API, readable by the worker.
+
+    ``source`` is a ``Settings`` (its database is opened through the shared pool) or a psycopg
+    ``ConnectionPool`` on an already migrated database (the key then comes from ``settings``,
+    or from the environment when ``settings`` is ``None``).
+    """
+
+    def __init__(self, source: Settings | ConnectionPool, *, settings: Settings | None = None):
+        from .db import get_pool
+
+        if isinstance(source, Settings):
+            settings = source
+            url = source.database_url or source.resolved().database_url
+            assert url is not None
+            self._pool = get_pool(url)
+        else:
+            self._pool = source
+        self._settings = settings or Settings.from_env()
+        self._cipher: Cipher | None = None
+
+    @property
+    def cipher(self) -> Cipher:
+        """Return the cipher (the key is loaded, or generated, on first use)."""
+        if self._cipher is None:
+            self._cipher = Cipher(load_keys(self._settings.secret_key, self._settings.data_dir))
+        return self._cipher
+
+    def set(self, name: str, value: str, *, actor: str | None = None) -> None:
+        """Store ``value`` under ``name`` (encrypted), replacing any earlier value."""
+        check_name(name)
+        if not isinstance(value, str):
+            raise NexusFlowError(f"the value of secret {name!r} must be a string")
+        blob = self.cipher.encrypt(value, name)
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO nexusflow_secrets (name, ciphertext, created_by, updated_by)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                " ciphertext = EXCLUDED.ciphertext, updated_at = now(),"
+                " updated_by = EXCLUDED.updated_by",
+                (name, blob, actor, actor),
+            )
+            conn.commit()
+
+    def list(self) -> list[dict[str, Any]]:
+        """Return every secret's name and timestamps (never a value), sorted by name."""
+        from psycopg.rows import dict_row
+
+        with self._pool.connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                "SELECT name, created_at, created_by, updated_at, updated_by"
+                " FROM nexusflow_secrets ORDER BY name"
+            ).fetchall()
+            conn.commit()
+        return [_row_dict(r) for r in rows]
+
+    def delete(self, name: str) -> None:
+        """Delete the secret ``name``; raise ``NotFoundError`` if there is none."""
+        with self._pool.connection() as conn:
+            cur = conn.execute("DELETE FROM nexusflow_secrets WHERE name = %s", (name,))
+            conn.commit()
+        if cur.rowcount == 0:
+            raise NotFoundError(f"no secret named {name!r}")
+
+    def get(self, name: str) -> str:
+        """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none."""
+        from psycopg.rows import tuple_row
+
+        with self._pool.connection() as conn:
+            row = conn.cursor(row_factory=tuple_row).execute(
+                "SELECT ciphertext FROM nexusflow_secrets WHERE name = %s", (name,)
+            ).fetchone()
+            conn.commit()
+        if row is None:
+            raise NotFoundError(f"no secret named {name!r} (set it with `nexusflow secrets set`)")
+        return self.cipher.decrypt(row[0], name)
+
+    def get_many(self, names: Iterable[str]) -> dict[str, str]:
+        """Return ``{name: value}`` for ``names``; raise ``NotFoundError`` for a missing one."""
+        return {name: self.get(name) for name in dict.fromkeys(names)}
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for key, value in out.items():
+        if hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+    return out
+
+
+def _variants(value: str) -> set[str]:
+    """Return the forms a value takes in text: raw, JSON-escaped, repr-escaped."""
+    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
+    return {f for f in forms if len(f) >= MIN_MASKED_LENGTH}
+
+
+def mask(text: str, values: Iterable[str]) -> str:
+    """Return ``text`` with every occurrence of each value in ``values`` replaced by ``***``.
+
+    Longer values are replaced first (a secret containing another is masked whole); values
+    shorter than ``MIN_MASKED_LENGTH`` are left alone. Encoded forms (base64 and the like) are
+    not recognised: that gap is documented.
+    """
+    if not text:
+        return text
+    forms = set()
+    for value in values:
+        if isinstance(value, str) and value:
+            forms |= _variants(value)
+    if not forms:
+        return text
+    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    return pattern.sub(MASK, text)
+
+
+def mask_value(value: Any, values: Iterable[str]) -> Any:
+    """Return a copy of a JSON-like ``value`` with secret values masked inside every string."""
+    values = [v for v in values if isinstance(v, str) and v]
+    if not values:
+        return value
+    if isinstance(value, str):
+        return mask(value, values)
+    if isinstance(value, dict):
+        return {mask(str(k), values): mask_value(v, values) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_value(v, values) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: ``nexusflow secrets set|list|delete|keygen`` (registered by the main CLI)
+
+
+def _store() -> SecretStore:
+    return SecretStore(Settings.from_env())
+
+
+@click.group("secrets")
+def secrets_cli() -> None:
+    """Manage encrypted secrets (flows refer to them as {"$secret": "NAME"})."""
+
+
+@secrets_cli.command("set")
+@click.argument("name")
+@click.option(
+    "--value", envvar="NEXUSFLOW_SECRET_VALUE", default=None,
+    help="The value (prefer stdin or the prompt: a flag lands in the shell history).",
+)
+def _set(name: str, value: str | None) -> None:
+    """Store the secret NAME; the value comes from --value, standard input, or a prompt."""
+    check_name(name)
+    if value is None:
+        if sys.stdin.isatty():
+            value = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True)
+        else:
+            value = sys.stdin.read().rstrip("\r\n")
+    _store().set(name, value, actor=os.environ.get("USER"))
+    click.echo(f"secret {name} stored")
+
+
+@secrets_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def _list(as_json: bool) -> None:
+    """List secret names (values are never shown)."""
+    rows = _store().list()
+    if as_json:
+        click.echo(json.dumps({"secrets": rows}, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}\tupdated {row['updated_at']}")
+
+
+@secrets_cli.command("delete")
+@click.argument("name")
+def _delete(name: str) -> None:
+    """Delete the secret NAME."""
+    _store().delete(name)
+    click.echo(f"secret {name} deleted")
+
+
+@secrets_cli.command("keygen")
+def _keygen() -> None:
+    """Print a new random key for NEXUSFLOW_SECRET_KEY."""
+    click.echo(generate_key())
+
+
+__all__ = [
+    "Cipher",
+    "SecretKeyError",
+    "SecretStore",
+    "check_name",
+    "generate_key",
+    "load_keys",
+    "mask",
+    "mask_value",
+    "secrets_cli",
+]

@@ -1,0 +1,297 @@
+"""REST handlers for the catalog, the OpenAPI document, secrets, roles, triggers and audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+
+from nexusflow_kernel.secrets import check_name
+
+from . import rbac
+from .base import BadRequest, NexusFlowHandler, check_uuid, field
+from .webhooks import ALGORITHMS, CONTENT_TYPES, check_jwt_key
+
+
+class NodeTypesHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self) -> None:
+        from nexusflow_kernel.nodes import catalog
+
+        self.reply({"node_types": await self.sync(catalog)})
+
+
+class OpenAPIHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:api"
+
+    @authorized
+    async def get(self) -> None:
+        from .openapi import openapi_document
+
+        self.reply(openapi_document(self.base_url))
+
+
+class SecretsHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:secrets"
+
+    @authorized
+    async def get(self) -> None:
+        rows = await self.sync(lambda: self.nf.secrets().list())
+        self.reply({"secrets": rows})
+
+
+class SecretHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:secrets"
+
+    @authorized
+    async def put(self, name: str) -> None:
+        check_name(name)
+        value = field(self.body(), "value", str, required=True)
+        if len(value.encode()) > 64 * 1024:
+            raise BadRequest("a secret value may be at most 64 KiB", "/value", status=413)
+        await self.sync(lambda: self.nf.secrets().set(name, value, actor=self.user_name))
+        await self.audit("secret.set", f"secret:{name}")
+        self.set_status(204)
+        self.finish()
+
+    @authorized
+    async def delete(self, name: str) -> None:
+        check_name(name)
+        await self.sync(lambda: self.nf.secrets().delete(name))
+        await self.audit("secret.delete", f"secret:{name}")
+        self.set_status(204)
+        self.finish()
+
+
+class RolesHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        roles = await self.sync(self.nf.store().list_roles, workflow_id)
+        mine = await self.sync(self.role_on, workflow_id)
+        self.reply({"roles": roles, "your_role": mine, "default_role": self.nf.default_role})
+
+
+class RoleHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    def _principal(self, principal: str) -> str:
+        if not principal or len(principal) > 256 or "\x00" in principal:
+            raise BadRequest("principal must be a user name of 1 to 256 characters", "/principal")
+        return principal
+
+    @authorized
+    async def put(self, workflow_id: str, principal: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        principal = self._principal(principal)
+        role = field(self.body(), "role", str, required=True)
+        if role not in rbac.ROLES:
+            raise BadRequest(f"'role' must be one of {', '.join(rbac.ROLES)}", "/role")
+        await self.require(workflow_id, "admin")
+        await self.engine_call("get_workflow", workflow_id)
+        await self.sync(self.nf.store().grant, workflow_id, principal, role, self.user_name)
+        await self.audit("role.grant", f"workflow:{workflow_id}", principal=principal, role=role)
+        self.reply({"principal": principal, "role": role})
+
+    @authorized
+    async def delete(self, workflow_id: str, principal: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        principal = self._principal(principal)
+        await self.require(workflow_id, "admin")
+        await self.sync(self.nf.store().revoke, workflow_id, principal)
+        await self.audit("role.revoke", f"workflow:{workflow_id}", principal=principal)
+        self.set_status(204)
+        self.finish()
+
+
+class TriggerBase(NexusFlowHandler):
+    auth_resource = "nexusflow:triggers"
+
+    async def workflow_for_edit(self, workflow_id: str, version: int | None) -> str:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "edit")
+        await self.engine_call("get_workflow", workflow_id, version)  # 404 if missing
+        return workflow_id
+
+
+def _version(body: dict[str, Any]) -> int | None:
+    version = field(body, "version", int)
+    if version is not None and version < 1:
+        raise BadRequest("'version' must be 1 or more", "/version")
+    return version
+
+
+class WebhooksHandler(TriggerBase):
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        self.reply({"webhooks": await self.sync(self.nf.store().list_webhooks, workflow_id)})
+
+    @authorized
+    async def post(self, workflow_id: str) -> None:
+        body = self.body()
+        nf = self.nf
+        version = _version(body)
+        auth = field(body, "auth", str, default="hmac")
+        if auth not in ("hmac", "jwt"):
+            raise BadRequest("'auth' must be 'hmac' or 'jwt'", "/auth")
+        algorithm = field(body, "jwt_algorithm", str)
+        audience = field(body, "jwt_audience", str)
+        issuer = field(body, "jwt_issuer", str)
+        key = field(body, "jwt_key", str)
+        if auth == "jwt":
+            if algorithm not in ALGORITHMS:
+                raise BadRequest(f"'jwt_algorithm' must be one of {', '.join(ALGORITHMS)}",
+                                 "/jwt_algorithm")
+            if not audience:
+                raise BadRequest("'jwt_audience' is required for JWT webhooks", "/jwt_audience")
+            key = check_jwt_key(algorithm, key)
+        else:
+            algorithm = audience = issuer = key = None
+        types = field(body, "content_types", list, default=["application/json"])
+        if not types or any(t not in CONTENT_TYPES for t in types):
+            raise BadRequest(f"'content_types' must list some of {', '.join(CONTENT_TYPES)}",
+                             "/content_types")
+        max_body = field(body, "max_body_bytes", int, default=nf.webhook_max_body_bytes)
+        rate = field(body, "rate_limit", int, default=nf.webhook_rate_limit)
+        window = field(body, "rate_window_s", int, default=nf.webhook_rate_window_s)
+        wait_s = float(field(body, "wait_s", float, default=0.0))
+        for name, value, low, high in (("max_body_bytes", max_body, 1, 64 * 1024 * 1024),
+                                       ("rate_limit", rate, 1, 1_000_000),
+                                       ("rate_window_s", window, 1, 86_400),
+                                       ("wait_s", wait_s, 0, nf.webhook_max_wait_s)):
+            if not low <= value <= high:
+                raise BadRequest(f"'{name}' must be in {low}..{high}", f"/{name}")
+        workflow_id = await self.workflow_for_edit(workflow_id, version)
+        hook = await self.sync(
+            self.nf.store().create_webhook, workflow_id, version=version, auth=auth, key=key,
+            jwt_algorithm=algorithm, jwt_audience=audience, jwt_issuer=issuer,
+            content_types=sorted(set(types)), max_body_bytes=max_body, rate_limit=rate,
+            rate_window_s=window, wait_s=wait_s, actor=self.user_name)
+        hook["url"] = self.nf.serverapp.base_url.rstrip("/") + f"/nexusflow/hooks/{hook['hook_id']}"
+        await self.audit("webhook.create", f"webhook:{hook['hook_id']}", workflow_id=workflow_id)
+        self.reply(hook, 201)
+
+
+class WebhookHandler(TriggerBase):
+    @authorized
+    async def delete(self, hook_id: str) -> None:
+        store = self.nf.store()
+        wid = await self.sync(store.trigger_workflow, "nexusflow_webhooks", "hook_id", hook_id)
+        await self.require(wid, "edit")
+        await self.sync(store.delete_trigger, "nexusflow_webhooks", "hook_id", hook_id)
+        await self.audit("webhook.delete", f"webhook:{hook_id}")
+        self.set_status(204)
+        self.finish()
+
+
+class WebhookRotateHandler(TriggerBase):
+    @authorized
+    async def post(self, hook_id: str) -> None:
+        store = self.nf.store()
+        wid = await self.sync(store.trigger_workflow, "nexusflow_webhooks", "hook_id", hook_id)
+        await self.require(wid, "edit")
+        hook = await self.sync(store.webhook, hook_id, with_secrets=False)
+        key = None
+        if hook["auth"] == "jwt":
+            key = check_jwt_key(hook["jwt_algorithm"], field(self.body(), "jwt_key", str))
+        hook = await self.sync(store.rotate_webhook, hook_id, key)
+        await self.audit("webhook.rotate", f"webhook:{hook_id}")
+        self.reply(hook)
+
+
+class SchedulesHandler(TriggerBase):
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        self.reply({"schedules": await self.sync(self.nf.store().schedules,
+                                                 workflow_id=workflow_id)})
+
+    @authorized
+    async def post(self, workflow_id: str) -> None:
+        from .triggers import next_fire
+
+        body = self.body()
+        version = _version(body)
+        cron = field(body, "cron", str, required=True)
+        timezone = field(body, "timezone", str, default="UTC")
+        inputs = field(body, "inputs", dict, default={})
+        first = next_fire(cron, timezone, datetime.now(UTC))
+        workflow_id = await self.workflow_for_edit(workflow_id, version)
+        schedule = await self.sync(
+            self.nf.store().create_schedule, workflow_id, version=version, cron=cron,
+            timezone=timezone, inputs=inputs, next_fire_at=first, actor=self.user_name)
+        await self.audit("schedule.create", f"schedule:{schedule['schedule_id']}", cron=cron)
+        self.reply(schedule, 201)
+
+
+class ScheduleHandler(TriggerBase):
+    @authorized
+    async def delete(self, schedule_id: str) -> None:
+        store = self.nf.store()
+        wid = await self.sync(store.trigger_workflow, "nexusflow_schedules", "schedule_id",
+                              schedule_id)
+        await self.require(wid, "edit")
+        await self.sync(store.delete_trigger, "nexusflow_schedules", "schedule_id", schedule_id)
+        await self.audit("schedule.delete", f"schedule:{schedule_id}")
+        self.set_status(204)
+        self.finish()
+
+
+class QueuesHandler(TriggerBase):
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        self.reply({"queues": await self.sync(self.nf.store().queue_triggers,
+                                              workflow_id=workflow_id)})
+
+    @authorized
+    async def post(self, workflow_id: str) -> None:
+        from .triggers import create_group
+
+        body = self.body()
+        version = _version(body)
+        stream = field(body, "stream", str, required=True)
+        group = field(body, "group", str, default="nexusflow")
+        for name, value in (("stream", stream), ("group", group)):
+            if not 0 < len(value) <= 200 or "\x00" in value:
+                raise BadRequest(f"'{name}' must be 1 to 200 characters", f"/{name}")
+        workflow_id = await self.workflow_for_edit(workflow_id, version)
+        await self.sync(create_group, self.nf.engine().redis, stream, group)
+        trigger = await self.sync(self.nf.store().create_queue_trigger, workflow_id,
+                                  version=version, stream=stream, group=group,
+                                  actor=self.user_name)
+        await self.audit("queue.create", f"queue:{trigger['trigger_id']}", stream=stream)
+        self.reply(trigger, 201)
+
+
+class QueueHandler(TriggerBase):
+    @authorized
+    async def delete(self, trigger_id: str) -> None:
+        store = self.nf.store()
+        wid = await self.sync(store.trigger_workflow, "nexusflow_queue_triggers", "trigger_id",
+                              trigger_id)
+        await self.require(wid, "edit")
+        await self.sync(store.delete_trigger, "nexusflow_queue_triggers", "trigger_id",
+                        trigger_id)
+        await self.audit("queue.delete", f"queue:{trigger_id}")
+        self.set_status(204)
+        self.finish()
+
+
+class AuditHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:audit"
+
+    @authorized
+    async def get(self) -> None:
+        limit = self.query_int("limit", default=100, low=1, high=1000)
+        self.reply({"entries": await self.sync(self.nf.store().audit_log, limit)})

@@ -1,0 +1,297 @@
+"""REST handlers for workflows (immutable versions) and runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+
+from nexusflow_kernel.document import parse_flow_text
+from nexusflow_kernel.errors import FlowError, NotFoundError
+from nexusflow_kernel.nodes import get_node_type
+
+from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
+from .live import check_path, read_flow
+
+CODE_NODE_TYPES = frozenset({"code", "python", "shell", "task"})
+"""Node types that run user code; starting a flow holding one needs the ``execute`` action."""
+
+RUN_STATUSES = ("running", "succeeded", "failed", "canceled")
+
+
+def runs_code(graph: Any) -> bool:
+    """Return whether a flow document (dict) holds a node that runs user code."""
+    for node in (graph or {}).get("nodes") or []:
+        kind = node.get("type") if isinstance(node, dict) else None
+        node_type = get_node_type(kind) if isinstance(kind, str) else None
+        if kind in CODE_NODE_TYPES or (node_type is not None and node_type.queue == "sandbox"):
+            return True
+    return False
+
+
+def graph_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Return nodes and edges added, removed and changed between two documents."""
+    out: dict[str, Any] = {}
+    for part in ("nodes", "edges"):
+        a = {i["id"]: i for i in old.get(part) or []}
+        b = {i["id"]: i for i in new.get(part) or []}
+        out[part] = {
+            "added": sorted(set(b) - set(a)),
+            "removed": sorted(set(a) - set(b)),
+            "changed": sorted(k for k in set(a) & set(b) if a[k] != b[k]),
+        }
+    return out
+
+
+class WorkflowsHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self) -> None:
+        flows = await self.engine_call("list_workflows")
+        visible = await self.sync(self.visible_filter)
+        if visible is not None:
+            flows = [f for f in flows if visible(f["workflow_id"])]
+        self.reply({"workflows": flows})
+
+    @authorized
+    async def post(self) -> None:
+        body = self.body()
+        graph = field(body, "graph", (dict, str), required=True)
+        name = field(body, "name", str)
+        flow = await self.engine_call("save_workflow", graph, name=name, actor=self.user_name)
+        await self.sync(self.nf.store().ensure_owner, flow["workflow_id"], self.user_name)
+        await self.audit("workflow.create", f"workflow:{flow['workflow_id']}",
+                         version=flow["version"])
+        self.reply(flow, 201)
+
+
+class WorkflowHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        version = self.query_int("version", low=1)
+        self.reply(await self.engine_call("get_workflow", workflow_id, version))
+
+    @authorized
+    async def put(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        body = self.body()
+        graph = field(body, "graph", (dict, str), required=True)
+        name = field(body, "name", str)
+        await self.require(workflow_id, "edit")
+        await self.engine_call("get_workflow", workflow_id)  # 404 for a deleted one
+        flow = await self.engine_call("save_workflow", graph, workflow_id=workflow_id,
+                                      name=name, actor=self.user_name)
+        await self.audit("workflow.update", f"workflow:{workflow_id}", version=flow["version"])
+        self.reply(flow)
+
+    @authorized
+    async def delete(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "admin")
+        await self.engine_call("delete_workflow", workflow_id)
+        await self.sync(self.nf.store().forget_workflow, workflow_id)
+        await self.audit("workflow.delete", f"workflow:{workflow_id}")
+        self.set_status(204)
+        self.finish()
+
+
+class VersionsHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        await self.require(workflow_id, "read")
+        self.reply({"versions": await self.engine_call("list_versions", workflow_id)})
+
+
+class DiffHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def get(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        a = self.query_int("from", low=1)
+        b = self.query_int("to", low=1)
+        if a is None or b is None:
+            raise BadRequest("query parameters 'from' and 'to' (versions) are required", "?from")
+        await self.require(workflow_id, "read")
+        old = await self.engine_call("get_workflow", workflow_id, a)
+        new = await self.engine_call("get_workflow", workflow_id, b)
+        text = await self.engine_call("diff_versions", workflow_id, a, b)
+        self.reply({"from": a, "to": b, **graph_diff(old["graph"], new["graph"]), "text": text})
+
+
+class RollbackHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:workflows"
+
+    @authorized
+    async def post(self, workflow_id: str) -> None:
+        workflow_id = check_uuid(workflow_id, "workflow")
+        version = field(self.body(), "version", int, required=True)
+        await self.require(workflow_id, "edit")
+        flow = await self.engine_call("rollback_workflow", workflow_id, version,
+                                      actor=self.user_name)
+        await self.audit("workflow.rollback", f"workflow:{workflow_id}", to=version,
+                         version=flow["version"])
+        self.reply(flow)
+
+
+class RunsHandler(NexusFlowHandler):
+    auth_resource = "nexusflow:runs"
+
+    @authorized
+    async def get(self) -> None:
+        limit = self.query_int("limit", default=50, low=1, high=1000)
+        status = self.get_query_argument("status", None) or None
+        if status is not None and status not in RUN_STATUSES:
+            raise BadRequest(f"'status' must be one of {', '.join(RUN_STATUSES)}", "?status")
+        workflow_id = self.get_query_argument("workflow_id", None) or None
+        if workflow_id is not None:
+            workflow_id = check_uuid(workflow_id, "workflow")
+        source = self.get_query_argument("source", None) or None
+        if source is not None and "\x00" in source:
+            raise BadRequest("'source' may not hold NUL bytes", "?source")
+        runs = await self.engine_call("list_runs", limit=limit, workflow_id=workflow_id,
+                                      source=source, status=status)
+        visible = await self.sync(self.visible_filter)
+        if visible is not None:
+            runs = [r for r in runs if visible(r["workflow_id"])]
+        self.reply({"runs": runs})
+
+    @authorized
+    async def post(self) -> None:
+        body = self.body()
+        path = field(body, "path", str)
+        workflow_id = field(body, "workflow_id", str)
+        version = field(body, "version", int)
+        inputs = field(body, "inputs", dict, default={})
+        if (path is None) == (workflow_id is None):
+            raise BadRequest("give exactly one of 'path' or 'workflow_id'", "/path")
+        if version is not None and version < 1:
+            raise BadRequest("'version' must be 1 or more", "/version")
+        if path is not None:
+            run_id = await self._start_from_path(path, inputs)
+        else:
+            run_id = await self._start_stored(check_uuid(workflow_id, "workflow"), version, inputs)
+        self.reply({"run_id": run_id}, 201)
+
+    async def _may_execute(self, graph: Any) -> None:
+        if not runs_code(graph):
+            return
+        ok = await ensure_async(self.authorizer.is_authorized(
+            self, self.current_user, "execute", "nexusflow:runs"))
+        if not ok:
+            raise Forbidden("this flow runs code: starting it needs the 'execute' permission")
+
+    async def _start_from_path(self, path: str, inputs: dict[str, Any]) -> str:
+        path = check_path(path)
+        ok = await ensure_async(self.authorizer.is_authorized(
+            self, self.current_user, "read", "contents"))
+        if not ok:
+            raise Forbidden("reading the flow file needs the 'read' permission on contents")
+        flow, live = await read_flow(self.serverapp, path)
+        graph = flow if isinstance(flow, dict) else await self.sync(
+            _parse, flow, path)
+        await self._may_execute(graph)
+        run_id = await self.engine_call("start_run", graph, inputs=inputs, trigger="manual",
+                                        actor=self.user_name, source=path)
+        run = await self.engine_call("get_run", run_id, outputs=False)
+        await self.sync(self.nf.store().ensure_owner, run["workflow_id"], self.user_name)
+        await self.audit("run.start", f"run:{run_id}", path=path, live=live)
+        return run_id
+
+    async def _start_stored(self, workflow_id: str, version: int | None,
+                            inputs: dict[str, Any]) -> str:
+        await self.require(workflow_id, "run")
+        flow = await self.engine_call("get_workflow", workflow_id, version)
+        await self._may_execute(flow["graph"])
+        run_id = await self.engine_call("start_run", workflow_id=workflow_id,
+                                        version=flow["version"], inputs=inputs,
+                                        trigger="manual", actor=self.user_name)
+        await self.audit("run.start", f"run:{run_id}", workflow_id=workflow_id,
+                         version=flow["version"])
+        return run_id
+
+
+def _parse(text: str | bytes, path: str) -> Any:
+    try:
+        return parse_flow_text(text, source=path)
+    except FlowError:
+        raise
+    except Exception as exc:  # pragma: no cover - parse_flow_text raises FlowError
+        raise BadRequest(f"{path}: {exc}", "/path") from None
+
+
+class RunBase(NexusFlowHandler):
+    auth_resource = "nexusflow:runs"
+
+    async def run_for(self, run_id: str, action: str, *, outputs: bool = False) -> dict[str, Any]:
+        """Return the run after checking the user's role on its workflow."""
+        run_id = check_uuid(run_id, "run")
+        run = await self.engine_call("get_run", run_id, outputs=outputs)
+        await self.require(str(run["workflow_id"]), action)
+        return run
+
+
+class RunHandler(RunBase):
+    @authorized
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.run_for(run_id, "read", outputs=True))
+
+
+class RunCancelHandler(RunBase):
+    @authorized
+    async def post(self, run_id: str) -> None:
+        run = await self.run_for(run_id, "run")
+        await self.engine_call("cancel_run", run["run_id"])
+        await self.audit("run.cancel", f"run:{run['run_id']}")
+        self.reply({"run_id": run["run_id"]}, 202)
+
+
+class RunRetryHandler(RunBase):
+    @authorized
+    async def post(self, run_id: str) -> None:
+        from_node = field(self.body(), "from_node", str)
+        run = await self.run_for(run_id, "run")
+        if from_node is not None and from_node not in (await self.engine_call(
+                "get_run", run["run_id"], outputs=False))["nodes"]:
+            raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")
+        rid = await self.engine_call("retry_run", run["run_id"], from_node)
+        await self.audit("run.retry", f"run:{rid}", from_node=from_node)
+        self.reply({"run_id": rid}, 202)
+
+
+class RunReplayHandler(RunBase):
+    @authorized
+    async def post(self, run_id: str) -> None:
+        run = await self.run_for(run_id, "run")
+        rid = await self.engine_call("replay_run", run["run_id"], actor=self.user_name)
+        await self.audit("run.replay", f"run:{rid}", replay_of=run["run_id"])
+        self.reply({"run_id": rid}, 201)
+
+
+class NodeLogsHandler(RunBase):
+    @authorized
+    async def get(self, run_id: str, node_id: str) -> None:
+        run = await self.run_for(run_id, "read")
+        if node_id not in run["nodes"]:
+            raise NotFoundError(f"no node {node_id!r} in run {run['run_id']}")
+        self.reply({"attempts": await self.engine_call("node_attempts", run["run_id"], node_id)})
+
+
+class NodeOutputHandler(RunBase):
+    @authorized
+    async def get(self, run_id: str, node_id: str) -> None:
+        run = await self.run_for(run_id, "read", outputs=True)
+        node = run["nodes"].get(node_id)
+        if node is None:
+            raise NotFoundError(f"no node {node_id!r} in run {run['run_id']}")
+        self.reply({"run_id": run["run_id"], "node": node_id, "state": node.get("state"),
+                    "output": node.get("output"), "error": node.get("error")})

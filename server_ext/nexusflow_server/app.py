@@ -1,0 +1,303 @@
+"""The ``NexusFlow`` server extension app: configuration, lifecycle and background services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Enum, Float, Int, List, Set, Unicode, default
+
+from nexusflow_kernel.settings import Settings, default_data_dir
+
+from .rbac import ROLES
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def _env_bool(name: str, fallback: bool | None) -> bool | None:
+    value = _env(name)
+    return fallback if value is None else value.strip().lower() in _TRUE
+
+
+def _env_num(name: str, fallback: float) -> float:
+    value = _env(name)
+    return fallback if value is None else float(value)
+
+
+class NexusFlow(ExtensionApp):
+    """Serve Nexus-Flow's REST API, event websockets, triggers and local workers."""
+
+    name = "nexusflow"
+    extension_url = "/nexusflow/api/openapi.json"
+    load_other_extensions = True
+
+    database_url = Unicode(
+        None, allow_none=True, config=True,
+        help="PostgreSQL URL of the metadata database (NEXUSFLOW_DATABASE_URL); "
+        "unset: the embedded server.",
+    )
+    redis_url = Unicode(
+        None, allow_none=True, config=True,
+        help="Redis URL of the transport (NEXUSFLOW_REDIS_URL); unset: the embedded server.",
+    )
+    data_dir = Unicode(
+        None, allow_none=True, config=True,
+        help="Folder of the embedded services and local state (NEXUSFLOW_DATA_DIR).",
+    )
+    local_workers = Bool(
+        None, allow_none=True, config=True,
+        help="Start and supervise `nexusflow worker` processes with the server "
+        "(NEXUSFLOW_LOCAL_WORKERS); default: on when the embedded services are used.",
+    )
+    local_worker_processes = Int(
+        config=True,
+        help="Processes of the supervised local worker (NEXUSFLOW_LOCAL_WORKER_PROCESSES).",
+    )
+    worker_command = List(
+        Unicode(), config=True,
+        help="Command that starts the local worker; default: this Python's "
+        "`-m nexusflow_worker --processes N`.",
+    )
+    worker_restart_backoff_s = Float(
+        1.0, config=True, help="First delay before a dead worker restarts."
+    )
+    secret_key = Unicode(
+        None, allow_none=True, config=True,
+        help="Key that encrypts stored secrets (NEXUSFLOW_SECRET_KEY); unset: a key generated "
+        "into the data folder.",
+    )
+    allow_private_http = Bool(
+        None, allow_none=True, config=True,
+        help="Whether http nodes may reach private and loopback addresses "
+        "(NEXUSFLOW_ALLOW_PRIVATE_HTTP).",
+    )
+    default_role = Enum(
+        ["none", *ROLES], config=True,
+        help="Role every user has on a workflow without an explicit grant "
+        "(NEXUSFLOW_DEFAULT_ROLE). "
+        "'owner' suits a single-user server; set 'none' or 'viewer' on a shared one.",
+    )
+    admin_users = Set(Unicode(), config=True, help="Users who are owners of every workflow.")
+    max_request_bytes = Int(
+        config=True, help="Largest JSON request body of the REST API (NEXUSFLOW_MAX_REQUEST_BYTES)."
+    )
+    webhook_max_body_bytes = Int(
+        config=True, help="Default body limit of a webhook (NEXUSFLOW_WEBHOOK_MAX_BODY_BYTES)."
+    )
+    webhook_rate_limit = Int(
+        config=True,
+        help="Default requests per window of one webhook (NEXUSFLOW_WEBHOOK_RATE_LIMIT).",
+    )
+    webhook_rate_window_s = Int(60, config=True, help="Default rate-limit window of a webhook.")
+    webhook_ip_rate_limit = Int(
+        config=True, help="Requests per minute one client address may send to all webhooks."
+    )
+    webhook_rate_limit_fail_open = Bool(
+        False, config=True,
+        help="Accept webhook requests when Redis cannot decide the rate limit (default: 503).",
+    )
+    webhook_tolerance_s = Int(300, config=True, help="Accepted clock skew of a signed webhook.")
+    webhook_max_wait_s = Float(
+        30.0, config=True, help="Longest a webhook caller may wait for the result."
+    )
+    triggers = Bool(
+        True, config=True, help="Run the schedule and queue-trigger loops in this server."
+    )
+    trigger_poll_s = Float(
+        1.0, config=True, help="How often schedules and queue triggers are polled."
+    )
+    queue_claim_idle_s = Float(
+        60.0, config=True,
+        help="After this long unacknowledged, a queue message of a dead consumer is taken over.",
+    )
+    server_id = Unicode(
+        config=True, help="Name of this server among several (queue consumer name)."
+    )
+
+    @default("local_worker_processes")
+    def _default_processes(self) -> int:
+        return int(_env_num("NEXUSFLOW_LOCAL_WORKER_PROCESSES", 2))
+
+    @default("default_role")
+    def _default_default_role(self) -> str:
+        return _env("NEXUSFLOW_DEFAULT_ROLE") or "owner"
+
+    @default("max_request_bytes")
+    def _default_max_request(self) -> int:
+        return int(_env_num("NEXUSFLOW_MAX_REQUEST_BYTES", 40 * 1024 * 1024))
+
+    @default("webhook_max_body_bytes")
+    def _default_hook_body(self) -> int:
+        return int(_env_num("NEXUSFLOW_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024))
+
+    @default("webhook_rate_limit")
+    def _default_hook_rate(self) -> int:
+        return int(_env_num("NEXUSFLOW_WEBHOOK_RATE_LIMIT", 60))
+
+    @default("webhook_ip_rate_limit")
+    def _default_ip_rate(self) -> int:
+        return int(_env_num("NEXUSFLOW_WEBHOOK_IP_RATE_LIMIT", 600))
+
+    @default("server_id")
+    def _default_server_id(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    # ------------------------------------------------------------------ settings and engine
+
+    def engine_settings(self) -> Settings:
+        """Return the engine ``Settings``: environment first, then the traitlets set here."""
+        base = Settings.from_env()
+        overrides: dict[str, Any] = {
+            "database_url": self.database_url or _env("NEXUSFLOW_DATABASE_URL"),
+            "redis_url": self.redis_url or _env("NEXUSFLOW_REDIS_URL"),
+            "data_dir": Path(self.data_dir) if self.data_dir else default_data_dir(),
+            "secret_key": self.secret_key or base.secret_key,
+            "allow_private_http": (
+                base.allow_private_http if self.allow_private_http is None
+                else self.allow_private_http
+            ),
+        }
+        return replace(base, **overrides)
+
+    def initialize_settings(self) -> None:
+        self.settings_model = self.engine_settings()
+        self._engine: Any = None
+        self._engine_lock = threading.Lock()
+        self._store: Any = None
+        self._secrets: Any = None
+        self._limiter: Any = None
+        self.trigger_loops: Any = None
+        self.api_executor = ThreadPoolExecutor(32, thread_name_prefix="nexusflow-api")
+        self.stream_executor = ThreadPoolExecutor(256, thread_name_prefix="nexusflow-stream")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor: Any = None
+        self.stopping = threading.Event()
+
+    def initialize_handlers(self) -> None:
+        from .routes import handlers
+
+        self.handlers.extend(handlers())
+
+    def engine(self) -> Any:
+        """Return the engine, created on first use (blocking: call from a worker thread)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from nexusflow_kernel.engine import Engine
+
+                self._engine = Engine(self.settings_model)
+                self.settings_model = self._engine.settings
+            return self._engine
+
+    def store(self) -> Any:
+        """Return the server tables' store (roles, triggers, audit) on the engine's database."""
+        if self._store is None:
+            from nexusflow_kernel.db import get_pool
+
+            from .store import ServerStore
+
+            url = self.engine().settings.database_url
+            self._store = ServerStore(get_pool(url), self.secrets())
+        return self._store
+
+    def secrets(self) -> Any:
+        """Return the secret store (same database and key as the workers)."""
+        if self._secrets is None:
+            from nexusflow_kernel.db import get_pool
+            from nexusflow_kernel.secrets import SecretStore
+
+            settings = self.engine().settings
+            self._secrets = SecretStore(get_pool(settings.database_url), settings=settings)
+        return self._secrets
+
+    def rate_limiter(self) -> Any:
+        """Return the webhook rate limiter on the engine's Redis."""
+        if self._limiter is None:
+            from .ratelimit import RateLimiter
+
+            self._limiter = RateLimiter(self.engine().redis)
+        return self._limiter
+
+    async def run_sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call in the API thread pool (never on the IO loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.api_executor, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _want_local_workers(self) -> bool:
+        flag = self.local_workers
+        if flag is None:
+            flag = _env_bool("NEXUSFLOW_LOCAL_WORKERS", None)
+        if flag is None:
+            flag = self.engine_settings().embedded
+        return bool(flag)
+
+    def worker_argv(self) -> list[str]:
+        """Return the command line of the supervised local worker."""
+        if self.worker_command:
+            return list(self.worker_command)
+        return [sys.executable, "-m", "nexusflow_worker", "--processes",
+                str(self.local_worker_processes)]
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self._tasks.append(asyncio.create_task(self._start_background()))
+
+    async def _start_background(self) -> None:
+        """Create the engine, then start the local workers and the trigger loops."""
+        try:
+            await self.run_sync(self.engine)
+        except Exception as exc:  # the API answers 503 until the backends are reachable
+            self.log.error("Nexus-Flow engine unavailable: %s", exc)
+            return
+        if self._want_local_workers():
+            from .supervisor import WorkerSupervisor
+
+            settings = self.engine().settings
+            env = dict(os.environ)
+            env.update({
+                "NEXUSFLOW_DATABASE_URL": settings.database_url,
+                "NEXUSFLOW_REDIS_URL": settings.redis_url,
+                "NEXUSFLOW_DATA_DIR": str(settings.data_dir),
+                "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if settings.allow_private_http else "0",
+            })
+            if settings.secret_key:
+                env["NEXUSFLOW_SECRET_KEY"] = settings.secret_key
+            self.supervisor = WorkerSupervisor(
+                self.worker_argv(), env, self.log, backoff_s=self.worker_restart_backoff_s
+            )
+            self.supervisor.start()
+            self.log.info("Nexus-Flow: supervising local worker: %s", " ".join(self.worker_argv()))
+        if self.triggers:
+            from .triggers import TriggerLoops
+
+            self.trigger_loops = TriggerLoops(self)
+            self._tasks.append(asyncio.create_task(self.trigger_loops.run()))
+
+    async def stop_extension(self) -> None:
+        self.stopping.set()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.api_executor.shutdown(wait=False, cancel_futures=True)
+        self.stream_executor.shutdown(wait=False, cancel_futures=True)
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.close)

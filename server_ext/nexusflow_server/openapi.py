@@ -1,0 +1,330 @@
+"""The OpenAPI 3 document of the extension (served at ``/nexusflow/api/openapi.json``).
+
+A test compares it with the registered handlers: every route and method is described here,
+and nothing here is missing a handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+_ID = {"type": "string", "format": "uuid"}
+_ANY_OBJ = {"type": "object", "additionalProperties": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: list[str] | None = None, **props: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props,
+                              "additionalProperties": True}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return _obj([key], **{key: {"type": "array", "items": item}})
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed request (the body names the field)", 401: "Signature rejected",
+            403: "Not allowed", 404: "Not found", 409: "Conflict with the run's state or a "
+            "replayed delivery", 413: "Body too large", 415: "Unsupported content type",
+            422: "The flow does not compile (pointer names the fault)",
+            429: "Rate limited (see Retry-After)", 503: "A backend is unavailable"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None,
+           required: bool | None = None, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path" if required is None
+            else required, "schema": schema or {"type": "string"}, "description": description}
+
+
+def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400, 403, 404),
+        tag: str = "", **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **_errors(*errors)}}
+    if body is not None:
+        op["requestBody"] = body
+    if params:
+        op["parameters"] = params
+    if tag:
+        op["tags"] = [tag]
+    op.update(extra)
+    return op
+
+
+_NO_CONTENT = {"204": {"description": "Done"}}
+_WF = _param("workflow_id", schema=_ID)
+_RUN = _param("run_id", schema=_ID)
+_NODE = _param("node_id")
+_VERSION_Q = _param("version", "query", {"type": "integer", "minimum": 1}, False)
+_GRAPH = {"oneOf": [_ref("FlowDocument"), {"type": "string", "description": "flow JSON text"}]}
+_TRIGGER_VERSION = {"type": "integer", "minimum": 1,
+                    "description": "pin a version (default: the latest at each start)"}
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Error": _obj(["error", "message"], error={"type": "string"},
+                      message={"type": "string"},
+                      pointer={"type": "string", "description": "JSON pointer of the fault"}),
+        "FlowDocument": _obj(["nodes", "edges"], schema={"type": "integer"},
+                             name={"type": "string"},
+                             nodes={"type": "array", "items": _ANY_OBJ},
+                             edges={"type": "array", "items": _ANY_OBJ}),
+        "WorkflowVersion": _obj(["workflow_id", "version"], workflow_id=_ID,
+                                name={"type": "string"}, version={"type": "integer"},
+                                hash={"type": "string"}, created_at={"type": "string"},
+                                created_by={"type": ["string", "null"]}),
+        "Workflow": {"allOf": [_ref("WorkflowVersion"), _obj(["graph"],
+                                                              graph=_ref("FlowDocument"))]},
+        "RunId": _obj(["run_id"], run_id=_ID),
+        "NodeState": _obj(["state"], state={"type": "string"}, attempts={"type": "integer"},
+                          started_at={"type": ["string", "null"]},
+                          ended_at={"type": ["string", "null"]}, output={},
+                          error={"type": ["string", "null", "object"]}),
+        "Run": _obj(["run_id", "status"], run_id=_ID, status={"type": "string"},
+                    workflow_id=_ID, version={"type": "integer"},
+                    source={"type": ["string", "null"]}, trigger={"type": "string"},
+                    inputs=_ANY_OBJ, created_by={"type": ["string", "null"]},
+                    started_at={"type": ["string", "null"]},
+                    ended_at={"type": ["string", "null"]},
+                    nodes={"type": "object", "additionalProperties": _ref("NodeState")}),
+        "Attempt": _obj(["attempt"], attempt={"type": "integer"}, status={"type": "string"},
+                        error={}, log={"type": ["string", "null"]}, input={}, output={},
+                        duration_ms={"type": ["number", "null"]}),
+        "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
+        "Role": _obj(["principal", "role"], principal={"type": "string"},
+                     role={"enum": ["viewer", "runner", "editor", "owner"]}),
+        "Webhook": _obj(["hook_id", "workflow_id", "auth"], hook_id={"type": "string"},
+                        workflow_id={"type": "string"}, auth={"enum": ["hmac", "jwt"]},
+                        secret={"type": "string", "description": "shown only on create/rotate"},
+                        url={"type": "string"}),
+        "Schedule": _obj(["schedule_id", "cron"], schedule_id={"type": "string"},
+                         cron={"type": "string"}, timezone={"type": "string"},
+                         next_fire_at={"type": "string"}),
+        "QueueTrigger": _obj(["trigger_id", "stream"], trigger_id={"type": "string"},
+                             stream={"type": "string"}, consumer_group={"type": "string"}),
+        "Event": _obj(["id", "run", "state"], id={"type": "string"}, run={"type": "string"},
+                      node={"type": ["string", "null"]}, state={"type": "string"},
+                      attempt={"type": "integer"}, at={"type": "string"},
+                      duration_ms={"type": ["number", "null"]}, error={}),
+    }
+
+
+def _paths() -> dict[str, Any]:
+    wf_body = _body(_obj(["graph"], graph=_GRAPH, name={"type": "string"}))
+    ws = {"101": {"description": "Switching to the websocket; each message is an Event "
+                  "(JSON text)", "content": {"application/json": {"schema": _ref("Event")}}}}
+    after = _param("after", "query", {"type": "string", "pattern": "^[0-9$-]{1,64}$"}, False,
+                   "resume after this stream id")
+    name = _param("name", schema={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"})
+    return {
+        "/nexusflow/api/openapi.json": {"get": _op(
+            "This document", {"200": _json(_ANY_OBJ)}, errors=(403,), tag="meta")},
+        "/nexusflow/api/node-types": {"get": _op(
+            "The node-type catalog with each type's config JSON Schema",
+            {"200": _json(_list("node_types", _ANY_OBJ))}, errors=(403,), tag="meta")},
+        "/nexusflow/api/workflows": {
+            "get": _op("List workflows (latest version of each)",
+                       {"200": _json(_list("workflows", _ref("WorkflowVersion")))},
+                       errors=(403, 503), tag="workflows"),
+            "post": _op("Create a workflow (its first version)",
+                        {"201": _json(_ref("WorkflowVersion"), "Created")}, body=wf_body,
+                        errors=(400, 403, 413, 415, 422, 503), tag="workflows")},
+        "/nexusflow/api/workflows/{workflow_id}": {
+            "get": _op("Get a workflow version with its graph", {"200": _json(_ref("Workflow"))},
+                       params=[_WF, _VERSION_Q], tag="workflows"),
+            "put": _op("Save a new version (none when the graph is unchanged)",
+                       {"200": _json(_ref("WorkflowVersion"))}, body=wf_body, params=[_WF],
+                       errors=(400, 403, 404, 413, 415, 422), tag="workflows"),
+            "delete": _op("Delete a workflow (owner)", _NO_CONTENT, params=[_WF],
+                          tag="workflows")},
+        "/nexusflow/api/workflows/{workflow_id}/versions": {"get": _op(
+            "List a workflow's versions", {"200": _json(_list("versions",
+                                                              _ref("WorkflowVersion")))},
+            params=[_WF], tag="workflows")},
+        "/nexusflow/api/workflows/{workflow_id}/diff": {"get": _op(
+            "Diff two versions", {"200": _json(_obj(["from", "to"], **{
+                "from": {"type": "integer"}, "to": {"type": "integer"}, "nodes": _ANY_OBJ,
+                "edges": _ANY_OBJ, "text": {"type": "string"}}))},
+            params=[_WF, _param("from", "query", {"type": "integer", "minimum": 1}, True),
+                    _param("to", "query", {"type": "integer", "minimum": 1}, True)],
+            tag="workflows")},
+        "/nexusflow/api/workflows/{workflow_id}/rollback": {"post": _op(
+            "Make an old version current (as a new version)",
+            {"200": _json(_ref("WorkflowVersion"))},
+            body=_body(_obj(["version"], version={"type": "integer", "minimum": 1})),
+            params=[_WF], errors=(400, 403, 404, 415), tag="workflows")},
+        "/nexusflow/api/workflows/{workflow_id}/roles": {"get": _op(
+            "List the roles on a workflow", {"200": _json(_list("roles", _ref("Role")))},
+            params=[_WF], tag="roles")},
+        "/nexusflow/api/workflows/{workflow_id}/roles/{principal}": {
+            "put": _op("Grant a role (owner)", {"200": _json(_ref("Role"))},
+                       body=_body(_obj(["role"], role={"enum": ["viewer", "runner", "editor",
+                                                                "owner"]})),
+                       params=[_WF, _param("principal")], errors=(400, 403, 404, 415),
+                       tag="roles"),
+            "delete": _op("Revoke a role (owner)", _NO_CONTENT,
+                          params=[_WF, _param("principal")], tag="roles")},
+        "/nexusflow/api/workflows/{workflow_id}/webhooks": {
+            "get": _op("List a workflow's webhooks",
+                       {"200": _json(_list("webhooks", _ref("Webhook")))}, params=[_WF],
+                       tag="triggers"),
+            "post": _op("Create a webhook (the secret is shown once)",
+                        {"201": _json(_ref("Webhook"), "Created")}, params=[_WF],
+                        body=_body(_obj(
+                            auth={"enum": ["hmac", "jwt"]}, version=_TRIGGER_VERSION,
+                            jwt_algorithm={"type": "string"}, jwt_audience={"type": "string"},
+                            jwt_issuer={"type": "string"}, jwt_key={"type": "string"},
+                            content_types={"type": "array", "items": {"type": "string"}},
+                            max_body_bytes={"type": "integer"}, rate_limit={"type": "integer"},
+                            rate_window_s={"type": "integer"}, wait_s={"type": "number"}),
+                            required=False),
+                        errors=(400, 403, 404, 415), tag="triggers")},
+        "/nexusflow/api/workflows/{workflow_id}/schedules": {
+            "get": _op("List a workflow's cron schedules",
+                       {"200": _json(_list("schedules", _ref("Schedule")))}, params=[_WF],
+                       tag="triggers"),
+            "post": _op("Create a cron schedule", {"201": _json(_ref("Schedule"), "Created")},
+                        params=[_WF], body=_body(_obj(
+                            ["cron"], cron={"type": "string"}, timezone={"type": "string"},
+                            inputs=_ANY_OBJ, version=_TRIGGER_VERSION)),
+                        errors=(400, 403, 404, 415), tag="triggers")},
+        "/nexusflow/api/workflows/{workflow_id}/queues": {
+            "get": _op("List a workflow's queue triggers",
+                       {"200": _json(_list("queues", _ref("QueueTrigger")))}, params=[_WF],
+                       tag="triggers"),
+            "post": _op("Start a run for each message of a Redis stream",
+                        {"201": _json(_ref("QueueTrigger"), "Created")}, params=[_WF],
+                        body=_body(_obj(["stream"], stream={"type": "string"},
+                                        group={"type": "string"}, version=_TRIGGER_VERSION)),
+                        errors=(400, 403, 404, 415), tag="triggers")},
+        "/nexusflow/api/webhooks/{hook_id}": {"delete": _op(
+            "Delete a webhook", _NO_CONTENT, params=[_param("hook_id")], tag="triggers")},
+        "/nexusflow/api/webhooks/{hook_id}/rotate": {"post": _op(
+            "Rotate a webhook's secret (the previous one stays valid until the next rotation)",
+            {"200": _json(_ref("Webhook"))}, params=[_param("hook_id")],
+            body=_body(_obj(jwt_key={"type": "string"}), required=False), tag="triggers")},
+        "/nexusflow/api/schedules/{schedule_id}": {"delete": _op(
+            "Delete a schedule", _NO_CONTENT, params=[_param("schedule_id")], tag="triggers")},
+        "/nexusflow/api/queues/{trigger_id}": {"delete": _op(
+            "Delete a queue trigger", _NO_CONTENT, params=[_param("trigger_id")],
+            tag="triggers")},
+        "/nexusflow/api/runs": {
+            "get": _op("List runs, newest first (without nodes)",
+                       {"200": _json(_list("runs", _ref("Run")))},
+                       params=[_param("limit", "query", {"type": "integer", "minimum": 1,
+                                                         "maximum": 1000}, False),
+                               _param("workflow_id", "query", _ID, False),
+                               _param("source", "query", {"type": "string"}, False,
+                                      "the .nxflow path a run came from"),
+                               _param("status", "query", {"enum": ["running", "succeeded",
+                                                                   "failed", "canceled"]},
+                                      False)],
+                       errors=(400, 403, 404), tag="runs"),
+            "post": _op("Start a run from a .nxflow path (the live collaborative document "
+                        "when open) or a stored workflow version",
+                        {"201": _json(_ref("RunId"), "Started")},
+                        body=_body({"oneOf": [
+                            _obj(["path"], path={"type": "string"}, inputs=_ANY_OBJ),
+                            _obj(["workflow_id"], workflow_id=_ID,
+                                 version={"type": "integer", "minimum": 1},
+                                 inputs=_ANY_OBJ)]}),
+                        errors=(400, 403, 404, 413, 415, 422, 503), tag="runs")},
+        "/nexusflow/api/runs/{run_id}": {"get": _op(
+            "Get a run with every node's state and output (as `nexusflow run --json`)",
+            {"200": _json(_ref("Run"))}, params=[_RUN], tag="runs")},
+        "/nexusflow/api/runs/{run_id}/cancel": {"post": _op(
+            "Cancel a run", {"202": _json(_ref("RunId"), "Canceling")}, params=[_RUN],
+            errors=(400, 403, 404, 409), tag="runs")},
+        "/nexusflow/api/runs/{run_id}/retry": {"post": _op(
+            "Retry a finished run's failed nodes, or re-run from a node (same run id)",
+            {"202": _json(_ref("RunId"), "Retrying")}, params=[_RUN],
+            body=_body(_obj(from_node={"type": "string"}), required=False),
+            errors=(400, 403, 404, 409, 415), tag="runs")},
+        "/nexusflow/api/runs/{run_id}/replay": {"post": _op(
+            "Start a new run with the same version and inputs",
+            {"201": _json(_ref("RunId"), "Started")}, params=[_RUN],
+            errors=(400, 403, 404, 409), tag="runs")},
+        "/nexusflow/api/runs/{run_id}/nodes/{node_id}/logs": {"get": _op(
+            "A node's attempts with logs, inputs, outputs and timing",
+            {"200": _json(_list("attempts", _ref("Attempt")))}, params=[_RUN, _NODE],
+            tag="runs")},
+        "/nexusflow/api/runs/{run_id}/nodes/{node_id}/output": {"get": _op(
+            "A node's output", {"200": _json(_obj(["run_id", "node"], run_id=_ID,
+                                                  node={"type": "string"},
+                                                  state={"type": ["string", "null"]},
+                                                  output={}, error={}))},
+            params=[_RUN, _NODE], tag="runs")},
+        "/nexusflow/api/runs/{run_id}/events": {"get": _op(
+            "Websocket: the run's events, the whole history first, then live", ws,
+            params=[_RUN, after], tag="events", **{"x-websocket": True})},
+        "/nexusflow/api/events": {"get": _op(
+            "Websocket: live events of every run the user may see", ws, params=[after],
+            errors=(400, 403), tag="events", **{"x-websocket": True})},
+        "/nexusflow/api/secrets": {"get": _op(
+            "List secret names (values are write-only)",
+            {"200": _json(_list("secrets", _ref("Secret")))}, errors=(403, 503),
+            tag="secrets")},
+        "/nexusflow/api/secrets/{name}": {
+            "put": _op("Set a secret", _NO_CONTENT, params=[name],
+                       body=_body(_obj(["value"], value={"type": "string"})),
+                       errors=(400, 403, 413, 415), tag="secrets"),
+            "delete": _op("Delete a secret", _NO_CONTENT, params=[name], tag="secrets")},
+        "/nexusflow/api/audit": {"get": _op(
+            "The audit log, newest first", {"200": _json(_list("entries", _ANY_OBJ))},
+            params=[_param("limit", "query", {"type": "integer", "minimum": 1,
+                                              "maximum": 1000}, False)],
+            errors=(400, 403), tag="meta")},
+        "/nexusflow/hooks/{hook_id}": {"post": _op(
+            "Public webhook: signed (Standard Webhooks HMAC) or JWT; the payload becomes the "
+            "run's inputs",
+            {"202": _json(_obj(["run_id"], run_id=_ID, status={"type": "string"}),
+                          "Run started"),
+             "200": _json(_obj(["run_id", "run"], run_id=_ID, status={"type": "string"},
+                               run=_ref("Run")), "Run finished within ?wait")},
+            params=[_param("hook_id"), _param("wait", "query", {"type": "number",
+                                                                "minimum": 0}, False),
+                    _param("webhook-id", "header", required=False),
+                    _param("webhook-timestamp", "header", required=False),
+                    _param("webhook-signature", "header", required=False)],
+            body=_body({}, required=False),
+            errors=(400, 401, 404, 409, 413, 415, 429, 503), tag="triggers", security=[])},
+    }
+
+
+def openapi_document(base_url: str = "/") -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document; ``servers`` points at the Jupyter base URL."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Nexus-Flow", "version": __version__,
+                 "description": "REST API of the Nexus-Flow Jupyter server extension. "
+                 "Authenticate as for any Jupyter API (token header or cookie + XSRF)."},
+        "servers": [{"url": base_url.rstrip("/") or "/"}],
+        "security": [{"jupyterToken": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"jupyterToken": {
+                "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`token <jupyter token>`"}},
+        },
+    }
+
+
+__all__ = ["openapi_document"]

@@ -1,0 +1,68 @@
+"""The URL table of the extension (paths relative to the server's base URL)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import admin, api, streaming, webhooks
+
+API = "/nexusflow/api"
+_ID = r"(?P<{}>[^/]+)"
+
+
+def _p(template: str) -> str:
+    """Turn ``/runs/{run_id}`` into a Tornado pattern with named groups."""
+    return re.sub(r"\{(\w+)\}", lambda m: _ID.format(m.group(1)), template)
+
+
+ROUTES: list[tuple[str, type]] = [
+    (f"{API}/openapi.json", admin.OpenAPIHandler),
+    (f"{API}/node-types", admin.NodeTypesHandler),
+    (f"{API}/workflows", api.WorkflowsHandler),
+    (f"{API}/workflows/{{workflow_id}}", api.WorkflowHandler),
+    (f"{API}/workflows/{{workflow_id}}/versions", api.VersionsHandler),
+    (f"{API}/workflows/{{workflow_id}}/diff", api.DiffHandler),
+    (f"{API}/workflows/{{workflow_id}}/rollback", api.RollbackHandler),
+    (f"{API}/workflows/{{workflow_id}}/roles", admin.RolesHandler),
+    (f"{API}/workflows/{{workflow_id}}/roles/{{principal}}", admin.RoleHandler),
+    (f"{API}/workflows/{{workflow_id}}/webhooks", admin.WebhooksHandler),
+    (f"{API}/workflows/{{workflow_id}}/schedules", admin.SchedulesHandler),
+    (f"{API}/workflows/{{workflow_id}}/queues", admin.QueuesHandler),
+    (f"{API}/webhooks/{{hook_id}}", admin.WebhookHandler),
+    (f"{API}/webhooks/{{hook_id}}/rotate", admin.WebhookRotateHandler),
+    (f"{API}/schedules/{{schedule_id}}", admin.ScheduleHandler),
+    (f"{API}/queues/{{trigger_id}}", admin.QueueHandler),
+    (f"{API}/runs", api.RunsHandler),
+    (f"{API}/runs/{{run_id}}", api.RunHandler),
+    (f"{API}/runs/{{run_id}}/cancel", api.RunCancelHandler),
+    (f"{API}/runs/{{run_id}}/retry", api.RunRetryHandler),
+    (f"{API}/runs/{{run_id}}/replay", api.RunReplayHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/logs", api.NodeLogsHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/output", api.NodeOutputHandler),
+    (f"{API}/runs/{{run_id}}/events", streaming.RunEventsSocket),
+    (f"{API}/events", streaming.AllEventsSocket),
+    (f"{API}/secrets", admin.SecretsHandler),
+    (f"{API}/secrets/{{name}}", admin.SecretHandler),
+    (f"{API}/audit", admin.AuditHandler),
+    ("/nexusflow/hooks/{hook_id}", webhooks.WebhookReceiver),
+]
+"""``(OpenAPI-style path template, handler class)``: the OpenAPI test checks both sides."""
+
+PUBLIC = {webhooks.WebhookReceiver}
+"""Handlers that Jupyter does not authenticate (they verify signatures themselves)."""
+
+WEBSOCKETS = {streaming.RunEventsSocket, streaming.AllEventsSocket}
+
+
+def handlers() -> list[tuple[str, Any]]:
+    """Return ``(pattern, handler)`` pairs for ``ExtensionApp.handlers``."""
+    return [(_p(template), handler) for template, handler in ROUTES]
+
+
+def methods(handler: type) -> list[str]:
+    """Return the HTTP methods a handler implements (lowercase)."""
+    from tornado.web import RequestHandler
+
+    return [m for m in ("get", "post", "put", "patch", "delete")
+            if getattr(handler, m) is not getattr(RequestHandler, m)]
