@@ -1,6 +1,6 @@
 /** How one flow node looks on the canvas: title, type, handles and its run glow. */
-import React, { memo } from 'react';
-import { Handle, NodeProps, Position, Node } from '@xyflow/react';
+import React, { memo, useEffect } from 'react';
+import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyflow/react';
 import { IFlowNode } from './graph';
 import { INodeType } from './api';
 
@@ -61,9 +61,16 @@ export function phase(run?: INodeRun): string {
   return run.state;
 }
 
-function NodeView({ data, selected }: NodeProps<NxNode>): JSX.Element {
+function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
   const { node, typeInfo, run, peers, problem, catalogLoaded } = data;
   const handles = typeInfo?.output_handles ?? [];
+  const updateInternals = useUpdateNodeInternals();
+  const handleKey = handles.join(',');
+  useEffect(() => {
+    // The catalog may arrive after the first render and change the handles: re-measure them
+    // so that edges from named handles (a Condition's true/false) attach.
+    updateInternals(id);
+  }, [id, handleKey, updateInternals]);
   const state = publicState(run);
   const ph = phase(run);
   const unknown = catalogLoaded && !typeInfo;

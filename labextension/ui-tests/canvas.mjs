@@ -1,0 +1,223 @@
+// Browser scenarios of the Nexus-Flow canvas, run by pytest (tests/ui) against a live
+// JupyterLab: `node canvas.mjs <scenario>`. Prints `RESULT <json>` for pytest to check.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const LAB = process.env.LAB_URL;
+const TOKEN = process.env.LAB_TOKEN;
+const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
+const FILE = process.env.FLOW_FILE || 'flow.nxflow';
+const TIMEOUT = 30000;
+
+function log(...args) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
+  });
+}
+
+async function openPage(browser, workspace, file = FILE) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', err => errors.push(String(err)));
+  page.on('console', msg => {
+    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
+      errors.push(msg.text());
+    }
+  });
+  page.errors = errors;
+  const url = `${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`;
+  await page.goto(url);
+  await page.waitForSelector('[data-nexusflow-editor]', { timeout: 60000 });
+  return page;
+}
+
+async function nodeIds(page) {
+  return page.$$eval('[data-node-id]', els => els.map(e => e.getAttribute('data-node-id')));
+}
+
+async function waitForNodes(page, count) {
+  await page.waitForFunction(
+    n => document.querySelectorAll('[data-node-id]').length >= n,
+    count,
+    { timeout: TIMEOUT }
+  );
+}
+
+/** Run JS against the shared model of the current Nexus-Flow widget of a page. */
+async function withDoc(page, fn, arg) {
+  return page.evaluate(
+    ([source, a]) => {
+      const shell = window.jupyterapp.shell;
+      const widget = Array.from(shell.widgets('main')).find(w => w.hasClass('nf-document'));
+      const doc = widget.context.model.sharedModel;
+      return new Function('doc', 'arg', `return (${source})(doc, arg);`)(doc, a);
+    },
+    [fn.toString(), arg]
+  );
+}
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log('screenshot', file);
+}
+
+async function center(page, selector) {
+  const box = await (await page.waitForSelector(selector, { timeout: TIMEOUT })).boundingBox();
+  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+}
+
+async function drag(page, from, to) {
+  await page.mouse.move(from.x, from.y);
+  await page.mouse.down();
+  const steps = 12;
+  for (let i = 1; i <= steps; i++) {
+    await page.mouse.move(from.x + ((to.x - from.x) * i) / steps, from.y + ((to.y - from.y) * i) / steps);
+    await page.waitForTimeout(15);
+  }
+  await page.mouse.up();
+}
+
+const scenarios = {
+  /** The file opens in the canvas with its nodes and edges. */
+  async open(browser) {
+    const page = await openPage(browser, 'open');
+    await waitForNodes(page, Number(process.env.EXPECT_NODES || 1));
+    await page.waitForTimeout(500);
+    const ids = await nodeIds(page);
+    const edges = await page.$$eval('.react-flow__edge', els => els.length);
+    const states = await page.$$eval('[data-node-id]', els => els.map(e => e.getAttribute('data-state')));
+    const palette = await page.$$eval('[data-node-type]', els => els.map(e => e.getAttribute('data-node-type')));
+    const paletteError = await page.$eval('.nf-palette', el => el.textContent);
+    await shot(page, 'open');
+    return { ids, edges, states, palette, paletteError, errors: page.errors };
+  },
+
+  /** Two pages: a node added in A appears in B; a move in B comes back to A. */
+  async collab(browser) {
+    const a = await openPage(browser, 'a');
+    const b = await openPage(browser, 'b');
+    await waitForNodes(a, 1);
+    await waitForNodes(b, 1);
+    const before = new Set(await nodeIds(a));
+    const paletteItems = await a.$$('[data-node-type]');
+    let via;
+    const t0 = Date.now();
+    if (paletteItems.length) {
+      via = 'palette';
+      await paletteItems[0].dblclick();
+    } else {
+      // No node catalog (server extension absent): add through the shared model instead.
+      via = 'model';
+      await withDoc(a, doc =>
+        doc.addElements([{ id: 'added_1', type: 'transform', label: 'Added', position: { x: 300, y: 320 }, config: {} }])
+      );
+    }
+    await a.waitForFunction(n => document.querySelectorAll('[data-node-id]').length > n, before.size);
+    const added = (await nodeIds(a)).find(id => !before.has(id));
+    await b.waitForSelector(`[data-node-id="${added}"]`, { timeout: 5000 });
+    const addLatencyMs = Date.now() - t0;
+    log('added', added, 'via', via, 'seen in B after', addLatencyMs, 'ms');
+
+    // Presence: each page sees the other.
+    await a.waitForSelector('.nf-presence .nf-avatar', { timeout: 5000 });
+    const presence = await a.$eval('.nf-presence', el => Number(el.getAttribute('data-presence-count')));
+
+    // Move the node in B by dragging it; A must follow.
+    const startA = await withDoc(a, (doc, id) => doc.node(id).position, added);
+    const from = await center(b, `.react-flow__node[data-id="${added}"] .nf-node-title`);
+    const t1 = Date.now();
+    await drag(b, from, { x: from.x + 160, y: from.y + 60 });
+    await a.waitForFunction(
+      ([id, x]) => {
+        const el = document.querySelector(`.react-flow__node[data-id="${id}"]`);
+        const m = el && /translate\(([-\d.]+)px/.exec(el.style.transform);
+        return m && Math.abs(Number(m[1]) - x) > 50;
+      },
+      [added, startA.x],
+      { timeout: 5000 }
+    );
+    const moveLatencyMs = Date.now() - t1;
+    const endA = await withDoc(a, (doc, id) => doc.node(id).position, added);
+    log('move seen in A after', moveLatencyMs, 'ms', startA, '->', endA);
+    await a.waitForTimeout(1500); // let the server autosave
+    await shot(a, 'collab-a');
+    await shot(b, 'collab-b');
+    return { added, via, addLatencyMs, moveLatencyMs, startA, endA, presence, errors: [...a.errors, ...b.errors] };
+  },
+
+  /** Dragging an edge that would close a cycle is refused with a visible reason. */
+  async cycle(browser) {
+    const page = await openPage(browser, 'cycle');
+    await waitForNodes(page, 2);
+    const source = process.env.CYCLE_FROM;
+    const target = process.env.CYCLE_TO;
+    const edgesBefore = await withDoc(page, doc => Array.from(doc.edges.keys()).sort());
+    const from = await center(page, `.react-flow__node[data-id="${source}"] .react-flow__handle.source`);
+    const to = await center(page, `.react-flow__node[data-id="${target}"] .react-flow__handle.target`);
+    await drag(page, from, to);
+    const notice = await page.waitForSelector('[data-notice]', { timeout: 5000 });
+    const text = await notice.textContent();
+    const edgesAfter = await withDoc(page, doc => Array.from(doc.edges.keys()).sort());
+    await shot(page, 'cycle-refused');
+    return { text, edgesBefore, edgesAfter, errors: page.errors };
+  },
+
+  /** Time to render a large flow (FLOW_FILE) after the app is up. */
+  async big(browser) {
+    const page = await openPage(browser, 'big', process.env.SMALL_FILE);
+    const expected = Number(process.env.EXPECT_NODES);
+    const ms = await page.evaluate(async ([file, n]) => {
+      const t0 = performance.now();
+      await window.jupyterapp.commands.execute('docmanager:open', { path: file, factory: 'Nexus-Flow Canvas' });
+      return new Promise((resolve, reject) => {
+        const tick = () => {
+          const editor = Array.from(document.querySelectorAll('[data-nexusflow-editor]')).find(
+            e => e.offsetParent !== null
+          );
+          const count = editor ? editor.querySelectorAll('[data-node-id]').length : 0;
+          if (count >= n) {
+            resolve(performance.now() - t0);
+          } else if (performance.now() - t0 > 20000) {
+            reject(new Error(`only ${count} of ${n} nodes after 20 s`));
+          } else {
+            requestAnimationFrame(tick);
+          }
+        };
+        tick();
+      });
+    }, [FILE, expected]);
+    log('rendered', expected, 'nodes in', Math.round(ms), 'ms');
+    await page.waitForTimeout(300);
+    await shot(page, 'big');
+    return { renderMs: ms, errors: page.errors };
+  }
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await launch();
+const timer = setTimeout(() => {
+  console.error('scenario timed out');
+  process.exit(3);
+}, 100000);
+try {
+  const result = await scenarios[name](browser);
+  console.log('RESULT ' + JSON.stringify(result));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(timer);
+  await browser.close();
+}

@@ -1,0 +1,160 @@
+"""A real JupyterLab server for the browser tests, isolated in a temporary folder.
+
+The browser side is Node + playwright-core driving Debian's Chromium (labextension/ui-tests,
+installed by scripts/setup-browser.sh). Without Chromium or the npm deps these tests fail in CI
+and skip elsewhere, with the command that installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UI_TESTS = REPO / "labextension" / "ui-tests"
+ARTIFACTS = Path(os.environ.get("NEXUSFLOW_UI_ARTIFACTS", REPO / "test-results" / "ui"))
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+
+    def run_script(self, scenario: str, timeout: float = 120, **env: str) -> dict:
+        """Run one browser scenario of labextension/ui-tests/canvas.mjs; return its result."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        full_env = dict(
+            os.environ,
+            LAB_URL=self.url,
+            LAB_TOKEN=self.token,
+            CHROMIUM=chromium_path() or "",
+            ARTIFACTS=str(ARTIFACTS),
+            **env,
+        )
+        proc = subprocess.run(
+            ["node", str(UI_TESTS / "canvas.mjs"), scenario],
+            cwd=UI_TESTS,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        sys.stdout.write(proc.stdout)
+        result = None
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT "):])
+        if proc.returncode != 0 or result is None:
+            tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            pytest.fail(
+                f"browser scenario {scenario} failed (exit {proc.returncode}):\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n--- server log tail ---\n{tail}"
+            )
+        return result
+
+
+def _require_browser() -> None:
+    missing = []
+    if not chromium_path():
+        missing.append("Chromium")
+    if not (UI_TESTS / "node_modules" / "playwright-core").is_dir():
+        missing.append("playwright-core (npm)")
+    if shutil.which("node") is None:
+        missing.append("node")
+    if missing:
+        message = f"{', '.join(missing)} missing: run scripts/setup-browser.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Start `jupyter lab` on a free loopback port in a fresh root folder; stop it afterwards."""
+    _require_browser()
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "root"
+    root.mkdir()
+    settings_dir = base / "settings"
+    notification = settings_dir / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    port = _free_port()
+    token = "nexusflow-ui-test"
+    env = dict(
+        os.environ,
+        JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(settings_dir),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+    )
+    log = base / "jupyter.log"
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
+        "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0",
+        f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+        "--YDocExtension.document_save_delay=0.3",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Lab(url=url, token=token, root=root, log=log)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, ARTIFACTS / "jupyter.log")
