@@ -3,7 +3,9 @@
 No image registry is needed. The tag is derived from the recipe (``recipe/recipe.json`` and
 ``recipe/entry.py``), so a changed recipe gives a new tag and ``build`` makes it, while an
 unchanged one is found and skipped. The packages debootstrap downloads are kept as a tarball in
-the data folder, so a rebuild does not download them again.
+the data folder, and so is the root filesystem they install, so a rebuild after a change to
+``entry.py`` only copies files and imports (seconds), and one after a change to the package list
+does not download what it already has.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class BuildResult:
     """False when the image already existed and nothing was done."""
     seconds: float
     cache_hit: bool = False
-    """Whether the debootstrap package tarball came from the cache."""
+    """Whether the debootstrap packages (or the installed root filesystem) came from the cache."""
 
 
 def _run(cmd: list[str], **kwargs: Any) -> None:
@@ -160,15 +162,36 @@ def build_image(
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{suite} {variant} {include}".encode()).hexdigest()[:12]
     cache = cache_dir / f"debootstrap-{suite}-{variant}-{key}.tgz"
-    cache_hit = cache.exists()
+    base = cache_dir / f"rootfs-{suite}-{variant}-{key}.tar"
+    cache_hit = cache.exists() or base.exists()
     opts = [f"--variant={variant}", f"--include={include}"] if include else [f"--variant={variant}"]
     with tempfile.TemporaryDirectory(prefix="nexusflow-rootfs-", dir=cache_dir) as tmp:
-        if not cache_hit:
-            partial = cache.with_suffix(".partial.tgz")
-            _run(["debootstrap", *opts, f"--make-tarball={partial}", suite, f"{tmp}/dl", mirror])
-            partial.replace(cache)
         root = Path(tmp) / "root"
-        _run(["debootstrap", *opts, f"--unpack-tarball={cache}", suite, str(root), mirror])
+        if base.exists():  # the installed root filesystem of an earlier build
+            root.mkdir()
+            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(base)])
+        else:
+            if not cache_hit:
+                partial = cache.with_suffix(".partial.tgz")
+                _run(
+                    ["debootstrap", *opts, f"--make-tarball={partial}", suite, f"{tmp}/dl", mirror]
+                )
+                partial.replace(cache)
+            _run(["debootstrap", *opts, f"--unpack-tarball={cache}", suite, str(root), mirror])
+            partial_base = base.with_suffix(".partial.tar")
+            _run(
+                [
+                    "tar",
+                    "--numeric-owner",
+                    "--xattrs",
+                    "-C",
+                    str(root),
+                    "-cf",
+                    str(partial_base),
+                    ".",
+                ]
+            )
+            partial_base.replace(base)
         _customize(root, recipe)
         archive = Path(tmp) / "rootfs.tar"
         _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(archive), "."])

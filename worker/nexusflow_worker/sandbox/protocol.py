@@ -85,6 +85,7 @@ class StreamCollector:
         self.result: bytes | None = None
         self.result_too_big = False
         self.last_stderr = ""
+        self._blank_stdout = 0  # blank stdout lines not logged yet (one precedes the result)
 
     @property
     def flooded(self) -> bool:
@@ -116,10 +117,15 @@ class StreamCollector:
             if buf and not self._skipping[stream]:
                 self._line(stream, bytes(buf))
             buf.clear()
+        self._flush_blank()
 
     def _line(self, stream: int, line: bytes, cut: bool = False) -> None:
+        if stream == STDOUT and not line.strip():
+            self._blank_stdout += 1
+            return
         if stream == STDOUT and self._marker in line:
             before, _, rest = line.partition(self._marker)
+            self._flush_blank(keep_last=False)
             if before.strip():
                 self._log(before)
             if cut:
@@ -129,7 +135,14 @@ class StreamCollector:
             return
         if stream == STDERR and line.strip():
             self.last_stderr = line.decode("utf-8", "replace").strip()[:500]
+        if stream == STDOUT:
+            self._flush_blank()
         self._log(line)
+
+    def _flush_blank(self, keep_last: bool = True) -> None:
+        count, self._blank_stdout = self._blank_stdout, 0
+        for _ in range(count if keep_last else count - 1):
+            self._log(b"")
 
     def _log(self, line: bytes) -> None:
         if self._log_bytes + len(line) + 1 > self._limits.max_log_bytes:

@@ -79,6 +79,22 @@ def run_python(source: str, payload: dict[str, Any]) -> Any:
         raise CodeExit(1) from None
 
 
+def _lines(stream: Any, limit: int) -> Any:
+    """Yield ``(line, too_long)``; a line over ``limit`` bytes is cut there, its rest dropped."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) <= limit:
+            yield line, False
+            continue
+        while True:
+            rest = stream.readline(limit + 1)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield line, True
+
+
 def run_bash(
     source: str,
     payload: dict[str, Any],
@@ -119,15 +135,12 @@ def run_bash(
         held: list[bytes] = []  # the last non-empty line so far, then blank lines after it
         cut = False
         assert proc.stdout is not None
-        while True:
-            line = proc.stdout.readline(max_output_bytes + 1)
-            if not line:
-                break
+        for line, too_long in _lines(proc.stdout, max_output_bytes):
             if line.strip():
                 for pending in held:
                     write_log(pending)
-                held = [line]
-                cut = not line.endswith(b"\n") and len(line) > max_output_bytes
+                held = [line + b" [line cut]\n" if too_long else line]
+                cut = too_long
             elif held:
                 held.append(line)
             else:
@@ -136,6 +149,8 @@ def run_bash(
     finally:
         os.unlink(path)
     if status != 0:
+        for pending in held:  # a failed script has no output: its last line is a log too
+            write_log(pending)
         raise CodeExit(status if status > 0 else 128 - status)
     if not held:
         return None
@@ -185,7 +200,8 @@ def main() -> int:
 
     def emit(body: str) -> None:
         flush()
-        result.write(f"{marker} {body}\n")
+        # A newline first, in case the code's last print did not end its line.
+        result.write(f"\n{marker} {body}\n")
         result.flush()
 
     def write_log(line: bytes) -> None:
