@@ -253,6 +253,7 @@ class NexusFlow(ExtensionApp):
                 str(self.local_worker_processes)]
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self.ready = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._start_background()))
 
     async def _start_background(self) -> None:
@@ -261,6 +262,7 @@ class NexusFlow(ExtensionApp):
             await self.run_sync(self.engine)
         except Exception as exc:  # the API answers 503 until the backends are reachable
             self.log.error("Nexus-Flow engine unavailable: %s", exc)
+            self.ready.set()
             return
         if self._want_local_workers():
             from .supervisor import WorkerSupervisor
@@ -285,6 +287,7 @@ class NexusFlow(ExtensionApp):
 
             self.trigger_loops = TriggerLoops(self)
             self._tasks.append(asyncio.create_task(self.trigger_loops.run()))
+        self.ready.set()
 
     async def stop_extension(self) -> None:
         self.stopping.set()

@@ -1,0 +1,108 @@
+"""Fixtures for the server extension: a real Jupyter server (pytest-jupyter) on the test backends.
+
+Users for the authorization tests come from the ``Authorization: token user:<name>`` header
+(or, cookie-style and so subject to XSRF, a ``nf-test-user`` cookie); ``TestAuthorizer`` denies
+by user name: ``nobody`` may do nothing, ``reader`` may only read, ``noexec`` may not execute.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from jupyter_server.auth import Authorizer, IdentityProvider, User
+from pytest_jupyter.jupyter_server import *  # noqa: F403  (jp_serverapp, jp_fetch, ...)
+from tornado.httpclient import HTTPClientError
+from traitlets.config import Config
+
+
+class HeaderIdentity(IdentityProvider):
+    """Jupyter's token login, plus test users named in the token or a cookie."""
+
+    def get_user(self, handler: Any) -> Any:
+        auth = handler.request.headers.get("Authorization", "")
+        if auth.startswith("token user:"):
+            handler._token_authenticated = True
+            return User(username=auth.split(":", 1)[1])
+        cookie = handler.get_cookie("nf-test-user")
+        if cookie:
+            return User(username=cookie)
+        return super().get_user(handler)
+
+
+class TestAuthorizer(Authorizer):
+    """Deny by user name (see the module docstring)."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        name = user.username
+        if name == "nobody":
+            return False
+        if name == "reader":
+            return action == "read"
+        if name == "noexec":
+            return action != "execute"
+        return True
+
+
+@pytest.fixture
+def nf_config(settings) -> dict[str, Any]:
+    """Return the ``NexusFlow`` traitlets of the test server (tests may change them)."""
+    return {
+        "database_url": settings.database_url,
+        "redis_url": settings.redis_url,
+        "data_dir": str(settings.data_dir),
+        "local_workers": False,
+        "trigger_poll_s": 0.2,
+        "queue_claim_idle_s": 0.5,
+    }
+
+
+@pytest.fixture
+def jp_server_config(nf_config) -> Config:
+    return Config({
+        "ServerApp": {
+            "jpserver_extensions": {"nexusflow_server": True, "jupyter_server_ydoc": False,
+                                    "jupyter_server_terminals": False},
+            "identity_provider_class": HeaderIdentity,
+            "authorizer_class": TestAuthorizer,
+        },
+        "NexusFlow": nf_config,
+    })
+
+
+@pytest.fixture
+def nf_app(jp_serverapp) -> Any:
+    """Return the running ``NexusFlow`` extension app."""
+    return jp_serverapp.web_app.settings["nexusflow"]
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call the REST API: ``await api("GET", "runs", user="alice")`` -> ``(status, json)``."""
+
+    async def call(method: str, path: str, body: Any = None, *, user: str | None = None,
+                   raw: bytes | None = None, headers: dict[str, str] | None = None,
+                   params: dict[str, Any] | None = None) -> tuple[int, Any]:
+        hdrs = dict(headers or {})
+        if user is not None:
+            hdrs["Authorization"] = f"token user:{user}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else None)
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        if data is None and method in ("POST", "PUT", "PATCH"):
+            data = b""
+        try:
+            resp = await jp_fetch(*(["nexusflow", "api"] + path.split("/")), method=method,
+                                  body=data, headers=hdrs, params=params,
+                                  allow_nonstandard_methods=True)
+            code, text = resp.code, resp.body
+        except HTTPClientError as err:
+            code, text = err.code, err.response.body if err.response else b""
+        try:
+            return code, json.loads(text) if text else None
+        except ValueError:
+            return code, text
+
+    return call
