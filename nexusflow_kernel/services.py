@@ -242,14 +242,28 @@ def _process_name(pid: int | None) -> str | None:
     return None if rest.split()[0] in ("Z", "X") else name
 
 
-def _is_server(name: str, pid: int | None) -> bool:
+def _is_server(name: str, pid: int | None, folder: Path) -> bool:
+    """Return whether ``pid`` is a live server of kind ``name`` working in ``folder``.
+
+    Both servers work in their data folder; checking it tells ours from another program (or
+    another PostgreSQL) that got the recorded pid after a reboot.
+    """
     found = _process_name(pid)
-    return found in ("?", "postgres" if name == "postgres" else "redis-server")
+    if found not in ("?", "postgres" if name == "postgres" else "redis-server"):
+        return False
+    try:
+        return os.path.samestat(os.stat(f"/proc/{pid}/cwd"), os.stat(folder))
+    except PermissionError:
+        return True  # not ours to inspect; the name has to do
+    except OSError:
+        return found == "?"  # no /proc here, or the folder is gone
 
 
 def _answers(name: str, entry: dict[str, Any] | None) -> bool:
     """Return whether the recorded server process lives and answers its protocol."""
-    if not entry or not _is_server(name, entry.get("pid")):
+    if not entry or not entry.get("data"):
+        return False
+    if not _is_server(name, entry.get("pid"), Path(entry["data"])):
         return False
     try:
         if name == "postgres":
@@ -300,7 +314,8 @@ def _postmaster_pid(pgdata: Path) -> int | None:
 
 
 def _terminate(name: str, pid: int | None, sig: signal.Signals, data_dir: Path) -> None:
-    if not _is_server(name, pid):
+    folder = data_dir / name
+    if not _is_server(name, pid, folder):
         return
     assert pid is not None
     for sig_now, wait_s in ((sig, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
@@ -310,7 +325,7 @@ def _terminate(name: str, pid: int | None, sig: signal.Signals, data_dir: Path) 
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if not _is_server(name, pid):
+            if not _is_server(name, pid, folder):
                 logger.info("stopped embedded %s (pid %d)", name, pid)
                 return
             time.sleep(0.02)
@@ -420,7 +435,7 @@ def _start_redis(data_dir: Path, previous: dict[str, Any], creds: dict[str, str]
     conf_path = folder / "redis.conf"
     password = creds["redis_password"]
     running = _read_pid(folder / "redis.pid")
-    if _is_server("redis", running):
+    if _is_server("redis", running, folder):
         # Running but not answering yet (loading a large append-only file, or its record was
         # lost): a second server on the same files would corrupt them, so wait for this one.
         match = re.search(r"^port (\d+)$", conf_path.read_text(), re.M)
@@ -458,7 +473,7 @@ def _start_redis(data_dir: Path, previous: dict[str, Any], creds: dict[str, str]
             if _answers("redis", entry):
                 return True
             daemon = re.search(rb"^(\d+):[CM] ", log.read_bytes()[since:], re.M)
-            if daemon and not _is_server("redis", int(daemon.group(1))):
+            if daemon and not _is_server("redis", int(daemon.group(1)), folder):
                 return None  # it logged, then exited
             return False
 
@@ -637,7 +652,7 @@ def _start_postgres(
     why = "unknown"
     for _attempt in range(5):
         entry = _postgres_entry(pgdata, password, log, major)
-        if entry and _is_server("postgres", entry["pid"]):
+        if entry and _is_server("postgres", entry["pid"], pgdata):
             # Running but not answering yet (crash recovery, or its record was lost):
             # wait for it rather than fight over the data folder.
             if _wait_until(lambda entry=entry: _answers("postgres", entry)):

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -38,24 +39,39 @@ print(json.dumps({"urls": [urls.database_url, urls.redis_url], "pids": pids}))
 """
 
 
-@pytest.fixture
-def fresh_dir(tmp_path: Path) -> Iterator[Path]:
-    """Return an empty data folder; whatever starts in it is stopped afterwards."""
-    data_dir = tmp_path / "data"
+@contextmanager
+def private_base() -> Iterator[Path]:
+    """Make a scratch folder outside pytest's temporary root, removed afterwards.
+
+    As root, PostgreSQL runs as a dedicated user that needs the search bit on every folder
+    above its cluster; pytest takes that bit off its root folder whenever another pytest
+    session starts, so these tests keep their data folders where nothing tightens them.
+    """
+    base = Path(tempfile.mkdtemp(prefix="nf-services-"))
     try:
-        yield data_dir
+        yield base
     finally:
-        stop_services(data_dir)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_dir() -> Iterator[Path]:
+    """Return an empty data folder; whatever starts in it is stopped afterwards."""
+    with private_base() as base:
+        try:
+            yield base / "data"
+        finally:
+            stop_services(base / "data")
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServiceURLs]]:
+def running() -> Iterator[tuple[Path, ServiceURLs]]:
     """Start the embedded services once for the tests that only use them."""
-    data_dir = tmp_path_factory.mktemp("services") / "data"
-    try:
-        yield data_dir, ensure_services(data_dir)
-    finally:
-        stop_services(data_dir)
+    with private_base() as base:
+        try:
+            yield base / "data", ensure_services(base / "data")
+        finally:
+            stop_services(base / "data")
 
 
 def server_pids(data_dir: Path) -> dict[str, list[int]]:
@@ -248,8 +264,37 @@ def test_stop_then_ensure_restarts_from_the_stale_record(fresh_dir: Path) -> Non
     check_postgres(urls.database_url)
 
 
-def test_deep_data_folder_falls_back_to_tcp(tmp_path: Path) -> None:
-    data_dir = tmp_path / ("d" * 60) / ("e" * 60)
+def test_stale_record_whose_pids_now_belong_to_other_servers(
+    fresh_dir: Path, running: tuple[Path, ServiceURLs]
+) -> None:
+    """After a reboot the recorded pids may be reused, even by another PostgreSQL or Redis."""
+    other_dir, other_urls = running
+    other = {name: info["pid"] for name, info in services_status(other_dir).items()}
+    urls = ensure_services(fresh_dir)
+    stop_services(fresh_dir)
+    state = json.loads((fresh_dir / "services.json").read_text())
+    for name in ("postgres", "redis"):
+        state[name]["pid"] = other[name]
+    (fresh_dir / "services.json").write_text(json.dumps(state))
+    (fresh_dir / "redis" / "redis.pid").write_text(f"{other['redis']}\n")
+    pg_lines = [str(other["postgres"]), str(fresh_dir / "postgres"), "0", "5432",
+                str(fresh_dir / "postgres"), "", "0 0", "ready"]
+    (fresh_dir / "postgres" / "postmaster.pid").write_text("\n".join(pg_lines) + "\n")
+
+    assert services_status(fresh_dir)["redis"]["running"] is False
+    assert ensure_services(fresh_dir) == urls
+    mine = {name: info["pid"] for name, info in services_status(fresh_dir).items()}
+    assert set(mine.values()).isdisjoint(other.values())
+    stop_services(fresh_dir)
+    assert services_status(other_dir) == {  # the other folder's servers were left alone
+        name: {**info, "running": True, "pid": other[name]}
+        for name, info in services_status(other_dir).items()
+    }
+    assert ensure_services(other_dir) == other_urls
+
+
+def test_deep_data_folder_falls_back_to_tcp(fresh_dir: Path) -> None:
+    data_dir = fresh_dir / ("d" * 60) / ("e" * 60)
     assert len(str(data_dir / "postgres" / ".s.PGSQL.5432")) > 107
     try:
         urls = ensure_services(data_dir)
@@ -311,7 +356,7 @@ def test_runs_as_a_normal_user_when_started_by_one(running: tuple[Path, ServiceU
     import pwd
 
     user = pwd.getpwnam(POSTGRES_OS_USER)  # made by the root start of ``running``
-    base = Path(tempfile.mkdtemp(prefix="nf-user-"))
+    base = Path(tempfile.mkdtemp(prefix="nf-services-user-"))
     os.chown(base, user.pw_uid, user.pw_gid)
     data_dir = base / "data"
     try:
