@@ -316,3 +316,7 @@ def _add_services() -> None:
 
 
 _add_services()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import BackendUnavailable
 from .settings import mask_url
@@ -36,6 +36,13 @@ def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
         pool = _pools.get(url)
         if pool is not None:
             return pool
+        try:  # fail fast, with the server's own reason, when nothing answers
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailable(
+                f"PostgreSQL at {mask_url(url)} is not reachable: {reason}"
+            ) from None
         pool = ConnectionPool(
             url,
             min_size=1,
@@ -48,7 +55,7 @@ def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
         )
         try:
             pool.open(wait=True, timeout=10)
-        except psycopg.pool.PoolTimeout:  # type: ignore[attr-defined]
+        except PoolTimeout:
             pool.close()
             raise BackendUnavailable(
                 f"PostgreSQL at {mask_url(url)} is not reachable "

@@ -223,7 +223,7 @@ class RunStore:
             if parents:
                 for r in conn.execute(
                     "SELECT node_id, output FROM node_runs WHERE execution_id=%s"
-                    " AND idx = ANY(%s)",
+                    " AND idx = ANY(%s) AND state='succeeded'",
                     (run_id, [plan.idx_of[p] for p in parents]),
                 ):
                     inputs[r["node_id"]] = r["output"]
