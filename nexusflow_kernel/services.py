@@ -94,6 +94,8 @@ def ensure_services(data_dir: Path) -> ServiceURLs:
 
 def start_services(data_dir: Path) -> ServiceURLs:
     """Start whichever embedded server is not running, record both and return their URLs."""
+    import subprocess
+
     data_dir = _prepare_data_dir(Path(data_dir))
     with _locked(data_dir):
         state = _read_state(data_dir)
@@ -103,7 +105,13 @@ def start_services(data_dir: Path) -> ServiceURLs:
             if _answers(name, entry):
                 continue
             began = time.monotonic()
-            state[name] = start(data_dir, entry or {}, credentials)
+            try:
+                state[name] = start(data_dir, entry or {}, credentials)
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                raise ServiceError(
+                    f"embedded {name} in {data_dir} failed to start ({exc}); "
+                    f"see {_log_path(data_dir, name)}"
+                ) from exc
             _write_state(data_dir, state)
             logger.info(
                 "started embedded %s in %.2fs (%s)",
@@ -211,6 +219,8 @@ def _log_path(data_dir: Path, name: str) -> Path:
 
 def _prepare_data_dir(data_dir: Path) -> Path:
     data_dir = data_dir.expanduser().absolute()
+    if '"' in str(data_dir):  # pg_ctl puts paths in a shell command between double quotes
+        raise ServiceError(f"the data folder {data_dir} has a '\"' in its path; use another")
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (data_dir / "logs").mkdir(exist_ok=True, mode=0o700)
@@ -373,7 +383,7 @@ def _log_tail(path: Path, since: int = 0, lines: int = 2) -> str:
     except OSError:
         return ""
     every = [line.strip() for line in text.splitlines() if line.strip()]
-    marks = ("FATAL", "ERROR", "PANIC", "invalid ", " # ", "*** ", "Bad ", "Can't")
+    marks = ("FATAL", "ERROR", "PANIC", "error:", "invalid ", " # ", "*** ", "Bad ", "Can't")
     errors = [line for line in every if any(mark in line for mark in marks)]
     return " | ".join((errors or every)[-lines:])
 
@@ -668,7 +678,7 @@ def _start_postgres(
                   "unix_socket_directories": str(pgdata) if on_socket else "",
                   "port": str(port)}
         (pgdata / "nexusflow.conf").write_text(
-            "".join(f"{key} = '{value}'\n" for key, value in listen.items())
+            "".join(f"{key} = '{_pg_quote(value)}'\n" for key, value in listen.items())
         )
         _chown(runner, pgdata / "nexusflow.conf")
         since = log.stat().st_size
@@ -689,6 +699,10 @@ def _start_postgres(
         else:
             raise _failed("postgres", data_dir, log, f"pg_ctl exit code {code}", since)
     raise _failed("postgres", data_dir, log, why)
+
+
+def _pg_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "''")
 
 
 def _quote(text: str) -> str:
