@@ -40,9 +40,6 @@ class _EventSocket(ErrorMixin, WebSocketMixin, WebSocketHandler, ExtensionHandle
     require = NexusFlowHandler.require
     visible_filter = NexusFlowHandler.visible_filter
 
-    async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare(_redirect_to_login=False)  # type: ignore[call-arg]
-
     def _after(self, default: str) -> str:
         after = self.get_query_argument("after", default) or default
         if len(after) > 64 or not all(c.isdigit() or c in "-$" for c in after):
@@ -88,6 +85,7 @@ class RunEventsSocket(_EventSocket):
         await WebSocketHandler.get(self, run_id)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)  # starts the pings
         engine = self.nf.engine()
 
         def read(after: str) -> Any:
@@ -106,6 +104,7 @@ class AllEventsSocket(_EventSocket):
         await WebSocketHandler.get(self)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)  # starts the pings
         engine = self.nf.engine()
         cache: dict[str, bool] = {}
 
