@@ -94,7 +94,11 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
 }
 
 function post<T>(path: string, body: JSONValue = {}): Promise<T> {
-  return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+  return request<T>(path, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { 'Content-Type': 'application/json' }
+  });
 }
 
 export const api = {

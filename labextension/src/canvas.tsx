@@ -58,6 +58,14 @@ export interface IEditorProps {
   openAsText: () => void;
 }
 
+const MINIMAP_COLORS: { [phase: string]: string } = {
+  running: '#f59e0b',
+  retrying: '#f59e0b',
+  succeeded: '#16a34a',
+  failed: '#dc2626',
+  skipped: '#d1d5db'
+};
+
 const DND_TYPE = 'application/x-nexusflow-node-type';
 
 /** What Ctrl+C put aside (shared by every canvas of this page). */
@@ -573,7 +581,12 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
   const runOf = (id: string): INodeRun | undefined => view.nodes.get(id);
   const others = peers.length;
   return (
-    <div className="nf-editor" data-nexusflow-editor>
+    <div
+      className="nf-editor"
+      data-nexusflow-editor
+      data-run-id={view.runId ?? ''}
+      data-event-lag-ms={view.lastLagMs ?? ''}
+    >
       <div className="nf-toolbar">
         <RunToolbar doc={doc} path={path()} flow={flow} view={view} pick={pickRun} notify={notify} />
         <span className="nf-spacer" />
@@ -664,7 +677,8 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
               <MiniMap
                 pannable
                 zoomable
-                nodeClassName={n => `nf-mini nf-mini-${phase((n.data as any)?.run)}`}
+                style={{ width: 160, height: 110 }}
+                nodeColor={n => MINIMAP_COLORS[phase((n.data as any)?.run)] ?? '#9ca3af'}
               />
             )}
             <Controls />

@@ -276,6 +276,10 @@ function InputsForm({
   );
 }
 
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
 function pretty(value: JSONValue | undefined): string {
   return value === undefined ? '—' : JSON.stringify(value, null, 2);
 }
@@ -343,7 +347,7 @@ export function LogsPanel({
           <div className="nf-row">
             <span className={`nf-pill nf-pill-${attempt.status}`}>{attempt.status}</span>
             <span>attempt {attempt.attempt}</span>
-            {attempt.duration_ms != null && <span>{attempt.duration_ms} ms</span>}
+            {attempt.duration_ms != null && <span>{formatMs(attempt.duration_ms)}</span>}
           </div>
           {attempt.error && <pre className="nf-error-text">{attempt.error}</pre>}
           <details open>

@@ -226,7 +226,10 @@ function Field(props: IFieldProps): JSX.Element {
       />
     );
   } else if (type === 'string' || type === undefined) {
-    const long = schema.format === 'multiline' || schema.maxLength === undefined || schema.maxLength > 200;
+    const long =
+      schema.format === 'multiline' ||
+      (schema.maxLength ?? 0) > 500 ||
+      /code|script|query|sql|body|expression|template/i.test(name);
     control = long ? (
       <textarea
         className="nf-input"
@@ -249,7 +252,8 @@ function Field(props: IFieldProps): JSX.Element {
   } else {
     control = <JsonField {...props} />;
   }
-  const canSecret = (type === 'string' || type === undefined) && secrets !== null;
+  const canSecret =
+    type === 'string' && !schema.enum && !/code|script|expression|query|sql/i.test(name) && secrets !== null;
   return (
     <div className={`nf-field${errors.length ? ' nf-invalid' : ''}`} data-field={name}>
       <label className="nf-label">
@@ -264,7 +268,7 @@ function Field(props: IFieldProps): JSX.Element {
               onChange(secret ? undefined : { $secret: (secrets ?? [])[0] ?? 'NAME' })
             }
           >
-            {secret ? 'value' : '🔑 secret'}
+            {secret ? 'use a value' : 'use a secret'}
           </button>
         )}
       </label>

@@ -170,6 +170,52 @@ const scenarios = {
     return { text, edgesBefore, edgesAfter, errors: page.errors };
   },
 
+  /** Press Run and watch every node reach its final colour; read a failed node's error. */
+  async run(browser) {
+    const page = await openPage(browser, 'run');
+    const other = await openPage(browser, 'run-watcher');
+    await waitForNodes(page, 2);
+    await waitForNodes(other, 2);
+    const t0 = Date.now();
+    await page.click('[data-action="run"]');
+    const finalStates = ['succeeded', 'failed', 'skipped', 'canceled'];
+    await page.waitForFunction(
+      states => {
+        const els = Array.from(document.querySelectorAll('[data-node-id]'));
+        return els.length > 0 && els.every(e => states.includes(e.getAttribute('data-state')));
+      },
+      finalStates,
+      { timeout: 60000 }
+    );
+    const runMs = Date.now() - t0;
+    const read = p =>
+      p.$$eval('[data-node-id]', els =>
+        Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+      );
+    const states = await read(page);
+    // The collaborator sees the same glow without pressing anything.
+    await other.waitForFunction(
+      expected =>
+        Object.entries(expected).every(
+          ([id, st]) => document.querySelector(`[data-node-id="${id}"]`)?.getAttribute('data-state') === st
+        ),
+      states,
+      { timeout: 10000 }
+    );
+    const watcherStates = await read(other);
+    const lag = await page.$eval('[data-nexusflow-editor]', e => e.getAttribute('data-event-lag-ms'));
+    await shot(page, 'run-finished');
+    let failedError = null;
+    const failed = Object.entries(states).find(([, st]) => st === 'failed');
+    if (failed) {
+      await page.click(`.react-flow__node[data-id="${failed[0]}"] .nf-node-title`);
+      const panel = await page.waitForSelector('.nf-logs .nf-error-text', { timeout: 10000 });
+      failedError = await panel.textContent();
+      await shot(page, 'run-failed-logs');
+    }
+    return { states, watcherStates, runMs, lastEventLagMs: lag === '' ? null : Number(lag), failedError, errors: page.errors };
+  },
+
   /** Time to render a large flow (FLOW_FILE) after the app is up. */
   async big(browser) {
     const page = await openPage(browser, 'big', process.env.SMALL_FILE);

@@ -114,6 +114,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     env = dict(
         os.environ,
         JUPYTER_DATA_DIR=str(base / "data"),
+        NEXUSFLOW_DATA_DIR=str(base / "nexusflow"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(settings_dir),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),

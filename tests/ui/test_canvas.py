@@ -92,6 +92,40 @@ def test_a_cycle_making_connection_is_refused_with_a_reason(lab) -> None:
     assert result["edgesAfter"] == result["edgesBefore"]
 
 
+RUNNABLE = {
+    "schema": 1,
+    "name": "glow",
+    "nodes": [
+        {"id": "first", "type": "transform", "position": {"x": 0, "y": 0},
+         "config": {"expression": "21"}},
+        {"id": "double", "type": "transform", "position": {"x": -120, "y": 140},
+         "config": {"expression": "inputs['first'] * 2"}},
+        {"id": "broken", "type": "transform", "position": {"x": 120, "y": 140},
+         "config": {"expression": "inputs['nowhere'] + 1"}},
+        {"id": "after_broken", "type": "transform", "position": {"x": 120, "y": 280},
+         "config": {"expression": "1"}},
+    ],
+    "edges": [
+        {"id": "first-double", "source": "first", "target": "double"},
+        {"id": "first-broken", "source": "first", "target": "broken"},
+        {"id": "broken-after_broken", "source": "broken", "target": "after_broken"},
+    ],
+}
+
+
+def test_a_run_glows_on_every_page_and_shows_the_error(lab) -> None:
+    write_flow(lab.root, "glow.nxflow", RUNNABLE)
+    result = lab.run_script("run", FLOW_FILE="glow.nxflow", timeout=180)
+    print(f"run finished in the browser after {result['runMs']} ms; "
+          f"last event reached the page {result['lastEventLagMs']} ms after its state change")
+    assert result["states"] == {
+        "first": "succeeded", "double": "succeeded", "broken": "failed", "after_broken": "skipped",
+    }
+    assert result["watcherStates"] == result["states"]
+    assert result["failedError"]
+    assert result["errors"] == []
+
+
 @pytest.mark.parametrize("count", [500])
 def test_a_large_flow_renders_quickly(lab, count: int) -> None:
     nodes = [
