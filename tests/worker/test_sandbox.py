@@ -479,7 +479,7 @@ def test_cli_status_and_build(sandbox_image: str) -> None:
     runner = CliRunner()
     result = runner.invoke(sandbox, ["status", "--json"], env={"NEXUSFLOW_CODE_ISOLATION": "auto"})
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["effective_policy"] == "docker" and info["image_built"] is True
     result = runner.invoke(sandbox, ["build"])
     assert result.exit_code == 0 and "already built" in result.output

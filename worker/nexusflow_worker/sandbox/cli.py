@@ -56,10 +56,9 @@ def status(as_json: bool) -> None:
     """Say which isolation policy code nodes get and whether the image is built."""
     from .image import image_exists, image_tag
     from .isolation import effective_policy
-
-    settings = Settings.from_env()
     from .runner import engine_error
 
+    settings = Settings.from_env()
     problem = engine_error()
     info = {
         "code_isolation": settings.code_isolation,
@@ -70,14 +69,44 @@ def status(as_json: bool) -> None:
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        click.echo(f"{key}: {value}")
+    else:
+        for key, value in info.items():
+            click.echo(f"{key}: {value}")
     if problem:
-        click.echo(f"note: {problem}")
+        click.echo(f"note: {problem}", err=True)
     if not info["image_built"] and not problem:
-        click.echo("note: run `nexusflow sandbox build` to build the image")
+        click.echo("note: run `nexusflow sandbox build` to build the image", err=True)
+    if info["effective_policy"] == "unavailable" or (
+        info["effective_policy"] == "docker" and not info["image_built"]
+    ):
         sys.exit(1)
+
+
+@sandbox.command()
+@click.option("--runs", default=20, show_default=True, help="How many containers to run.")
+def bench(runs: int) -> None:
+    """Time a trivial Python code run, container start to finish, and print the median."""
+    import statistics
+    import time
+
+    from .protocol import Limits
+    from .runner import engine_error, run_code
+
+    problem = engine_error()
+    if problem:
+        raise click.ClickException(problem)
+    source = "def main(inputs, params):\n    return inputs['n'] + 1"
+    times = []
+    for n in range(runs):
+        started = time.perf_counter()
+        output, _ = run_code("python", source, {"inputs": {"n": n}}, limits=Limits(timeout_s=30))
+        times.append(time.perf_counter() - started)
+        if output != n + 1:
+            raise click.ClickException(f"run {n} returned {output!r}")
+    click.echo(
+        f"{runs} runs: median {statistics.median(times) * 1000:.0f} ms, "
+        f"min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

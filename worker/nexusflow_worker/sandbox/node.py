@@ -62,9 +62,9 @@ class CodeNode(NodeType):
             "image": {
                 "type": "string",
                 "title": "Image",
-                "description": "A local image built FROM the sandbox image (default: the "
-                "sandbox image of this release).",
-                "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+                "description": "A local image built FROM the sandbox image, named "
+                "nexusflow-sandbox<suffix>:<tag> (default: the sandbox image of this release).",
+                "pattern": r"^nexusflow-sandbox[A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$",
                 "maxLength": 256,
             },
             "timeout_s": {
