@@ -483,3 +483,17 @@ def test_cli_status_and_build(sandbox_image: str) -> None:
     assert info["effective_policy"] == "docker" and info["image_built"] is True
     result = runner.invoke(sandbox, ["build"])
     assert result.exit_code == 0 and "already built" in result.output
+
+
+def test_default_sweep_keeps_live_containers(sandbox_image: str) -> None:
+    client = docker_client()
+    run_id = "sweep-" + uuid.uuid4().hex[:8]
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    cid = client.containers.create(
+        sandbox_image, labels={LABEL_WORKER: owner, LABEL_RUN: run_id}
+    ).id
+    try:
+        assert cid not in sweep_orphans()
+        assert containers_of(run_id) == [cid[:12]]
+    finally:
+        client.api.remove_container(cid, force=True)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from nexusflow_kernel.errors import NodeExecutionError
 from nexusflow_kernel.nodes.base import NodeContext, NodeType
 
-from .protocol import Limits
+from .protocol import MAX_RUN_S, Limits
 
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -71,7 +71,7 @@ class CodeNode(NodeType):
                 "type": "number",
                 "title": "Timeout (s)",
                 "exclusiveMinimum": 0,
-                "maximum": 86400,
+                "maximum": MAX_RUN_S,
                 "default": DEFAULT_TIMEOUT_S,
             },
             "memory_mb": {

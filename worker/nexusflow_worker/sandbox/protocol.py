@@ -20,6 +20,9 @@ STDERR = 2
 
 MIB = 1024 * 1024
 
+MAX_RUN_S = 86400.0
+"""Longest ``timeout_s`` a sandboxed run may have; a container older than that is an orphan."""
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -29,7 +29,7 @@ from typing import Any
 from nexusflow_kernel.errors import NodeExecutionError, NodeTimeoutError
 
 from .image import entry_command, image_tag
-from .protocol import Envelope, Limits, StreamCollector
+from .protocol import MAX_RUN_S, Envelope, Limits, StreamCollector
 
 logger = logging.getLogger(__name__)
 
@@ -288,13 +288,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_orphans(max_age_s: float, *, run_id: str | None = None, client: Any = None) -> list[str]:
+def sweep_orphans(
+    max_age_s: float = MAX_RUN_S + 60, *, run_id: str | None = None, client: Any = None
+) -> list[str]:
     """Remove sandbox containers left behind by dead workers; return their ids.
 
     A container carrying the ``nexusflow.worker`` label goes when the process named there ran
-    on this host and is gone, or when it was created more than ``max_age_s`` seconds ago (no
-    run lives longer than the longest node timeout). ``run_id`` narrows the sweep to one run.
-    Call it when a worker starts.
+    on this host and is gone, or when it was created more than ``max_age_s`` seconds ago (by
+    default a minute more than ``MAX_RUN_S``, the longest timeout a run may have). ``run_id``
+    narrows the sweep to one run. Call it when a worker starts.
     """
     import docker.errors
 
