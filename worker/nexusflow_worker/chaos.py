@@ -398,6 +398,7 @@ def recovery_times(pool: Any, faults: list[Fault]) -> list[tuple[str, float]]:
                     " WHERE execution_id=%(r)s AND node_id=%(n)s AND attempt >= %(a)s"
                     " UNION ALL SELECT started_at FROM node_runs WHERE execution_id=%(r)s"
                     " AND node_id=%(n)s AND attempt >= %(a)s AND started_at IS NOT NULL"
+                    " AND state NOT IN ('pending', 'queued', 'scheduled')"
                     " UNION ALL SELECT ended_at FROM node_logs WHERE execution_id=%(r)s"
                     " AND node_id=%(n)s AND attempt = %(a0)s AND status <> 'lost') t",
                     {"r": run, "n": node_id, "a": min_attempt, "a0": attempt}).fetchone()
