@@ -22,8 +22,11 @@ Redis always listens on 127.0.0.1 with a password: redis-py and RQ URLs then kee
 PostgreSQL refuses to run as root. When the caller is root (CI, containers), the PostgreSQL
 commands run as the dedicated system user :data:`POSTGRES_OS_USER`, created on first use; it
 owns the cluster folder, and the folders above the data folder and the PostgreSQL binaries get
-the "search" bit for others (``o+x``, never read) so that user can reach them. Redis runs as the
-caller. A normal user runs both as themself and nothing is changed outside the data folder.
+the "search" bit for others (``o+x``, never read) so that user can reach them. Whatever takes
+that bit away again cuts the running PostgreSQL off its files (pytest does so to its temporary
+root at every session start), so a root-run data folder belongs where nothing tightens it.
+Redis runs as the caller. A normal user runs both as themself and nothing outside the data
+folder changes.
 """
 
 from __future__ import annotations
