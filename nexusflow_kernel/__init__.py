@@ -12,6 +12,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "CompiledFlow": "compiler",
+    "Flow": "flow",
+    "Run": "notebook.run",
+    "RunFailed": "notebook.run",
+    "Task": "tasks",
+    "TaskError": "tasks",
+    "task": "tasks",
     "FlowDocument": "document",
     "NexusFlowError": "errors",
     "FlowError": "errors",
@@ -26,7 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .compiler import CompiledFlow, compile_flow
     from .document import FlowDocument, load, loads, save
     from .errors import FlowError, NexusFlowError
+    from .flow import Flow
+    from .notebook.run import Run, RunFailed
     from .settings import Settings
+    from .tasks import Task, TaskError, task
 
 __all__ = sorted(_EXPORTS)
 

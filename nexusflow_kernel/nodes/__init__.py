@@ -38,6 +38,9 @@ def _load() -> None:
 
     register(NoopNode)
     register(SleepNode)
+    from ..tasks import PythonTaskNode  # notebook functions (@task)
+
+    register(PythonTaskNode)
 
     for ep in entry_points(group="nexusflow.nodes"):
         try:

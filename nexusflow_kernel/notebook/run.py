@@ -1,0 +1,360 @@
+"""The ``Run`` handle a notebook gets from ``flow.run()``, and ``RunFailed``.
+
+A run lives in PostgreSQL, not in the kernel: restarting the kernel changes nothing for the
+run, and ``Run.attach(run_id)`` in a new kernel picks it up again. Waiting is bounded: when no
+worker serves the queue, or PostgreSQL or Redis do not answer, ``wait`` raises one clear
+error instead of hanging.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailable, NexusFlowError, NotFoundError
+from ..settings import Settings, mask_url
+from .workers import LocalWorkers, worker_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import Engine
+    from ..flow import Flow
+
+FINAL = ("succeeded", "failed", "canceled")
+NODE_FINAL = ("succeeded", "failed", "skipped", "canceled")
+
+STALL_S = 15.0
+"""How long ``wait`` lets a run sit still with no worker serving its queue before giving up."""
+
+
+class RunFailed(NexusFlowError):
+    """A run ended failed or canceled; names the run, the failed node and its error."""
+
+    def __init__(self, run_id: str, status: str, node: str | None = None,
+                 error: str | None = None, *, name: str | None = None) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.node = node
+        self.error = error
+        what = f"run {run_id}" + (f" of flow {name!r}" if name else "")
+        if status == "canceled":
+            message = f"{what} was canceled"
+        elif node:
+            message = f"{what} failed at node {node!r}: {error or 'no error text'}"
+        else:
+            message = f"{what} failed: {error or 'no error text'}"
+        super().__init__(message + f" (see run.logs({node!r}))" if node else message)
+
+
+class RunStalled(NexusFlowError):
+    """A run cannot make progress now (no worker serves its queue); it is kept, not lost."""
+
+
+class RunTimeout(NexusFlowError):
+    """``wait`` gave up after its timeout; the run goes on."""
+
+
+# ---------------------------------------------------------------------- engines
+_engines: dict[tuple[str | None, str | None, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """Return this kernel's ``Engine`` for ``settings`` (from the environment by default).
+
+    With no ``NEXUSFLOW_DATABASE_URL``/``NEXUSFLOW_REDIS_URL`` the embedded services are
+    started (or found). Unreachable servers raise ``BackendUnavailable`` saying what to do.
+    """
+    from ..engine import Engine
+
+    settings = settings or Settings.from_env()
+    key = (settings.database_url, settings.redis_url, str(settings.data_dir))
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            return engine
+        try:
+            engine = Engine(settings)
+            engine.check()
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{exc}. {_what_to_do(settings)}") from exc
+        _engines[key] = engine
+        return engine
+
+
+def _what_to_do(settings: Settings) -> str:
+    if settings.embedded:
+        return ("Start the embedded services with `nexusflow services start` (or set "
+                "NEXUSFLOW_DATABASE_URL and NEXUSFLOW_REDIS_URL to running servers)")
+    return (f"Start the servers at {mask_url(settings.database_url)} and "
+            f"{mask_url(settings.redis_url)}, or unset NEXUSFLOW_DATABASE_URL and "
+            "NEXUSFLOW_REDIS_URL to use the embedded services")
+
+
+def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
+              workers: int | str | None, timeout: float | None, progress: bool,
+              settings: Settings | None) -> Run:
+    """Start ``flow`` (see ``Flow.run``) and return its handle."""
+    compiled = flow.validate()  # a flow with errors raises before anything is stored
+    engine = get_engine(settings)
+    local = None
+    if workers == "auto":
+        workers = 2 if worker_count(engine.settings, redis=engine.redis) == 0 else None
+    if workers:
+        local = LocalWorkers(int(workers), settings=engine.settings)
+    elif wait and worker_count(engine.settings, redis=engine.redis) == 0:
+        raise RunStalled(_no_workers(engine))
+    source = str(flow.path.resolve()) if flow.path is not None else None
+    run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
+                              trigger="notebook")
+    run = Run(run_id, engine=engine, flow=flow, workers=local)
+    if wait:
+        run.wait(timeout=timeout, progress=progress)
+    return run
+
+
+def _no_workers(engine: Engine) -> str:
+    return (f"no worker serves the queue {engine.settings.queue_name!r} on "
+            f"{mask_url(engine.settings.redis_url)}: start workers with `nexusflow worker` "
+            "(JupyterLab's Nexus-Flow extension starts local ones), or pass workers=2 "
+            "(or workers='auto') to flow.run() to start temporary ones")
+
+
+# ---------------------------------------------------------------------- the handle
+class Outputs(Mapping[str, Any]):
+    """Node outputs of a run, read from PostgreSQL: ``run.outputs['A']``."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def _nodes(self) -> dict[str, Any]:
+        return self._run.info(outputs=True)["nodes"]
+
+    def __getitem__(self, node_id: str) -> Any:
+        nodes = self._nodes()
+        if node_id not in nodes:
+            known = ", ".join(nodes) or "none"
+            raise KeyError(f"run {self._run.id} has no node {node_id!r} (nodes: {known})")
+        node = nodes[node_id]
+        if node["state"] != "succeeded":
+            raise KeyError(f"node {node_id!r} of run {self._run.id} has no output: it is "
+                           f"{node['state']}" + (f" ({node['error']})" if node["error"] else ""))
+        return node["output"]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({k for k, v in self._nodes().items() if v["state"] == "succeeded"})
+
+    def __len__(self) -> int:
+        return sum(1 for v in self._nodes().values() if v["state"] == "succeeded")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v["output"] for k, v in self._nodes().items() if v["state"] == "succeeded"}
+
+    def __repr__(self) -> str:
+        return repr(self.to_dict())
+
+
+class Run:
+    """A run of a flow: status, outputs, logs, control, and the live canvas."""
+
+    def __init__(self, run_id: str, *, engine: Engine | None = None, flow: Flow | None = None,
+                 workers: LocalWorkers | None = None) -> None:
+        self.id = run_id
+        self.engine = engine or get_engine()
+        self.flow = flow
+        self._workers = workers
+        self._header: dict[str, Any] | None = None
+
+    @classmethod
+    def attach(cls, run_id: str, *, settings: Settings | None = None) -> Run:
+        """Return the handle of an existing run (from another kernel, the canvas or the CLI)."""
+        run = cls(run_id, engine=get_engine(settings))
+        run.info(outputs=False)  # NotFoundError now, not later
+        return run
+
+    # -------------------------------------------------------------- reading
+    def info(self, *, outputs: bool = False) -> dict[str, Any]:
+        """Return the run as stored: status, inputs, and each node's state (and output)."""
+        data = self.engine.get_run(self.id, outputs=outputs)
+        self._header = data
+        return data
+
+    @property
+    def status(self) -> str:
+        """``running``, ``succeeded``, ``failed`` or ``canceled``."""
+        return self.info()["status"]
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def name(self) -> str:
+        return (self._header or self.info())["name"]
+
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Return each node's state, attempts, timing and error."""
+        return self.info()["nodes"]
+
+    @property
+    def outputs(self) -> Outputs:
+        """Node outputs by node id (only nodes that succeeded have one)."""
+        return Outputs(self)
+
+    def attempts(self, node_id: str) -> list[dict[str, Any]]:
+        """Return the attempts of one node: status, input, output, error, log, worker, timing."""
+        return self.engine.node_attempts(self.id, node_id)
+
+    def logs(self, node_id: str) -> str:
+        """Return the log text of every attempt of ``node_id``."""
+        parts = []
+        for a in self.attempts(node_id):
+            head = f"--- attempt {a['attempt']}: {a['status']}"
+            if a.get("worker"):
+                head += f" on {a['worker']}"
+            body = (a.get("log") or "").rstrip()
+            if a.get("error"):
+                body = (body + "\n" if body else "") + f"error: {a['error']}"
+            parts.append(head + ("\n" + body if body else ""))
+        return "\n".join(parts)
+
+    def failure(self) -> RunFailed | None:
+        """Return the ``RunFailed`` this run would raise, or ``None`` if it did not fail."""
+        data = self.info()
+        if data["status"] not in ("failed", "canceled"):
+            return None
+        failed = [(k, v) for k, v in data["nodes"].items() if v["state"] == "failed"]
+        node, error = (failed[0][0], failed[0][1]["error"]) if failed else (None, None)
+        return RunFailed(self.id, data["status"], node, error, name=data["name"])
+
+    def events(self, after: str = "0-0", block_ms: int | None = None
+               ) -> list[tuple[str, dict[str, Any]]]:
+        """Return the run's state-change events after stream id ``after``."""
+        return self.engine.read_events(self.id, after, block_ms=block_ms)
+
+    # -------------------------------------------------------------- control
+    def wait(self, timeout: float | None = None, *, progress: bool = True,
+             raise_on_failure: bool = True) -> Run:
+        """Wait until the run is over, showing progress; raise ``RunFailed`` if it failed.
+
+        Raises ``RunTimeout`` after ``timeout`` seconds and ``RunStalled`` when the run sits
+        still while no worker serves its queue; the run itself goes on either way.
+        """
+        from .progress import make_progress
+
+        bar = make_progress(self) if progress else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = "0-0"
+        idle_since: float | None = None
+        last_check = 0.0
+        try:
+            while True:
+                data = self.info()
+                if bar is not None:
+                    bar.update(data)
+                if data["status"] in FINAL:
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise RunTimeout(f"run {self.id} is still {data['status']} after "
+                                     f"{timeout:g} s; it goes on: wait again with "
+                                     f"Run.attach({self.id!r}).wait()")
+                if now - last_check > 2.0:
+                    last_check = now
+                    if self._workers is None or not self._workers.running:
+                        if worker_count(self.engine.settings, redis=self.engine.redis) == 0:
+                            idle_since = idle_since or now
+                            if now - idle_since > STALL_S:
+                                raise RunStalled(f"run {self.id} is waiting: "
+                                                 + _no_workers(self.engine)
+                                                 + f"; then Run.attach({self.id!r}).wait()")
+                        else:
+                            idle_since = None
+                block = 500 if deadline is None else max(1, min(500, int(
+                    (deadline - now) * 1000)))
+                items = self.events(after, block_ms=block)
+                if items:
+                    after = items[-1][0]
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._workers is not None and self.done:
+                self._workers.stop()
+                self._workers = None
+        if raise_on_failure:
+            failure = self.failure()
+            if failure is not None:
+                raise failure
+        return self
+
+    def cancel(self) -> Run:
+        """Cancel the run: nothing new starts; running nodes stop within a heartbeat."""
+        self.engine.cancel_run(self.id)
+        return self
+
+    def retry(self, from_node: str | None = None, *, wait: bool = False,
+              workers: int | None = None, timeout: float | None = None) -> Run:
+        """Run the failed, skipped and canceled nodes again (or everything from ``from_node``)
+        in this same run; ``wait=True`` waits like ``flow.run``."""
+        self.engine.retry_run(self.id, from_node)
+        if workers:
+            self._workers = LocalWorkers(workers, settings=self.engine.settings)
+        if wait:
+            self.wait(timeout=timeout)
+        return self
+
+    def replay(self, *, wait: bool = False) -> Run:
+        """Start a new run of the same flow version with the same inputs."""
+        run = Run(self.engine.replay_run(self.id), engine=self.engine, flow=self.flow)
+        if wait:
+            run.wait()
+        return run
+
+    # -------------------------------------------------------------- display
+    def widget(self, *, height: int = 360) -> Any:
+        """Return the inline canvas of this run, its nodes glowing live."""
+        from .widget import FlowWidget
+
+        return FlowWidget.for_run(self, height=height)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        try:
+            widget = self.widget()
+        except ImportError:
+            return {"text/plain": repr(self)}
+        bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        return {**bundle, "text/plain": repr(self)}
+
+    def summary(self) -> str:
+        """Return one line per node: state, attempts, duration and error."""
+        data = self.info()
+        lines = [f"run {self.id} of {data['name']!r}: {data['status']}"]
+        for node_id, n in data["nodes"].items():
+            took = f" {n['duration_ms']:.0f} ms" if n.get("duration_ms") is not None else ""
+            extra = f" (attempt {n['attempts']})" if (n.get("attempts") or 0) > 1 else ""
+            err = f" — {n['error']}" if n.get("error") else ""
+            lines.append(f"  {node_id}: {n['state']}{extra}{took}{err}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        try:
+            status = self.status
+        except NexusFlowError:
+            status = "unknown"
+        return f"<Run {self.id} {status}>"
+
+
+def runs(flow: Flow | None = None, *, limit: int = 20,
+         settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Return recent runs (of ``flow``'s file when it was loaded from or saved to one)."""
+    engine = get_engine(settings)
+    source = str(flow.path.resolve()) if flow is not None and flow.path is not None else None
+    return engine.list_runs(limit=limit, source=source)
+
+
+__all__ = ["NotFoundError", "Outputs", "Run", "RunFailed", "RunStalled", "RunTimeout",
+           "get_engine", "runs", "start_run"]

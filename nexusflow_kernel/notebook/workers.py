@@ -1,0 +1,117 @@
+"""Temporary local workers for a notebook, like ``nexusflow run --workers N``."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from typing import Any
+
+from ..settings import Settings
+
+_ALIVE: weakref.WeakSet[LocalWorkers] = weakref.WeakSet()
+
+
+class LocalWorkers:
+    """``python -m nexusflow_worker --processes N`` started from this kernel.
+
+    The workers get this process's environment plus the engine's resolved backend URLs, so
+    they serve the same PostgreSQL and Redis as the notebook. They stop with ``stop()``, when
+    the kernel exits, or — for a test of durability — die at once with ``kill()``.
+    """
+
+    def __init__(self, processes: int = 2, *, settings: Settings | None = None,
+                 queues: str = "default", env: dict[str, str] | None = None,
+                 grace_s: float = 10.0) -> None:
+        resolved = (settings or Settings.from_env()).resolved()
+        self.settings = resolved
+        self.processes = int(processes)
+        child_env = dict(os.environ)
+        child_env.update({
+            "NEXUSFLOW_DATABASE_URL": resolved.database_url or "",
+            "NEXUSFLOW_REDIS_URL": resolved.redis_url or "",
+            "NEXUSFLOW_DATA_DIR": str(resolved.data_dir),
+        })
+        child_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nexusflow_worker", "--processes", str(self.processes),
+             "--queues", queues, "--grace", str(grace_s)],
+            env=child_env, start_new_session=True, stdin=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid
+        _ALIVE.add(self)
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 30.0) -> LocalWorkers:
+        """Wait until at least one of these workers serves the queue."""
+        from ..broker import get_redis
+
+        redis = get_redis(self.settings.redis_url or "")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.running:
+                raise RuntimeError(f"the workers exited with status {self.proc.returncode}")
+            if worker_count(self.settings, redis=redis) > 0:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"the local workers did not start within {timeout:g} s")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the workers (the node in hand finishes first); kill them after ``timeout``."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        _ALIVE.discard(self)
+
+    def kill(self) -> None:
+        """Kill the workers and their children at once (SIGKILL), as a crash would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        _ALIVE.discard(self)
+
+    def __enter__(self) -> LocalWorkers:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited ({self.proc.returncode})"
+        return f"<LocalWorkers pid={self.pid} processes={self.processes} {state}>"
+
+
+def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = None) -> int:
+    """Return how many RQ workers registered in Redis serve the engine's default queue."""
+    from rq import Queue, Worker
+
+    from ..broker import get_redis
+
+    conn = redis if redis is not None else get_redis(settings.redis_url or "")
+    name = queue or settings.queue_name
+    return sum(1 for w in Worker.all(connection=conn, queue=Queue(name, connection=conn))
+               if w.get_state() != "suspended")
+
+
+@atexit.register
+def _stop_all() -> None:
+    for workers in list(_ALIVE):
+        try:
+            workers.stop(timeout=5)
+        except Exception:
+            pass
