@@ -415,6 +415,14 @@ def test_process_policy_limits() -> None:
             policy="process",
             limits=Limits(timeout_s=5, memory_mb=256),
         )
+    with pytest.raises(NodeTimeoutError, match="timed out after 1 s"):
+        run_isolated(
+            "python",
+            "import os, time\nos.closerange(0, 4096)\ntime.sleep(30)",
+            {},
+            policy="process",
+            limits=Limits(timeout_s=1),
+        )
     with pytest.raises(NodeExecutionError, match="code exited with status 1: ValueError: no"):
         run_isolated("python", "raise ValueError('no')", {}, policy="process")
 

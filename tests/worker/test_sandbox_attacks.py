@@ -147,6 +147,13 @@ CASES = [
         r"^killed: wrote more than 16 MiB to stdout and stderr$",
     ),
     (
+        "close-streams-and-hang",
+        "python",
+        "import os, time\nos.closerange(0, 4096)\ntime.sleep(60)",
+        NodeTimeoutError,
+        rf"^timed out after {TIMEOUT_S} s$",
+    ),
+    (
         "ignore-sigterm",
         "bash",
         "trap '' TERM INT HUP\nwhile true; do sleep 1; done",

@@ -154,7 +154,13 @@ def run_in_process(
             start_new_session=True,
             preexec_fn=(lambda: _limit_resources(limits)) if isolate else None,
         )
-        stop = _pump_pipes(proc, envelope.encode(), collector, limits.timeout_s)
+        deadline = time.monotonic() + limits.timeout_s
+        stop = _pump_pipes(proc, envelope.encode(), collector, deadline)
+        if stop is None:  # the streams can end before the code does (it closed them)
+            try:
+                proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stop = "timeout"
         if stop is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -182,11 +188,10 @@ def run_in_process(
 
 
 def _pump_pipes(
-    proc: subprocess.Popen[bytes], data: bytes, collector: StreamCollector, timeout_s: float
+    proc: subprocess.Popen[bytes], data: bytes, collector: StreamCollector, deadline: float
 ) -> str | None:
     """Write ``data`` to the child's stdin and read its outputs until they end or time runs out."""
     assert proc.stdin and proc.stdout and proc.stderr
-    deadline = time.monotonic() + timeout_s
     streams = {proc.stdout.fileno(): STDOUT, proc.stderr.fileno(): STDERR}
     stdin_fd = proc.stdin.fileno()
     os.set_blocking(stdin_fd, False)

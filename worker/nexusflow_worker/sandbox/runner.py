@@ -207,7 +207,12 @@ def run_code(
         )
         sock = _raw_socket(attached)
         try:
-            container.start()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                raise NodeExecutionError(
+                    f"the sandbox container could not start: {exc.explanation or exc}"
+                ) from exc
             deadline = time.monotonic() + limits.timeout_s
             stop: str | None = None
             try:
@@ -238,7 +243,9 @@ def run_code(
                 "to stdout and stderr"
             )
         try:
-            status = container.wait(timeout=max(5.0, limits.timeout_s))["StatusCode"]
+            # The streams can end before the code does (it closed them): wait out the deadline.
+            remaining = max(0.5, deadline - time.monotonic())
+            status = container.wait(timeout=remaining + 1.0)["StatusCode"]
         except Exception:
             _kill(container)
             raise NodeTimeoutError(f"timed out after {limits.timeout_s:g} s") from None
