@@ -22,6 +22,7 @@ from nexusflow_kernel.dispatch import Runtime
 logger = logging.getLogger(__name__)
 
 _LOCK_ID = 0x6E667263  # one reconciler pass at a time, across every host
+_OUTAGE_S = 2.0  # a pass that waited this long for a connection saw PostgreSQL away
 
 
 @dataclass
@@ -31,19 +32,27 @@ class PassReport:
     reclaimed: int = 0
     repushed: int = 0
     skipped: bool = False
+    waited_s: float = 0.0  # to get a connection: long means PostgreSQL was away
 
 
-def reconcile_once(rt: Runtime) -> PassReport:
-    """Run one reconciler pass; return what it repaired."""
+def reconcile_once(rt: Runtime, *, reclaim: bool = True) -> PassReport:
+    """Run one reconciler pass; return what it repaired.
+
+    ``reclaim=False`` leaves expired leases alone for this pass (see ``Reconciler``); so does
+    a pass that waited more than ``_OUTAGE_S`` for PostgreSQL.
+    """
     report = PassReport()
+    asked = time.monotonic()
     with rt.pool.connection() as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_ID,)).fetchone()
         conn.commit()
+        report.waited_s = time.monotonic() - asked
         if not got["ok"]:
             report.skipped = True
             return report
         try:
-            _reclaim(rt, report)
+            if reclaim and report.waited_s < _OUTAGE_S:
+                _reclaim(rt, report)
             _repush(rt, report)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
@@ -93,12 +102,22 @@ class Reconciler(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        while not self.stopping.wait(self.rt.settings.reconcile_interval_s):
+        # After a database outage every lease looks expired, although the workers holding
+        # them are alive and only waiting to renew or to record a finished result. Leave
+        # leases alone for a grace period after the last failed pass, so those workers get
+        # through first and no finished result is thrown away as "lost".
+        s = self.rt.settings
+        grace = max(5.0, 2 * s.heartbeat_s + 3.0)
+        hold_until = 0.0
+        while not self.stopping.wait(s.reconcile_interval_s):
             try:
-                reconcile_once(self.rt)
+                report = reconcile_once(self.rt, reclaim=time.monotonic() >= hold_until)
+                if report.waited_s >= _OUTAGE_S:
+                    hold_until = time.monotonic() + grace
             except Exception as exc:  # a backend outage: try again next pass
                 logger.warning("reconciler pass failed: %s", exc)
-                time.sleep(min(5.0, self.rt.settings.reconcile_interval_s))
+                hold_until = time.monotonic() + grace
+                time.sleep(min(5.0, s.reconcile_interval_s))
 
     def stop(self) -> None:
         self.stopping.set()
