@@ -270,7 +270,8 @@ def test_postgres_down_10s_loses_nothing(engine, settings, workers, db_blocker) 
         log = [(a["attempt"], a["status"], a["error"]) for a in attempts(engine, run_id, n)]
         print(f"  {n}: {log}")
     assert run["status"] == "succeeded", run
-    assert [a["status"] for a in attempts(engine, run_id, "short")] == ["succeeded"]
+    for n in ("long", "short"):  # neither result thrown away, no extra attempt
+        assert [a["status"] for a in attempts(engine, run_id, n)] == ["succeeded"]
     assert_invariants(engine, settings, [run_id])
 
 
