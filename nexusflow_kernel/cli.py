@@ -167,6 +167,8 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
     from rich.console import Console
     from rich.live import Live
 
+    from .broker import events_key
+
     deadline = time.monotonic() + timeout if timeout else None
     states: dict[str, tuple[str, int]] = {n: ("pending", 0) for n in order}
     cursor = "0-0"
@@ -175,11 +177,10 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
     with Live(_table(states), console=console, refresh_per_second=8,
               transient=False) if show else _nullcontext() as view:
         while True:
-            items = engine.broker.read_events(
-                __import__("nexusflow_kernel.broker", fromlist=["events_key"]).events_key(run_id),
-                cursor, block_ms=500)
+            items = engine.broker.read_events(events_key(run_id), cursor, block_ms=500)
             run_state = None
-            for cursor, ev in items:
+            for entry_id, ev in items:
+                cursor = entry_id
                 if ev.get("node") is None:
                     run_state = ev["state"]
                 else:

@@ -109,7 +109,8 @@ def migrate(pool: ConnectionPool) -> list[str]:
 
 
 def with_retry(
-    fn: Callable[[], T], *, what: str, deadline_s: float = 60.0, stop: Callable[[], bool] | None = None
+    fn: Callable[[], T], *, what: str, deadline_s: float = 60.0,
+    stop: Callable[[], bool] | None = None,
 ) -> T:
     """Run ``fn`` until it gets through a PostgreSQL outage (bounded by ``deadline_s``).
 
@@ -123,7 +124,8 @@ def with_retry(
             return fn()
         except (psycopg.OperationalError, psycopg.InterfaceError, BackendUnavailable) as exc:
             if time.monotonic() >= end or (stop is not None and stop()):
-                raise BackendUnavailable(f"PostgreSQL unavailable while trying to {what}: {exc}") from exc
+                raise BackendUnavailable(
+                    f"PostgreSQL unavailable while trying to {what}: {exc}") from exc
             logger.warning("PostgreSQL unavailable (%s); retrying %s in %.1fs", exc, what, delay)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)

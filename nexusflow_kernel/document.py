@@ -139,7 +139,8 @@ def _describe(error: Any) -> str:
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "pattern":
-        return f"{error.instance!r} is not allowed ({error.schema.get('description') or 'bad format'})"
+        hint = error.schema.get("description") or "bad format"
+        return f"{error.instance!r} is not allowed ({hint})"
     return error.message
 
 

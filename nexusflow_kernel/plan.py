@@ -60,26 +60,36 @@ def edge_outcome(parent_state: str, parent_branch: str | None, handle: str | Non
 def decide(trigger_rule: str, outcomes: Iterable[str | None]) -> str:
     """Return ``run``, ``skip`` or ``wait`` for a node given its incoming edges' outcomes."""
     outcomes = list(outcomes)
-    if not outcomes:
-        return RUN
     done = [o for o in outcomes if o is not None]
-    all_done = len(done) == len(outcomes)
+    return decide_counts(trigger_rule, len(outcomes), len(done), done.count(SUCCESS),
+                         done.count(FAILED))
+
+
+def decide_counts(trigger_rule: str, total: int, done: int, success: int, failed: int) -> str:
+    """Return ``run``, ``skip`` or ``wait`` from counts of incoming edge outcomes.
+
+    ``total`` edges, ``done`` of them decided, ``success`` and ``failed`` among those (the
+    rest skipped). Counting keeps each decision O(1), so a node with 10,000 parents costs
+    no more per parent than a node with one.
+    """
+    if total == 0:
+        return RUN
+    skipped = done - success - failed
     if trigger_rule == "one_success":
-        if SUCCESS in done:
+        if success:
             return RUN
-        return SKIP if all_done else WAIT
-    if not all_done:
-        if trigger_rule in ("all_success", "none_failed") and FAILED in done:
+        return SKIP if done == total else WAIT
+    if done < total:
+        if trigger_rule in ("all_success", "none_failed") and failed:
             return SKIP  # the outcome can no longer change
-        if trigger_rule == "all_success" and SKIPPED in done:
+        if trigger_rule == "all_success" and skipped:
             return SKIP
         return WAIT
     if trigger_rule == "all_done":
         return RUN
     if trigger_rule == "none_failed":
-        return SKIP if FAILED in done else RUN
-    # all_success (default)
-    return RUN if all(o == SUCCESS for o in done) else SKIP
+        return SKIP if failed else RUN
+    return RUN if success == total else SKIP
 
 
 def run_status(states: Iterable[str]) -> str:

@@ -46,7 +46,8 @@ def default_data_dir() -> Path:
     raw = os.environ.get("NEXUSFLOW_DATA_DIR")
     if raw:
         return Path(raw).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    home_share = os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or home_share
     return Path(base) / "nexusflow"
 
 
@@ -83,7 +84,7 @@ class Settings:
     allow_private_http: bool = True
     """Whether ``http`` nodes may reach loopback, private and link-local addresses."""
     code_isolation: str = "auto"
-    """How ``code`` nodes and ``@task`` functions run: ``docker``, ``process``, ``none``, ``auto``."""
+    """How code runs: ``docker``, ``process``, ``none`` or ``auto`` (docker when it answers)."""
     secret_key: str | None = None
     """Key that encrypts stored secrets (``NEXUSFLOW_SECRET_KEY``)."""
 

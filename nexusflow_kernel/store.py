@@ -8,6 +8,7 @@ two parents finishing at once can never both miss (or both start) their common c
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from .plan import (
     FINAL_STATES,
     RUN,
     SKIP,
+    SKIPPED,
     NodeState,
     RunStatus,
-    decide,
+    decide_counts,
     edge_outcome,
     run_status,
 )
@@ -52,6 +54,15 @@ class Claim:
     resume_state: dict[str, Any] | None
     plan: RunPlan
     max_attempts: int
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Who takes over a ready successor in the finishing transaction (see ``finish``)."""
+
+    token: str
+    worker: str
+    lease_s: float
 
 
 @dataclass
@@ -102,7 +113,8 @@ class RunStore:
         plan = self.plans.get(key)
         if plan is None:
             row = conn.execute(
-                "SELECT graph_json, plan FROM workflow_versions WHERE workflow_id=%s AND version=%s",
+                "SELECT graph_json, plan FROM workflow_versions"
+                " WHERE workflow_id=%s AND version=%s",
                 key,
             ).fetchone()
             if row is None:
@@ -179,7 +191,7 @@ class RunStore:
         effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
         with conn.cursor().copy(
             "COPY node_runs (execution_id, idx, node_id, state, attempt, tries, max_attempts,"
-            " queue, enqueued_at) FROM STDIN"
+            " queue, enqueued_at, n_parents) FROM STDIN"
         ) as copy:
             for idx, node_id in enumerate(plan.order):
                 node = plan.nodes[node_id]
@@ -188,7 +200,7 @@ class RunStore:
                 copy.write_row((run_id, idx, node_id,
                                 NodeState.QUEUED if root else NodeState.PENDING,
                                 1 if root else 0, 1 if root else 0, _max_attempts(node), queue,
-                                "now" if root else None))
+                                "now" if root else None, len(plan.parents[node_id])))
                 if root:
                     effects.pushes.append(Push(run_id, idx, 1, queue))
                     effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
@@ -208,7 +220,8 @@ class RunStore:
                 " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s,"
                 " started_at=now(), ended_at=NULL"
                 " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
-                " AND (state='queued' OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
+                " AND (state='queued'"
+                "  OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
                 " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
                 " RETURNING node_id, resume_state, max_attempts)"
                 " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
@@ -218,17 +231,20 @@ class RunStore:
             if row is None:
                 return None
             plan = self.plan_for(conn, row["workflow_id"], row["version"])
-            parents = plan.parents[row["node_id"]]
-            inputs: dict[str, Any] = {}
-            if parents:
-                for r in conn.execute(
-                    "SELECT node_id, output FROM node_runs WHERE execution_id=%s"
-                    " AND idx = ANY(%s) AND state='succeeded'",
-                    (run_id, [plan.idx_of[p] for p in parents]),
-                ):
-                    inputs[r["node_id"]] = r["output"]
+            inputs = self._parent_outputs(conn, run_id, plan, row["node_id"])
         return Claim(run_id, idx, row["node_id"], attempt, token, row["inputs"] or {}, inputs,
                      row["resume_state"], plan, row["max_attempts"])
+
+    @staticmethod
+    def _parent_outputs(conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                        node_id: str) -> dict[str, Any]:
+        parents = plan.parents[node_id]
+        if not parents:
+            return {}
+        return {r["node_id"]: r["output"] for r in conn.execute(
+            "SELECT node_id, output FROM node_runs WHERE execution_id=%s"
+            " AND idx = ANY(%s) AND state='succeeded'",
+            (run_id, [plan.idx_of[p] for p in parents]))}
 
     def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
         """Extend a lease; return the run's status, or ``None`` when the lease is lost."""
@@ -242,31 +258,35 @@ class RunStore:
         return row["status"] if row else None
 
     # ------------------------------------------------------------------ finishing an attempt
-    def finish(self, claim: Claim, outcome: Outcome) -> Effects | None:
+    def finish(self, claim: Claim, outcome: Outcome, *,
+               follow: Follow | None = None) -> tuple[Effects, Claim | None] | None:
         """Record an attempt's outcome and decide successors, in one transaction.
 
-        Return ``None`` when the lease was lost meanwhile (another copy owns the node now).
+        With ``follow``, one successor that became ready on the ``default`` queue is claimed
+        for the caller in the same transaction (it runs next in this worker, skipping a
+        round trip through RQ); the rest are pushed. Return ``None`` when the lease was lost
+        meanwhile (another copy owns the node now).
         """
         with self.pool.connection() as conn, conn.transaction():
             return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
-                                claim.token, claim.max_attempts, claim.plan, outcome)
+                                claim.token, claim.plan, outcome, follow=follow,
+                                params=claim.params)
 
     def _finish(self, conn: psycopg.Connection, run_id: str, idx: int, node_id: str,
-                attempt: int, token: str, max_attempts: int, plan: RunPlan,
-                outcome: Outcome) -> Effects | None:
+                attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
+                follow: Follow | None = None, params: dict[str, Any] | None = None,
+                ) -> tuple[Effects, Claim | None] | None:
         run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
                            (run_id,)).fetchone()
         held = conn.execute(
-            "SELECT tries FROM node_runs WHERE execution_id=%s AND idx=%s AND state='running'"
-            " AND lease_token=%s", (run_id, idx, token)).fetchone()
+            "SELECT tries, max_attempts FROM node_runs WHERE execution_id=%s AND idx=%s"
+            " AND state='running' AND lease_token=%s", (run_id, idx, token)).fetchone()
         if held is None:
             return None
         effects = Effects()
         status = outcome.status
         if run["status"] == RunStatus.CANCELED and status != "succeeded":
             status = "canceled"
-        log_status = status
-        new_state: str
         due: float | None = None
         if status == "succeeded":
             new_state = NodeState.SUCCEEDED
@@ -276,34 +296,28 @@ class RunStore:
         elif status == "canceled":
             new_state = NodeState.CANCELED
         else:
-            limit = max_attempts + (LOST_RETRIES if status == "lost" else 0)
+            limit = held["max_attempts"] + (LOST_RETRIES if status == "lost" else 0)
             if outcome.retryable and held["tries"] < limit and run["status"] == RunStatus.RUNNING:
                 new_state = NodeState.SCHEDULED
-                import time as _t
-
-                due = _t.time() + (outcome.retry_delay or 0.0)
+                due = time.time() + (outcome.retry_delay or 0.0)
             else:
                 new_state = NodeState.FAILED
-        next_attempt = attempt + 1 if (new_state == NodeState.SCHEDULED and status != "deferred") \
-            else attempt
-        row = conn.execute(
-            "UPDATE node_runs SET state=%(s)s, attempt=%(na)s, lease_token=NULL, lease_until=NULL,"
-            " tries = tries + CASE WHEN %(na)s > attempt THEN 1 ELSE 0 END,"
-            " output=%(o)s, branch=%(b)s, error=%(e)s, resume_state=%(rs)s,"
-            " due_at=CASE WHEN %(due)s::float8 IS NULL THEN NULL ELSE to_timestamp(%(due)s) END,"
+        retrying = new_state == NodeState.SCHEDULED and status != "deferred"
+        next_attempt = attempt + 1 if retrying else attempt
+        conn.execute(
+            "UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
+            " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
+            " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
             " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at ELSE now() END,"
-            " ended_at=CASE WHEN %(s)s IN ('succeeded','failed','canceled') THEN now()"
-            "  ELSE ended_at END, duration_ms=%(d)s"
-            " WHERE execution_id=%(r)s AND idx=%(i)s AND state='running' AND lease_token=%(t)s"
-            " RETURNING idx",
-            {"s": new_state, "na": next_attempt,
+            " ended_at=CASE WHEN %(fin)s THEN now() ELSE ended_at END"
+            " WHERE execution_id=%(r)s AND idx=%(i)s",
+            {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
              "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
              "b": outcome.branch, "e": outcome.error,
              "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
-             "due": due, "d": outcome.duration_ms, "r": run_id, "i": idx, "t": token},
-        ).fetchone()
-        if row is None:
-            return None
+             "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
+             "r": run_id, "i": idx},
+        )
         if status != "deferred":
             conn.execute(
                 "INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
@@ -311,7 +325,7 @@ class RunStore:
                 " SELECT %s, %s, %s, %s, %s, %s, %s, %s, worker, %s, started_at FROM node_runs"
                 " WHERE execution_id=%s AND idx=%s"
                 " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
-                (run_id, node_id, attempt, log_status, jsonb(outcome.input),
+                (run_id, node_id, attempt, status, jsonb(outcome.input),
                  jsonb(outcome.output) if status == "succeeded" else None, outcome.error,
                  outcome.log or None, outcome.duration_ms, run_id, idx),
             )
@@ -321,56 +335,63 @@ class RunStore:
                                        wake=status == "deferred"))
             effects.events.append(event(run_id, node_id, NodeState.SCHEDULED, next_attempt,
                                         duration_ms=outcome.duration_ms, error=outcome.error))
-            return effects
+            return effects, None
         effects.events.append(event(run_id, node_id, new_state, attempt,
                                     duration_ms=outcome.duration_ms, error=outcome.error))
         if run["status"] != RunStatus.RUNNING:
             self._finalize_if_done(conn, run_id, 1, effects)
-            return effects
-        final = 1 + self._decide_successors(conn, run_id, plan, {node_id: (new_state,
-                                                                          outcome.branch)},
-                                            [node_id], effects)
-        self._finalize_if_done(conn, run_id, final, effects)
-        return effects
+            return effects, None
+        ready, skipped = self._decide_successors(
+            conn, run_id, plan, [(node_id, new_state, outcome.branch)], effects)
+        nxt = None
+        if follow is not None and new_state == NodeState.SUCCEEDED:
+            nxt = self._follow(conn, run_id, plan, ready, follow, params or {},
+                               node_id, outcome.output)
+        self._queue(conn, run_id, plan, [c for c in ready if nxt is None or c != nxt.node_id],
+                    effects)
+        if nxt is not None:
+            effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING, nxt.attempt))
+        self._finalize_if_done(conn, run_id, 1 + skipped, effects)
+        return effects, nxt
 
     def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                           known: dict[str, tuple[str, str | None]], finished: list[str],
-                           effects: Effects) -> int:
-        """Queue or skip the children of ``finished`` whose parents allow it; return #skipped."""
+                           finished: list[tuple[str, str, str | None]],
+                           effects: Effects) -> tuple[list[str], int]:
+        """Count each finished parent into its children; return (ready children, #skipped).
+
+        Each child keeps counters of its incoming edges' outcomes, so a decision costs
+        O(children) however many parents a child has. Skips propagate in the same pass.
+        """
+        ready: list[str] = []
         skipped_total = 0
-        frontier = list(dict.fromkeys(c for n in finished for c, _h in plan.children[n]))
-        while frontier:
-            need = {n for c in frontier for n in (c, *plan.parents[c]) if n not in known}
-            if need:
+        while finished:
+            by_outcome: dict[str, list[int]] = {}
+            for parent, state, branch in finished:
+                for child, handle in plan.children[parent]:
+                    outcome = edge_outcome(state, branch, handle)
+                    by_outcome.setdefault(outcome or SKIPPED, []).append(plan.idx_of[child])
+            decided: dict[str, str] = {}
+            for outcome, idxs in by_outcome.items():
                 for r in conn.execute(
-                    "SELECT node_id, state, branch FROM node_runs WHERE execution_id=%s"
-                    " AND idx = ANY(%s)",
-                    (run_id, [plan.idx_of[n] for n in need]),
+                    "UPDATE node_runs n SET n_done = n.n_done + d.cnt,"
+                    " n_success = n.n_success"
+                    "  + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END,"
+                    " n_failed = n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END"
+                    " FROM (SELECT i, count(*) AS cnt FROM unnest(%(idx)s::int[]) AS i"
+                    "       GROUP BY i) d"
+                    " WHERE n.execution_id=%(r)s AND n.idx=d.i"
+                    " RETURNING n.node_id, n.state, n.n_parents, n.n_done, n.n_success,"
+                    " n.n_failed",
+                    {"o": outcome, "idx": idxs, "r": run_id},
                 ):
-                    known[r["node_id"]] = (r["state"], r["branch"])
-            to_queue: list[str] = []
-            to_skip: list[str] = []
-            for child in frontier:
-                if known[child][0] != NodeState.PENDING:
-                    continue
-                outcomes = [edge_outcome(*known[p], plan.handle_of[(p, child)])
-                            for p in plan.parents[child]]
-                verdict = decide(plan.nodes[child].trigger_rule, outcomes)
-                if verdict == RUN:
-                    to_queue.append(child)
-                elif verdict == SKIP:
-                    to_skip.append(child)
-            if to_queue:
-                for r in conn.execute(
-                    "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
-                    " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
-                    " AND state='pending' RETURNING node_id, idx, attempt, queue",
-                    (run_id, [plan.idx_of[c] for c in to_queue]),
-                ):
-                    known[r["node_id"]] = (NodeState.QUEUED, None)
-                    effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
-                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
-                                                r["attempt"]))
+                    if r["state"] != NodeState.PENDING:
+                        continue
+                    decided[r["node_id"]] = decide_counts(
+                        plan.nodes[r["node_id"]].trigger_rule, r["n_parents"], r["n_done"],
+                        r["n_success"], r["n_failed"])
+            to_skip = [c for c, v in decided.items() if v == SKIP]
+            ready.extend(c for c, v in decided.items() if v == RUN)
+            finished = []
             if to_skip:
                 conn.execute(
                     "UPDATE node_runs SET state='skipped', ended_at=now()"
@@ -378,11 +399,46 @@ class RunStore:
                     (run_id, [plan.idx_of[c] for c in to_skip]),
                 )
                 for child in to_skip:
-                    known[child] = (NodeState.SKIPPED, None)
                     effects.events.append(event(run_id, child, NodeState.SKIPPED, 0))
                 skipped_total += len(to_skip)
-            frontier = list(dict.fromkeys(c for n in to_skip for c, _h in plan.children[n]))
-        return skipped_total
+                finished = [(c, NodeState.SKIPPED, None) for c in to_skip]
+        return ready, skipped_total
+
+    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
+               effects: Effects) -> None:
+        if not nodes:
+            return
+        for r in conn.execute(
+            "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
+            " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
+            " AND state='pending' RETURNING node_id, idx, attempt, queue",
+            (run_id, [plan.idx_of[c] for c in nodes]),
+        ):
+            effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
+            effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
+
+    def _follow(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, ready: list[str],
+                follow: Follow, params: dict[str, Any], parent: str,
+                parent_output: Any) -> Claim | None:
+        """Claim one ready successor for the finishing worker (see ``finish``)."""
+        child = next((c for c in ready if _queue_of(plan.nodes[c].type) == "default"), None)
+        if child is None:
+            return None
+        row = conn.execute(
+            "UPDATE node_runs SET state='running', attempt=attempt+1, tries=1,"
+            " lease_token=%s, lease_until=now() + make_interval(secs => %s), worker=%s,"
+            " started_at=now(), enqueued_at=now() WHERE execution_id=%s AND idx=%s"
+            " AND state='pending' RETURNING attempt, max_attempts",
+            (follow.token, follow.lease_s, follow.worker, run_id, plan.idx_of[child]),
+        ).fetchone()
+        if row is None:
+            return None
+        if plan.parents[child] == (parent,):
+            inputs = {parent: parent_output}
+        else:
+            inputs = self._parent_outputs(conn, run_id, plan, child)
+        return Claim(run_id, plan.idx_of[child], child, row["attempt"], follow.token, params,
+                     inputs, None, plan, row["max_attempts"])
 
     def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
                           effects: Effects) -> None:
@@ -425,8 +481,9 @@ class RunStore:
                 return None
             outcome = Outcome("lost", error="worker lost: its lease expired (killed or cut off)",
                               retryable=True, retry_delay=0.0)
-            return self._finish(conn, row["run_id"], row["idx"], row["node_id"], row["attempt"],
-                                row["lease_token"], row["max_attempts"], plan, outcome)
+            done = self._finish(conn, row["run_id"], row["idx"], row["node_id"], row["attempt"],
+                                row["lease_token"], plan, outcome)
+            return done[0] if done is not None else None
 
     def stale_queued(self, grace_s: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Return queued or due scheduled nodes whose job may be missing from Redis."""
@@ -485,8 +542,9 @@ class RunStore:
             if run["status"] == RunStatus.RUNNING:
                 raise RunStateError(f"run {run_id} is still running; cancel it first")
             plan = self.plan_for(conn, run["workflow_id"], run["version"])
-            states = {r["node_id"]: r["state"] for r in conn.execute(
-                "SELECT node_id, state FROM node_runs WHERE execution_id=%s", (run_id,))}
+            rows = conn.execute("SELECT node_id, state, branch FROM node_runs"
+                                " WHERE execution_id=%s", (run_id,)).fetchall()
+            states = {r["node_id"]: (r["state"], r["branch"]) for r in rows}
             if from_node is not None:
                 if from_node not in plan.idx_of:
                     raise NotFoundError(f"run {run_id} has no node {from_node!r}")
@@ -496,12 +554,13 @@ class RunStore:
                 graph.add_nodes_from(plan.order)
                 reset = {from_node} | nx.descendants(graph, from_node)
             else:
-                reset = {n for n, s in states.items() if s != NodeState.SUCCEEDED}
+                reset = {n for n, (s, _b) in states.items() if s != NodeState.SUCCEEDED}
                 if not reset:
                     raise RunStateError(f"run {run_id} has nothing to retry: every node succeeded")
             conn.execute(
                 "UPDATE node_runs SET state='pending', output=NULL, branch=NULL, error=NULL,"
-                " resume_state=NULL, due_at=NULL, started_at=NULL, ended_at=NULL"
+                " resume_state=NULL, due_at=NULL, started_at=NULL, ended_at=NULL,"
+                " n_done=0, n_success=0, n_failed=0"
                 " WHERE execution_id=%s AND idx = ANY(%s)",
                 (run_id, [plan.idx_of[n] for n in reset]),
             )
@@ -510,29 +569,13 @@ class RunStore:
                 (len(reset), run_id),
             )
             effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
-            known = {n: (NodeState.PENDING if n in reset else s, None) for n, s in states.items()}
-            for r in conn.execute("SELECT node_id, branch FROM node_runs WHERE execution_id=%s"
-                                  " AND branch IS NOT NULL", (run_id,)):
-                known[r["node_id"]] = (known[r["node_id"]][0], r["branch"])
-            # Reopened nodes whose parents are all final are decided exactly as after a
-            # parent finishes; the rest follow as their parents finish again.
-            ready = [n for n in plan.order if n in reset and all(
-                known[p][0] in FINAL_STATES for p in plan.parents[n])]
-            roots = [n for n in ready if not plan.parents[n]]
-            if roots:
-                for r in conn.execute(
-                    "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
-                    " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
-                    " RETURNING idx, node_id, attempt, queue",
-                    (run_id, [plan.idx_of[n] for n in roots]),
-                ):
-                    known[r["node_id"]] = (NodeState.QUEUED, None)
-                    effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
-                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
-                                                r["attempt"]))
-            parents = list(dict.fromkeys(p for n in ready if plan.parents[n]
-                                         for p in plan.parents[n]))
-            skipped = self._decide_successors(conn, run_id, plan, known, parents, effects)
+            # Parents that keep their result are counted into the reopened nodes again,
+            # exactly as when they first finished; reopened roots start at once.
+            kept = [(p, *states[p]) for p in plan.order if p not in reset
+                    and any(c in reset for c, _h in plan.children[p])]
+            ready, skipped = self._decide_successors(conn, run_id, plan, kept, effects)
+            roots = [n for n in plan.order if n in reset and not plan.parents[n]]
+            self._queue(conn, run_id, plan, roots + ready, effects)
             if skipped:
                 self._finalize_if_done(conn, run_id, skipped, effects)
             return effects

@@ -42,9 +42,13 @@ def backend_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         return
     if os.environ.get("CI"):
         pytest.fail(f"CI must provide PostgreSQL and Redis ({db}, {rd}); neither may be skipped")
+    import tempfile
+
     from nexusflow_kernel.services import ensure_services, stop_services
 
-    data_dir = tmp_path_factory.mktemp("embedded")
+    # Not under pytest's tmp folder: pytest resets its mode to 0700 at each session start,
+    # which would lock the embedded PostgreSQL (run as a system user under root) out.
+    data_dir = Path(tempfile.mkdtemp(prefix="nexusflow-embedded-"))
     urls = ensure_services(data_dir)
     try:
         yield urls.database_url, urls.redis_url

@@ -61,6 +61,10 @@ CREATE TABLE node_runs (
     enqueued_at   timestamptz,
     resume_state  jsonb,
     branch        text,                 -- the output handle a condition took
+    n_parents     integer NOT NULL DEFAULT 0,  -- incoming edges
+    n_done        integer NOT NULL DEFAULT 0,  -- incoming edges whose parent is final
+    n_success     integer NOT NULL DEFAULT 0,  -- ... that succeeded on this edge's handle
+    n_failed      integer NOT NULL DEFAULT 0,  -- ... whose parent failed or was canceled
     output        jsonb,
     error         text,
     started_at    timestamptz,

@@ -126,9 +126,10 @@ def test_retry_with_backoff_timing(engine, workers) -> None:
     attempts = engine.node_attempts(run_id, "flaky")
     assert [a["status"] for a in attempts] == ["failed", "failed", "succeeded"]
     gaps = [ts(attempts[i + 1]["started_at"]) - ts(attempts[i]["ended_at"]) for i in range(2)]
-    # RQ's scheduler works in whole seconds and we round up: never early, at most ~2 s late.
-    assert 1.0 <= gaps[0] < 3.2, gaps
-    assert 2.0 <= gaps[1] < 4.2, gaps
+    # RQ's scheduler works in whole seconds and we round up: never early, and at most about
+    # 2.5 s late (scheduler tick, or the reconciler's fallback when no scheduler runs).
+    assert 1.0 <= gaps[0] < 3.5, gaps
+    assert 2.0 <= gaps[1] < 4.5, gaps
     assert "on purpose" in attempts[0]["error"]
 
 
@@ -265,7 +266,9 @@ def test_every_attempt_is_logged_with_input(engine, workers) -> None:
     assert "hello from B" in b["log"]
     assert b["status"] == "succeeded" and b["output"]["attempt"] == 1
     events = [e for _id, e in engine.read_events(run_id)]
-    assert [e["state"] for e in events if e["node"] == "B"] == ["queued", "succeeded"]
+    # B is queued for RQ, or claimed at once by the worker that finished A (a chain).
+    assert [e["state"] for e in events if e["node"] == "B"] in (
+        ["queued", "running", "succeeded"], ["running", "succeeded"])
     assert events[-1] == {**events[-1], "node": None, "state": "succeeded"}
 
 

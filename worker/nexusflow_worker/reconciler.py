@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from rq.registry import StartedJobRegistry
+
 from nexusflow_kernel.broker import Push, job_id
 from nexusflow_kernel.dispatch import Runtime
 
@@ -69,6 +71,20 @@ def _reclaim(rt: Runtime, report: PassReport) -> None:
         logger.warning("node %s of run %s lost its worker; attempt %s recorded as lost",
                        row["node_id"], row["run_id"], row["attempt"])
         rt.broker.publish(effects.pushes, effects.events)
+        _forget_started(rt, job_id(row["run_id"], row["idx"], row["attempt"]))
+
+
+def _forget_started(rt: Runtime, jid: str) -> None:
+    """Drop a lost attempt's job from RQ's started registry (its dead worker never will;
+    RQ itself would only after its ~90 s heartbeat TTL and a maintenance pass)."""
+    r = rt.broker.redis
+    for queue in rt.broker.queues.values():
+        key = StartedJobRegistry(queue=queue).key
+        entries = [m for m in r.zscan_iter(key, match=f"{jid}*", count=1000)
+                   if m[0].decode() == jid or m[0].decode().startswith(jid + ":")]
+        if entries:
+            r.zrem(key, *(m[0] for m in entries))
+    r.delete(f"rq:job:{jid}")
 
 
 def _repush(rt: Runtime, report: PassReport) -> None:
@@ -81,7 +97,10 @@ def _repush(rt: Runtime, report: PassReport) -> None:
     statuses = pipe.execute()
     missing, present = [], []
     for r, status in zip(rows, statuses, strict=True):
-        alive = status in (b"queued", b"started", b"scheduled", b"deferred")
+        # An overdue job still in RQ's scheduled registry means no scheduler is running
+        # (its lock outlived a killed worker): push it now; a duplicate is harmless.
+        alive = status in (b"queued", b"started") or (
+            status == b"scheduled" and r["state"] != "scheduled")
         if alive:
             present.append((r["run_id"], r["idx"]))
         else:
