@@ -45,6 +45,22 @@ class TestAuthorizer(Authorizer):
         return True
 
 
+@pytest.fixture(autouse=True)
+def empty_database(database_url) -> None:
+    """Empty every table of the session's database, so each test starts from nothing."""
+    import psycopg
+
+    from nexusflow_kernel.db import get_pool
+
+    get_pool(database_url)  # migrated
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> 'nexusflow_migrations'")]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
 @pytest.fixture
 def nf_config(settings) -> dict[str, Any]:
     """Return the ``NexusFlow`` traitlets of the test server (tests may change them)."""
