@@ -442,10 +442,18 @@ def soak(duration: float, concurrent: int, workers: int, fault_every: float, red
     redis_srv: PrivateRedis | None = None
     if redis_mode == "restart":
         redis_srv = PrivateRedis()
-        redis_srv.start()
         settings = replace(settings, redis_url=redis_srv.url)
     settings = replace(settings, lease_s=lease, heartbeat_s=min(1.0, lease / 5),
                        reconcile_interval_s=0.5, requeue_grace_s=2.0).resolved()
+    try:
+        # Fail on an unreachable database before starting anything that needs stopping.
+        Engine(replace(settings, redis_url=settings.redis_url))
+    except Exception as exc:
+        if redis_srv is not None:
+            redis_srv.stop()
+        raise click.ClickException(str(exc)) from None
+    if redis_srv is not None:
+        redis_srv.start()
     env = dict(os.environ)
     env.update({"NEXUSFLOW_DATABASE_URL": settings.database_url or "",
                 "NEXUSFLOW_REDIS_URL": settings.redis_url or "",
