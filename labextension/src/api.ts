@@ -1,7 +1,7 @@
 /** Client of the Nexus-Flow server extension's REST and websocket API. */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
-import { JSONObject, JSONValue } from './graph';
+import { JSONObject, JSONValue } from './graph.js';
 
 export interface INodeType {
   type: string;

@@ -21,7 +21,7 @@ import {
   applyNodeChanges,
   useReactFlow
 } from '@xyflow/react';
-import { api, INodeType } from './api';
+import { api, INodeType } from './api.js';
 import {
   IFlowEdge,
   IFlowNode,
@@ -30,12 +30,12 @@ import {
   freshId,
   layoutPositions,
   nodesOnCycles
-} from './graph';
-import { NxFlowDoc, NxFlowModel } from './model';
-import { INodeRun, IPeer, NxNode, nodeTypes, phase } from './nodeview';
-import { FlowInspector, Inspector } from './inspector';
-import { LogsPanel, RunToolbar, useRunView } from './runs';
-import { defaultsOf } from './schemaform';
+} from './graph.js';
+import { NxFlowDoc, NxFlowModel } from './model.js';
+import { INodeRun, IPeer, NxNode, nodeTypes, phase } from './nodeview.js';
+import { FlowInspector, Inspector } from './inspector.js';
+import { LogsPanel, RunToolbar, useRunView } from './runs.js';
+import { defaultsOf } from './schemaform.js';
 
 export interface ICanvasSettings {
   snapToGrid: boolean;

@@ -11,11 +11,11 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { DEFAULT_SETTINGS, ICanvasSettings } from './canvas';
-import { dumpsCanonical } from './graph';
-import { flowIcon } from './icons';
-import { CONTENT_TYPE, NxFlowDoc, NxFlowModel, NxFlowModelFactory } from './model';
-import { CanvasSettings, FACTORY, NxFlowPanel, NxFlowWidgetFactory } from './widget';
+import { DEFAULT_SETTINGS, ICanvasSettings } from './canvas.js';
+import { dumpsCanonical } from './graph.js';
+import { flowIcon } from './icons.js';
+import { CONTENT_TYPE, NxFlowDoc, NxFlowModel, NxFlowModelFactory } from './model.js';
+import { CanvasSettings, FACTORY, NxFlowPanel, NxFlowWidgetFactory } from './widget.js';
 
 const PLUGIN_ID = 'nexusflow:plugin';
 const CMD_NEW = 'nexusflow:new-flow';

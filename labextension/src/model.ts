@@ -19,7 +19,7 @@ import {
   canonicalFlow,
   dumpsCanonical,
   structuralProblem
-} from './graph';
+} from './graph.js';
 
 export const CONTENT_TYPE = 'nxflow';
 export const INVALID_KEY = '_invalid';

@@ -136,7 +136,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                tail = log.read_text()[-3000:]
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2) as r:
                     if r.status == 200:

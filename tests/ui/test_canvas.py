@@ -10,8 +10,6 @@ import pytest
 
 from nexusflow_kernel.document import dumps_canonical
 
-
-
 DIAMOND = {
     "schema": 1,
     "name": "diamond",
@@ -129,8 +127,8 @@ def test_a_run_glows_on_every_page_and_shows_the_error(lab) -> None:
 @pytest.mark.parametrize("count", [500])
 def test_a_large_flow_renders_quickly(lab, count: int) -> None:
     nodes = [
-        {"id": f"n{i}", "type": "transform", "position": {"x": (i % 25) * 200, "y": (i // 25) * 100},
-         "config": {"expression": "1"}}
+        {"id": f"n{i}", "type": "transform",
+         "position": {"x": (i % 25) * 200, "y": (i // 25) * 100}, "config": {"expression": "1"}}
         for i in range(count)
     ]
     edges = [{"id": f"n{i}-n{i + 25}", "source": f"n{i}", "target": f"n{i + 25}"}
