@@ -339,7 +339,7 @@ def test_timeout_stops_and_retries_per_policy(engine, settings, workers) -> None
     )
     for d in durations:
         assert 1.9 <= d <= 3.0
-    assert 0.7 <= gap <= 3.5
+    assert 0.7 <= gap <= 4.0  # RQ's scheduler: whole seconds, polled every second
     assert all("timed out after 2 s" in a["error"] for a in log)
     assert_invariants(engine, settings, [run_id])
 
