@@ -453,7 +453,6 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
       const node: IFlowNode = {
         id: freshId(type.type, taken),
         type: type.type,
-        label: type.title,
         position: { x: Math.round(pos.x / snap) * snap, y: Math.round(pos.y / snap) * snap },
         config: defaultsOf(type.config_schema)
       };
@@ -554,8 +553,8 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
     [doc, copy, paste, flow]
   );
 
-  // Fit the view once the first content has arrived.
-  const fitted = useRef(false);
+  // Fit the view to the content the file opened with (never later, when nodes get added).
+  const fitted = useRef(doc.nodes.size === 0);
   useEffect(() => {
     if (!fitted.current && rfNodes.length) {
       fitted.current = true;

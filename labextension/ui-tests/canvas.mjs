@@ -34,7 +34,7 @@ async function openPage(browser, workspace, file = FILE) {
   page.errors = errors;
   const url = `${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`;
   await page.goto(url);
-  await page.waitForSelector('[data-nexusflow-editor]', { timeout: 60000 });
+  await page.waitForSelector('[data-nexusflow-editor], [data-invalid-doc]', { timeout: 60000 });
   return page;
 }
 
@@ -170,6 +170,15 @@ const scenarios = {
     return { text, edgesBefore, edgesAfter, errors: page.errors };
   },
 
+  /** A broken file opens with its problem shown, never a blank panel. */
+  async invalid(browser) {
+    const page = await openPage(browser, 'invalid');
+    const el = await page.waitForSelector('[data-invalid-doc]', { timeout: TIMEOUT });
+    const text = await el.textContent();
+    await shot(page, 'invalid');
+    return { text, errors: page.errors };
+  },
+
   /** Press Run and watch every node reach its final colour; read a failed node's error. */
   async run(browser) {
     const page = await openPage(browser, 'run');
@@ -214,6 +223,53 @@ const scenarios = {
       await shot(page, 'run-failed-logs');
     }
     return { states, watcherStates, runMs, lastEventLagMs: lag === '' ? null : Number(lag), failedError, errors: page.errors };
+  },
+
+  /** New Flow from the command, three nodes dragged from the palette, connected, run: green. */
+  async build(browser) {
+    const page = await openPage(browser, 'build', process.env.SMALL_FILE);
+    await page.waitForSelector('[data-node-type="transform"]', { timeout: TIMEOUT });
+    const { path, id } = await page.evaluate(async () => {
+      const widget = await window.jupyterapp.commands.execute('nexusflow:new-flow', { cwd: '' });
+      return { path: widget.context.path, id: widget.id };
+    });
+    const scope = `[id="${id}"]`;
+    await page.waitForSelector(`${scope} [data-nexusflow-editor] [data-node-type="transform"]`, { timeout: TIMEOUT });
+    const pane = await page.waitForSelector(`${scope} .react-flow__pane`);
+    const box = await pane.boundingBox();
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      await page.dragAndDrop(`${scope} [data-node-type="transform"]`, `${scope} .react-flow__pane`, {
+        targetPosition: { x: box.width / 2, y: 80 + i * 150 }
+      });
+      await page.waitForFunction(
+        ([s, n]) => document.querySelectorAll(`${s} [data-node-id]`).length === n,
+        [scope, i + 1],
+        { timeout: 5000 }
+      );
+      const id = await page.$eval(`${scope} [data-inspector-node]`, e => e.getAttribute('data-inspector-node'));
+      ids.push(id);
+      await page.fill(`${scope} [data-inspector-node] textarea[aria-label="Expression"]`, i === 0 ? '20' : `inputs['${ids[i - 1]}'] + 1`);
+    }
+    for (let i = 0; i < 2; i++) {
+      const from = await center(page, `${scope} .react-flow__node[data-id="${ids[i]}"] .react-flow__handle.source`);
+      const to = await center(page, `${scope} .react-flow__node[data-id="${ids[i + 1]}"] .react-flow__handle.target`);
+      await drag(page, from, to);
+    }
+    await page.waitForFunction(s => document.querySelectorAll(`${s} .react-flow__edge`).length === 2, scope, { timeout: 5000 });
+    await page.click(`${scope} [data-action="run"]`);
+    await page.waitForFunction(
+      s => {
+        const els = Array.from(document.querySelectorAll(`${s} [data-node-id]`));
+        return els.length === 3 && els.every(e => ['succeeded', 'failed', 'skipped'].includes(e.getAttribute('data-state')));
+      },
+      scope,
+      { timeout: 60000 }
+    );
+    const states = await page.$$eval(`${scope} [data-node-id]`, els => els.map(e => e.getAttribute('data-state')));
+    await page.waitForTimeout(1000);
+    await shot(page, 'build-and-run');
+    return { path, ids, states, errors: page.errors };
   },
 
   /** Time to render a large flow (FLOW_FILE) after the app is up. */
@@ -263,6 +319,12 @@ try {
 } catch (err) {
   console.error(err);
   process.exitCode = 1;
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) {
+      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
+    }
+  }
 } finally {
   clearTimeout(timer);
   await browser.close();

@@ -124,6 +124,26 @@ def test_a_run_glows_on_every_page_and_shows_the_error(lab) -> None:
     assert result["errors"] == []
 
 
+def test_new_flow_built_from_the_palette_runs_green(lab) -> None:
+    write_flow(lab.root, "start.nxflow", {"schema": 1, "nodes": DIAMOND["nodes"][:1], "edges": []})
+    result = lab.run_script("build", FLOW_FILE="start.nxflow", SMALL_FILE="start.nxflow",
+                            timeout=180)
+    assert result["states"] == ["succeeded"] * 3
+    saved = json.loads((lab.root / result["path"]).read_text())
+    assert len(saved["nodes"]) == 3 and len(saved["edges"]) == 2
+    assert result["errors"] == []
+
+
+def test_a_broken_file_shows_its_problem_and_is_not_rewritten(lab) -> None:
+    path = lab.root / "broken.nxflow"
+    path.write_text('{"schema": 1, "nodes": [}\n')
+    result = lab.run_script("invalid", FLOW_FILE="broken.nxflow")
+    assert "not a valid Nexus-Flow flow" in result["text"]
+    assert "malformed JSON" in result["text"]
+    time.sleep(1.0)
+    assert path.read_text() == '{"schema": 1, "nodes": [}\n'
+
+
 @pytest.mark.parametrize("count", [500])
 def test_a_large_flow_renders_quickly(lab, count: int) -> None:
     nodes = [
