@@ -11,6 +11,7 @@ import json
 import math
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,14 @@ from .errors import BackendUnavailable
 from .settings import Settings, mask_url
 
 JOB_FUNC = "nexusflow_kernel.dispatch.execute_node"
-"""The one RQ entry point: ``execute_node(run_id, idx, attempt)``."""
+"""RQ entry point for one node attempt: ``execute_node(run_id, idx, attempt)``."""
+
+RUN_JOB_FUNC = "nexusflow_kernel.dispatch.execute_run"
+"""RQ entry point that runs whatever nodes of a run are ready: ``execute_run(run_id, queue)``.
+
+When k nodes of a run become ready at once, min(k, live workers) of these jobs are pushed,
+not k node jobs: each takes ready nodes one after another (``FOR UPDATE SKIP LOCKED``), so
+a wide fan-out costs a handful of RQ round trips, and an idle worker always finds work."""
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
@@ -81,6 +89,8 @@ class Push:
     queue: str = "default"
     at: float | None = None
     wake: bool = False
+    ready: int = 0
+    """When > 0 this is not one node but ``ready`` nodes of the run waiting on ``queue``."""
 
 
 def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
@@ -100,6 +110,7 @@ class Broker:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
         self.redis = get_redis(settings.redis_url)
+        self._workers: dict[str, tuple[float, int]] = {}
         self.queues = {
             "default": Queue(settings.queue_name, connection=self.redis,
                              serializer=JSONSerializer),
@@ -109,6 +120,21 @@ class Broker:
 
     def queue_for(self, name: str) -> Queue:
         return self.queues.get(name) or self.queues["default"]
+
+    def live_workers(self, name: str) -> int:
+        """Return how many RQ workers serve a queue (cached for a few seconds)."""
+        seen = self._workers.get(name)
+        now = time.monotonic()
+        if seen is None or now - seen[0] > 5.0:
+            from rq import Worker
+
+            try:
+                count = Worker.count(connection=self.redis, queue=self.queue_for(name))
+            except redis.RedisError:
+                count = 1
+            seen = (now, count)
+            self._workers[name] = seen
+        return max(1, seen[1])
 
     def publish(self, pushes: Sequence[Push] = (), events: Iterable[dict[str, Any]] = ()) -> None:
         """Push jobs and append events in one Redis round trip."""
@@ -129,6 +155,14 @@ class Broker:
         now_items: dict[str, list[Any]] = {}
         for p in pushes:
             queue = self.queue_for(p.queue)
+            if p.ready:
+                for _ in range(min(p.ready, self.live_workers(p.queue))):
+                    now_items.setdefault(queue.name, []).append(Queue.prepare_data(
+                        RUN_JOB_FUNC, (p.run_id, p.queue), timeout=-1, result_ttl=0,
+                        failure_ttl=24 * 3600,
+                        job_id=f"nf-{p.run_id.replace('-', '')}-r{uuid.uuid4().hex[:10]}",
+                        description=f"nexusflow {p.run_id}: ready nodes on {p.queue}"))
+                continue
             data = Queue.prepare_data(
                 JOB_FUNC, (p.run_id, p.idx, p.attempt), timeout=-1, result_ttl=0,
                 failure_ttl=24 * 3600, job_id=job_id(p.run_id, p.idx, p.attempt, p.wake),

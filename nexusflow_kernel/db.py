@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -23,6 +24,21 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 0x6E657875  # advisory lock id: one migrator at a time
 _pools: dict[str, ConnectionPool] = {}
 _pools_lock = threading.Lock()
+
+
+_last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+IDLE_CHECK_S = 1.0
+"""A pooled connection idle longer than this is tested before use (a busy one is not: a
+round trip per checkout would cost more than the node it serves)."""
+
+
+def _stamp(conn: psycopg.Connection) -> None:
+    _last_used[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    if time.monotonic() - _last_used.get(conn, 0.0) > IDLE_CHECK_S:
+        ConnectionPool.check_connection(conn)
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -47,9 +63,10 @@ def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
             url,
             min_size=1,
             max_size=max_size,
-            kwargs={"row_factory": dict_row, "autocommit": False},
+            kwargs={"row_factory": dict_row, "autocommit": False, "prepare_threshold": 1},
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            reset=_stamp,
+            check=_check_if_idle,
             open=False,
             name="nexusflow",
         )

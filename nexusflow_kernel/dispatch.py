@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .broker import Broker, event
+from .broker import Broker, Push, event
 from .db import get_pool, with_retry
 from .errors import ExpressionError, NexusFlowError, NodeExecutionError, NodeTimeoutError
 from .nodes import Defer, NodeContext, NodeLog, get_node_type
@@ -89,45 +89,77 @@ def _secret_resolver(settings: Settings) -> Callable[[str], str] | None:
 
 
 FOLLOW_BUDGET_S = 2.0
-"""How long one job may go on running successors it claimed itself before it hands the
-rest to RQ (so a warm shutdown or a fair share of the queue never waits long)."""
+"""How long one job may go on taking a run's ready nodes before it hands the rest back to
+RQ (so a warm shutdown, or a fair share of the queue between runs, never waits long)."""
+
+
+def _current_job_id() -> str | None:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.id if job is not None else None
 
 
 def execute_node(run_id: str, idx: int, attempt: int) -> str:
-    """Run one attempt of one node (the RQ job function); return what happened.
+    """Run one attempt of one node (an RQ job), then the run's next ready nodes.
 
-    When the node succeeds and a successor becomes ready, the worker claims that successor
-    in the same transaction and runs it next (a chain costs no RQ round trip per node);
-    every other ready successor is pushed to RQ after the commit.
+    A duplicate or stale delivery claims nothing and does nothing.
     """
     rt = runtime()
     token = uuid.uuid4().hex
+    job = _current_job_id()
     claim = with_retry(
-        lambda: rt.store.claim(run_id, idx, attempt, token, rt.worker_name, rt.settings.lease_s),
+        lambda: rt.store.claim(run_id, idx, attempt, token, rt.worker_name,
+                               rt.settings.lease_s, job),
         what=f"claim node #{idx} of run {run_id}",
     )
     if claim is None:
         return "duplicate or stale delivery: nothing to do"
     _publish(rt, (), [event(run_id, claim.node_id, "running", claim.attempt)])
+    return _work(rt, claim, rt.store.queue_of(claim), job)
+
+
+def execute_run(run_id: str, queue: str = "default") -> str:
+    """Run ready nodes of a run, one after another, until none is left (an RQ job)."""
+    rt = runtime()
+    job = _current_job_id()
+    follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
+
+    def first() -> Claim | None:
+        with rt.pool.connection() as conn, conn.transaction():
+            return rt.store.claim_next(conn, run_id, None, follow)
+
+    claim = with_retry(first, what=f"claim a ready node of run {run_id}")
+    if claim is None:
+        return "no ready node"
+    _publish(rt, (), [event(run_id, claim.node_id, "running", claim.attempt)])
+    return _work(rt, claim, queue, job)
+
+
+def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
+    """Run ``claim``, record it, and go on with the run's next ready node while there is one."""
     budget_end = time.monotonic() + FOLLOW_BUDGET_S
-    status = ""
+    done_nodes = 0
     while claim is not None:
         outcome = run_claimed(rt, claim)
-        status = outcome.status
         follow = None
         if time.monotonic() < budget_end:
-            follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s)
+            follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
         current = claim
         done = with_retry(lambda: rt.store.finish(current, outcome, follow=follow),  # noqa: B023
-                          what=f"record node {current.node_id!r} of run {run_id}",
+                          what=f"record node {current.node_id!r} of run {current.run_id}",
                           deadline_s=600)
         if done is None:
             logger.warning("lease of node %s in run %s was lost; outcome dropped",
-                           current.node_id, run_id)
+                           current.node_id, current.run_id)
             return "lease lost"
         effects, claim = done
+        done_nodes += 1
+        if follow is None:
+            # Out of budget: whatever is still ready goes to the next free worker.
+            effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1))
         _publish(rt, effects.pushes, effects.events)
-    return status
+    return f"{done_nodes} node(s) done"
 
 
 def _publish(rt: Runtime, pushes: Any, events: Any) -> None:

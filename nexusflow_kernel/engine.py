@@ -16,7 +16,7 @@ from typing import Any
 
 from rq.command import send_stop_job_command
 
-from .broker import ALL_EVENTS_KEY, Broker, check_redis, events_key, job_id
+from .broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
 from .compiler import CompiledFlow, compile_flow
 from .db import get_pool, jsonb, run_tx, with_retry
 from .document import FlowDocument, dumps_canonical, load_document, loads
@@ -207,11 +207,11 @@ class Engine:
         self._publish(effects)
         with self.pool.connection() as conn:
             running = conn.execute(
-                "SELECT idx, attempt FROM node_runs WHERE execution_id=%s AND state='running'",
-                (run_id,)).fetchall()
+                "SELECT DISTINCT job FROM node_runs WHERE execution_id=%s AND state='running'"
+                " AND job IS NOT NULL", (run_id,)).fetchall()
         for r in running:  # a forking worker stops the work-horse at once
             try:
-                send_stop_job_command(self.redis, job_id(run_id, r["idx"], r["attempt"]))
+                send_stop_job_command(self.redis, r["job"])
             except Exception:
                 pass  # the heartbeat sees the cancel anyway
 

@@ -58,11 +58,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Follow:
-    """Who takes over a ready successor in the finishing transaction (see ``finish``)."""
+    """Who claims the run's next ready node in the finishing transaction (see ``finish``)."""
 
     token: str
     worker: str
     lease_s: float
+    queue: str = "default"
+    job: str | None = None
 
 
 @dataclass
@@ -189,6 +191,7 @@ class RunStore:
              len(plan.order)),
         )
         effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
+        ready: dict[str, int] = {}
         with conn.cursor().copy(
             "COPY node_runs (execution_id, idx, node_id, state, attempt, tries, max_attempts,"
             " queue, enqueued_at, n_parents) FROM STDIN"
@@ -202,8 +205,9 @@ class RunStore:
                                 1 if root else 0, 1 if root else 0, _max_attempts(node), queue,
                                 "now" if root else None, len(plan.parents[node_id])))
                 if root:
-                    effects.pushes.append(Push(run_id, idx, 1, queue))
+                    ready[queue] = ready.get(queue, 0) + 1
                     effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in ready.items())
         if not plan.order:
             conn.execute("UPDATE executions SET status='succeeded', ended_at=now() WHERE id=%s",
                          (run_id,))
@@ -212,12 +216,12 @@ class RunStore:
 
     # ------------------------------------------------------------------ claiming and leases
     def claim(self, run_id: str, idx: int, attempt: int, token: str, worker: str,
-              lease_s: float) -> Claim | None:
+              lease_s: float, job: str | None = None) -> Claim | None:
         """Take the lease of a queued (or due scheduled) node; ``None`` means nothing to do."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
-                " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s,"
+                " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s, job=%(j)s,"
                 " started_at=now(), ended_at=NULL"
                 " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
                 " AND (state='queued'"
@@ -226,7 +230,8 @@ class RunStore:
                 " RETURNING node_id, resume_state, max_attempts)"
                 " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
                 " JOIN executions e ON e.id=%(r)s",
-                {"t": token, "l": lease_s, "w": worker, "r": run_id, "i": idx, "a": attempt},
+                {"t": token, "l": lease_s, "w": worker, "r": run_id, "i": idx, "a": attempt,
+                 "j": job},
             ).fetchone()
             if row is None:
                 return None
@@ -247,8 +252,12 @@ class RunStore:
             (run_id, [plan.idx_of[p] for p in parents]))}
 
     def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
-        """Extend a lease; return the run's status, or ``None`` when the lease is lost."""
-        with self.pool.connection() as conn, conn.transaction():
+        """Extend a lease; return the run's status, or ``None`` when the lease is lost.
+
+        Waits at most a third of the lease for a connection, so a worker cut off from
+        PostgreSQL notices in time to stop the node before the lease runs out.
+        """
+        with self.pool.connection(timeout=max(1.0, lease_s / 3)) as conn, conn.transaction():
             row = conn.execute(
                 "UPDATE node_runs SET lease_until=now() + make_interval(secs => %s)"
                 " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
@@ -276,11 +285,15 @@ class RunStore:
                 attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
                 follow: Follow | None = None, params: dict[str, Any] | None = None,
                 ) -> tuple[Effects, Claim | None] | None:
-        run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
-                           (run_id,)).fetchone()
-        held = conn.execute(
-            "SELECT tries, max_attempts FROM node_runs WHERE execution_id=%s AND idx=%s"
-            " AND state='running' AND lease_token=%s", (run_id, idx, token)).fetchone()
+        # No run-wide lock: each child's edge counters are updated under the child's own row
+        # lock, so exactly one finishing parent sees the last edge come in; and every state
+        # change is conditional, so a cancel racing with this transaction loses nothing.
+        held = run = conn.execute(
+            "SELECT n.tries, n.max_attempts, e.status FROM node_runs n"
+            " JOIN executions e ON e.id = n.execution_id"
+            " WHERE n.execution_id=%s AND n.idx=%s AND n.state='running' AND n.lease_token=%s"
+            " FOR UPDATE OF n", (run_id, idx, token)
+        ).fetchone()
         if held is None:
             return None
         effects = Effects()
@@ -304,31 +317,28 @@ class RunStore:
                 new_state = NodeState.FAILED
         retrying = new_state == NodeState.SCHEDULED and status != "deferred"
         next_attempt = attempt + 1 if retrying else attempt
+        # The node's new state and its attempt log row, in one statement.
         conn.execute(
-            "UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
+            "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
             " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
             " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
             " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at ELSE now() END,"
             " ended_at=CASE WHEN %(fin)s THEN now() ELSE ended_at END"
-            " WHERE execution_id=%(r)s AND idx=%(i)s",
+            " WHERE execution_id=%(r)s AND idx=%(i)s RETURNING worker, started_at)"
+            " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
+            " error, log, worker, duration_ms, started_at)"
+            " SELECT %(r)s, %(n)s, %(a)s, %(ls)s, %(in)s, %(o)s, %(e)s, %(log)s, u.worker,"
+            " %(d)s, u.started_at FROM u WHERE %(logged)s"
+            " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
             {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
              "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
              "b": outcome.branch, "e": outcome.error,
              "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
              "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
-             "r": run_id, "i": idx},
+             "r": run_id, "i": idx, "n": node_id, "a": attempt, "ls": status,
+             "in": jsonb(outcome.input), "log": outcome.log or None,
+             "logged": status != "deferred"},
         )
-        if status != "deferred":
-            conn.execute(
-                "INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
-                " error, log, worker, duration_ms, started_at)"
-                " SELECT %s, %s, %s, %s, %s, %s, %s, %s, worker, %s, started_at FROM node_runs"
-                " WHERE execution_id=%s AND idx=%s"
-                " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
-                (run_id, node_id, attempt, status, jsonb(outcome.input),
-                 jsonb(outcome.output) if status == "succeeded" else None, outcome.error,
-                 outcome.log or None, outcome.duration_ms, run_id, idx),
-            )
         queue = _queue_of(plan.nodes[node_id].type)
         if new_state == NodeState.SCHEDULED:
             effects.pushes.append(Push(run_id, idx, next_attempt, queue, at=due,
@@ -343,14 +353,18 @@ class RunStore:
             return effects, None
         ready, skipped = self._decide_successors(
             conn, run_id, plan, [(node_id, new_state, outcome.branch)], effects)
+        queued = self._queue(conn, run_id, plan, ready, effects, push=False)
         nxt = None
-        if follow is not None and new_state == NodeState.SUCCEEDED:
-            nxt = self._follow(conn, run_id, plan, ready, follow, params or {},
-                               node_id, outcome.output)
-        self._queue(conn, run_id, plan, [c for c in ready if nxt is None or c != nxt.node_id],
-                    effects)
-        if nxt is not None:
-            effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING, nxt.attempt))
+        if follow is not None:
+            nxt = self.claim_next(conn, run_id, plan, follow, params or {},
+                                  known={node_id: outcome.output}
+                                  if new_state == NodeState.SUCCEEDED else {})
+            if nxt is not None:
+                effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
+                                            nxt.attempt))
+                if nxt.node_id in ready:
+                    queued[follow.queue] = queued.get(follow.queue, 1) - 1
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in queued.items() if n)
         self._finalize_if_done(conn, run_id, 1 + skipped, effects)
         return effects, nxt
 
@@ -405,40 +419,53 @@ class RunStore:
         return ready, skipped_total
 
     def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
-               effects: Effects) -> None:
+               effects: Effects, *, push: bool = True) -> dict[str, int]:
+        """Make pending ``nodes`` queued; return how many per RQ queue (pushed if ``push``)."""
+        counts: dict[str, int] = {}
         if not nodes:
-            return
+            return counts
         for r in conn.execute(
             "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
             " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
-            " AND state='pending' RETURNING node_id, idx, attempt, queue",
+            " AND state='pending' RETURNING node_id, attempt, queue",
             (run_id, [plan.idx_of[c] for c in nodes]),
         ):
-            effects.pushes.append(Push(run_id, r["idx"], r["attempt"], r["queue"]))
+            counts[r["queue"]] = counts.get(r["queue"], 0) + 1
             effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
+        if push:
+            effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        return counts
 
-    def _follow(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, ready: list[str],
-                follow: Follow, params: dict[str, Any], parent: str,
-                parent_output: Any) -> Claim | None:
-        """Claim one ready successor for the finishing worker (see ``finish``)."""
-        child = next((c for c in ready if _queue_of(plan.nodes[c].type) == "default"), None)
-        if child is None:
-            return None
+    def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
+                   follow: Follow, params: dict[str, Any] | None = None, *,
+                   known: dict[str, Any] | None = None) -> Claim | None:
+        """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
         row = conn.execute(
-            "UPDATE node_runs SET state='running', attempt=attempt+1, tries=1,"
-            " lease_token=%s, lease_until=now() + make_interval(secs => %s), worker=%s,"
-            " started_at=now(), enqueued_at=now() WHERE execution_id=%s AND idx=%s"
-            " AND state='pending' RETURNING attempt, max_attempts",
-            (follow.token, follow.lease_s, follow.worker, run_id, plan.idx_of[child]),
+            "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
+            " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s, job=%(j)s,"
+            " started_at=now(), ended_at=NULL"
+            " WHERE execution_id=%(r)s AND idx = (SELECT idx FROM node_runs"
+            "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
+            "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+            " RETURNING idx, node_id, attempt, resume_state, max_attempts)"
+            " SELECT c.*" + (", e.workflow_id, e.version, e.inputs" if plan is None else "")
+            + " FROM c" + (" JOIN executions e ON e.id=%(r)s" if plan is None else ""),
+            {"t": follow.token, "l": follow.lease_s, "w": follow.worker, "j": follow.job,
+             "r": run_id, "q": follow.queue},
         ).fetchone()
         if row is None:
             return None
-        if plan.parents[child] == (parent,):
-            inputs = {parent: parent_output}
+        if plan is None:
+            plan = self.plan_for(conn, row["workflow_id"], row["version"])
+            params = row["inputs"] or {}
+        parents = plan.parents[row["node_id"]]
+        if known and all(p in known for p in parents):
+            inputs = {p: known[p] for p in parents}
         else:
-            inputs = self._parent_outputs(conn, run_id, plan, child)
-        return Claim(run_id, plan.idx_of[child], child, row["attempt"], follow.token, params,
-                     inputs, None, plan, row["max_attempts"])
+            inputs = self._parent_outputs(conn, run_id, plan, row["node_id"])
+        return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
+                     params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
 
     def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
                           effects: Effects) -> None:
@@ -457,12 +484,18 @@ class RunStore:
         )
         effects.events.append(event(run_id, None, final))
 
+    @staticmethod
+    def queue_of(claim: Claim) -> str:
+        """Return the RQ queue name (``default``/``sandbox``) of a claimed node."""
+        return _queue_of(claim.plan.nodes[claim.node_id].type)
+
     # ------------------------------------------------------------------ reconciler queries
     def expired_leases(self, limit: int = 200) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT n.execution_id::text AS run_id, n.idx, n.node_id, n.attempt,"
-                " n.lease_token, n.max_attempts, e.workflow_id, e.version FROM node_runs n"
+                " n.lease_token, n.max_attempts, n.job, e.workflow_id, e.version"
+                " FROM node_runs n"
                 " JOIN executions e ON e.id = n.execution_id"
                 " WHERE n.state='running' AND n.lease_until < now() LIMIT %s",
                 (limit,),
@@ -541,6 +574,10 @@ class RunStore:
                 raise NotFoundError(f"no run {run_id}")
             if run["status"] == RunStatus.RUNNING:
                 raise RunStateError(f"run {run_id} is still running; cancel it first")
+            if conn.execute("SELECT 1 FROM node_runs WHERE execution_id=%s AND state='running'"
+                            " LIMIT 1", (run_id,)).fetchone():
+                raise RunStateError(f"run {run_id} was canceled but a node is still stopping;"
+                                    " try again in a few seconds")
             plan = self.plan_for(conn, run["workflow_id"], run["version"])
             rows = conn.execute("SELECT node_id, state, branch FROM node_runs"
                                 " WHERE execution_id=%s", (run_id,)).fetchall()

@@ -57,6 +57,7 @@ CREATE TABLE node_runs (
     lease_token   text,
     lease_until   timestamptz,
     worker        text,
+    job           text,                 -- the RQ job that holds the node while it runs
     due_at        timestamptz,          -- when a scheduled node (retry wait, delay) may run
     enqueued_at   timestamptz,
     resume_state  jsonb,
@@ -75,6 +76,7 @@ CREATE TABLE node_runs (
 );
 CREATE INDEX node_runs_active ON node_runs (state, enqueued_at)
     WHERE state IN ('queued', 'running', 'scheduled');
+CREATE INDEX node_runs_ready ON node_runs (execution_id, queue, idx) WHERE state = 'queued';
 
 CREATE TABLE node_logs (
     id            bigserial PRIMARY KEY,

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from rq.registry import StartedJobRegistry
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from nexusflow_kernel.broker import Push, job_id
 from nexusflow_kernel.dispatch import Runtime
@@ -56,6 +56,7 @@ def reconcile_once(rt: Runtime, *, reclaim: bool = True) -> PassReport:
             if reclaim and report.waited_s < _OUTAGE_S:
                 _reclaim(rt, report)
             _repush(rt, report)
+            _drop_orphans(rt)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
             conn.commit()
@@ -71,7 +72,8 @@ def _reclaim(rt: Runtime, report: PassReport) -> None:
         logger.warning("node %s of run %s lost its worker; attempt %s recorded as lost",
                        row["node_id"], row["run_id"], row["attempt"])
         rt.broker.publish(effects.pushes, effects.events)
-        _forget_started(rt, job_id(row["run_id"], row["idx"], row["attempt"]))
+        if row["job"]:
+            _forget_started(rt, row["job"])
 
 
 def _forget_started(rt: Runtime, jid: str) -> None:
@@ -87,8 +89,41 @@ def _forget_started(rt: Runtime, jid: str) -> None:
     r.delete(f"rq:job:{jid}")
 
 
+def _drop_orphans(rt: Runtime) -> None:
+    """Drop started-registry entries whose job is gone.
+
+    RQ can hand one job to two workers (its intermediate-queue recovery); the claim makes
+    the second a no-op, but after the first deleted the job (``result_ttl=0``) the second
+    cannot clean its registry entry, which would otherwise linger for RQ's heartbeat TTL.
+    """
+    r = rt.broker.redis
+    for queue in rt.broker.queues.values():
+        key = StartedJobRegistry(queue=queue).key
+        members = [m for m, _score in r.zscan_iter(key, count=1000)]
+        if not members:
+            continue
+        pipe = r.pipeline(transaction=False)
+        for m in members:
+            pipe.exists(f"rq:job:{m.decode().split(':')[0]}")
+        gone = [m for m, exists in zip(members, pipe.execute(), strict=True) if not exists]
+        if gone:
+            r.zrem(key, *gone)
+
+
 def _repush(rt: Runtime, report: PassReport) -> None:
     rows = rt.store.stale_queued(rt.settings.requeue_grace_s)
+    if not rows:
+        return
+    # Queued nodes have no job of their own: a run job takes whatever is ready. One more
+    # per run and queue is enough to get a stalled run going (a spare one finds nothing).
+    waiting = [r for r in rows if r["state"] == "queued"]
+    runs = sorted({(r["run_id"], r["queue"]) for r in waiting})
+    if runs:
+        rt.broker.publish([Push(run, -1, 0, queue, ready=1) for run, queue in runs])
+        report.repushed += len(runs)
+        rt.store.touch_queued([(r["run_id"], r["idx"]) for r in waiting])
+        logger.info("pushed a run job for %d run(s) with nodes waiting", len(runs))
+    rows = [r for r in rows if r["state"] == "scheduled"]
     if not rows:
         return
     pipe = rt.broker.redis.pipeline(transaction=False)
@@ -96,15 +131,19 @@ def _repush(rt: Runtime, report: PassReport) -> None:
         pipe.hget(f"rq:job:{job_id(r['run_id'], r['idx'], r['attempt'], r['wake'])}", "status")
     statuses = pipe.execute()
     missing, present = [], []
+    overdue = rt.broker.redis.pipeline(transaction=False)
     for r, status in zip(rows, statuses, strict=True):
-        # An overdue job still in RQ's scheduled registry means no scheduler is running
-        # (its lock outlived a killed worker): push it now; a duplicate is harmless.
-        alive = status in (b"queued", b"started") or (
-            status == b"scheduled" and r["state"] != "scheduled")
+        alive = status in (b"queued", b"started")
         if alive:
             present.append((r["run_id"], r["idx"]))
-        else:
-            missing.append(Push(r["run_id"], r["idx"], r["attempt"], r["queue"], wake=r["wake"]))
+            continue
+        if status == b"scheduled":
+            # Overdue in RQ's scheduled registry: no scheduler is running (its lock outlived
+            # a killed worker). Take it out of the registry and push it now.
+            jid = job_id(r["run_id"], r["idx"], r["attempt"], r["wake"])
+            overdue.zrem(ScheduledJobRegistry(queue=rt.broker.queue_for(r["queue"])).key, jid)
+        missing.append(Push(r["run_id"], r["idx"], r["attempt"], r["queue"], wake=r["wake"]))
+    overdue.execute()
     if missing:
         rt.broker.publish(missing)
         report.repushed += len(missing)
