@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CompiledFlow": "compiler",
     "Flow": "flow",
+    "LocalWorkers": "notebook.workers",
     "Run": "notebook.run",
     "RunFailed": "notebook.run",
     "Task": "tasks",
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import FlowError, NexusFlowError
     from .flow import Flow
     from .notebook.run import Run, RunFailed
+    from .notebook.workers import LocalWorkers
     from .settings import Settings
     from .tasks import Task, TaskError, task
 

@@ -440,9 +440,9 @@ class Flow:
 
         ``wait=True`` shows progress and returns when the run is over, raising ``RunFailed``
         if it failed; ``wait=False`` returns at once. ``workers=N`` starts N temporary local
-        workers for this run; ``workers="auto"`` does so only when no worker serves the
-        queue. By default running workers are expected (JupyterLab's server extension
-        supervises local ones).
+        workers for this run; ``workers="auto"`` starts two workers kept for the kernel's
+        life, only when no worker serves the queue. By default running workers are expected
+        (JupyterLab's server extension supervises local ones).
         """
         from .notebook.run import start_run
 

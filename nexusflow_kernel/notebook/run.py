@@ -100,8 +100,9 @@ def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
     engine = get_engine(settings)
     local = None
     if workers == "auto":
-        workers = 2 if worker_count(engine.settings, redis=engine.redis) == 0 else None
-    if workers:
+        _auto_workers(engine)
+        workers = None
+    elif workers:
         local = LocalWorkers(int(workers), settings=engine.settings)
     elif wait and worker_count(engine.settings, redis=engine.redis) == 0:
         raise RunStalled(_no_workers(engine))
@@ -112,6 +113,21 @@ def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
     if wait:
         run.wait(timeout=timeout, progress=progress)
     return run
+
+
+_shared: dict[str, LocalWorkers] = {}
+
+
+def _auto_workers(engine: Engine, processes: int = 2) -> LocalWorkers | None:
+    """Start workers kept for this kernel's life when none serve the queue (``"auto"``)."""
+    key = engine.settings.redis_url or ""
+    mine = _shared.get(key)
+    if mine is not None and mine.running:
+        return mine
+    if worker_count(engine.settings, redis=engine.redis) > 0:
+        return None
+    _shared[key] = LocalWorkers(processes, settings=engine.settings)
+    return _shared[key]
 
 
 def _no_workers(engine: Engine) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,8 +105,25 @@ def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = N
 
     conn = redis if redis is not None else get_redis(settings.redis_url or "")
     name = queue or settings.queue_name
-    return sum(1 for w in Worker.all(connection=conn, queue=Queue(name, connection=conn))
-               if w.get_state() != "suspended")
+    host = socket.gethostname()
+    count = 0
+    for w in Worker.all(connection=conn, queue=Queue(name, connection=conn)):
+        if w.get_state() == "suspended":
+            continue
+        if w.hostname == host and w.pid and not _alive(int(w.pid)):
+            continue  # a killed worker's registration outlives it until its TTL
+        count += 1
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @atexit.register
