@@ -360,6 +360,8 @@ def run_subprocess(program: str, payload: dict[str, Any], *,
             output, found = json.loads(line[len(marker) + 1:]), True
         elif line or logs:
             logs.append(line)
+    while logs and not logs[-1]:
+        logs.pop()  # the blank line written before the result line
     errors = proc.stderr.splitlines()
     logs += errors
     if proc.returncode != 0 or not found:

@@ -104,7 +104,7 @@ def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
         workers = None
     elif workers:
         local = LocalWorkers(int(workers), settings=engine.settings)
-    elif wait and worker_count(engine.settings, redis=engine.redis) == 0:
+    elif wait and not _some_worker(engine, within_s=WORKER_WAIT_S):
         raise RunStalled(_no_workers(engine))
     source = str(flow.path.resolve()) if flow.path is not None else None
     run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
@@ -113,6 +113,20 @@ def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
     if wait:
         run.wait(timeout=timeout, progress=progress)
     return run
+
+
+WORKER_WAIT_S = 5.0
+"""How long ``flow.run`` waits for a worker to appear (one may be starting) before refusing."""
+
+
+def _some_worker(engine: Engine, within_s: float) -> bool:
+    end = time.monotonic() + within_s
+    while True:
+        if worker_count(engine.settings, redis=engine.redis) > 0:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.2)
 
 
 _shared: dict[str, LocalWorkers] = {}
