@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import NexusFlowError, NotFoundError
+from .errors import NexusFlowError, NodeExecutionError, NotFoundError
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,6 +151,40 @@ def check_name(name: str) -> str:
     return name
 
 
+GROUP_PATTERN = re.compile(r"^[^\x00-\x1f,]{1,255}$")
+
+
+def check_group(group: str) -> str:
+    """Return ``group`` if it is a valid Hub group name, else raise ``NexusFlowError``."""
+    if not isinstance(group, str) or not GROUP_PATTERN.match(group):
+        raise NexusFlowError(f"group name {group!r} is invalid (1 to 255 characters, no commas)")
+    return group
+
+
+class SecretScopeError(NodeExecutionError):
+    """A group-scoped secret was asked for by a run whose user is in none of its groups."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+def current_run_id() -> str | None:
+    """Return the run of the RQ job this worker is running (``None`` outside a job)."""
+    try:
+        from rq import get_current_job
+
+        job = get_current_job()
+    except Exception:  # pragma: no cover - rq missing or no connection
+        return None
+    if job is None or not str(job.func_name or "").startswith("nexusflow_kernel.dispatch."):
+        return None
+    try:
+        run_id = job.args[0]
+    except Exception:  # no args, or args that do not load
+        return None
+    return str(run_id) if isinstance(run_id, str) else None
+
+
 class SecretStore:
     """Encrypted secrets in PostgreSQL: write-only through the API, readable by the worker.
 
@@ -179,19 +213,27 @@ class SecretStore:
             self._cipher = Cipher(load_keys(self._settings.secret_key, self._settings.data_dir))
         return self._cipher
 
-    def set(self, name: str, value: str, *, actor: str | None = None) -> None:
-        """Store ``value`` under ``name`` (encrypted), replacing any earlier value."""
+    def set(self, name: str, value: str, *, actor: str | None = None,
+            groups: Iterable[str] | None = None) -> None:
+        """Store ``value`` under ``name`` (encrypted), replacing any earlier value.
+
+        ``groups`` scopes the secret to those Hub groups (``[]``: unscoped); ``None`` keeps
+        the scope an existing secret has (a new one is unscoped).
+        """
         check_name(name)
         if not isinstance(value, str):
             raise NexusFlowError(f"the value of secret {name!r} must be a string")
+        scope = None if groups is None else sorted({check_group(g) for g in groups})
         blob = self.cipher.encrypt(value, name)
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO nexusflow_secrets (name, ciphertext, created_by, updated_by)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                "INSERT INTO nexusflow_secrets (name, ciphertext, created_by, updated_by,"
+                " scope_groups) VALUES (%s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
+                " ON CONFLICT (name) DO UPDATE SET"
                 " ciphertext = EXCLUDED.ciphertext, updated_at = now(),"
-                " updated_by = EXCLUDED.updated_by",
-                (name, blob, actor, actor),
+                " updated_by = EXCLUDED.updated_by,"
+                " scope_groups = COALESCE(%s::text[], nexusflow_secrets.scope_groups)",
+                (name, blob, actor, actor, scope, scope),
             )
             conn.commit()
 
@@ -201,8 +243,8 @@ class SecretStore:
 
         with self._pool.connection() as conn:
             rows = conn.cursor(row_factory=dict_row).execute(
-                "SELECT name, created_at, created_by, updated_at, updated_by"
-                " FROM nexusflow_secrets ORDER BY name"
+                "SELECT name, created_at, created_by, updated_at, updated_by,"
+                " scope_groups AS groups FROM nexusflow_secrets ORDER BY name"
             ).fetchall()
             conn.commit()
         return [_row_dict(r) for r in rows]
@@ -215,18 +257,46 @@ class SecretStore:
         if cur.rowcount == 0:
             raise NotFoundError(f"no secret named {name!r}")
 
-    def get(self, name: str) -> str:
-        """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none."""
+    def get(self, name: str, *, run_id: str | None = None) -> str:
+        """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none.
+
+        A group-scoped secret is returned only to a run whose user (``created_by``) is in one
+        of its groups, as last recorded from the Hub in ``nexusflow_principals``; the run is
+        ``run_id`` or, in a worker, the run of the current RQ job. Otherwise (no run, a user
+        outside the groups, a trigger-started run) ``SecretScopeError`` is raised.
+        """
         from psycopg.rows import tuple_row
 
         with self._pool.connection() as conn:
             row = conn.cursor(row_factory=tuple_row).execute(
-                "SELECT ciphertext FROM nexusflow_secrets WHERE name = %s", (name,)
+                "SELECT ciphertext, scope_groups FROM nexusflow_secrets WHERE name = %s", (name,)
             ).fetchone()
             conn.commit()
         if row is None:
             raise NotFoundError(f"no secret named {name!r} (set it with `nexusflow secrets set`)")
+        if row[1]:
+            self._check_scope(name, list(row[1]), run_id or current_run_id())
         return self.cipher.decrypt(row[0], name)
+
+    def _check_scope(self, name: str, groups: list[str], run_id: str | None) -> None:
+        """Raise ``SecretScopeError`` unless the run's user is in one of ``groups``."""
+        from psycopg.rows import tuple_row
+
+        need = ", ".join(groups)
+        if run_id is None:
+            raise SecretScopeError(
+                f"secret {name!r} is scoped to group(s) {need}: only a run may read it")
+        with self._pool.connection() as conn:
+            row = conn.cursor(row_factory=tuple_row).execute(
+                "SELECT e.created_by, p.groups FROM executions e LEFT JOIN nexusflow_principals p"
+                " ON p.name = e.created_by WHERE e.id = %s", (run_id,)
+            ).fetchone()
+            conn.commit()
+        user, user_groups = (row[0], list(row[1] or ())) if row else (None, [])
+        if not set(groups) & set(user_groups):
+            raise SecretScopeError(
+                f"secret {name!r} is scoped to group(s) {need}; the run's user {user!r} is not "
+                "in any of them")
 
     def get_many(self, names: Iterable[str]) -> dict[str, str]:
         """Return ``{name: value}`` for ``names``; raise ``NotFoundError`` for a missing one."""
@@ -299,7 +369,11 @@ def secrets_cli() -> None:
     "--value", envvar="NEXUSFLOW_SECRET_VALUE", default=None,
     help="The value (prefer stdin or the prompt: a flag lands in the shell history).",
 )
-def _set(name: str, value: str | None) -> None:
+@click.option("--group", "groups", multiple=True,
+              help="Scope the secret to a JupyterHub group (repeatable): only runs of its "
+              "members may read it.")
+@click.option("--unscoped", is_flag=True, help="Remove the secret's group scope.")
+def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool) -> None:
     """Store the secret NAME; the value comes from --value, standard input, or a prompt."""
     check_name(name)
     if value is None:
@@ -307,8 +381,9 @@ def _set(name: str, value: str | None) -> None:
             value = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True)
         else:
             value = sys.stdin.read().rstrip("\r\n")
-    _store().set(name, value, actor=os.environ.get("USER"))
-    click.echo(f"secret {name} stored")
+    scope = [] if unscoped else (list(groups) if groups else None)
+    _store().set(name, value, actor=os.environ.get("USER"), groups=scope)
+    click.echo(f"secret {name} stored" + (f" (groups: {', '.join(groups)})" if groups else ""))
 
 
 @secrets_cli.command("list")
@@ -320,7 +395,8 @@ def _list(as_json: bool) -> None:
         click.echo(json.dumps({"secrets": rows}, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['name']}\tupdated {row['updated_at']}")
+        scope = f"\tgroups {','.join(row['groups'])}" if row.get("groups") else ""
+        click.echo(f"{row['name']}\tupdated {row['updated_at']}{scope}")
 
 
 @secrets_cli.command("delete")
@@ -340,8 +416,11 @@ def _keygen() -> None:
 __all__ = [
     "Cipher",
     "SecretKeyError",
+    "SecretScopeError",
     "SecretStore",
+    "check_group",
     "check_name",
+    "current_run_id",
     "generate_key",
     "load_keys",
     "mask",

@@ -7,10 +7,11 @@ from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 
-from nexusflow_kernel.secrets import check_name
+from nexusflow_kernel.errors import NexusFlowError
+from nexusflow_kernel.secrets import check_group, check_name
 
 from . import rbac
-from .base import BadRequest, NexusFlowHandler, check_uuid, field
+from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
 from .webhooks import ALGORITHMS, CONTENT_TYPES, check_jwt_key
 
 
@@ -49,21 +50,51 @@ class SecretHandler(NexusFlowHandler):
     @authorized
     async def put(self, name: str) -> None:
         check_name(name)
-        value = field(self.body(), "value", str, required=True)
+        body = self.body()
+        value = field(body, "value", str, required=True)
         if len(value.encode()) > 64 * 1024:
             raise BadRequest("a secret value may be at most 64 KiB", "/value", status=413)
-        await self.sync(lambda: self.nf.secrets().set(name, value, actor=self.user_name))
-        await self.audit("secret.set", f"secret:{name}")
+        groups = field(body, "groups", list)
+        if groups is not None:
+            for i, group in enumerate(groups):
+                if not isinstance(group, str):
+                    raise BadRequest("'groups' must list group names", f"/groups/{i}")
+                try:
+                    check_group(group)
+                except NexusFlowError as exc:
+                    raise BadRequest(str(exc), f"/groups/{i}") from None
+        await self.sync(self._may_change, name, groups)
+        await self.sync(lambda: self.nf.secrets().set(name, value, actor=self.user_name,
+                                                      groups=groups))
+        await self.audit("secret.set", f"secret:{name}",
+                         **({"groups": sorted(set(groups))} if groups is not None else {}))
         self.set_status(204)
         self.finish()
 
     @authorized
     async def delete(self, name: str) -> None:
         check_name(name)
+        await self.sync(self._may_change, name, None)
         await self.sync(lambda: self.nf.secrets().delete(name))
         await self.audit("secret.delete", f"secret:{name}")
         self.set_status(204)
         self.finish()
+
+    def _may_change(self, name: str, groups: list[str] | None) -> None:
+        """Group-scoped secrets (Hub teams): only members of one of the secret's groups, or an
+        admin, may change or delete it, and only into groups they belong to (blocking)."""
+        if self.is_admin:
+            return
+        mine = set(self.identity.groups)
+        current = next((r.get("groups") or [] for r in self.nf.secrets().list()
+                        if r["name"] == name), [])
+        if current and not mine & set(current):
+            raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(current)}; "
+                            "you are in none of them")
+        outside = sorted(set(groups or ()) - mine)
+        if outside:
+            raise Forbidden(f"you may scope a secret only to your own groups, not "
+                            f"{', '.join(outside)}")
 
 
 class RolesHandler(NexusFlowHandler):
@@ -293,5 +324,27 @@ class AuditHandler(NexusFlowHandler):
 
     @authorized
     async def get(self) -> None:
+        from nexusflow_kernel.audit import read_audit
+
+        if not self.is_admin:
+            raise Forbidden("the audit log is for Nexus-Flow administrators (NexusFlow.admin_users"
+                            " or the Hub scope custom:nexusflow:admin)")
         limit = self.query_int("limit", default=100, low=1, high=1000)
-        self.reply({"entries": await self.sync(self.nf.store().audit_log, limit)})
+        before = self.query_int("before", low=1, high=2**62)
+        filters: dict[str, str | None] = {}
+        for name in ("actor", "action", "resource", "since"):
+            raw = self.get_query_argument(name, None) or None
+            if raw is not None and (len(raw) > 256 or "\x00" in raw):
+                raise BadRequest(f"query parameter {name!r} must be 1 to 256 characters",
+                                 f"?{name}")
+            filters[name] = raw
+        since = None
+        if filters["since"] is not None:
+            try:
+                since = datetime.fromisoformat(filters["since"])
+            except ValueError:
+                raise BadRequest("'since' must be an ISO 8601 time", "?since") from None
+        entries = await self.sync(read_audit, self.nf.store().pool, limit=limit,
+                                  actor=filters["actor"], action=filters["action"],
+                                  resource=filters["resource"], since=since, before=before)
+        self.reply({"entries": entries})

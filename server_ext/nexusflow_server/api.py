@@ -176,6 +176,7 @@ class RunsHandler(NexusFlowHandler):
             raise BadRequest("give exactly one of 'path' or 'workflow_id'", "/path")
         if version is not None and version < 1:
             raise BadRequest("'version' must be 1 or more", "/version")
+        await self.sync(self.record_identity)  # the Hub groups a worker checks secrets against
         if path is not None:
             run_id = await self._start_from_path(path, inputs)
         else:
@@ -263,6 +264,7 @@ class RunRetryHandler(RunBase):
         if from_node is not None and from_node not in (await self.engine_call(
                 "get_run", run["run_id"], outputs=False))["nodes"]:
             raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")
+        await self.sync(self.record_identity)
         rid = await self.engine_call("retry_run", run["run_id"], from_node)
         await self.audit("run.retry", f"run:{rid}", from_node=from_node)
         self.reply({"run_id": rid}, 202)
@@ -272,6 +274,7 @@ class RunReplayHandler(RunBase):
     @authorized
     async def post(self, run_id: str) -> None:
         run = await self.run_for(run_id, "run")
+        await self.sync(self.record_identity)
         rid = await self.engine_call("replay_run", run["run_id"], actor=self.user_name)
         await self.audit("run.replay", f"run:{rid}", replay_of=run["run_id"])
         self.reply({"run_id": rid}, 201)

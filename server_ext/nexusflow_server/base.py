@@ -225,15 +225,47 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
 
     # ------------------------------------------------------------------ roles
 
+    # Hub identity (groups, custom scopes): see hub.py. -----------------------------------
+
+    @property
+    def identity(self) -> Any:
+        """Return the request's ``hub.Identity`` (user, Hub groups, custom scopes)."""
+        ident = getattr(self, "_nf_identity", None)
+        if ident is None or ident.name != self.user_name:
+            from .hub import identity_of
+
+            ident = self._nf_identity = identity_of(self.current_user)
+        return ident
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the user administers Nexus-Flow: ``admin_users``, the Hub's admin scope, or
+        anyone on a single-user server (``default_role`` ``owner``)."""
+        nf = self.nf
+        return (self.user_name in nf.admin_users or self.identity.admin
+                or nf.default_role == "owner")
+
+    def record_identity(self) -> None:
+        """Write the user's Hub groups where workers check group-scoped secrets (blocking)."""
+        from .hub import record_principal
+
+        record_principal(self.nf.store().pool, self.identity)
+
+    def _default_role(self) -> str | None:
+        default = None if self.nf.default_role == "none" else self.nf.default_role
+        return rbac.highest(default, self.identity.scope_role)
+
     def role_on(self, workflow_id: str) -> str | None:
         """Return the user's role on a workflow (blocking)."""
-        nf = self.nf
-        if self.user_name in nf.admin_users:
+        from .hub import explicit_role
+
+        if self.is_admin:
             return "owner"
-        default = None if nf.default_role == "none" else nf.default_role
+        default = self._default_role()
         if rbac.rank(default) == rbac.rank("owner"):
             return default
-        return rbac.highest(default, nf.store().explicit_role(workflow_id, self.user_name))
+        return rbac.highest(default, explicit_role(self.nf.store().pool, workflow_id,
+                                                   self.identity.principals))
 
     async def require(self, workflow_id: str, action: str) -> None:
         """Raise 403 unless the user may do ``action`` on ``workflow_id`` (404 if not even read)."""
@@ -246,11 +278,11 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
 
     def visible_filter(self) -> Callable[[str], bool] | None:
         """Return a predicate on workflow ids the user may read, or ``None`` for all (blocking)."""
-        nf = self.nf
-        default = None if nf.default_role == "none" else nf.default_role
-        if rbac.allows(default, "read") or self.user_name in nf.admin_users:
+        from .hub import roles_of
+
+        if rbac.allows(self._default_role(), "read") or self.is_admin:
             return None
-        grants = nf.store().roles_of(self.user_name)
+        grants = roles_of(self.nf.store().pool, self.identity.principals)
         return lambda wid: rbac.allows(grants.get(str(wid)), "read")
 
     async def audit(self, action: str, resource: str, **detail: Any) -> None:

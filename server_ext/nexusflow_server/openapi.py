@@ -283,13 +283,20 @@ def _paths() -> dict[str, Any]:
             tag="secrets")},
         "/nexusflow/api/secrets/{name}": {
             "put": _op("Set a secret", _NO_CONTENT, params=[name],
-                       body=_body(_obj(["value"], value={"type": "string"})),
+                       body=_body(_obj(["value"], value={"type": "string"},
+                                       groups={"type": "array", "items": {"type": "string"},
+                                               "description": "Hub groups whose members' runs "
+                                               "may read it (empty: any run)"})),
                        errors=(400, 403, 413, 415), tag="secrets"),
             "delete": _op("Delete a secret", _NO_CONTENT, params=[name], tag="secrets")},
         "/nexusflow/api/audit": {"get": _op(
             "The audit log, newest first", {"200": _json(_list("entries", _ANY_OBJ))},
             params=[_param("limit", "query", {"type": "integer", "minimum": 1,
-                                              "maximum": 1000}, False)],
+                                              "maximum": 1000}, False),
+                    _param("before", "query", {"type": "integer", "minimum": 1}, False),
+                    *(_param(q, "query", {"type": "string", "maxLength": 256}, False)
+                      for q in ("actor", "action", "resource")),
+                    _param("since", "query", {"type": "string", "format": "date-time"}, False)],
             errors=(400, 403), tag="meta")},
         "/nexusflow/hooks/{hook_id}": {"post": _op(
             "Public webhook: signed (Standard Webhooks HMAC) or JWT; the payload becomes the "

@@ -39,6 +39,9 @@ class _EventSocket(ErrorMixin, WebSocketMixin, WebSocketHandler, ExtensionHandle
     role_on = NexusFlowHandler.role_on
     require = NexusFlowHandler.require
     visible_filter = NexusFlowHandler.visible_filter
+    identity = NexusFlowHandler.identity  # Hub groups and custom scopes (hub.py)
+    is_admin = NexusFlowHandler.is_admin
+    _default_role = NexusFlowHandler._default_role
 
     def _after(self, default: str) -> str:
         after = self.get_query_argument("after", default) or default
