@@ -25,12 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import WorkerPool, flow, node, settings_env
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("jupyterhub")
+try:
+    import jupyterhub  # noqa: F401
+except ImportError:  # CI installs it (pinned in the test extra); never skipped there
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("jupyterhub is not installed (pip install jupyterhub)", allow_module_level=True)
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "jupyterhub_config.py"
