@@ -49,6 +49,14 @@ class Runtime:
         self.broker = Broker(self.settings)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.secrets: Callable[[str], str] | None = _secret_resolver(self.settings)
+        self._leases: _LeaseKeeper | None = None
+
+    @property
+    def leases(self) -> _LeaseKeeper:
+        """The lease keeper thread (started on first use, in the process that uses it)."""
+        if self._leases is None:
+            self._leases = _LeaseKeeper(self)
+        return self._leases
 
 
 _runtime: Runtime | None = None
@@ -181,7 +189,8 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
     names = {"inputs": claim.inputs, "params": claim.params}
     rendered: Any = None
     secret_values: list[str] = []
-    heartbeat = _Heartbeat(rt, claim)
+    gen = rt.leases.watch(claim)
+    armed = False
     try:
         if node_type is None:
             raise NodeExecutionError(f"node type {node.type!r} is not installed on this worker",
@@ -196,10 +205,13 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
             deadline=(time.time() + timeout_s) if timeout_s else None,
             resume_state=claim.resume_state, secrets=rt.secrets,
         )
-        heartbeat.start()
-        with _deadline(timeout_s, heartbeat):
+        armed = _alarm.arm(gen, timeout_s)
+        try:
             result = node_type.run(ctx)
-        heartbeat.stop()
+        finally:
+            if armed:
+                _alarm.disarm()
+            rt.leases.release()
         duration = (time.monotonic() - started) * 1000
         if isinstance(result, Defer):
             return Outcome("deferred", defer_until=result.until, resume_state=result.state,
@@ -209,20 +221,21 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
                        log=_mask(log.text(), secret_values),
                        input=_input_record(claim, rendered), duration_ms=duration)
     except _Interrupt as intr:
-        heartbeat.stop()
-        status = "canceled" if intr.kind == "canceled" else "failed"
-        retryable = intr.kind == "timeout"
+        rt.leases.release()
+        # A lost lease is the worker's trouble, not the node's: it counts as a lost attempt.
+        status = {"canceled": "canceled", "lease": "lost"}.get(intr.kind, "failed")
+        retryable = intr.kind in ("timeout", "lease")
         return _failure(claim, node, intr.reason, retryable, log, rendered, started,
                         secret_values, status=status)
     except ExpressionError as exc:
-        heartbeat.stop()
+        rt.leases.release()
         return _failure(claim, node, str(exc), False, log, rendered, started, secret_values)
     except NodeExecutionError as exc:
-        heartbeat.stop()
+        rt.leases.release()
         return _failure(claim, node, str(exc), exc.retryable, log, rendered, started,
                         secret_values)
     except Exception as exc:  # user-facing failure of any other kind: recorded, retried
-        heartbeat.stop()
+        rt.leases.release()
         logger.debug("node %s raised", claim.node_id, exc_info=True)
         return _failure(claim, node, f"{type(exc).__name__}: {exc}", True, log, rendered,
                         started, secret_values)
@@ -284,81 +297,119 @@ def _mask(text: str, secret_values: list[str]) -> str:
     return text
 
 
-class _Heartbeat:
-    """Renews the node's lease; stops the node when the lease is lost or the run canceled."""
+def alive_key(worker_name: str) -> str:
+    """Return the Redis key a live worker process keeps refreshing."""
+    return f"nexusflow:alive:{worker_name}"
 
-    def __init__(self, rt: Runtime, claim: Claim) -> None:
+
+class _LeaseKeeper:
+    """One thread per worker process that renews the lease of the node being run.
+
+    It wakes every ``heartbeat_s``; a node that finishes sooner costs nothing. When the
+    lease is lost (another worker owns the node now), cannot be renewed before it runs out,
+    or the run was canceled, it interrupts the node through SIGALRM in the main thread.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.claim = claim
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.interrupt: _Interrupt | None = None
-        self._main = threading.main_thread().ident
-        self._armed = threading.current_thread() is threading.main_thread()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="nexusflow-heartbeat",
-                                        daemon=True)
+        self._lock = threading.Lock()
+        self._claim: Claim | None = None
+        self._gen = 0
+        self._last_ok = 0.0
+        self._thread = threading.Thread(target=self._loop, name="nexusflow-lease", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def watch(self, claim: Claim) -> int:
+        with self._lock:
+            self._gen += 1
+            self._claim = claim
+            self._last_ok = time.monotonic()
+            return self._gen
+
+    def release(self) -> None:
+        with self._lock:
+            self._gen += 1
+            self._claim = None
 
     def _loop(self) -> None:
-        rt, c = self.rt, self.claim
-        lease_s, every = rt.settings.lease_s, rt.settings.heartbeat_s
-        last_ok = time.monotonic()
-        while not self._stop.wait(every):
+        s = self.rt.settings
+        alive_ttl = max(10, int(3 * s.heartbeat_s))
+        while True:
+            try:  # tells the reconciler this worker lives (its RQ jobs are not orphans)
+                self.rt.broker.redis.set(alive_key(self.rt.worker_name), 1, ex=alive_ttl)
+            except Exception as exc:
+                logger.debug("could not mark the worker alive: %s", exc)
+            time.sleep(s.heartbeat_s)
+            with self._lock:
+                claim, gen, last_ok = self._claim, self._gen, self._last_ok
+            if claim is None or time.monotonic() - last_ok < s.heartbeat_s * 0.5:
+                continue
             try:
-                status = rt.store.renew(c.run_id, c.idx, c.token, lease_s)
+                status = self.rt.store.renew(claim.run_id, claim.idx, claim.token, s.lease_s)
             except Exception as exc:  # PostgreSQL away: keep trying until the lease runs out
-                logger.warning("lease renewal of %s failed: %s", c.node_id, exc)
-                if time.monotonic() - last_ok > lease_s * 0.8:
-                    self._fire(_Interrupt("lease could not be renewed (database unreachable)",
-                                          "lease"))
-                    return
+                logger.warning("lease renewal of %s failed: %s", claim.node_id, exc)
+                if time.monotonic() - last_ok > s.lease_s * 0.8:
+                    self._fire(gen, _Interrupt(
+                        "lease could not be renewed (database unreachable)", "lease"))
                 continue
             if status is None:
-                self._fire(_Interrupt("lease lost to another worker", "lease"))
-                return
-            if status == "canceled":
-                self._fire(_Interrupt("run canceled", "canceled"))
-                return
-            last_ok = time.monotonic()
+                self._fire(gen, _Interrupt("lease lost to another worker", "lease"))
+            elif status == "canceled":
+                self._fire(gen, _Interrupt("run canceled", "canceled"))
+            else:
+                with self._lock:
+                    if self._gen == gen:
+                        self._last_ok = time.monotonic()
 
-    def _fire(self, intr: _Interrupt) -> None:
-        if self._stop.is_set():
-            return
-        self.interrupt = intr
-        if self._armed:
+    def _fire(self, gen: int, intr: _Interrupt) -> None:
+        with self._lock:
+            if self._gen != gen:
+                return  # that node is over already
+        _alarm.interrupt(gen, intr)
+
+
+class _Alarm:
+    """The process's SIGALRM: node timeouts and lease interrupts, raised in the main thread.
+
+    The handler is installed once and raises only while a node runs, so a signal that
+    arrives just after the node ended is ignored instead of killing the process.
+    """
+
+    def __init__(self) -> None:
+        self._gen: int | None = None
+        self._pending: _Interrupt | None = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        intr = self._pending
+        if self._gen is not None and intr is not None:
+            self._pending = None
+            raise intr
+
+    def arm(self, gen: int, timeout_s: float | None) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if not self._installed:
+            signal.signal(signal.SIGALRM, self._handler)
+            self._installed = True
+        self._gen, self._pending = gen, None
+        if timeout_s:
+            self._timeout = _Interrupt(f"timed out after {timeout_s:g} s (timeout_s)", "timeout")
+            self._pending = self._timeout
+            signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        return True
+
+    def disarm(self) -> None:
+        self._gen, self._pending = None, None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def interrupt(self, gen: int, intr: _Interrupt) -> None:
+        if self._gen == gen:
+            self._pending = intr
             os.kill(os.getpid(), signal.SIGALRM)
 
 
-class _deadline:
-    """Raise ``_Interrupt`` in the main thread at the node's timeout (SIGALRM, no sleeping)."""
-
-    def __init__(self, timeout_s: float | None, heartbeat: _Heartbeat) -> None:
-        self.timeout_s = timeout_s
-        self.heartbeat = heartbeat
-        self.armed = threading.current_thread() is threading.main_thread()
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        intr = self.heartbeat.interrupt
-        if intr is not None:
-            raise intr
-        raise _Interrupt(f"timed out after {self.timeout_s:g} s (timeout_s)", "timeout")
-
-    def __enter__(self) -> _deadline:
-        if self.armed:
-            self._previous = signal.signal(signal.SIGALRM, self._handler)
-            if self.timeout_s:
-                signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._previous)
+_alarm = _Alarm()
 
 
 # Re-exported for callers that name the timeout error.

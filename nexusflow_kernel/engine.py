@@ -151,8 +151,11 @@ class Engine:
     def start_run(self, flow: FlowLike | None = None, *, workflow_id: str | None = None,
                   version: int | None = None, inputs: Mapping[str, Any] | None = None,
                   trigger: str = "manual", actor: str | None = None,
-                  source: str | None = None) -> str:
-        """Compile, store and start a run; return its id. Nothing is stored if it fails."""
+                  source: str | None = None, dedupe_key: str | None = None) -> str:
+        """Compile, store and start a run; return its id. Nothing is stored if it fails.
+
+        ``dedupe_key`` makes the start idempotent: the same key returns the same run.
+        """
         inputs = dict(inputs or {})
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
         compiled: CompiledFlow | None = None
@@ -180,7 +183,7 @@ class Engine:
             else:
                 _check_uuid(wid, "workflow")
             return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
-                                         actor=actor)
+                                         actor=actor, dedupe_key=dedupe_key)
 
         run_id, effects = with_retry(lambda: run_tx(self.pool, tx), what="start the run",
                                      deadline_s=15)

@@ -180,16 +180,28 @@ class RunStore:
     # ------------------------------------------------------------------ starting a run
     def create_run(self, conn: psycopg.Connection, workflow_id: str, version: int,
                    inputs: dict[str, Any], *, trigger: str, source: str | None,
-                   actor: str | None, replay_of: str | None = None) -> tuple[str, Effects]:
-        """Insert the execution and one row per node; roots become ``queued``."""
+                   actor: str | None, replay_of: str | None = None,
+                   dedupe_key: str | None = None) -> tuple[str, Effects]:
+        """Insert the execution and one row per node; roots become ``queued``.
+
+        With ``dedupe_key``, a run already started with that key is returned instead (no
+        second run): triggers use it so a redelivered message or a re-fired schedule slot
+        never starts two runs.
+        """
         plan = self.plan_for(conn, workflow_id, version)
         run_id = str(uuid.uuid4())
-        conn.execute(
+        row = conn.execute(
             "INSERT INTO executions (id, workflow_id, version, status, trigger, inputs, source,"
-            " created_by, replay_of, remaining) VALUES (%s,%s,%s,'running',%s,%s,%s,%s,%s,%s)",
+            " created_by, replay_of, remaining, dedupe_key)"
+            " VALUES (%s,%s,%s,'running',%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
             (run_id, workflow_id, version, trigger, jsonb(inputs), source, actor, replay_of,
-             len(plan.order)),
-        )
+             len(plan.order), dedupe_key),
+        ).fetchone()
+        if row is None:
+            existing = conn.execute("SELECT id FROM executions WHERE dedupe_key=%s",
+                                    (dedupe_key,)).fetchone()
+            return str(existing["id"]), Effects()
         effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
         ready: dict[str, int] = {}
         with conn.cursor().copy(
@@ -209,7 +221,8 @@ class RunStore:
                     effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
         effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in ready.items())
         if not plan.order:
-            conn.execute("UPDATE executions SET status='succeeded', ended_at=now() WHERE id=%s",
+            conn.execute("UPDATE executions SET status='succeeded', ended_at=clock_timestamp()"
+                         " WHERE id=%s",
                          (run_id,))
             effects.events.append(event(run_id, None, RunStatus.SUCCEEDED))
         return run_id, effects
@@ -221,8 +234,9 @@ class RunStore:
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
-                " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s, job=%(j)s,"
-                " started_at=now(), ended_at=NULL"
+                " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
+                " worker=%(w)s, job=%(j)s,"
+                " started_at=clock_timestamp(), ended_at=NULL"
                 " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
                 " AND (state='queued'"
                 "  OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
@@ -259,7 +273,7 @@ class RunStore:
         """
         with self.pool.connection(timeout=max(1.0, lease_s / 3)) as conn, conn.transaction():
             row = conn.execute(
-                "UPDATE node_runs SET lease_until=now() + make_interval(secs => %s)"
+                "UPDATE node_runs SET lease_until=clock_timestamp() + make_interval(secs => %s)"
                 " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
                 " RETURNING (SELECT status FROM executions WHERE id=%s) AS status",
                 (lease_s, run_id, idx, token, run_id),
@@ -322,8 +336,9 @@ class RunStore:
             "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
             " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
             " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
-            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at ELSE now() END,"
-            " ended_at=CASE WHEN %(fin)s THEN now() ELSE ended_at END"
+            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at"
+            "  ELSE clock_timestamp() END,"
+            " ended_at=CASE WHEN %(fin)s THEN clock_timestamp() ELSE ended_at END"
             " WHERE execution_id=%(r)s AND idx=%(i)s RETURNING worker, started_at)"
             " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
             " error, log, worker, duration_ms, started_at)"
@@ -408,7 +423,7 @@ class RunStore:
             finished = []
             if to_skip:
                 conn.execute(
-                    "UPDATE node_runs SET state='skipped', ended_at=now()"
+                    "UPDATE node_runs SET state='skipped', ended_at=clock_timestamp()"
                     " WHERE execution_id=%s AND idx = ANY(%s) AND state='pending'",
                     (run_id, [plan.idx_of[c] for c in to_skip]),
                 )
@@ -426,7 +441,7 @@ class RunStore:
             return counts
         for r in conn.execute(
             "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
-            " enqueued_at=now() WHERE execution_id=%s AND idx = ANY(%s)"
+            " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
             " AND state='pending' RETURNING node_id, attempt, queue",
             (run_id, [plan.idx_of[c] for c in nodes]),
         ):
@@ -442,8 +457,9 @@ class RunStore:
         """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
         row = conn.execute(
             "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
-            " lease_until=now() + make_interval(secs => %(l)s), worker=%(w)s, job=%(j)s,"
-            " started_at=now(), ended_at=NULL"
+            " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
+            " worker=%(w)s, job=%(j)s,"
+            " started_at=clock_timestamp(), ended_at=NULL"
             " WHERE execution_id=%(r)s AND idx = (SELECT idx FROM node_runs"
             "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
             "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)"
@@ -480,7 +496,8 @@ class RunStore:
             "SELECT DISTINCT state FROM node_runs WHERE execution_id=%s", (run_id,))]
         final = RunStatus.CANCELED if row["status"] == RunStatus.CANCELED else run_status(states)
         conn.execute(
-            "UPDATE executions SET status=%s, ended_at=now() WHERE id=%s", (final, run_id)
+            "UPDATE executions SET status=%s, ended_at=clock_timestamp() WHERE id=%s",
+            (final, run_id),
         )
         effects.events.append(event(run_id, None, final))
 
@@ -536,7 +553,8 @@ class RunStore:
             return
         with self.pool.connection() as conn, conn.transaction():
             conn.cursor().executemany(
-                "UPDATE node_runs SET enqueued_at=now() WHERE execution_id=%s AND idx=%s"
+                "UPDATE node_runs SET enqueued_at=clock_timestamp()"
+                " WHERE execution_id=%s AND idx=%s"
                 " AND state IN ('queued','scheduled')",
                 items,
             )
@@ -551,7 +569,7 @@ class RunStore:
             if run["status"] != RunStatus.RUNNING:
                 raise RunStateError(f"run {run_id} is already {run['status']}")
             rows = conn.execute(
-                "UPDATE node_runs SET state='canceled', ended_at=now()"
+                "UPDATE node_runs SET state='canceled', ended_at=clock_timestamp()"
                 " WHERE execution_id=%s AND state IN ('pending','queued','scheduled')"
                 " RETURNING node_id",
                 (run_id,),

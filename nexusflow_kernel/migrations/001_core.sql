@@ -33,6 +33,7 @@ CREATE TABLE executions (
     source       text,
     created_by   text,
     replay_of    uuid,
+    dedupe_key   text UNIQUE,          -- a second start with the same key returns this run
     remaining    integer NOT NULL,      -- nodes not yet in a final state
     created_at   timestamptz NOT NULL DEFAULT now(),
     started_at   timestamptz NOT NULL DEFAULT now(),
@@ -91,6 +92,6 @@ CREATE TABLE node_logs (
     worker        text,
     duration_ms   double precision,
     started_at    timestamptz,
-    ended_at      timestamptz NOT NULL DEFAULT now(),
+    ended_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (execution_id, node_id, attempt)
 );

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -249,6 +250,9 @@ def db_blocker(backend_urls, settings) -> Iterator[Callable[[float], None]]:
 
 
 def test_postgres_down_10s_loses_nothing(engine, settings, workers, db_blocker) -> None:
+    # The production lease (30 s) outlasts a 10 s outage, so a worker keeps its node; with
+    # a lease shorter than the outage it would have to stop the node (see the lease test).
+    workers.settings = replace(settings, lease_s=30.0)
     workers.start(2)
     doc = flow(
         node("A", "noop"),

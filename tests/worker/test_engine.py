@@ -354,3 +354,13 @@ def test_cli_detach(settings, workers) -> None:
     from nexusflow_kernel.engine import Engine
 
     assert wait_run(Engine(settings), run_id)["status"] == "succeeded"
+
+
+def test_start_with_a_dedupe_key_is_idempotent(engine) -> None:
+    doc = flow(node("A", "noop"))
+    first = engine.start_run(doc, dedupe_key="schedule:s1:2026-11-25T10:00")
+    again = engine.start_run(doc, dedupe_key="schedule:s1:2026-11-25T10:00")
+    other = engine.start_run(doc, dedupe_key="schedule:s1:2026-11-25T11:00")
+    assert first == again != other
+    ids = [r["run_id"] for r in engine.list_runs(limit=1000)]
+    assert ids.count(first) == 1 and ids.count(other) == 1

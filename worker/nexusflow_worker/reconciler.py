@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from nexusflow_kernel.broker import Push, job_id
-from nexusflow_kernel.dispatch import Runtime
+from nexusflow_kernel.dispatch import Runtime, alive_key
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,14 @@ def _forget_started(rt: Runtime, jid: str) -> None:
 
 
 def _drop_orphans(rt: Runtime) -> None:
-    """Drop started-registry entries whose job is gone.
+    """Drop started-registry entries of jobs that are gone or whose worker died.
 
     RQ can hand one job to two workers (its intermediate-queue recovery); the claim makes
-    the second a no-op, but after the first deleted the job (``result_ttl=0``) the second
-    cannot clean its registry entry, which would otherwise linger for RQ's heartbeat TTL.
+    the second a no-op, but once the first deleted the job (``result_ttl=0``) the second
+    cannot clean its registry entry. And a killed worker's job stays "started" for RQ's
+    heartbeat TTL plus a maintenance pass (minutes). Every live worker refreshes a short
+    ``nexusflow:alive:<name>`` key, so a dead one's jobs are known within seconds; the nodes
+    they held are recovered from PostgreSQL by their leases, not from these entries.
     """
     r = rt.broker.redis
     for queue in rt.broker.queues.values():
@@ -104,10 +107,18 @@ def _drop_orphans(rt: Runtime) -> None:
             continue
         pipe = r.pipeline(transaction=False)
         for m in members:
-            pipe.exists(f"rq:job:{m.decode().split(':')[0]}")
-        gone = [m for m, exists in zip(members, pipe.execute(), strict=True) if not exists]
-        if gone:
-            r.zrem(key, *gone)
+            pipe.hget(f"rq:job:{m.decode().split(':')[0]}", "worker_name")
+        owners = pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        for owner in owners:
+            pipe.exists(alive_key(owner.decode()) if owner else "nexusflow:alive:-")
+        alive = pipe.execute()
+        dead = [m for m, owner, ok in zip(members, owners, alive, strict=True)
+                if not ok and (owner is not None or not r.exists(
+                    f"rq:job:{m.decode().split(':')[0]}"))]
+        if dead:
+            r.zrem(key, *dead)
+            r.delete(*{f"rq:job:{m.decode().split(':')[0]}" for m in dead})
 
 
 def _repush(rt: Runtime, report: PassReport) -> None:

@@ -55,7 +55,8 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     connection = get_redis(rt.settings.redis_url)  # type: ignore[arg-type]
     cls = ForkingNodeWorker if fork else NodeWorker
     worker = cls(queue_names(rt.settings, queues), connection=connection,
-                 serializer=JSONSerializer, name=name)
+                 serializer=JSONSerializer, name=name or rt.worker_name)
+    _ = rt.leases  # start the lease keeper now: it also marks this worker alive in Redis
     # RQ installs its own SIGTERM handler (warm shutdown: the node in hand finishes).
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     logger.info("worker %s (pid %s) serving %s", worker.name, os.getpid(), queues)
