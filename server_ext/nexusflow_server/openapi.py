@@ -298,6 +298,32 @@ def _paths() -> dict[str, Any]:
                       for q in ("actor", "action", "resource")),
                     _param("since", "query", {"type": "string", "format": "date-time"}, False)],
             errors=(400, 403), tag="meta")},
+        "/nexusflow/api/documents/live": {"get": _op(
+            "A .nxflow file as open canvases have it now (the live collaborative document), "
+            "else as saved", {"200": _json(_obj(["path", "live", "document"],
+                                                 path={"type": "string"},
+                                                 live={"type": "boolean"},
+                                                 document=_ref("FlowDocument")))},
+            params=[_param("path", "query", {"type": "string"}, True,
+                           "contents path of a .nxflow file")],
+            errors=(400, 403, 404, 422), tag="documents")},
+        "/nexusflow/api/documents/patch": {"post": _op(
+            "Apply node, edge and field ops to a .nxflow file in one transaction of the live "
+            "collaborative document (every open canvas sees them), else to the file",
+            {"200": _json(_obj(["path", "live", "applied", "document"],
+                               path={"type": "string"}, live={"type": "boolean"},
+                               applied={"type": "integer"}, document=_ref("FlowDocument")))},
+            body=_body(_obj(["path", "ops"], path={"type": "string"},
+                            create={"type": "boolean", "description": "create a missing file"},
+                            ops={"type": "array", "items": {"oneOf": [
+                                _obj(["op", "node"], op={"const": "put_node"}, node=_ANY_OBJ),
+                                _obj(["op", "edge"], op={"const": "put_edge"}, edge=_ANY_OBJ),
+                                _obj(["op", "id"], op={"enum": ["delete_node", "delete_edge"]},
+                                     id={"type": "string"}),
+                                _obj(["op", "key", "value"], op={"const": "set"},
+                                     key={"enum": ["name", "description", "params"]},
+                                     value={})]}})),
+            errors=(400, 403, 404, 409, 413, 415), tag="documents")},
         "/nexusflow/hooks/{hook_id}": {"post": _op(
             "Public webhook: signed (Standard Webhooks HMAC) or JWT; the payload becomes the "
             "run's inputs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, streaming, webhooks
+from . import admin, api, live, streaming, webhooks
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -45,6 +45,8 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/secrets", admin.SecretsHandler),
     (f"{API}/secrets/{{name}}", admin.SecretHandler),
     (f"{API}/audit", admin.AuditHandler),
+    (f"{API}/documents/live", live.LiveDocumentHandler),
+    (f"{API}/documents/patch", live.DocumentPatchHandler),
     ("/nexusflow/hooks/{hook_id}", webhooks.WebhookReceiver),
 ]
 """``(OpenAPI-style path template, handler class)``: the OpenAPI test checks both sides."""
