@@ -1,0 +1,212 @@
+// Browser scenarios of the notebook side of Nexus-Flow, run by pytest (tests/ui) against a live
+// JupyterLab: `node notebook.mjs <scenario>`. Prints `READY <ms>` when the page is set up (the
+// test then acts as the kernel) and `RESULT <json>` at the end for pytest to check.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const LAB = process.env.LAB_URL;
+const TOKEN = process.env.LAB_TOKEN;
+const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
+const TIMEOUT = 30000;
+
+function log(...args) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function openTab(browser, workspace, file, ready) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', err => errors.push(String(err)));
+  page.on('console', msg => {
+    if (msg.type() === 'error' && /nexusflow|xyflow|React|anywidget/i.test(msg.text())) {
+      errors.push(msg.text());
+    }
+  });
+  page.errors = errors;
+  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
+  await page.waitForSelector(ready, { timeout: 60000 });
+  return page;
+}
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log('screenshot', file);
+  return file;
+}
+
+const states = (page, scope) =>
+  page.$$eval(`${scope} [data-node-id]`, els =>
+    Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+  );
+
+const scenarios = {
+  /** The canvas is open on FLOW_FILE; the test adds node NEW_ID from Python; time its arrival. */
+  async live(browser) {
+    const page = await openTab(browser, 'live-link', process.env.FLOW_FILE, '[data-nexusflow-editor]');
+    const expected = Number(process.env.EXPECT_NODES || 1);
+    await page.waitForFunction(
+      n => document.querySelectorAll('[data-nexusflow-editor] [data-node-id]').length >= n,
+      expected,
+      { timeout: TIMEOUT }
+    );
+    const before = Object.keys(await states(page, '[data-nexusflow-editor]'));
+    console.log(`READY ${Date.now()}`);
+    const id = process.env.NEW_ID;
+    const handle = await page.waitForFunction(
+      nid => (document.querySelector(`[data-nexusflow-editor] [data-node-id="${nid}"]`) ? Date.now() : 0),
+      id,
+      { timeout: 15000, polling: 'raf' }
+    );
+    const appearedAt = await handle.jsonValue();
+    log('node', id, 'appeared at', appearedAt);
+    const edges = Number(process.env.EXPECT_EDGES || 0);
+    if (edges) {
+      await page.waitForFunction(
+        n => document.querySelectorAll('[data-nexusflow-editor] .react-flow__edge').length >= n,
+        edges,
+        { timeout: 5000 }
+      );
+    }
+    await page.waitForTimeout(800); // let the room's autosave write the file
+    const after = await states(page, '[data-nexusflow-editor]');
+    const edgeCount = await page.$$eval('[data-nexusflow-editor] .react-flow__edge', els => els.length);
+    await shot(page, 'live-link');
+    return { before, after: Object.keys(after), appearedAt, edges: edgeCount, errors: page.errors };
+  },
+
+  /** Open NOTEBOOK; run its first SHOW_CELLS cells (they show the inline canvas), then the
+   *  rest (they start a run the canvas follows); watch the nodes glow until the run ends. */
+  async notebook(browser) {
+    const page = await openTab(browser, 'notebook', process.env.NOTEBOOK, '.jp-Notebook');
+    const cellCount = await page.evaluate(async () => {
+      const panel = window.jupyterapp.shell.currentWidget;
+      await panel.sessionContext.ready;
+      const kernel = panel.sessionContext.session.kernel;
+      const t0 = Date.now();
+      while (kernel.status !== 'idle' && Date.now() - t0 < 30000) {
+        await new Promise(r => setTimeout(r, 100));
+      }
+      return panel.content.widgets.length;
+    });
+    const runCells = (from, to) =>
+      page.evaluate(
+        async ([a, b]) => {
+          const panel = window.jupyterapp.shell.currentWidget;
+          for (let i = a; i < b; i++) {
+            panel.content.activeCellIndex = i;
+            await window.jupyterapp.commands.execute('notebook:run-cell');
+          }
+        },
+        [from, to]
+      );
+    const show = Number(process.env.SHOW_CELLS);
+    const scope = '.nf-inline';
+    const expected = Number(process.env.EXPECT_NODES);
+    const t0 = Date.now();
+    log('kernel ready; running cells 0 ..', show - 1);
+    await runCells(0, show);
+    await page.waitForFunction(
+      ([s, n]) => document.querySelectorAll(`${s} [data-node-id]`).length >= n,
+      [scope, expected],
+      { timeout: 60000 }
+    );
+    const shownMs = Date.now() - t0;
+    log('inline canvas shown after', shownMs, 'ms');
+    // Record every state each node shows (the glow), sampled on every animation frame.
+    await page.evaluate(s => {
+      window.__nfSeen = {};
+      const sample = () => {
+        document.querySelectorAll(`${s} [data-node-id]`).forEach(e => {
+          const id = e.getAttribute('data-node-id');
+          const st = e.getAttribute('data-state');
+          const seen = (window.__nfSeen[id] = window.__nfSeen[id] || []);
+          if (seen[seen.length - 1] !== st) seen.push(st);
+        });
+        window.__nfTimer = requestAnimationFrame(sample);
+      };
+      sample();
+    }, scope);
+    log('running cells', show, '..', cellCount - 1);
+    const t1 = Date.now();
+    const rest = runCells(show, cellCount);
+    const final = ['succeeded', 'failed', 'skipped', 'canceled'];
+    await page.waitForFunction(
+      ([s, f]) => {
+        const els = Array.from(document.querySelectorAll(`${s} [data-node-id]`));
+        return els.length > 0 && els.every(e => f.includes(e.getAttribute('data-state')));
+      },
+      [scope, final],
+      { timeout: 60000 }
+    );
+    const runMs = Date.now() - t1;
+    await rest;
+    const seen = await page.evaluate(() => {
+      cancelAnimationFrame(window.__nfTimer);
+      return window.__nfSeen;
+    });
+    const result = await states(page, scope);
+    await page.waitForFunction(s => document.querySelector(s)?.getAttribute('data-run-status'), scope, {
+      timeout: 10000
+    });
+    const runStatus = await page.$eval(scope, e => e.getAttribute('data-run-status'));
+    const glow = await page.$$eval(`${scope} [data-node-id]`, els =>
+      Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), getComputedStyle(e).boxShadow]))
+    );
+    const outputs = await page.$$eval('.jp-OutputArea-output', els => els.map(e => e.textContent.slice(0, 300)));
+    await page.$eval(scope, e => e.scrollIntoView({ block: 'center' }));
+    await page.waitForTimeout(300);
+    // How many nodes lie inside the canvas's visible pane, as rendered and after its own
+    // "fit view" control is pressed.
+    const visible = () =>
+      page.$eval(scope, root => {
+        const pane = root.querySelector('.react-flow').getBoundingClientRect();
+        return Array.from(root.querySelectorAll('[data-node-id]')).filter(e => {
+          const r = e.getBoundingClientRect();
+          return r.left >= pane.left && r.right <= pane.right && r.top >= pane.top && r.bottom <= pane.bottom;
+        }).length;
+      });
+    const visibleAsRendered = await visible();
+    await shot(page, 'notebook-widget-as-rendered');
+    await page.click(`${scope} .react-flow__controls-fitview`);
+    await page.waitForTimeout(500);
+    const visibleAfterFit = await visible();
+    const screenshot = await shot(page, 'notebook-widget');
+    return {
+      states: result, seen, runStatus, shownMs, runMs, glow, outputs, visibleAsRendered,
+      visibleAfterFit, screenshot, errors: page.errors
+    };
+  }
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
+});
+const timer = setTimeout(() => {
+  console.error('scenario timed out');
+  process.exit(3);
+}, 150000);
+try {
+  const result = await scenarios[name](browser);
+  console.log('RESULT ' + JSON.stringify(result));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) {
+      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
+    }
+  }
+} finally {
+  clearTimeout(timer);
+  await browser.close();
+}
