@@ -290,7 +290,9 @@ class RunStore:
         round trip through RQ); the rest are pushed. Return ``None`` when the lease was lost
         meanwhile (another copy owns the node now).
         """
-        with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode: statements whose results are not needed yet go out together, so
+        # the whole transaction costs about four round trips.
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
                                 claim.token, claim.plan, outcome, follow=follow,
                                 params=claim.params)
@@ -368,19 +370,24 @@ class RunStore:
             return effects, None
         ready, skipped = self._decide_successors(
             conn, run_id, plan, [(node_id, new_state, outcome.branch)], effects)
-        queued = self._queue(conn, run_id, plan, ready, effects, push=False)
+        # Three statements, one round trip: queue the ready children, claim the run's next
+        # queued node for this worker, count the finished nodes down.
+        queue_cur = self._queue_send(conn, run_id, plan, ready)
+        claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
+        remaining_cur = self._remaining_send(conn, run_id, 1 + skipped)
+        queued = self._queue_collect(queue_cur, run_id, effects)
         nxt = None
-        if follow is not None:
-            nxt = self.claim_next(conn, run_id, plan, follow, params or {},
-                                  known={node_id: outcome.output}
-                                  if new_state == NodeState.SUCCEEDED else {})
+        if claim_cur is not None:
+            nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, params or {},
+                                      known={node_id: outcome.output}
+                                      if new_state == NodeState.SUCCEEDED else {})
             if nxt is not None:
                 effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
                                             nxt.attempt))
                 if nxt.node_id in ready:
                     queued[follow.queue] = queued.get(follow.queue, 1) - 1
         effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in queued.items() if n)
-        self._finalize_if_done(conn, run_id, 1 + skipped, effects)
+        self._remaining_collect(conn, remaining_cur, run_id, effects)
         return effects, nxt
 
     def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
@@ -433,43 +440,55 @@ class RunStore:
                 finished = [(c, NodeState.SKIPPED, None) for c in to_skip]
         return ready, skipped_total
 
-    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
-               effects: Effects, *, push: bool = True) -> dict[str, int]:
-        """Make pending ``nodes`` queued; return how many per RQ queue (pushed if ``push``)."""
-        counts: dict[str, int] = {}
+    _QUEUE_SQL = (
+        "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
+        " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
+        " AND state='pending' RETURNING node_id, attempt, queue")
+
+    def _queue_send(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                    nodes: list[str]) -> Any:
         if not nodes:
-            return counts
-        for r in conn.execute(
-            "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
-            " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
-            " AND state='pending' RETURNING node_id, attempt, queue",
-            (run_id, [plan.idx_of[c] for c in nodes]),
-        ):
+            return None
+        return conn.execute(self._QUEUE_SQL, (run_id, [plan.idx_of[c] for c in nodes]))
+
+    @staticmethod
+    def _queue_collect(cur: Any, run_id: str, effects: Effects) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in cur.fetchall() if cur is not None else ():
             counts[r["queue"]] = counts.get(r["queue"], 0) + 1
             effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
-        if push:
-            effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
         return counts
 
-    def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
-                   follow: Follow, params: dict[str, Any] | None = None, *,
-                   known: dict[str, Any] | None = None) -> Claim | None:
-        """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
-        row = conn.execute(
+    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
+               effects: Effects) -> dict[str, int]:
+        """Make pending ``nodes`` queued and push run jobs for them; return counts per queue."""
+        counts = self._queue_collect(self._queue_send(conn, run_id, plan, nodes), run_id,
+                                     effects)
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        return counts
+
+    @staticmethod
+    def _claim_send(conn: psycopg.Connection, run_id: str, follow: Follow, *,
+                    with_run: bool) -> Any:
+        return conn.execute(
             "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
             " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
-            " worker=%(w)s, job=%(j)s,"
-            " started_at=clock_timestamp(), ended_at=NULL"
+            " worker=%(w)s, job=%(j)s, started_at=clock_timestamp(), ended_at=NULL"
             " WHERE execution_id=%(r)s AND idx = (SELECT idx FROM node_runs"
             "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
             "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)"
             " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
             " RETURNING idx, node_id, attempt, resume_state, max_attempts)"
-            " SELECT c.*" + (", e.workflow_id, e.version, e.inputs" if plan is None else "")
-            + " FROM c" + (" JOIN executions e ON e.id=%(r)s" if plan is None else ""),
+            " SELECT c.*" + (", e.workflow_id, e.version, e.inputs" if with_run else "")
+            + " FROM c" + (" JOIN executions e ON e.id=%(r)s" if with_run else ""),
             {"t": follow.token, "l": follow.lease_s, "w": follow.worker, "j": follow.job,
              "r": run_id, "q": follow.queue},
-        ).fetchone()
+        )
+
+    def _claim_collect(self, conn: psycopg.Connection, cur: Any, run_id: str,
+                       plan: RunPlan | None, follow: Follow, params: dict[str, Any] | None,
+                       known: dict[str, Any] | None = None) -> Claim | None:
+        row = cur.fetchone()
         if row is None:
             return None
         if plan is None:
@@ -483,13 +502,23 @@ class RunStore:
         return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
                      params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
 
-    def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
-                          effects: Effects) -> None:
-        row = conn.execute(
-            "UPDATE executions SET remaining = remaining - %s WHERE id=%s RETURNING remaining,"
-            " status",
-            (newly_final, run_id),
-        ).fetchone()
+    def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
+                   follow: Follow, params: dict[str, Any] | None = None, *,
+                   known: dict[str, Any] | None = None) -> Claim | None:
+        """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
+        cur = self._claim_send(conn, run_id, follow, with_run=plan is None)
+        return self._claim_collect(conn, cur, run_id, plan, follow, params, known)
+
+    @staticmethod
+    def _remaining_send(conn: psycopg.Connection, run_id: str, newly_final: int) -> Any:
+        return conn.execute(
+            "UPDATE executions SET remaining = remaining - %s WHERE id=%s"
+            " RETURNING remaining, status", (newly_final, run_id))
+
+    @staticmethod
+    def _remaining_collect(conn: psycopg.Connection, cur: Any, run_id: str,
+                           effects: Effects) -> None:
+        row = cur.fetchone()
         if row["remaining"] > 0:
             return
         states = [r["state"] for r in conn.execute(
@@ -500,6 +529,12 @@ class RunStore:
             (final, run_id),
         )
         effects.events.append(event(run_id, None, final))
+
+    def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
+                          effects: Effects) -> None:
+        """Count ``newly_final`` nodes down; close the run when none is left."""
+        self._remaining_collect(conn, self._remaining_send(conn, run_id, newly_final), run_id,
+                                effects)
 
     @staticmethod
     def queue_of(claim: Claim) -> str:

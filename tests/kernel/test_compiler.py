@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import flow, node
+from nftest import flow, node
 
 from nexusflow_kernel import defaults
 from nexusflow_kernel.compiler import compile_flow

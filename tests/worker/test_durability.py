@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from conftest import flow, node, wait_run
 from nexusflow_worker.chaos import check_invariants, child_pids, wait_rq_idle
+from nftest import flow, node, wait_run
 
 from nexusflow_kernel.compiler import compile_flow
 from nexusflow_kernel.store import LOST_RETRIES

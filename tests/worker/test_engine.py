@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import flow, node, settings_env, wait_run
+from nftest import flow, node, settings_env, wait_run
 
 from nexusflow_kernel.errors import BackendUnavailable, CycleError, NotFoundError
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import flow, node, settings_env, wait_run
 from nexusflow_worker.chaos import check_invariants, wait_rq_idle
+from nftest import flow, node, settings_env, wait_run
 
 from nexusflow_kernel.errors import NotFoundError, RunStateError
 

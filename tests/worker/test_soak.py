@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import settings_env
+from nftest import settings_env
 
 
 @pytest.mark.timeout(150)

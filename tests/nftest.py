@@ -1,0 +1,97 @@
+"""Helpers shared by the tests (a module of its own: several folders have a ``conftest``)."""
+
+from __future__ import annotations
+
+import os
+
+
+def settings_env(settings) -> dict[str, str]:
+    """Return the environment that makes a child process use ``settings``' backends."""
+    env = dict(os.environ)
+    env.update({
+        "NEXUSFLOW_DATABASE_URL": settings.database_url,
+        "NEXUSFLOW_REDIS_URL": settings.redis_url,
+        "NEXUSFLOW_DATA_DIR": str(settings.data_dir),
+        "NEXUSFLOW_LEASE_S": str(settings.lease_s),
+        "NEXUSFLOW_HEARTBEAT_S": str(settings.heartbeat_s),
+        "NEXUSFLOW_RECONCILE_INTERVAL_S": str(settings.reconcile_interval_s),
+        "NEXUSFLOW_REQUEUE_GRACE_S": str(settings.requeue_grace_s),
+    })
+    for name, url in settings.connections.items():
+        env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
+    return env
+
+
+class WorkerPool:
+    """``nexusflow worker`` processes started by a test; stopped (or killed) afterwards."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.procs: list = []
+
+    def start(self, processes: int = 2, *extra: str):
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nexusflow_worker", "--processes", str(processes),
+             "--grace", "10", *extra],
+            env=settings_env(self.settings), start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_run(engine, run_id: str, timeout: float = 60.0) -> dict:
+    """Poll a run until it is final; fail the test when it is not within ``timeout``."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        run = engine.get_run(run_id)
+        if run["status"] in ("succeeded", "failed", "canceled"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s: {engine.get_run(run_id)}")
+
+
+def flow(*nodes: dict, edges: list | None = None, **top) -> dict:
+    """Build a flow document: ``flow(node(...), ..., edges=[("A", "B"), ("C", "D", "true")])``."""
+    out_edges = []
+    for e in edges or []:
+        src, dst, *handle = e
+        item = {"id": f"{src}-{dst}", "source": src, "target": dst}
+        if handle:
+            item["source_handle"] = handle[0]
+        out_edges.append(item)
+    return {"schema": 1, "name": top.pop("name", "test"), "nodes": list(nodes),
+            "edges": out_edges, **top}
+
+
+def node(id: str, type: str = "transform", **config) -> dict:
+    """Build a node; ``retry``, ``timeout_s`` and ``trigger_rule`` go to the node, the rest
+    to its config."""
+    out: dict = {"id": id, "type": type}
+    for key in ("retry", "timeout_s", "trigger_rule"):
+        if key in config:
+            out[key] = config.pop(key)
+    out["config"] = config
+    return out
