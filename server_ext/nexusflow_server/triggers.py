@@ -94,9 +94,12 @@ class Scheduler:
         if claimed is None:
             return None
         try:
+            # The dedupe key makes the slot's run unique even if this server dies between the
+            # run's commit and the firing's: a server that fires the slot again gets this run.
             run_id = self.engine.start_run(
                 workflow_id=row["workflow_id"], version=row["version"], inputs=row["inputs"],
-                trigger="schedule", actor=f"schedule:{row['schedule_id']}")
+                trigger="schedule", actor=f"schedule:{row['schedule_id']}",
+                dedupe_key=f"schedule:{row['schedule_id']}:{fire_at.isoformat()}")
         except Exception as exc:  # a deleted workflow must not stop the other schedules
             logger.warning("schedule %s could not start a run: %s", row["schedule_id"], exc)
             return None
@@ -178,7 +181,8 @@ class QueueConsumer:
             return None  # redelivered after its run started: only the ack was missing
         run_id = self.engine.start_run(
             workflow_id=trigger["workflow_id"], version=trigger["version"],
-            inputs=message_inputs(fields), trigger="queue", actor=f"queue:{tid}")
+            inputs=message_inputs(fields), trigger="queue", actor=f"queue:{tid}",
+            dedupe_key=f"queue:{tid}:{msg_id}")
         self.store.set_delivery_run(tid, msg_id, run_id)
         return run_id
 

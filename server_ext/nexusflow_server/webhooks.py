@@ -256,7 +256,8 @@ class WebhookReceiver(PublicHandler):
             run_id = await nf.run_sync(
                 lambda: nf.engine().start_run(
                     workflow_id=hook["workflow_id"], version=hook["version"], inputs=inputs,
-                    trigger="webhook", actor=f"webhook:{hook_id}"))
+                    trigger="webhook", actor=f"webhook:{hook_id}",
+                    dedupe_key=f"webhook:{hook_id}:{delivery}"))
         except BaseException:
             await nf.run_sync(store.release_delivery, hook_id, delivery)
             raise
