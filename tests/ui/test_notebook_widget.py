@@ -123,3 +123,5 @@ def test_the_inline_canvas_glows_until_every_node_succeeded(backend_lab, workers
     assert all(shadow not in ("", "none") for shadow in result["glow"].values()), result["glow"]
     assert any("RUN succeeded 43" in text for text in result["outputs"]), result["outputs"]
     assert result["errors"] == []
+    # The canvas fits itself once the output area has a size: every node is in view.
+    assert result["visibleAsRendered"] == 4, result

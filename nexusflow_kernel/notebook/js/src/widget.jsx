@@ -1,6 +1,6 @@
 // The inline Nexus-Flow canvas for notebooks (anywidget): a read-only React Flow view of a
 // flow document whose nodes glow with the states the kernel pushes over the widget comm.
-import React, { memo, useEffect, useMemo, useState } from 'react';
+import React, { memo, useEffect, useMemo, useRef, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import {
   Background,
@@ -9,6 +9,7 @@ import {
   Position,
   ReactFlow,
   ReactFlowProvider,
+  useReactFlow,
   useUpdateNodeInternals
 } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
@@ -21,6 +22,46 @@ function phase(run) {
     return 'retrying';
   }
   return run.state;
+}
+
+// Fit the whole flow into the output area, computed from the flow's own positions (nodes are
+// at most 220 x ~70 px) whenever the area changes size. React Flow's `fitView` runs on first
+// render, when a notebook output area may still have no size, and left the canvas zoomed in
+// on one node.
+const NODE_W = 220;
+const NODE_H = 70;
+
+function FitToArea({ graph, area }) {
+  const { setViewport } = useReactFlow();
+  const key = (graph.nodes || []).map(n => `${n.id}@${n.position ? n.position.x : 0},${
+    n.position ? n.position.y : 0}`).join(';');
+  useEffect(() => {
+    const el = area.current;
+    const nodes = graph.nodes || [];
+    if (!el || !nodes.length) return undefined;
+    const fit = () => {
+      const w = el.clientWidth;
+      const h = el.clientHeight;
+      if (!w || !h) return;
+      const xs = nodes.map(n => (n.position ? n.position.x : 0));
+      const ys = nodes.map(n => (n.position ? n.position.y : 0));
+      const minX = Math.min(...xs);
+      const minY = Math.min(...ys);
+      const spanX = Math.max(...xs) + NODE_W - minX;
+      const spanY = Math.max(...ys) + NODE_H - minY;
+      const zoom = Math.max(0.2, Math.min(1.25, 0.85 * Math.min(w / spanX, h / spanY)));
+      setViewport({
+        x: (w - spanX * zoom) / 2 - minX * zoom,
+        y: (h - spanY * zoom) / 2 - minY * zoom,
+        zoom
+      });
+    };
+    fit();
+    const observer = new ResizeObserver(fit);
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, [key, area, setViewport]);
+  return null;
 }
 
 function NodeView({ id, data }) {
@@ -88,6 +129,7 @@ function Canvas({ model }) {
   const status = useTrait(model, 'status');
   const runId = useTrait(model, 'run_id');
   const height = useTrait(model, 'height') || 360;
+  const area = useRef(null);
 
   const nodes = useMemo(
     () =>
@@ -143,13 +185,11 @@ function Canvas({ model }) {
           </span>
         ))}
       </div>
-      <div className="nf-inline-body">
+      <div className="nf-inline-body" ref={area}>
         <ReactFlow
           nodes={nodes}
           edges={edges}
           nodeTypes={nodeTypes}
-          fitView
-          fitViewOptions={{ padding: 0.2 }}
           nodesDraggable={false}
           nodesConnectable={false}
           proOptions={{ hideAttribution: true }}
@@ -157,6 +197,7 @@ function Canvas({ model }) {
         >
           <Background gap={16} />
           <Controls showInteractive={false} />
+          <FitToArea graph={graph} area={area} />
         </ReactFlow>
       </div>
     </div>
