@@ -91,6 +91,17 @@ class Push:
     wake: bool = False
     ready: int = 0
     """When > 0 this is not one node but ``ready`` nodes of the run waiting on ``queue``."""
+    force: bool = False
+    """Push a run job even if enough seem to be waiting already (the reconciler's repair)."""
+
+
+def run_jobs_key(run_id: str, queue: str) -> str:
+    """Return the key counting a run's run jobs that wait in RQ and have not started yet."""
+    return f"{defaults.KEY_PREFIX}:run:{run_id}:pending-jobs:{queue}"
+
+
+RUN_JOBS_TTL_S = 30
+"""The count self-heals: a job lost with its worker stops counting after this long."""
 
 
 def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
@@ -153,10 +164,21 @@ class Broker:
 
     def _add_pushes(self, pipe: Any, pushes: Sequence[Push]) -> None:
         now_items: dict[str, list[Any]] = {}
+        waiting = self._waiting_run_jobs([p for p in pushes if p.ready and not p.force])
         for p in pushes:
             queue = self.queue_for(p.queue)
             if p.ready:
-                for _ in range(min(p.ready, self.live_workers(p.queue))):
+                # Enough run jobs to keep every worker on this run, counting those that wait
+                # in RQ already (a wide lattice would otherwise queue thousands that find
+                # nothing to do).
+                wanted = min(p.ready, self.live_workers(p.queue))
+                n = wanted if p.force else max(0, wanted - waiting.get((p.run_id, p.queue), 0))
+                if n:
+                    key = run_jobs_key(p.run_id, p.queue)
+                    pipe.incrby(key, n)
+                    pipe.expire(key, RUN_JOBS_TTL_S)
+                    waiting[(p.run_id, p.queue)] = waiting.get((p.run_id, p.queue), 0) + n
+                for _ in range(n):
                     now_items.setdefault(queue.name, []).append(Queue.prepare_data(
                         RUN_JOB_FUNC, (p.run_id, p.queue), timeout=-1, result_ttl=0,
                         failure_ttl=24 * 3600,
@@ -180,6 +202,19 @@ class Broker:
         for name, items in now_items.items():
             queue = next(q for q in self.queues.values() if q.name == name)
             queue.enqueue_many(items, pipeline=pipe)
+
+    def _waiting_run_jobs(self, pushes: Sequence[Push]) -> dict[tuple[str, str], int]:
+        keys = list(dict.fromkeys((p.run_id, p.queue) for p in pushes))
+        if not keys:
+            return {}
+        values = self.redis.mget([run_jobs_key(r, q) for r, q in keys])
+        return {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+
+    def run_job_started(self, run_id: str, queue: str) -> None:
+        """Count one waiting run job of a run as started (see ``Push.ready``)."""
+        key = run_jobs_key(run_id, queue)
+        if self.redis.decr(key) < 0:
+            self.redis.set(key, 0, ex=RUN_JOBS_TTL_S)
 
     def _add_events(self, pipe: Any, events: Sequence[dict[str, Any]]) -> None:
         for ev in events:

@@ -131,6 +131,10 @@ def execute_run(run_id: str, queue: str = "default") -> str:
     """Run ready nodes of a run, one after another, until none is left (an RQ job)."""
     rt = runtime()
     job = _current_job_id()
+    try:
+        rt.broker.run_job_started(run_id, queue)
+    except Exception as exc:  # only a hint for how many run jobs to push
+        logger.debug("could not count the run job as started: %s", exc)
     follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
 
     def first() -> Claim | None:
@@ -165,7 +169,7 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
         done_nodes += 1
         if follow is None:
             # Out of budget: whatever is still ready goes to the next free worker.
-            effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1))
+            effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1, force=True))
         _publish(rt, effects.pushes, effects.events)
     return f"{done_nodes} node(s) done"
 

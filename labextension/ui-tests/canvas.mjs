@@ -133,8 +133,9 @@ const scenarios = {
     // Move the node in B by dragging it; A must follow.
     const startA = await withDoc(a, (doc, id) => doc.node(id).position, added);
     const from = await center(b, `.react-flow__node[data-id="${added}"] .nf-node-title`);
-    const t1 = Date.now();
+    // The position is shared when the drag ends (not on every mouse move): time from there.
     await drag(b, from, { x: from.x + 160, y: from.y + 60 });
+    const t1 = Date.now();
     await a.waitForFunction(
       ([id, x]) => {
         const el = document.querySelector(`.react-flow__node[data-id="${id}"]`);

@@ -130,7 +130,8 @@ def _repush(rt: Runtime, report: PassReport) -> None:
     waiting = [r for r in rows if r["state"] == "queued"]
     runs = sorted({(r["run_id"], r["queue"]) for r in waiting})
     if runs:
-        rt.broker.publish([Push(run, -1, 0, queue, ready=1) for run, queue in runs])
+        rt.broker.publish([Push(run, -1, 0, queue, ready=1, force=True)
+                           for run, queue in runs])
         report.repushed += len(runs)
         rt.store.touch_queued([(r["run_id"], r["idx"]) for r in waiting])
         logger.info("pushed a run job for %d run(s) with nodes waiting", len(runs))
