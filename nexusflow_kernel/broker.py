@@ -7,7 +7,9 @@ pickle payload in Redis would be code execution on a worker).
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import math
 import threading
 import time
@@ -24,6 +26,8 @@ from rq.serializers import JSONSerializer
 from . import defaults
 from .errors import BackendUnavailable
 from .settings import Settings, mask_url
+
+logger = logging.getLogger(__name__)
 
 JOB_FUNC = "nexusflow_kernel.dispatch.execute_node"
 """RQ entry point for one node attempt: ``execute_node(run_id, idx, attempt)``."""
@@ -114,20 +118,73 @@ def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
     return ev
 
 
+class _EventBuffer:
+    """Batches events off the hot path: flushed every few milliseconds by a daemon thread.
+
+    Events are a cache (every one is derivable from PostgreSQL), so a worker killed with
+    events still buffered loses only the live view of them, never the record; a push of
+    jobs flushes the buffer first, in the same pipeline, so order is kept.
+    """
+
+    FLUSH_S = 0.005
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.items: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        threading.Thread(target=self._loop, name="nexusflow-events", daemon=True).start()
+        atexit.register(self.flush)
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.items.extend(events)
+        self.wake.set()
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock:
+            items, self.items = self.items, []
+        return items
+
+    def flush(self) -> None:
+        items = self.take()
+        if items:
+            try:
+                pipe = self.broker.redis.pipeline(transaction=False)
+                self.broker._add_events(pipe, items)
+                pipe.execute()
+            except redis.RedisError as exc:
+                logger.warning("could not append %d event(s) to Redis: %s", len(items), exc)
+
+    def _loop(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(self.FLUSH_S)  # gather what the next few nodes add
+            self.wake.clear()
+            self.flush()
+
+
 class Broker:
     """Pushes node jobs and events to Redis for one process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, buffer_events: bool = False) -> None:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
         self.redis = get_redis(settings.redis_url)
         self._workers: dict[str, tuple[float, int]] = {}
+        self._buffer = _EventBuffer(self) if buffer_events else None
         self.queues = {
             "default": Queue(settings.queue_name, connection=self.redis,
                              serializer=JSONSerializer),
             "sandbox": Queue(settings.sandbox_queue_name, connection=self.redis,
                              serializer=JSONSerializer),
         }
+
+    def flush_events(self) -> None:
+        """Append buffered events now (at the end of a job: a forked work-horse exits with
+        ``os._exit``, which skips exit handlers)."""
+        if self._buffer is not None:
+            self._buffer.flush()
 
     def queue_for(self, name: str) -> Queue:
         return self.queues.get(name) or self.queues["default"]
@@ -150,6 +207,14 @@ class Broker:
     def publish(self, pushes: Sequence[Push] = (), events: Iterable[dict[str, Any]] = ()) -> None:
         """Push jobs and append events in one Redis round trip."""
         events = list(events)
+        if self._buffer is not None:
+            # Node events wait a few milliseconds; a run's own events (start, end) and any
+            # push go out at once, after whatever is buffered.
+            if not pushes and all(ev.get("node") is not None for ev in events):
+                if events:
+                    self._buffer.add(events)
+                return
+            events = self._buffer.take() + events
         if not pushes and not events:
             return
         try:

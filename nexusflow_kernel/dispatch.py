@@ -46,7 +46,7 @@ class Runtime:
         self.settings = settings.resolved()
         self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
         self.store = RunStore(self.pool)
-        self.broker = Broker(self.settings)
+        self.broker = Broker(self.settings, buffer_events=True)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.secrets: Callable[[str], str] | None = _secret_resolver(self.settings)
         self._leases: _LeaseKeeper | None = None
@@ -164,6 +164,7 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
         if done is None:
             logger.warning("lease of node %s in run %s was lost; outcome dropped",
                            current.node_id, current.run_id)
+            rt.broker.flush_events()
             return "lease lost"
         effects, claim = done
         done_nodes += 1
@@ -171,6 +172,7 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
             # Out of budget: whatever is still ready goes to the next free worker.
             effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1, force=True))
         _publish(rt, effects.pushes, effects.events)
+    rt.broker.flush_events()
     return f"{done_nodes} node(s) done"
 
 
