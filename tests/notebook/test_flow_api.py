@@ -155,7 +155,7 @@ def test_save_load_roundtrip_is_canonical(tmp_path):
     again.save(tmp_path / "e.nxflow")
     assert (tmp_path / "e.nxflow").read_text() == text
     example = nf.Flow.load(FIXTURES.parent.parent / "examples" / "diamond.nxflow")
-    assert example.name == "diamond" and len(example) == 4
+    assert example.name == "diamond" and len(example) == 7
     assert json.loads(example.to_json())["nodes"][1]["position"] == {"x": -150, "y": 120}
 
 

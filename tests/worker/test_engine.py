@@ -308,7 +308,12 @@ def test_cli_run_json_with_temporary_workers(settings) -> None:
     assert result.returncode == 0, result.stderr
     run = json.loads(result.stdout)
     assert run["status"] == "succeeded"
-    assert set(run["nodes"]) == {"A", "B", "C", "D"}
+    assert set(run["nodes"]) == {"A", "B", "C", "D", "E", "big", "small"}
+    b, c = run["nodes"]["B"], run["nodes"]["C"]
+    # B and C overlap: each started before the other ended.
+    assert ts(b["started_at"]) < ts(c["ended_at"]) and ts(c["started_at"]) < ts(b["ended_at"])
+    assert run["nodes"]["big"]["state"] == "succeeded"
+    assert run["nodes"]["small"]["state"] == "skipped"
     for info in run["nodes"].values():
         assert {"state", "attempts", "started_at", "ended_at", "output"} <= set(info)
     shown = json.loads(cli(settings, "show", run["run_id"], "--json").stdout)
