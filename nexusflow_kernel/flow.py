@@ -459,14 +459,9 @@ class Flow:
         return widget
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        try:
-            widget = self.widget()
-        except ImportError:
-            return {"text/plain": repr(self)}
-        bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        return {**bundle, "text/plain": repr(self)}
+        from .notebook.display import mimebundle
+
+        return mimebundle(self, include, exclude)
 
     def link(self, path: str | Path, *, server: Any = None, push: bool = True) -> LiveLink:
         """Link this flow to ``path`` as open in JupyterLab: from now on every change made

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, NexusFlowError, NotFoundError
+from ..procs import pid_alive
 
 API = "nexusflow/api/documents"
 TIMEOUT_S = 5.0
@@ -74,20 +75,11 @@ def running_servers() -> list[ServerInfo]:
         except (OSError, ValueError):
             continue
         pid = info.get("pid")
-        if pid is not None and not _alive(int(pid)):
+        if pid is not None and not pid_alive(int(pid)):
             continue
         out.append(ServerInfo.from_json(info))
     return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_server() -> ServerInfo:

@@ -350,14 +350,9 @@ class Run:
         return FlowWidget.for_run(self, height=height)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        try:
-            widget = self.widget()
-        except ImportError:
-            return {"text/plain": repr(self)}
-        bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        return {**bundle, "text/plain": repr(self)}
+        from .display import mimebundle
+
+        return mimebundle(self, include, exclude)
 
     def summary(self) -> str:
         """Return one line per node: state, attempts, duration and error."""

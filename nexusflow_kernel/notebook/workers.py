@@ -12,6 +12,7 @@ import time
 import weakref
 from typing import Any
 
+from ..procs import pid_alive
 from ..settings import Settings
 
 _ALIVE: weakref.WeakSet[LocalWorkers] = weakref.WeakSet()
@@ -110,20 +111,11 @@ def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = N
     for w in Worker.all(connection=conn, queue=Queue(name, connection=conn)):
         if w.get_state() == "suspended":
             continue
-        if w.hostname == host and w.pid and not _alive(int(w.pid)):
+        if w.hostname == host and w.pid and not pid_alive(int(w.pid)):
             continue  # a killed worker's registration outlives it until its TTL
         count += 1
     return count
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @atexit.register

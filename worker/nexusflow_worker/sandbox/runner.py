@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nexusflow_kernel.errors import NodeExecutionError, NodeTimeoutError
+from nexusflow_kernel.procs import pid_alive
 
 from .image import entry_command, image_tag
 from .protocol import MAX_RUN_S, Envelope, Limits, StreamCollector
@@ -285,15 +286,6 @@ def _created_at(attrs: Mapping[str, Any]) -> float:
         return 0.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def sweep_orphans(
     max_age_s: float = MAX_RUN_S + 60, *, run_id: str | None = None, client: Any = None
@@ -314,7 +306,7 @@ def sweep_orphans(
     for container in client.containers.list(all=True, filters={"label": wanted}):
         owner = container.labels.get(LABEL_WORKER, "")
         owner_host, _, owner_pid = owner.rpartition(":")
-        dead = owner_host == host and owner_pid.isdigit() and not _pid_alive(int(owner_pid))
+        dead = owner_host == host and owner_pid.isdigit() and not pid_alive(int(owner_pid))
         old = time.time() - _created_at(container.attrs) > max_age_s
         if not (dead or old):
             continue
