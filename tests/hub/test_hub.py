@@ -27,8 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests.conftest import WorkerPool, flow, node, settings_env
+from nftest import WorkerPool, flow, node, settings_env
 
 try:
     import jupyterhub  # noqa: F401

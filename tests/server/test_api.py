@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import flow, node, wait_run
+from nftest import flow, node, wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 

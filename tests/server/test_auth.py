@@ -9,9 +9,8 @@ import uuid
 import pytest
 from nexusflow_server.openapi import openapi_document
 from nexusflow_server.routes import PUBLIC, ROUTES, WEBSOCKETS, methods
+from nftest import flow, node
 from tornado.httpclient import HTTPClientError
-
-from tests.conftest import flow, node
 
 
 def registered_routes(serverapp) -> dict[str, type]:

@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 from nexusflow_server.triggers import Scheduler
-
-from tests.conftest import flow, node, wait_run
+from nftest import flow, node, wait_run
 
 FINAL = {"succeeded", "failed", "canceled"}
 

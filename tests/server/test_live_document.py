@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from nftest import flow, node
 from traitlets.config import Config
-
-from tests.conftest import flow, node
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-
-from tests.conftest import settings_env
+from nftest import settings_env
 
 
 def _free_port() -> int:

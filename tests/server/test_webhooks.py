@@ -14,9 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from nexusflow_server.ratelimit import RateLimiter
 from nexusflow_server.webhooks import sign
+from nftest import flow, node
 from tornado.httpclient import HTTPClientError
-
-from tests.conftest import flow, node
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import nbformat
 import pytest
+from nftest import settings_env
 
-from tests.conftest import settings_env
 from tests.ui.conftest import ARTIFACTS, Lab, _free_port, _require_browser
 from tests.ui.test_live_link import BrowserScenario
 
