@@ -21,10 +21,14 @@ QUEUE_NAME = "nexusflow"
 SANDBOX_QUEUE_NAME = "nexusflow-sandbox"
 """The RQ queue for nodes that run in the Docker sandbox, so slow containers starve nobody."""
 
-LEASE_S = 30.0
-"""How long a claim on a running node lasts before the reconciler may take it back."""
+LEASE_S = 13.0
+"""How long a claim on a running node lasts before the reconciler may take it back.
 
-HEARTBEAT_S = 5.0
+13 s keeps both promises: a killed worker's node runs again within 15 s (lease expiry plus
+one reconciler pass), and a worker cut off from PostgreSQL for 10 s keeps its node (it stops
+the node only one second before the lease would run out)."""
+
+HEARTBEAT_S = 3.0
 """How often a worker renews the lease of the node it runs."""
 
 RECONCILE_INTERVAL_S = 2.0

@@ -354,7 +354,9 @@ class _LeaseKeeper:
                 status = self.rt.store.renew(claim.run_id, claim.idx, claim.token, s.lease_s)
             except Exception as exc:  # PostgreSQL away: keep trying until the lease runs out
                 logger.warning("lease renewal of %s failed: %s", claim.node_id, exc)
-                if time.monotonic() - last_ok > s.lease_s * 0.8:
+                # Stop the node a second before the lease runs out: after that, the
+                # reconciler may give it to another worker.
+                if time.monotonic() - last_ok > max(s.lease_s * 0.5, s.lease_s - 1.0):
                     self._fire(gen, _Interrupt(
                         "lease could not be renewed (database unreachable)", "lease"))
                 continue

@@ -23,6 +23,7 @@ import pytest
 from nexusflow_worker.chaos import check_invariants, child_pids, wait_rq_idle
 from nftest import flow, node, wait_run
 
+from nexusflow_kernel import defaults
 from nexusflow_kernel.compiler import compile_flow
 from nexusflow_kernel.store import LOST_RETRIES
 
@@ -250,9 +251,9 @@ def db_blocker(backend_urls, settings) -> Iterator[Callable[[float], None]]:
 
 
 def test_postgres_down_10s_loses_nothing(engine, settings, workers, db_blocker) -> None:
-    # The production lease (30 s) outlasts a 10 s outage, so a worker keeps its node; with
-    # a lease shorter than the outage it would have to stop the node (see the lease test).
-    workers.settings = replace(settings, lease_s=30.0)
+    # The production lease outlasts a 10 s outage, so a worker keeps its node; with a lease
+    # shorter than the outage it would have to stop the node (see the lease test).
+    workers.settings = replace(settings, lease_s=defaults.LEASE_S)
     workers.start(2)
     doc = flow(
         node("A", "noop"),
