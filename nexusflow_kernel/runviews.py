@@ -1,0 +1,129 @@
+"""Reading runs back: a run with its nodes, lists of runs, attempt logs, derived events.
+
+``RunStore`` inherits these; they only read, so they need no lease and take no lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .errors import NotFoundError
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class RunViews:
+    """Read-only queries over the run tables."""
+
+    pool: ConnectionPool
+
+    def run_header(self, conn: psycopg.Connection, run_id: str) -> dict[str, Any]:
+        try:
+            uuid.UUID(str(run_id))
+        except ValueError:
+            raise NotFoundError(f"no run {run_id!r} (run ids are UUIDs)") from None
+        row = conn.execute(
+            "SELECT e.*, w.name FROM executions e JOIN workflows w ON w.id = e.workflow_id"
+            " WHERE e.id=%s", (run_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no run {run_id}")
+        return {
+            "run_id": str(row["id"]), "status": row["status"], "name": row["name"],
+            "workflow_id": str(row["workflow_id"]), "version": row["version"],
+            "source": row["source"], "trigger": row["trigger"], "inputs": row["inputs"],
+            "created_by": row["created_by"], "replay_of": _str(row["replay_of"]),
+            "started_at": _iso(row["started_at"]), "ended_at": _iso(row["ended_at"]),
+        }
+
+    def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        with self.pool.connection() as conn:
+            out = self.run_header(conn, run_id)
+            nodes = {}
+            for r in conn.execute(
+                "SELECT node_id, state, attempt, started_at, ended_at, duration_ms, error, branch"
+                + (", output" if outputs else "") +
+                " FROM node_runs WHERE execution_id=%s ORDER BY idx", (run_id,)):
+                nodes[r["node_id"]] = {
+                    "state": r["state"], "attempts": r["attempt"],
+                    "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
+                    "duration_ms": r["duration_ms"], "error": r["error"],
+                    "output": r.get("output"),
+                }
+            out["nodes"] = nodes
+            return out
+
+    def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
+                  source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("e.workflow_id", workflow_id), ("e.source", source),
+                              ("e.status", status)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger,"
+               " e.created_by, e.started_at, e.ended_at, w.name FROM executions e"
+               " JOIN workflows w ON w.id=e.workflow_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY e.created_at DESC LIMIT %s")
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql, (*args, max(1, min(int(limit), 1000)))).fetchall()
+        return [{"run_id": str(r["id"]), "status": r["status"], "name": r["name"],
+                 "workflow_id": str(r["workflow_id"]), "version": r["version"],
+                 "source": r["source"], "trigger": r["trigger"], "created_by": r["created_by"],
+                 "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                for r in rows]
+
+    def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            self.run_header(conn, run_id)
+            rows = conn.execute(
+                "SELECT attempt, status, input, output, error, log, worker, duration_ms,"
+                " started_at, ended_at FROM node_logs WHERE execution_id=%s AND node_id=%s"
+                " ORDER BY attempt", (run_id, node_id)).fetchall()
+            if not rows and conn.execute(
+                    "SELECT 1 FROM node_runs WHERE execution_id=%s AND node_id=%s",
+                    (run_id, node_id)).fetchone() is None:
+                raise NotFoundError(f"run {run_id} has no node {node_id!r}")
+        return [{**r, "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                for r in rows]
+
+    def derived_events(self, run_id: str) -> list[dict[str, Any]]:
+        """Rebuild a run's event history from PostgreSQL (when Redis lost the stream)."""
+        with self.pool.connection() as conn:
+            head = self.run_header(conn, run_id)
+            out = [{"run": run_id, "node": None, "state": "running", "attempt": 0,
+                    "at": head["started_at"], "duration_ms": None}]
+            for r in conn.execute(
+                "SELECT node_id, attempt, status, error, duration_ms, ended_at FROM node_logs"
+                " WHERE execution_id=%s ORDER BY ended_at", (run_id,)):
+                ev = {"run": run_id, "node": r["node_id"], "state": r["status"],
+                      "attempt": r["attempt"], "at": _iso(r["ended_at"]),
+                      "duration_ms": r["duration_ms"]}
+                if r["error"]:
+                    ev["error"] = r["error"]
+                out.append(ev)
+            for r in conn.execute(
+                "SELECT node_id, state, attempt, ended_at, started_at FROM node_runs"
+                " WHERE execution_id=%s AND state <> 'pending'", (run_id,)):
+                if r["state"] in ("succeeded", "failed"):
+                    continue  # already in the attempt log
+                out.append({"run": run_id, "node": r["node_id"], "state": r["state"],
+                            "attempt": r["attempt"],
+                            "at": _iso(r["ended_at"] or r["started_at"]) or head["started_at"],
+                            "duration_ms": None})
+            if head["status"] != "running":
+                out.append({"run": run_id, "node": None, "state": head["status"], "attempt": 0,
+                            "at": head["ended_at"], "duration_ms": None})
+            return out
