@@ -21,7 +21,7 @@ from typing import Any
 
 from .broker import Broker, Push, event
 from .db import get_pool, with_retry
-from .errors import ExpressionError, NexusFlowError, NodeExecutionError, NodeTimeoutError
+from .errors import ExpressionError, NexusFlowError, NodeExecutionError
 from .nodes import Defer, NodeContext, NodeLog, get_node_type
 from .plan import backoff_delay
 from .settings import Settings
@@ -420,5 +420,5 @@ class _Alarm:
 _alarm = _Alarm()
 
 
-# Re-exported for callers that name the timeout error.
-__all__ = ["NodeTimeoutError", "Runtime", "execute_node", "run_claimed", "runtime", "set_runtime"]
+__all__ = ["Runtime", "alive_key", "execute_node", "execute_run", "run_claimed", "runtime",
+           "set_runtime"]

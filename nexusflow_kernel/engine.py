@@ -52,7 +52,7 @@ class Engine:
         self.redis = self.broker.redis
 
     def close(self) -> None:
-        """Release nothing shared: pools are per process and closed at exit."""
+        """Do nothing: the pool and Redis client are shared by the process (closed at exit)."""
 
     def check(self) -> None:
         """Raise ``BackendUnavailable`` when Redis does not answer (PostgreSQL is checked on
