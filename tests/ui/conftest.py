@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,25 +97,27 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """Start `jupyter lab` on a free loopback port in a fresh root folder; stop it afterwards."""
-    _require_browser()
-    base = tmp_path_factory.mktemp("lab")
+@contextmanager
+def running_lab(base: Path, env: dict[str, str], *, token: str,
+                log_name: str = "jupyter.log", extra: tuple[str, ...] = ()) -> Iterator[Lab]:
+    """Start `jupyter lab` on a free loopback port with its state under ``base``; stop it after.
+
+    Jupyter's data, runtime, settings and workspaces folders live under ``base`` (the news
+    toast is switched off), ``base/root`` is the server's root folder, and the server log is
+    kept as a test artifact named ``log_name``.
+    """
     root = base / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     settings_dir = base / "settings"
     notification = settings_dir / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
+    notification.mkdir(parents=True, exist_ok=True)
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
     port = _free_port()
-    token = "nexusflow-ui-test"
     env = dict(
-        os.environ,
+        env,
         JUPYTER_DATA_DIR=str(base / "data"),
-        NEXUSFLOW_DATA_DIR=str(base / "nexusflow"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(settings_dir),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
@@ -124,8 +127,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
         "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0",
         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--YDocExtension.document_save_delay=0.3",
+        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", *extra,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -146,12 +148,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+            time.sleep(0.3)
         yield Lab(url=url, token=token, root=root, log=log)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
+            proc.wait(20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -159,4 +161,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 pass
             proc.wait(10)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "jupyter.log")
+        shutil.copy(log, ARTIFACTS / log_name)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Start `jupyter lab` on a free loopback port in a fresh root folder; stop it afterwards."""
+    _require_browser()
+    base = tmp_path_factory.mktemp("lab")
+    env = dict(os.environ, NEXUSFLOW_DATA_DIR=str(base / "nexusflow"))
+    with running_lab(base, env, token="nexusflow-ui-test",
+                     extra=("--YDocExtension.document_save_delay=0.3",)) as server:
+        yield server

@@ -6,20 +6,13 @@ JupyterLab) uses the same PostgreSQL and Redis as the workers this test starts.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import nbformat
 import pytest
 from nftest import settings_env
 
-from tests.ui.conftest import ARTIFACTS, Lab, _free_port, _require_browser
+from tests.ui.conftest import Lab, _require_browser, running_lab
 from tests.ui.test_live_link import BrowserScenario
 
 CELLS = [
@@ -43,60 +36,14 @@ SHOW_CELLS = 3
 def backend_lab(settings, tmp_path) -> Iterator[Lab]:
     """`jupyter lab` whose environment (and so its kernels') points at the test backends."""
     _require_browser()
-    root = tmp_path / "root"
-    root.mkdir()
-    settings_dir = tmp_path / "settings"
-    notification = settings_dir / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
-    (notification / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    port, token = _free_port(), "nexusflow-widget-test"
     env = settings_env(settings)
     env.update(
         NEXUSFLOW_LOCAL_WORKERS="0",  # the test's workers serve the runs
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-        JUPYTER_DATA_DIR=str(tmp_path / "data"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(settings_dir),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
     )
-    log = tmp_path / "jupyter.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
-             "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0",
-             f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n"
-                            f"{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield Lab(url=url, token=token, root=root, log=log)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "jupyter-notebook-widget.log").write_bytes(log.read_bytes())
+    with running_lab(tmp_path, env, token="nexusflow-widget-test",
+                     log_name="jupyter-notebook-widget.log") as server:
+        yield server
 
 
 def test_the_inline_canvas_glows_until_every_node_succeeded(backend_lab, workers) -> None:
