@@ -54,6 +54,17 @@ class ServerStore:
             conn.commit()
         return rows
 
+    def _select(self, table: str, where: str, **equal: str | None) -> list[dict[str, Any]]:
+        """Return the public rows of ``table`` matching ``where`` and every non-None filter.
+
+        ``table``, ``where`` and the filter names are this module's own literals, never input.
+        """
+        filters = {k: v for k, v in equal.items() if v is not None}
+        sql = f"SELECT * FROM {table} WHERE {where}"
+        sql += "".join(f" AND {column} = %s" for column in filters)
+        return [_public(r) for r in self._rows(sql + " ORDER BY created_at",
+                                               list(filters.values()))]
+
     def _exec(self, sql: str, params: Any = ()) -> int:
         with self.pool.connection() as conn:
             cur = conn.execute(sql, params)
@@ -226,14 +237,8 @@ class ServerStore:
 
     def queue_triggers(self, *, workflow_id: str | None = None,
                        trigger_id: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM nexusflow_queue_triggers WHERE enabled", []
-        if workflow_id is not None:
-            sql += " AND workflow_id = %s"
-            params.append(workflow_id)
-        if trigger_id is not None:
-            sql += " AND trigger_id = %s"
-            params.append(trigger_id)
-        return [_public(r) for r in self._rows(sql + " ORDER BY created_at", params)]
+        return self._select("nexusflow_queue_triggers", "enabled",
+                            workflow_id=workflow_id, trigger_id=trigger_id)
 
     # ------------------------------------------------------------------ schedules
 
@@ -250,14 +255,8 @@ class ServerStore:
 
     def schedules(self, *, workflow_id: str | None = None,
                   schedule_id: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM nexusflow_schedules WHERE true", []
-        if workflow_id is not None:
-            sql += " AND workflow_id = %s"
-            params.append(workflow_id)
-        if schedule_id is not None:
-            sql += " AND schedule_id = %s"
-            params.append(schedule_id)
-        return [_public(r) for r in self._rows(sql + " ORDER BY created_at", params)]
+        return self._select("nexusflow_schedules", "true",
+                            workflow_id=workflow_id, schedule_id=schedule_id)
 
     def firings(self, schedule_id: str) -> list[dict[str, Any]]:
         return [_public(r) for r in self._rows(
