@@ -123,7 +123,10 @@ class _EventBuffer:
 
     Events are a cache (every one is derivable from PostgreSQL), so a worker killed with
     events still buffered loses only the live view of them, never the record; a push of
-    jobs flushes the buffer first, in the same pipeline, so order is kept.
+    jobs flushes the buffer first, in the same pipeline, so order is kept. ``sending`` is
+    held from taking events out of the buffer until Redis has them, by the flush thread and by
+    a direct publish alike: otherwise a run's final event, sent at once, could overtake a
+    node's event that the flush thread had taken but not yet sent.
     """
 
     FLUSH_S = 0.005
@@ -132,6 +135,7 @@ class _EventBuffer:
         self.broker = broker
         self.items: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.sending = threading.Lock()
         self.wake = threading.Event()
         threading.Thread(target=self._loop, name="nexusflow-events", daemon=True).start()
         atexit.register(self.flush)
@@ -147,6 +151,10 @@ class _EventBuffer:
         return items
 
     def flush(self) -> None:
+        with self.sending:
+            self._send()
+
+    def _send(self) -> None:
         items = self.take()
         if items:
             try:
@@ -214,7 +222,12 @@ class Broker:
                 if events:
                     self._buffer.add(events)
                 return
-            events = self._buffer.take() + events
+            with self._buffer.sending:
+                self._send(pushes, self._buffer.take() + events)
+            return
+        self._send(pushes, events)
+
+    def _send(self, pushes: Sequence[Push], events: list[dict[str, Any]]) -> None:
         if not pushes and not events:
             return
         try:
