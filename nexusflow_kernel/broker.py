@@ -107,6 +107,11 @@ def run_jobs_key(run_id: str, queue: str) -> str:
 RUN_JOBS_TTL_S = 30
 """The count self-heals: a job lost with its worker stops counting after this long."""
 
+WAITING_HINT_S = 0.2
+"""How long a worker trusts what it last read (or pushed) of a run's waiting run jobs: while
+enough wait, following nodes push nothing and need no Redis round trip. At worst an idle
+worker joins a run this much later; the worker that follows it never stops."""
+
 
 def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
           duration_ms: float | None = None, error: str | None = None) -> dict[str, Any]:
@@ -180,6 +185,7 @@ class Broker:
         self.settings = settings
         self.redis = get_redis(settings.redis_url)
         self._workers: dict[str, tuple[float, int]] = {}
+        self._waiting_hint: dict[tuple[str, str], tuple[float, int]] = {}
         self._buffer = _EventBuffer(self) if buffer_events else None
         self.queues = {
             "default": Queue(settings.queue_name, connection=self.redis,
@@ -215,6 +221,7 @@ class Broker:
     def publish(self, pushes: Sequence[Push] = (), events: Iterable[dict[str, Any]] = ()) -> None:
         """Push jobs and append events in one Redis round trip."""
         events = list(events)
+        pushes = self._not_covered(pushes)
         if self._buffer is not None:
             # Node events wait a few milliseconds; a run's own events (start, end) and any
             # push go out at once, after whatever is buffered.
@@ -240,6 +247,21 @@ class Broker:
                 f"Redis at {mask_url(self.settings.redis_url)} failed: {exc}"
             ) from exc
 
+    def _not_covered(self, pushes: Sequence[Push]) -> Sequence[Push]:
+        """Drop "ready nodes" pushes that run jobs known to be waiting cover already."""
+        if not self._waiting_hint or not pushes:
+            return pushes
+        now = time.monotonic()
+        kept = []
+        for p in pushes:
+            if p.ready and not p.force:
+                seen = self._waiting_hint.get((p.run_id, p.queue))
+                if seen is not None and now - seen[0] < WAITING_HINT_S and \
+                        seen[1] >= min(p.ready, self.live_workers(p.queue)):
+                    continue
+            kept.append(p)
+        return kept
+
     def _add_pushes(self, pipe: Any, pushes: Sequence[Push]) -> None:
         now_items: dict[str, list[Any]] = {}
         waiting = self._waiting_run_jobs([p for p in pushes if p.ready and not p.force])
@@ -256,6 +278,9 @@ class Broker:
                     pipe.incrby(key, n)
                     pipe.expire(key, RUN_JOBS_TTL_S)
                     waiting[(p.run_id, p.queue)] = waiting.get((p.run_id, p.queue), 0) + n
+                    seen = self._waiting_hint.get((p.run_id, p.queue))
+                    if seen is not None:
+                        self._waiting_hint[(p.run_id, p.queue)] = (seen[0], seen[1] + n)
                 for _ in range(n):
                     now_items.setdefault(queue.name, []).append(Queue.prepare_data(
                         RUN_JOB_FUNC, (p.run_id, p.queue), timeout=-1, result_ttl=0,
@@ -286,7 +311,13 @@ class Broker:
         if not keys:
             return {}
         values = self.redis.mget([run_jobs_key(r, q) for r, q in keys])
-        return {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+        found = {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+        now = time.monotonic()
+        if len(self._waiting_hint) > 1000:
+            self._waiting_hint = {k: v for k, v in self._waiting_hint.items()
+                                  if now - v[0] < WAITING_HINT_S}
+        self._waiting_hint.update((k, (now, v)) for k, v in found.items())
+        return found
 
     def run_job_started(self, run_id: str, queue: str) -> None:
         """Count one waiting run job of a run as started (see ``Push.ready``)."""

@@ -25,7 +25,7 @@ from .errors import ExpressionError, NexusFlowError, NodeExecutionError
 from .nodes import Defer, NodeContext, NodeLog, get_node_type
 from .plan import backoff_delay
 from .settings import Settings
-from .store import Claim, Follow, Outcome, RunStore
+from .store import Claim, Follow, KnownOutputs, Outcome, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -136,21 +136,27 @@ def execute_run(run_id: str, queue: str = "default") -> str:
     except Exception as exc:  # only a hint for how many run jobs to push
         logger.debug("could not count the run job as started: %s", exc)
     follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
+    known = KnownOutputs()
 
     def first() -> Claim | None:
         with rt.pool.connection() as conn, conn.transaction():
-            return rt.store.claim_next(conn, run_id, None, follow)
+            return rt.store.claim_next(conn, run_id, None, follow, known=known)
 
     claim = with_retry(first, what=f"claim a ready node of run {run_id}")
     if claim is None:
         return "no ready node"
     _publish(rt, (), [event(run_id, claim.node_id, "running", claim.attempt)])
-    return _work(rt, claim, queue, job)
+    return _work(rt, claim, queue, job, known)
 
 
-def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
-    """Run ``claim``, record it, and go on with the run's next ready node while there is one."""
+def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
+          known: KnownOutputs | None = None) -> str:
+    """Run ``claim``, record it, and go on with the run's next ready node while there is one.
+
+    ``known`` keeps the outputs seen on the way, so a child's inputs rarely need a query.
+    """
     budget_end = time.monotonic() + FOLLOW_BUDGET_S
+    known = known if known is not None else KnownOutputs()
     done_nodes = 0
     while claim is not None:
         outcome = run_claimed(rt, claim)
@@ -158,7 +164,8 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None) -> str:
         if time.monotonic() < budget_end:
             follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
         current = claim
-        done = with_retry(lambda: rt.store.finish(current, outcome, follow=follow),  # noqa: B023
+        done = with_retry(lambda: rt.store.finish(current, outcome, follow=follow,  # noqa: B023
+                                                  known=known),
                           what=f"record node {current.node_id!r} of run {current.run_id}",
                           deadline_s=600)
         if done is None:
@@ -222,8 +229,9 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
         if isinstance(result, Defer):
             return Outcome("deferred", defer_until=result.until, resume_state=result.state,
                            duration_ms=duration)
-        output = _checked_output(result, rt.settings.max_output_bytes)
-        return Outcome("succeeded", output=output, branch=node_type.branch(output),
+        output, blob = _checked_output(result, rt.settings.max_output_bytes)
+        return Outcome("succeeded", output=output, output_json=blob,
+                       branch=node_type.branch(output),
                        log=_mask(log.text(), secret_values),
                        input=_input_record(claim, rendered), duration_ms=duration)
     except _Interrupt as intr:
@@ -261,7 +269,8 @@ def _input_record(claim: Claim, rendered: Any) -> dict[str, Any]:
     return {"config": rendered, "inputs": claim.inputs}
 
 
-def _checked_output(result: Any, limit: int) -> Any:
+def _checked_output(result: Any, limit: int) -> tuple[Any, str]:
+    """Return ``result`` (made plain JSON) and its JSON text; refuse what is not JSON."""
     try:
         blob = json.dumps(result, separators=(",", ":"), allow_nan=False, default=_no_default)
     except (TypeError, ValueError) as exc:
@@ -271,8 +280,8 @@ def _checked_output(result: Any, limit: int) -> Any:
         raise NodeExecutionError(
             f"output is {len(blob)} bytes of JSON, over the limit of {limit} "
             "(NEXUSFLOW_MAX_OUTPUT_BYTES)", retryable=False)
-    return json.loads(blob) if not isinstance(result, (dict, list, str, int, float, bool,
-                                                        type(None))) else result
+    plain = isinstance(result, (dict, list, str, int, float, bool, type(None)))
+    return (result if plain else json.loads(blob)), blob
 
 
 def _no_default(value: Any) -> Any:

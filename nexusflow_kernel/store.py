@@ -7,6 +7,7 @@ two parents finishing at once can never both miss (or both start) their common c
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -82,6 +83,8 @@ class Outcome:
     retry_delay: float | None = None  # seconds before the next attempt, when retried
     defer_until: float | None = None
     resume_state: dict[str, Any] | None = None
+    output_json: str | None = None
+    """``output`` as JSON text, when the worker has it (to hand it on to children)."""
 
 
 @dataclass
@@ -94,6 +97,41 @@ class Effects:
     def extend(self, other: Effects) -> None:
         self.pushes.extend(other.pushes)
         self.events.extend(other.events)
+
+
+class KnownOutputs:
+    """Outputs (as JSON text) of one run's succeeded nodes that a worker's job has seen.
+
+    A child whose parents are all here needs no query for its inputs. It is safe for the
+    life of one job's follow loop: a succeeded node of a running run never changes, and a
+    run is only retried once it stopped, which ends every follow loop on it first. Kept as
+    text, so every child gets its own copy, exactly as from PostgreSQL. Bounded in count
+    and bytes; larger outputs are simply read from PostgreSQL again.
+    """
+
+    MAX_ITEM_BYTES = 256 * 1024
+    MAX_TOTAL_BYTES = 32 * 1024 * 1024
+    MAX_ITEMS = 20_000
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.total = 0
+
+    def put(self, node_id: str, blob: str | None) -> None:
+        if blob is None or node_id in self.values or len(blob) > self.MAX_ITEM_BYTES:
+            return
+        if len(self.values) >= self.MAX_ITEMS or self.total + len(blob) > self.MAX_TOTAL_BYTES:
+            self.values.clear()
+            self.total = 0
+        self.values[node_id] = blob
+        self.total += len(blob)
+
+    def of(self, parents: Iterable[str]) -> dict[str, Any] | None:
+        """Return the outputs of all ``parents``, or ``None`` when one is not known."""
+        try:
+            return {p: json.loads(self.values[p]) for p in parents}
+        except KeyError:
+            return None
 
 
 class RunStore(RunViews):
@@ -250,14 +288,24 @@ class RunStore(RunViews):
 
     @staticmethod
     def _parent_outputs(conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                        node_id: str) -> dict[str, Any]:
+                        node_id: str, known: KnownOutputs | None = None) -> dict[str, Any]:
         parents = plan.parents[node_id]
         if not parents:
             return {}
-        return {r["node_id"]: r["output"] for r in conn.execute(
-            "SELECT node_id, output FROM node_runs WHERE execution_id=%s"
-            " AND idx = ANY(%s) AND state='succeeded'",
-            (run_id, [plan.idx_of[p] for p in parents]))}
+        if known is not None:
+            found = known.of(parents)
+            if found is not None:
+                return found
+        out = {}
+        for r in conn.execute(
+                "SELECT node_id, output::text AS blob FROM node_runs"
+                " WHERE execution_id=%s AND idx = ANY(%s) AND state='succeeded'",
+                (run_id, [plan.idx_of[p] for p in parents])):
+            blob = r["blob"] if r["blob"] is not None else "null"
+            out[r["node_id"]] = json.loads(blob)
+            if known is not None:
+                known.put(r["node_id"], blob)
+        return out
 
     def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
         """Extend a lease; return the run's status, or ``None`` when the lease is lost.
@@ -275,45 +323,49 @@ class RunStore(RunViews):
         return row["status"] if row else None
 
     # ------------------------------------------------------------------ finishing an attempt
-    def finish(self, claim: Claim, outcome: Outcome, *,
-               follow: Follow | None = None) -> tuple[Effects, Claim | None] | None:
+    def finish(self, claim: Claim, outcome: Outcome, *, follow: Follow | None = None,
+               known: KnownOutputs | None = None) -> tuple[Effects, Claim | None] | None:
         """Record an attempt's outcome and decide successors, in one transaction.
 
         With ``follow``, one successor that became ready on the ``default`` queue is claimed
         for the caller in the same transaction (it runs next in this worker, skipping a
         round trip through RQ); the rest are pushed. Return ``None`` when the lease was lost
-        meanwhile (another copy owns the node now).
+        meanwhile (another copy owns the node now). ``known`` holds the outputs this job has
+        seen, so the next node's inputs usually need no query.
         """
-        # Pipeline mode: statements whose results are not needed yet go out together, so
-        # the whole transaction costs about four round trips.
+        # Pipeline mode: statements whose results are not needed yet go out together, so a
+        # node that succeeded costs three round trips (record and count, queue and claim,
+        # commit).
         with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
                                 claim.token, claim.plan, outcome, follow=follow,
-                                params=claim.params)
+                                params=claim.params, known=known)
+        return None  # the lease was lost: the transaction was rolled back
 
     def _finish(self, conn: psycopg.Connection, run_id: str, idx: int, node_id: str,
                 attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
                 follow: Follow | None = None, params: dict[str, Any] | None = None,
+                known: KnownOutputs | None = None,
                 ) -> tuple[Effects, Claim | None] | None:
         # No run-wide lock: each child's edge counters are updated under the child's own row
         # lock, so exactly one finishing parent sees the last edge come in; and every state
         # change is conditional, so a cancel racing with this transaction loses nothing.
-        held = run = conn.execute(
+        held_cur = conn.execute(
             "SELECT n.tries, n.max_attempts, e.status FROM node_runs n"
             " JOIN executions e ON e.id = n.execution_id"
             " WHERE n.execution_id=%s AND n.idx=%s AND n.state='running' AND n.lease_token=%s"
-            " FOR UPDATE OF n", (run_id, idx, token)
-        ).fetchone()
+            " FOR UPDATE OF n", (run_id, idx, token))
+        if outcome.status == "succeeded":
+            return self._finish_success(conn, held_cur, run_id, idx, node_id, attempt, token,
+                                        plan, outcome, follow, params, known)
+        effects = Effects()
+        held = run = held_cur.fetchone()
         if held is None:
             return None
-        effects = Effects()
-        status = outcome.status
-        if run["status"] == RunStatus.CANCELED and status != "succeeded":
-            status = "canceled"
+        # A run canceled meanwhile: the attempt that did not succeed ends canceled.
+        status = "canceled" if run["status"] == RunStatus.CANCELED else outcome.status
         due: float | None = None
-        if status == "succeeded":
-            new_state = NodeState.SUCCEEDED
-        elif status == "deferred":
+        if status == "deferred":
             new_state = NodeState.SCHEDULED
             due = outcome.defer_until
         elif status == "canceled":
@@ -327,31 +379,10 @@ class RunStore(RunViews):
                 new_state = NodeState.FAILED
         retrying = new_state == NodeState.SCHEDULED and status != "deferred"
         next_attempt = attempt + 1 if retrying else attempt
-        # The node's new state and its attempt log row, in one statement.
-        conn.execute(
-            "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
-            " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
-            " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
-            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at"
-            "  ELSE clock_timestamp() END,"
-            " ended_at=CASE WHEN %(fin)s THEN clock_timestamp() ELSE ended_at END"
-            " WHERE execution_id=%(r)s AND idx=%(i)s RETURNING worker, started_at)"
-            " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
-            " error, log, worker, duration_ms, started_at)"
-            " SELECT %(r)s, %(n)s, %(a)s, %(ls)s, %(in)s, %(o)s, %(e)s, %(log)s, u.worker,"
-            " %(d)s, u.started_at FROM u WHERE %(logged)s"
-            " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
-            {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
-             "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
-             "b": outcome.branch, "e": outcome.error,
-             "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
-             "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
-             "r": run_id, "i": idx, "n": node_id, "a": attempt, "ls": status,
-             "in": jsonb(outcome.input), "log": outcome.log or None,
-             "logged": status != "deferred"},
-        )
-        queue = _queue_of(plan.nodes[node_id].type)
+        self._record(conn, run_id, idx, node_id, attempt, token, new_state, next_attempt,
+                     retrying, due, status, outcome)
         if new_state == NodeState.SCHEDULED:
+            queue = _queue_of(plan.nodes[node_id].type)
             effects.pushes.append(Push(run_id, idx, next_attempt, queue, at=due,
                                        wake=status == "deferred"))
             effects.events.append(event(run_id, node_id, NodeState.SCHEDULED, next_attempt,
@@ -364,63 +395,200 @@ class RunStore(RunViews):
             return effects, None
         ready, skipped = self._decide_successors(
             conn, run_id, plan, [(node_id, new_state, outcome.branch)], effects)
-        # Three statements, one round trip: queue the ready children, claim the run's next
-        # queued node for this worker, count the finished nodes down.
-        queue_cur = self._queue_send(conn, run_id, plan, ready)
         claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
         remaining_cur = self._remaining_send(conn, run_id, 1 + skipped)
-        queued = self._queue_collect(queue_cur, run_id, effects)
-        nxt = None
-        if claim_cur is not None:
-            nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, params or {},
-                                      known={node_id: outcome.output}
-                                      if new_state == NodeState.SUCCEEDED else {})
-            if nxt is not None:
-                effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
-                                            nxt.attempt))
-                if nxt.node_id in ready:
-                    queued[follow.queue] = queued.get(follow.queue, 1) - 1
-        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in queued.items() if n)
+        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                   ready, effects)
         self._remaining_collect(conn, remaining_cur, run_id, effects)
         return effects, nxt
 
+    def _finish_success(self, conn: psycopg.Connection, held_cur: Any, run_id: str, idx: int,
+                        node_id: str, attempt: int, token: str, plan: RunPlan,
+                        outcome: Outcome, follow: Follow | None,
+                        params: dict[str, Any] | None, known: KnownOutputs | None,
+                        ) -> tuple[Effects, Claim | None]:
+        """The common case, in one round trip before the commit: the lease check, the
+        outcome, the children's counters (queueing those that became ready), the claim of
+        the run's next queued node and the count-down all go out together, because none
+        needs the row first. A lost lease rolls all of it back."""
+        self._record(conn, run_id, idx, node_id, attempt, token, NodeState.SUCCEEDED,
+                     attempt, False, None, "succeeded", outcome)
+        finished = [(node_id, NodeState.SUCCEEDED, outcome.branch)]
+        counted = self._count_send(conn, run_id, plan, finished)
+        claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
+        remaining_cur = self._remaining_send(conn, run_id, 1)
+        run = held_cur.fetchone()
+        if run is None:
+            raise psycopg.Rollback()  # the lease was lost: nothing of this is written
+        effects = Effects()
+        effects.events.append(event(run_id, node_id, NodeState.SUCCEEDED, attempt,
+                                    duration_ms=outcome.duration_ms))
+        if known is None:
+            known = KnownOutputs()
+        known.put(node_id, outcome.output_json)
+        if run["status"] != RunStatus.RUNNING:  # counters, queueing and claim were skipped
+            self._remaining_collect(conn, remaining_cur, run_id, effects)
+            return effects, None
+        ready, skipped = self._decide_successors(conn, run_id, plan, finished, effects,
+                                                 counted)
+        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                   ready, effects)
+        # Skipped children were not counted down yet, so this cannot reach zero if any was.
+        self._remaining_collect(conn, remaining_cur, run_id, effects)
+        if skipped:
+            self._finalize_if_done(conn, run_id, skipped, effects)
+        return effects, nxt
+
+    def _follow_collect(self, conn: psycopg.Connection, claim_cur: Any, run_id: str,
+                        plan: RunPlan, follow: Follow | None, params: dict[str, Any] | None,
+                        known: KnownOutputs | None, ready: list[tuple[str, str]],
+                        effects: Effects) -> Claim | None:
+        """Take the claimed next node (if any); push run jobs for the other ready nodes."""
+        nxt = None
+        if claim_cur is not None and follow is not None:
+            nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, params or {},
+                                      known)
+            if nxt is not None:
+                effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
+                                            nxt.attempt))
+        counts: dict[str, int] = {}
+        for child, queue in ready:
+            if nxt is None or child != nxt.node_id:
+                counts[queue] = counts.get(queue, 0) + 1
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        return nxt
+
+    @staticmethod
+    def _record(conn: psycopg.Connection, run_id: str, idx: int, node_id: str, attempt: int,
+                token: str, new_state: str, next_attempt: int, retrying: bool,
+                due: float | None, status: str, outcome: Outcome) -> None:
+        """Send the node's new state and its attempt log row (one statement, no result)."""
+        conn.execute(
+            "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
+            " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
+            " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
+            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at"
+            "  ELSE clock_timestamp() END,"
+            " ended_at=CASE WHEN %(fin)s THEN clock_timestamp() ELSE ended_at END"
+            " WHERE execution_id=%(r)s AND idx=%(i)s AND state='running' AND lease_token=%(t)s"
+            " RETURNING worker, started_at)"
+            " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
+            " error, log, worker, duration_ms, started_at)"
+            " SELECT %(r)s, %(n)s, %(a)s, %(ls)s, %(in)s, %(o)s, %(e)s, %(log)s, u.worker,"
+            " %(d)s, u.started_at FROM u WHERE %(logged)s"
+            " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
+            {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
+             "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
+             "b": outcome.branch, "e": outcome.error,
+             "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
+             "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
+             "r": run_id, "i": idx, "t": token, "n": node_id, "a": attempt, "ls": status,
+             "in": jsonb(outcome.input), "log": outcome.log or None,
+             "logged": status != "deferred"},
+        )
+
+    # Whether a pending child is ready once its counters are updated: the RUN case of
+    # ``plan.decide_counts`` in SQL (a test checks the two agree on every input), over the
+    # new counts. Deciding in the same statement that counts saves a statement and a round
+    # trip per node.
+    _READY = (
+        "(n.state = 'pending' AND ("
+        " (d.rule = 'one_success' AND {s} > 0)"
+        " OR ({d} = n.n_parents AND (d.rule = 'all_done'"
+        "  OR (d.rule = 'none_failed' AND {f} = 0)"
+        "  OR (d.rule = 'all_success' AND {s} = n.n_parents)))))"
+    ).format(d="(n.n_done + d.cnt)",
+             s="(n.n_success + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END)",
+             f="(n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END)")
+
+    _COUNT_SET = (
+        "UPDATE node_runs n SET n_done = n.n_done + d.cnt,"
+        " n_success = n.n_success + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END,"
+        " n_failed = n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END,"
+        " state = CASE WHEN " + _READY + " THEN 'queued' ELSE n.state END,"
+        " attempt = CASE WHEN " + _READY + " THEN n.attempt + 1 ELSE n.attempt END,"
+        " tries = CASE WHEN " + _READY + " THEN 1 ELSE n.tries END,"
+        " enqueued_at = CASE WHEN " + _READY + " THEN clock_timestamp()"
+        "  ELSE n.enqueued_at END")
+    _COUNT_WHERE = (
+        " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+        " RETURNING n.node_id, n.state, n.attempt, n.queue, n.n_parents, n.n_done,"
+        " n.n_success, n.n_failed, CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END AS s_cnt")
+    # One child: every primary key column is bound, so the plan is a unique-index lookup
+    # whatever the statistics say (a fresh table has none, and with an array of children the
+    # planner may read all of the run's rows instead).
+    _COUNT_ONE_SQL = (
+        _COUNT_SET + " FROM (SELECT %(cnt)s::int AS cnt, %(rule)s::text AS rule) d"
+        " WHERE n.execution_id=%(r)s AND n.idx=%(i)s" + _COUNT_WHERE)
+    _COUNT_MANY_SQL = (
+        _COUNT_SET + " FROM (SELECT i, rule, count(*) AS cnt"
+        "  FROM unnest(%(idx)s::int[], %(rules)s::text[]) AS u(i, rule) GROUP BY i, rule) d"
+        " WHERE n.execution_id=%(r)s AND n.idx = ANY(%(idx)s) AND n.idx = d.i" + _COUNT_WHERE)
+    COUNT_ONE_BY_ONE = 16
+    """Up to this many children of one outcome are counted one statement each (pipelined)."""
+
+    def _count_send(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                    finished: list[tuple[str, str, str | None]]) -> list[Any]:
+        """Send the edge counter updates of ``finished`` parents' children (while running);
+        a child that becomes ready is queued by the same statement."""
+        by_outcome: dict[str, dict[int, int]] = {}
+        for parent, state, branch in finished:
+            for child, handle in plan.children[parent]:
+                outcome = edge_outcome(state, branch, handle)
+                counts = by_outcome.setdefault(outcome or SKIPPED, {})
+                counts[plan.idx_of[child]] = counts.get(plan.idx_of[child], 0) + 1
+        cursors = []
+        for o, counts in by_outcome.items():
+            if len(counts) <= self.COUNT_ONE_BY_ONE:
+                cursors.extend(conn.execute(self._COUNT_ONE_SQL, {
+                    "o": o, "r": run_id, "i": i, "cnt": cnt,
+                    "rule": plan.nodes[plan.order[i]].trigger_rule}) for i, cnt in counts.items())
+            else:
+                idxs = [i for i, cnt in counts.items() for _ in range(cnt)]
+                cursors.append(conn.execute(self._COUNT_MANY_SQL, {
+                    "o": o, "idx": idxs, "r": run_id,
+                    "rules": [plan.nodes[plan.order[i]].trigger_rule for i in idxs]}))
+        return cursors
+
     def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                           finished: list[tuple[str, str, str | None]],
-                           effects: Effects) -> tuple[list[str], int]:
-        """Count each finished parent into its children; return (ready children, #skipped).
+                           finished: list[tuple[str, str, str | None]], effects: Effects,
+                           counted: list[Any] | None = None,
+                           ) -> tuple[list[tuple[str, str]], int]:
+        """Count each finished parent into its children; return the children that became
+        ready (queued now, with their queue) and how many were skipped.
 
         Each child keeps counters of its incoming edges' outcomes, so a decision costs
         O(children) however many parents a child has. Skips propagate in the same pass.
+        ``counted`` are the cursors of a first round already sent (``_count_send``).
         """
-        ready: list[str] = []
+        ready: list[tuple[str, str]] = []
         skipped_total = 0
         while finished:
-            by_outcome: dict[str, list[int]] = {}
-            for parent, state, branch in finished:
-                for child, handle in plan.children[parent]:
-                    outcome = edge_outcome(state, branch, handle)
-                    by_outcome.setdefault(outcome or SKIPPED, []).append(plan.idx_of[child])
-            decided: dict[str, str] = {}
-            for outcome, idxs in by_outcome.items():
-                for r in conn.execute(
-                    "UPDATE node_runs n SET n_done = n.n_done + d.cnt,"
-                    " n_success = n.n_success"
-                    "  + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END,"
-                    " n_failed = n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END"
-                    " FROM (SELECT i, count(*) AS cnt FROM unnest(%(idx)s::int[]) AS i"
-                    "       GROUP BY i) d"
-                    " WHERE n.execution_id=%(r)s AND n.idx=d.i"
-                    " RETURNING n.node_id, n.state, n.n_parents, n.n_done, n.n_success,"
-                    " n.n_failed",
-                    {"o": outcome, "idx": idxs, "r": run_id},
-                ):
-                    if r["state"] != NodeState.PENDING:
-                        continue
-                    decided[r["node_id"]] = decide_counts(
-                        plan.nodes[r["node_id"]].trigger_rule, r["n_parents"], r["n_done"],
-                        r["n_success"], r["n_failed"])
-            to_skip = [c for c, v in decided.items() if v == SKIP]
-            ready.extend(c for c, v in decided.items() if v == RUN)
+            cursors = counted if counted is not None else self._count_send(conn, run_id, plan,
+                                                                            finished)
+            counted = None
+            to_skip: list[str] = []
+            late: list[str] = []
+            for cur in cursors:
+                for r in cur.fetchall():
+                    rule = plan.nodes[r["node_id"]].trigger_rule
+                    if r["state"] == NodeState.QUEUED and _became_ready(rule, r):
+                        ready.append((r["node_id"], r["queue"]))
+                        effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                    r["attempt"]))
+                    elif r["state"] == NodeState.PENDING:
+                        decided = decide_counts(rule, r["n_parents"], r["n_done"],
+                                                r["n_success"], r["n_failed"])
+                        if decided == SKIP:
+                            to_skip.append(r["node_id"])
+                        elif decided == RUN:  # only if the SQL above disagreed
+                            late.append(r["node_id"])
+            if late:
+                for r in conn.execute(self._QUEUE_SQL,
+                                      (run_id, [plan.idx_of[c] for c in late])).fetchall():
+                    ready.append((r["node_id"], r["queue"]))
+                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                r["attempt"]))
             finished = []
             if to_skip:
                 conn.execute(
@@ -439,27 +607,16 @@ class RunStore(RunViews):
         " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
         " AND state='pending' RETURNING node_id, attempt, queue")
 
-    def _queue_send(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                    nodes: list[str]) -> Any:
+    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
+               effects: Effects) -> None:
+        """Make pending ``nodes`` queued and push run jobs for them."""
         if not nodes:
-            return None
-        return conn.execute(self._QUEUE_SQL, (run_id, [plan.idx_of[c] for c in nodes]))
-
-    @staticmethod
-    def _queue_collect(cur: Any, run_id: str, effects: Effects) -> dict[str, int]:
+            return
         counts: dict[str, int] = {}
-        for r in cur.fetchall() if cur is not None else ():
+        for r in conn.execute(self._QUEUE_SQL, (run_id, [plan.idx_of[c] for c in nodes])):
             counts[r["queue"]] = counts.get(r["queue"], 0) + 1
             effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
-        return counts
-
-    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
-               effects: Effects) -> dict[str, int]:
-        """Make pending ``nodes`` queued and push run jobs for them; return counts per queue."""
-        counts = self._queue_collect(self._queue_send(conn, run_id, plan, nodes), run_id,
-                                     effects)
         effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
-        return counts
 
     @staticmethod
     def _claim_send(conn: psycopg.Connection, run_id: str, follow: Follow, *,
@@ -481,24 +638,20 @@ class RunStore(RunViews):
 
     def _claim_collect(self, conn: psycopg.Connection, cur: Any, run_id: str,
                        plan: RunPlan | None, follow: Follow, params: dict[str, Any] | None,
-                       known: dict[str, Any] | None = None) -> Claim | None:
+                       known: KnownOutputs | None = None) -> Claim | None:
         row = cur.fetchone()
         if row is None:
             return None
         if plan is None:
             plan = self.plan_for(conn, row["workflow_id"], row["version"])
             params = row["inputs"] or {}
-        parents = plan.parents[row["node_id"]]
-        if known and all(p in known for p in parents):
-            inputs = {p: known[p] for p in parents}
-        else:
-            inputs = self._parent_outputs(conn, run_id, plan, row["node_id"])
+        inputs = self._parent_outputs(conn, run_id, plan, row["node_id"], known)
         return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
                      params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
 
     def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
                    follow: Follow, params: dict[str, Any] | None = None, *,
-                   known: dict[str, Any] | None = None) -> Claim | None:
+                   known: KnownOutputs | None = None) -> Claim | None:
         """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
         cur = self._claim_send(conn, run_id, follow, with_run=plan is None)
         return self._claim_collect(conn, cur, run_id, plan, follow, params, known)
@@ -658,11 +811,23 @@ class RunStore(RunViews):
             kept = [(p, *states[p]) for p in plan.order if p not in reset
                     and any(c in reset for c, _h in plan.children[p])]
             ready, skipped = self._decide_successors(conn, run_id, plan, kept, effects)
+            counts: dict[str, int] = {}
+            for _child, queue in ready:
+                counts[queue] = counts.get(queue, 0) + 1
+            effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
             roots = [n for n in plan.order if n in reset and not plan.parents[n]]
-            self._queue(conn, run_id, plan, roots + ready, effects)
+            self._queue(conn, run_id, plan, roots, effects)
             if skipped:
                 self._finalize_if_done(conn, run_id, skipped, effects)
             return effects
+
+
+def _became_ready(rule: str, row: dict[str, Any]) -> bool:
+    """Whether the count update in ``row`` is the one that made its child ready (and not an
+    earlier one: a ``one_success`` child stays queued while its other parents finish)."""
+    if rule == "one_success":
+        return row["n_success"] > 0 and row["n_success"] == row["s_cnt"]
+    return row["n_done"] == row["n_parents"]
 
 
 def _queue_of(type_name: str) -> str:
