@@ -272,7 +272,7 @@ class RunStore(RunViews):
                 " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
                 " AND (state='queued'"
                 "  OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
-                " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+                " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
                 " RETURNING node_id, resume_state, max_attempts)"
                 " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
                 " JOIN executions e ON e.id=%(r)s",
@@ -511,7 +511,7 @@ class RunStore(RunViews):
         " enqueued_at = CASE WHEN " + _READY + " THEN clock_timestamp()"
         "  ELSE n.enqueued_at END")
     _COUNT_WHERE = (
-        " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+        " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
         " RETURNING n.node_id, n.state, n.attempt, n.queue, n.n_parents, n.n_done,"
         " n.n_success, n.n_failed, CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END AS s_cnt")
     # One child: every primary key column is bound, so the plan is a unique-index lookup
@@ -628,7 +628,7 @@ class RunStore(RunViews):
             " WHERE execution_id=%(r)s AND idx = (SELECT idx FROM node_runs"
             "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
             "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            " AND EXISTS (SELECT 1 FROM executions x WHERE x.id=%(r)s AND x.status='running')"
+            " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
             " RETURNING idx, node_id, attempt, resume_state, max_attempts)"
             " SELECT c.*" + (", e.workflow_id, e.version, e.inputs" if with_run else "")
             + " FROM c" + (" JOIN executions e ON e.id=%(r)s" if with_run else ""),
