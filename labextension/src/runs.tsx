@@ -161,11 +161,11 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
       <button
         className="nf-btn"
         data-action="retry"
-        disabled={busy || !view.runId || view.status !== 'failed'}
+        disabled={busy || !view.runId || !(view.status === 'failed' || view.status === 'canceled')}
         onClick={() => act('retry')}
-        title="Run the failed nodes again, keeping what succeeded"
+        title="Run the failed, canceled and skipped nodes again, keeping what succeeded"
       >
-        ↻ Retry failed
+        ↻ Retry
       </button>
       <select
         className="nf-input nf-history"

@@ -226,6 +226,71 @@ const scenarios = {
     return { states, watcherStates, runMs, lastEventLagMs: lag === '' ? null : Number(lag), failedError, errors: page.errors };
   },
 
+  /** Run, Cancel while a node holds a worker, Retry (keeps what succeeded), history picker. */
+  async control(browser) {
+    const page = await openPage(browser, 'control');
+    await waitForNodes(page, 3);
+    const states = () =>
+      page.$$eval('[data-node-id]', els =>
+        Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+      );
+    const runStatus = s =>
+      page.waitForFunction(
+        st => document.querySelector('[data-run-status]')?.getAttribute('data-run-status') === st,
+        s,
+        { timeout: 60000 }
+      );
+    const nodeState = (id, s) =>
+      page.waitForFunction(
+        ([i, st]) => document.querySelector(`[data-node-id="${i}"]`)?.getAttribute('data-state') === st,
+        [id, s],
+        { timeout: 60000 }
+      );
+    const currentRun = () => page.$eval('select.nf-history', e => e.value);
+
+    await page.click('[data-action="run"]');
+    await nodeState('hold', 'running');
+    const firstRun = await currentRun();
+    const retryWhileRunning = await page.$eval('[data-action="retry"]', e => e.disabled);
+    await page.click('[data-action="cancel"]');
+    await runStatus('canceled');
+    await nodeState('hold', 'canceled');
+    const canceled = await states();
+    await shot(page, 'control-canceled');
+
+    await page.click('[data-action="retry"]');
+    await runStatus('succeeded');
+    const retried = await states();
+    const retriedRun = await currentRun();
+
+    // A second run, canceled at once: the history then holds two runs to pick from.
+    await page.click('[data-action="run"]');
+    await page.waitForFunction(r => document.querySelector('select.nf-history')?.value !== r, firstRun, {
+      timeout: 30000
+    });
+    const secondRun = await currentRun();
+    await page.waitForFunction(
+      () => !document.querySelector('[data-action="cancel"]')?.disabled,
+      null,
+      { timeout: 30000 }
+    );
+    await page.click('[data-action="cancel"]');
+    await runStatus('canceled');
+    await page.focus('select.nf-history'); // loads the history
+    await page.waitForFunction(
+      r => Array.from(document.querySelectorAll('select.nf-history option')).some(o => o.value === r),
+      firstRun,
+      { timeout: 10000 }
+    );
+    const history = await page.$$eval('select.nf-history option', els => els.map(o => o.value).filter(Boolean));
+    await page.selectOption('select.nf-history', firstRun);
+    await runStatus('succeeded');
+    await nodeState('after', 'succeeded');
+    const picked = await states();
+    await shot(page, 'control-history');
+    return { firstRun, retriedRun, secondRun, retryWhileRunning, canceled, retried, history, picked, errors: page.errors };
+  },
+
   /** New Flow from the command, three nodes dragged from the palette, connected, run: green. */
   async build(browser) {
     const page = await openPage(browser, 'build', process.env.SMALL_FILE);

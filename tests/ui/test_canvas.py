@@ -126,6 +126,39 @@ def test_a_run_glows_on_every_page_and_shows_the_error(lab) -> None:
     assert result["errors"] == []
 
 
+CONTROL = {
+    "schema": 1,
+    "name": "control",
+    "nodes": [
+        {"id": "first", "type": "transform", "position": {"x": 0, "y": 0},
+         "config": {"expression": "21"}},
+        {"id": "hold", "type": "sleep", "position": {"x": 0, "y": 120},
+         "config": {"seconds": 8}},
+        {"id": "after", "type": "transform", "position": {"x": 0, "y": 240},
+         "config": {"expression": "inputs['first'] * 2"}},
+    ],
+    "edges": [
+        {"id": "first-hold", "source": "first", "target": "hold"},
+        {"id": "hold-after", "source": "hold", "target": "after"},
+        {"id": "first-after", "source": "first", "target": "after"},
+    ],
+}
+
+
+def test_cancel_retry_and_the_run_history_from_the_toolbar(lab) -> None:
+    write_flow(lab.root, "control.nxflow", CONTROL)
+    result = lab.run_script("control", FLOW_FILE="control.nxflow", timeout=180)
+    assert result["retryWhileRunning"] is True  # nothing to retry while it runs
+    assert result["canceled"] == {"first": "succeeded", "hold": "canceled", "after": "canceled"}
+    # Retry re-opens the same run: what succeeded stays, the rest runs again.
+    assert result["retriedRun"] == result["firstRun"]
+    assert result["retried"] == {"first": "succeeded", "hold": "succeeded", "after": "succeeded"}
+    assert result["secondRun"] != result["firstRun"]
+    assert {result["firstRun"], result["secondRun"]} <= set(result["history"])
+    assert result["picked"] == result["retried"]
+    assert result["errors"] == []
+
+
 def test_new_flow_built_from_the_palette_runs_green(lab) -> None:
     write_flow(lab.root, "start.nxflow", {"schema": 1, "nodes": DIAMOND["nodes"][:1], "edges": []})
     result = lab.run_script("build", FLOW_FILE="start.nxflow", SMALL_FILE="start.nxflow",
