@@ -323,6 +323,8 @@ class _LeaseKeeper:
     It wakes every ``heartbeat_s``; a node that finishes sooner costs nothing. When the
     lease is lost (another worker owns the node now), cannot be renewed before it runs out,
     or the run was canceled, it interrupts the node through SIGALRM in the main thread.
+    ``check_now()`` (a cancel told to this worker through RQ's stop-job command) makes it look
+    at once instead of at the next heartbeat; PostgreSQL still decides.
     """
 
     def __init__(self, rt: Runtime) -> None:
@@ -331,6 +333,7 @@ class _LeaseKeeper:
         self._claim: Claim | None = None
         self._gen = 0
         self._last_ok = 0.0
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nexusflow-lease", daemon=True)
         self._thread.start()
 
@@ -346,6 +349,10 @@ class _LeaseKeeper:
             self._gen += 1
             self._claim = None
 
+    def check_now(self) -> None:
+        """Renew (and so learn of a cancel) now rather than at the next heartbeat."""
+        self._wake.set()
+
     def _loop(self) -> None:
         s = self.rt.settings
         alive_ttl = max(10, int(3 * s.heartbeat_s))
@@ -354,10 +361,11 @@ class _LeaseKeeper:
                 self.rt.broker.redis.set(alive_key(self.rt.worker_name), 1, ex=alive_ttl)
             except Exception as exc:
                 logger.debug("could not mark the worker alive: %s", exc)
-            time.sleep(s.heartbeat_s)
+            forced = self._wake.wait(s.heartbeat_s)
+            self._wake.clear()
             with self._lock:
                 claim, gen, last_ok = self._claim, self._gen, self._last_ok
-            if claim is None or time.monotonic() - last_ok < s.heartbeat_s * 0.5:
+            if claim is None or (not forced and time.monotonic() - last_ok < s.heartbeat_s * 0.5):
                 continue
             try:
                 status = self.rt.store.renew(claim.run_id, claim.idx, claim.token, s.lease_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,8 @@ from .document import FlowDocument, dumps_canonical, load_document, loads
 from .errors import NexusFlowError, NotFoundError
 from .settings import Settings
 from .store import Effects, RunStore
+
+logger = logging.getLogger(__name__)
 
 FlowLike = FlowDocument | CompiledFlow | Mapping[str, Any] | str | bytes | Path
 
@@ -204,7 +207,12 @@ class Engine:
         return self.store.node_attempts(run_id, node_id)
 
     def cancel_run(self, run_id: str) -> None:
-        """Cancel a run: nothing new starts; running nodes stop within a heartbeat."""
+        """Cancel a run: nothing new starts; running nodes stop at once.
+
+        RQ's stop-job command goes to the worker of each running node: a forking worker
+        kills the work-horse, a simple worker's lease keeper checks the run now. Should the
+        command be lost, the next heartbeat sees the cancel anyway.
+        """
         self.store.get_run(run_id, outputs=False)
         effects = self.store.cancel(run_id)
         self._publish(effects)
@@ -215,8 +223,8 @@ class Engine:
         for r in running:  # a forking worker stops the work-horse at once
             try:
                 send_stop_job_command(self.redis, r["job"])
-            except Exception:
-                pass  # the heartbeat sees the cancel anyway
+            except Exception:  # the heartbeat sees the cancel anyway
+                logger.debug("could not send stop-job for %s", r["job"], exc_info=True)
 
     def retry_run(self, run_id: str, from_node: str | None = None) -> str:
         """Run a finished run's failed, skipped and canceled nodes again (or from a node)."""

@@ -320,7 +320,7 @@ class Run:
         return self
 
     def cancel(self) -> Run:
-        """Cancel the run: nothing new starts; running nodes stop within a heartbeat."""
+        """Cancel the run: nothing new starts; running nodes stop at once."""
         self.engine.cancel_run(self.id)
         return self
 

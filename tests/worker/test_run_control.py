@@ -186,3 +186,29 @@ def test_cli_cancel_retry_replay(engine, settings, workers) -> None:
 
     missing = cli(settings, "retry", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 2 and "no run" in missing.stderr
+
+
+def test_cancel_stops_a_running_node_at_once_not_at_the_next_heartbeat(settings) -> None:
+    """RQ's stop-job command wakes the worker's lease keeper, which sees the cancel now."""
+    from dataclasses import replace
+
+    from nftest import WorkerPool
+
+    from nexusflow_kernel.engine import Engine
+
+    slow = replace(settings, heartbeat_s=20.0, lease_s=60.0)  # a heartbeat would take 20 s
+    engine = Engine(slow)
+    pool = WorkerPool(slow)
+    try:
+        pool.start(1)
+        run_id = engine.start_run(flow(node("S", "sleep", seconds=30), name="stop-now"))
+        wait_state(engine, run_id, "S", "running")
+        time.sleep(0.5)  # well inside the node, and the lease keeper's first wait
+        t0 = time.monotonic()
+        engine.cancel_run(run_id)
+        wait_state(engine, run_id, "S", "canceled", timeout=10)
+        stopped_s = time.monotonic() - t0
+        assert stopped_s < 3.0, f"the node went on for {stopped_s:.1f} s after the cancel"
+        assert statuses(engine, run_id, "S") == ["canceled"]
+    finally:
+        pool.stop()

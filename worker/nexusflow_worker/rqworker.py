@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
 from nexusflow_kernel.broker import get_redis
-from nexusflow_kernel.dispatch import Runtime, set_runtime
+from nexusflow_kernel.dispatch import Runtime, runtime, set_runtime
 from nexusflow_kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,13 @@ class NodeWorker(SimpleWorker):
     """Runs node jobs in the worker process itself: no fork per job (the fast default)."""
 
     death_penalty_class = NoDeathPenalty
+
+    def kill_horse(self, sig: Any = None) -> None:
+        """RQ's stop-job command (sent when a run is canceled): there is no work-horse to
+        kill, so the lease keeper checks the node's run now and interrupts it if canceled.
+        The job itself then ends normally, so RQ must not mark it stopped."""
+        self._stopped_job_id = None
+        runtime().leases.check_now()
 
 
 class ForkingNodeWorker(Worker):
