@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -107,6 +106,26 @@ def run_jobs_key(run_id: str, queue: str) -> str:
 RUN_JOBS_TTL_S = 30
 """The count self-heals: a job lost with its worker stops counting after this long."""
 
+DUE_KEY = f"{defaults.KEY_PREFIX}:due"
+"""Node jobs that wait for their time (retry backoff, Delay nodes): job ids scored by the
+UNIX time (a float) they are due at. Their jobs wait in ``DUE_JOBS_KEY`` until then."""
+
+DUE_JOBS_KEY = f"{defaults.KEY_PREFIX}:due:jobs"
+
+# Take the due jobs out, atomically: with a releaser on every worker host, each job is
+# handed to RQ by exactly one of them.
+_RELEASE_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local job = redis.call('HGET', KEYS[2], id)
+  redis.call('HDEL', KEYS[2], id)
+  if job then table.insert(out, job) end
+end
+return out
+"""
+
 WAITING_HINT_S = 0.2
 """How long a worker trusts what it last read (or pushed) of a run's waiting run jobs: while
 enough wait, following nodes push nothing and need no Redis round trip. At worst an idle
@@ -187,6 +206,7 @@ class Broker:
         self._workers: dict[str, tuple[float, int]] = {}
         self._waiting_hint: dict[tuple[str, str], tuple[float, int]] = {}
         self._buffer = _EventBuffer(self) if buffer_events else None
+        self._release = self.redis.register_script(_RELEASE_LUA)
         self.queues = {
             "default": Queue(settings.queue_name, connection=self.redis,
                              serializer=JSONSerializer),
@@ -294,17 +314,55 @@ class Broker:
                 description=f"nexusflow {p.run_id} node #{p.idx} attempt {p.attempt}",
             )
             if p.at is not None and p.at > time.time() + 0.05:
-                job = queue.create_job(data.func, args=data.args, timeout=-1, result_ttl=0,
-                                       failure_ttl=data.failure_ttl, job_id=data.job_id,
-                                       description=data.description)
-                # RQ's scheduler works in whole seconds: round up so a job is never early.
-                queue.schedule_job(job, datetime.fromtimestamp(math.ceil(p.at), UTC),
-                                   pipeline=pipe)
+                # Not RQ's scheduler: it works in whole seconds and polls once a second, so a
+                # 1 s backoff took up to 3 s. ``release_due`` hands the job to RQ on time.
+                pipe.hset(DUE_JOBS_KEY, data.job_id, json.dumps(
+                    {"id": data.job_id, "queue": queue.name, "args": list(data.args),
+                     "description": data.description}))
+                pipe.zadd(DUE_KEY, {data.job_id: p.at})
             else:
                 now_items.setdefault(queue.name, []).append(data)
         for name, items in now_items.items():
             queue = next(q for q in self.queues.values() if q.name == name)
             queue.enqueue_many(items, pipeline=pipe)
+
+    def next_due(self) -> float | None:
+        """Return when the earliest waiting node job is due (UNIX time), if any waits."""
+        first = self.redis.zrange(DUE_KEY, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    def release_due(self, now: float | None = None, limit: int = 500) -> int:
+        """Hand the node jobs that are due to RQ; return how many.
+
+        Should this process die between taking the jobs out and pushing them, the
+        reconciler pushes the nodes again once they are overdue (they are ``scheduled`` in
+        PostgreSQL until claimed).
+        """
+        blobs = self._release(keys=[DUE_KEY, DUE_JOBS_KEY],
+                              args=[now if now is not None else time.time(), limit])
+        if not blobs:
+            return 0
+        by_queue: dict[str, list[Any]] = {}
+        for blob in blobs:
+            job = json.loads(blob)
+            by_queue.setdefault(job["queue"], []).append(Queue.prepare_data(
+                JOB_FUNC, tuple(job["args"]), timeout=-1, result_ttl=0, failure_ttl=24 * 3600,
+                job_id=job["id"], description=job["description"]))
+        pipe = self.redis.pipeline(transaction=False)
+        for name, items in by_queue.items():
+            queue = next((q for q in self.queues.values() if q.name == name), None) or \
+                Queue(name, connection=self.redis, serializer=JSONSerializer)
+            queue.enqueue_many(items, pipeline=pipe)
+        pipe.execute()
+        return len(blobs)
+
+    def forget_due(self, job_ids: Sequence[str]) -> None:
+        """Drop waiting node jobs (the reconciler pushed their nodes itself)."""
+        if job_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(DUE_KEY, *job_ids)
+            pipe.hdel(DUE_JOBS_KEY, *job_ids)
+            pipe.execute()
 
     def _waiting_run_jobs(self, pushes: Sequence[Push]) -> dict[tuple[str, str], int]:
         keys = list(dict.fromkeys((p.run_id, p.queue) for p in pushes))

@@ -387,7 +387,13 @@ class RunStore(RunViews):
                                        wake=status == "deferred"))
             effects.events.append(event(run_id, node_id, NodeState.SCHEDULED, next_attempt,
                                         duration_ms=outcome.duration_ms, error=outcome.error))
-            return effects, None
+            # The node waits without this worker: take the run's next queued node, if any.
+            nxt = None
+            if follow is not None and run["status"] == RunStatus.RUNNING:
+                claim_cur = self._claim_send(conn, run_id, follow, with_run=False)
+                nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                           [], effects)
+            return effects, nxt
         effects.events.append(event(run_id, node_id, new_state, attempt,
                                     duration_ms=outcome.duration_ms, error=outcome.error))
         if run["status"] != RunStatus.RUNNING:

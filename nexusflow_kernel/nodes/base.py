@@ -15,7 +15,7 @@ from ..settings import Settings
 class Defer:
     """Returned by a node that must wait: the worker lets go and the node resumes at ``until``.
 
-    ``until`` is a UNIX timestamp. The wait goes through RQ's scheduler; no worker sleeps.
+    ``until`` is a UNIX timestamp. The wait goes through the supervisor's timer; no worker sleeps.
     ``state`` is kept with the node and handed back as ``NodeContext.resume_state``.
     """
 

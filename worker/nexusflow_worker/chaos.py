@@ -175,10 +175,12 @@ def _check_run(rep: InvariantReport, run_id: str, plan: Any,
 
 def rq_leftovers(redis_conn: Any, settings: Any) -> dict[str, int]:
     """Count what is left in RQ for the engine's queues: queued and started jobs, overdue
-    scheduled jobs (more than 10 s past their time)."""
+    scheduled jobs (more than 10 s past their time, in RQ's registry or Nexus-Flow's)."""
     from rq import Queue
     from rq.registry import ScheduledJobRegistry, StartedJobRegistry
     from rq.serializers import JSONSerializer
+
+    from nexusflow_kernel.broker import DUE_KEY
 
     out: dict[str, int] = {}
     for name in (settings.queue_name, settings.sandbox_queue_name):
@@ -187,6 +189,7 @@ def rq_leftovers(redis_conn: Any, settings: Any) -> dict[str, int]:
         out[f"{name}:started"] = len(StartedJobRegistry(queue=queue).get_job_ids(cleanup=False))
         overdue = redis_conn.zcount(ScheduledJobRegistry(queue=queue).key, 0, time.time() - 10)
         out[f"{name}:overdue_scheduled"] = int(overdue)
+    out["overdue_due"] = int(redis_conn.zcount(DUE_KEY, 0, time.time() - 10))
     return out
 
 

@@ -142,7 +142,7 @@ def _repush(rt: Runtime, report: PassReport) -> None:
     for r in rows:
         pipe.hget(f"rq:job:{job_id(r['run_id'], r['idx'], r['attempt'], r['wake'])}", "status")
     statuses = pipe.execute()
-    missing, present = [], []
+    missing, present, waiting_ids = [], [], []
     overdue = rt.broker.redis.pipeline(transaction=False)
     for r, status in zip(rows, statuses, strict=True):
         alive = status in (b"queued", b"started")
@@ -150,12 +150,16 @@ def _repush(rt: Runtime, report: PassReport) -> None:
             present.append((r["run_id"], r["idx"]))
             continue
         if status == b"scheduled":
-            # Overdue in RQ's scheduled registry: no scheduler is running (its lock outlived
-            # a killed worker). Take it out of the registry and push it now.
+            # Overdue in RQ's scheduled registry (put there by a version before the timer,
+            # with no RQ scheduler running now): take it out and push it now.
             jid = job_id(r["run_id"], r["idx"], r["attempt"], r["wake"])
             overdue.zrem(ScheduledJobRegistry(queue=rt.broker.queue_for(r["queue"])).key, jid)
         missing.append(Push(r["run_id"], r["idx"], r["attempt"], r["queue"], wake=r["wake"]))
+        # If it still waits in the timer's set (no supervisor runs a timer), drop it there:
+        # it is pushed now instead.
+        waiting_ids.append(job_id(r["run_id"], r["idx"], r["attempt"], r["wake"]))
     overdue.execute()
+    rt.broker.forget_due(waiting_ids)
     if missing:
         rt.broker.publish(missing)
         report.repushed += len(missing)

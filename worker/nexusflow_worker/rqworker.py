@@ -54,9 +54,13 @@ def queue_names(settings: Settings, queues: list[str]) -> list[str]:
 
 
 def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
-               burst: bool = False, name: str | None = None, scheduler: bool = True,
+               burst: bool = False, name: str | None = None, scheduler: bool = False,
                log_level: str = "WARNING") -> Any:
-    """Run one RQ worker in this process until it is told to stop."""
+    """Run one RQ worker in this process until it is told to stop.
+
+    RQ's own scheduler is off by default: node jobs that wait for their time are released
+    by the supervisor's ``DueReleaser`` (``nexusflow_worker.timer``), to the millisecond.
+    """
     rt = Runtime(settings)
     set_runtime(rt)
     connection = get_redis(rt.settings.redis_url)  # type: ignore[arg-type]

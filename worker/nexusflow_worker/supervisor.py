@@ -19,6 +19,7 @@ from nexusflow_kernel.dispatch import Runtime
 from nexusflow_kernel.settings import Settings
 
 from .reconciler import Reconciler
+from .timer import DueReleaser
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Supervisor:
         reconciler = Reconciler(rt) if self.reconcile else None
         if reconciler:
             reconciler.start()
+        releaser = DueReleaser(rt)  # every host: the release is atomic
+        releaser.start()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.children = [self.spawn(i) for i in range(self.processes)]
@@ -74,6 +77,7 @@ class Supervisor:
                         self.children[i] = self.spawn(i)
                 time.sleep(0.2)
         finally:
+            releaser.stop()
             if reconciler:
                 reconciler.stop()
             self.stop_children()
