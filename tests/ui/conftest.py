@@ -160,8 +160,23 @@ def running_lab(base: Path, env: dict[str, str], *, token: str,
             except ProcessLookupError:
                 pass
             proc.wait(10)
+        _stop_embedded(env)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, ARTIFACTS / log_name)
+
+
+def _stop_embedded(env: dict[str, str]) -> None:
+    """Stop the embedded PostgreSQL and Redis the server started (zero-config), if it did.
+
+    They outlive the server on purpose (workers and kernels share them, and the next start
+    is quick), so a test that made them must stop them, or each run leaves two servers.
+    """
+    data_dir = env.get("NEXUSFLOW_DATA_DIR")
+    if not data_dir or (env.get("NEXUSFLOW_DATABASE_URL") and env.get("NEXUSFLOW_REDIS_URL")):
+        return
+    from nexusflow_kernel.services import stop_services
+
+    stop_services(Path(data_dir))
 
 
 @pytest.fixture(scope="session")
