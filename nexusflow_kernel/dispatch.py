@@ -25,7 +25,8 @@ from .errors import ExpressionError, NexusFlowError, NodeExecutionError
 from .nodes import Defer, NodeContext, NodeLog, get_node_type
 from .plan import backoff_delay
 from .settings import Settings
-from .store import Claim, Follow, KnownOutputs, Outcome, RunStore
+from .store import RunStore
+from .transitions import Claim, Follow, KnownOutputs, Outcome
 
 logger = logging.getLogger(__name__)
 

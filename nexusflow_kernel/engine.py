@@ -23,7 +23,8 @@ from .db import get_pool, jsonb, run_tx, with_retry
 from .document import FlowDocument, dumps_canonical, load_document, loads
 from .errors import NexusFlowError, NotFoundError
 from .settings import Settings
-from .store import Effects, RunStore
+from .store import RunStore
+from .transitions import Effects
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from nftest import flow, node, wait_run
 
 from nexusflow_kernel import defaults
 from nexusflow_kernel.compiler import compile_flow
-from nexusflow_kernel.store import LOST_RETRIES
+from nexusflow_kernel.transitions import LOST_RETRIES
 
 SLOW = os.environ.get("NEXUSFLOW_SLOW_TESTS") == "1"
 

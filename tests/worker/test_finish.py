@@ -6,7 +6,7 @@ import psycopg
 from nftest import flow, node
 
 from nexusflow_kernel.dispatch import Runtime
-from nexusflow_kernel.store import Follow, KnownOutputs, Outcome
+from nexusflow_kernel.transitions import Follow, KnownOutputs, Outcome
 
 
 def _rows(database_url: str, run_id: str) -> dict[str, dict]:
@@ -58,7 +58,7 @@ def test_the_sql_ready_rule_agrees_with_decide_counts(database_url) -> None:
     import itertools
 
     from nexusflow_kernel.plan import RUN, WAIT, decide_counts
-    from nexusflow_kernel.store import RunStore
+    from nexusflow_kernel.transitions import NodeTransitions
 
     cases = []
     for rule in ("all_success", "all_done", "one_success", "none_failed"):
@@ -72,7 +72,7 @@ def test_the_sql_ready_rule_agrees_with_decide_counts(database_url) -> None:
                            failed + cnt * (outcome == "failed"))
                     cases.append((rule, total, done, succ, failed, outcome, cnt,
                                   decide_counts(rule, total, *new) == RUN))
-    sql = RunStore._READY.replace("%(o)s", "c.o")
+    sql = NodeTransitions._READY.replace("%(o)s", "c.o")
     with psycopg.connect(database_url) as conn:
         got = [r[0] for r in conn.execute(
             "SELECT " + sql + " FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[],"

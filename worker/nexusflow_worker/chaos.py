@@ -32,7 +32,7 @@ from typing import Any
 
 import click
 
-from nexusflow_kernel.store import LOST_RETRIES
+from nexusflow_kernel.transitions import LOST_RETRIES
 
 # ---------------------------------------------------------------------------- invariants
 

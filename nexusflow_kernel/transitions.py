@@ -1,0 +1,594 @@
+"""Node state transitions: claim a node, renew its lease, record how an attempt ended.
+
+``RunStore`` inherits these. Every change happens in one transaction, fenced by the lease
+token, and returns the pushes and events to send to Redis *after* the commit. A child's
+dependency decision takes the child's row lock (its edge counters), so two parents finishing
+at once can never both miss (or both start) it. The finishing transaction also claims the
+run's next queued node for the same worker, so a chain needs no RQ round trip per node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .broker import Push, event
+from .db import jsonb
+from .nodes import get_node_type
+from .plan import (
+    FINAL_STATES,
+    RUN,
+    SKIP,
+    SKIPPED,
+    NodeState,
+    RunStatus,
+    decide_counts,
+    edge_outcome,
+    run_status,
+)
+from .runplan import RunPlan
+
+LOST_RETRIES = 2
+"""Extra attempts a node gets when its worker is lost (killed, host gone), beyond its retries."""
+
+
+@dataclass
+class Claim:
+    """A node attempt this worker now holds the lease of."""
+
+    run_id: str
+    idx: int
+    node_id: str
+    attempt: int
+    token: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    resume_state: dict[str, Any] | None
+    plan: RunPlan
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Who claims the run's next ready node in the finishing transaction (see ``finish``)."""
+
+    token: str
+    worker: str
+    lease_s: float
+    queue: str = "default"
+    job: str | None = None
+
+
+@dataclass
+class Outcome:
+    """How one attempt ended."""
+
+    status: str  # succeeded | failed | canceled | lost | deferred
+    output: Any = None
+    branch: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    log: str = ""
+    input: Any = None
+    duration_ms: float | None = None
+    retry_delay: float | None = None  # seconds before the next attempt, when retried
+    defer_until: float | None = None
+    resume_state: dict[str, Any] | None = None
+    output_json: str | None = None
+    """``output`` as JSON text, when the worker has it (to hand it on to children)."""
+
+
+@dataclass
+class Effects:
+    """What to send to Redis after a transaction committed."""
+
+    pushes: list[Push] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.pushes.extend(other.pushes)
+        self.events.extend(other.events)
+
+
+class KnownOutputs:
+    """Outputs (as JSON text) of one run's succeeded nodes that a worker's job has seen.
+
+    A child whose parents are all here needs no query for its inputs. It is safe for the
+    life of one job's follow loop: a succeeded node of a running run never changes, and a
+    run is only retried once it stopped, which ends every follow loop on it first. Kept as
+    text, so every child gets its own copy, exactly as from PostgreSQL. Bounded in count
+    and bytes; larger outputs are simply read from PostgreSQL again.
+    """
+
+    MAX_ITEM_BYTES = 256 * 1024
+    MAX_TOTAL_BYTES = 32 * 1024 * 1024
+    MAX_ITEMS = 20_000
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.total = 0
+
+    def put(self, node_id: str, blob: str | None) -> None:
+        if blob is None or node_id in self.values or len(blob) > self.MAX_ITEM_BYTES:
+            return
+        if len(self.values) >= self.MAX_ITEMS or self.total + len(blob) > self.MAX_TOTAL_BYTES:
+            self.values.clear()
+            self.total = 0
+        self.values[node_id] = blob
+        self.total += len(blob)
+
+    def of(self, parents: Iterable[str]) -> dict[str, Any] | None:
+        """Return the outputs of all ``parents``, or ``None`` when one is not known."""
+        try:
+            return {p: json.loads(self.values[p]) for p in parents}
+        except KeyError:
+            return None
+
+
+
+
+class NodeTransitions:
+    """Claims, lease renewals and finishing transactions (mixed into ``RunStore``)."""
+
+    pool: ConnectionPool
+
+    def plan_for(self, conn: psycopg.Connection, workflow_id: Any, version: int) -> RunPlan:
+        raise NotImplementedError  # RunStore's: plans are cached per process
+
+
+    def claim(self, run_id: str, idx: int, attempt: int, token: str, worker: str,
+              lease_s: float, job: str | None = None) -> Claim | None:
+        """Take the lease of a queued (or due scheduled) node; ``None`` means nothing to do."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
+                " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
+                " worker=%(w)s, job=%(j)s,"
+                " started_at=clock_timestamp(), ended_at=NULL"
+                " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
+                " AND (state='queued'"
+                "  OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
+                " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
+                " RETURNING node_id, resume_state, max_attempts)"
+                " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
+                " JOIN executions e ON e.id=%(r)s",
+                {"t": token, "l": lease_s, "w": worker, "r": run_id, "i": idx, "a": attempt,
+                 "j": job},
+            ).fetchone()
+            if row is None:
+                return None
+            plan = self.plan_for(conn, row["workflow_id"], row["version"])
+            inputs = self._parent_outputs(conn, run_id, plan, row["node_id"])
+        return Claim(run_id, idx, row["node_id"], attempt, token, row["inputs"] or {}, inputs,
+                     row["resume_state"], plan, row["max_attempts"])
+
+    @staticmethod
+    def _parent_outputs(conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                        node_id: str, known: KnownOutputs | None = None) -> dict[str, Any]:
+        parents = plan.parents[node_id]
+        if not parents:
+            return {}
+        if known is not None:
+            found = known.of(parents)
+            if found is not None:
+                return found
+        out = {}
+        for r in conn.execute(
+                "SELECT node_id, output::text AS blob FROM node_runs"
+                " WHERE execution_id=%s AND idx = ANY(%s) AND state='succeeded'",
+                (run_id, [plan.idx_of[p] for p in parents])):
+            blob = r["blob"] if r["blob"] is not None else "null"
+            out[r["node_id"]] = json.loads(blob)
+            if known is not None:
+                known.put(r["node_id"], blob)
+        return out
+
+    def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
+        """Extend a lease; return the run's status, or ``None`` when the lease is lost.
+
+        Waits at most a third of the lease for a connection, so a worker cut off from
+        PostgreSQL notices in time to stop the node before the lease runs out.
+        """
+        with self.pool.connection(timeout=max(1.0, lease_s / 3)) as conn, conn.transaction():
+            row = conn.execute(
+                "UPDATE node_runs SET lease_until=clock_timestamp() + make_interval(secs => %s)"
+                " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
+                " RETURNING (SELECT status FROM executions WHERE id=%s) AS status",
+                (lease_s, run_id, idx, token, run_id),
+            ).fetchone()
+        return row["status"] if row else None
+
+    # ------------------------------------------------------------------ finishing an attempt
+    def finish(self, claim: Claim, outcome: Outcome, *, follow: Follow | None = None,
+               known: KnownOutputs | None = None) -> tuple[Effects, Claim | None] | None:
+        """Record an attempt's outcome and decide successors, in one transaction.
+
+        With ``follow``, one successor that became ready on the ``default`` queue is claimed
+        for the caller in the same transaction (it runs next in this worker, skipping a
+        round trip through RQ); the rest are pushed. Return ``None`` when the lease was lost
+        meanwhile (another copy owns the node now). ``known`` holds the outputs this job has
+        seen, so the next node's inputs usually need no query.
+        """
+        # Pipeline mode: statements whose results are not needed yet go out together, so a
+        # node that succeeded costs three round trips (record and count, queue and claim,
+        # commit).
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
+                                claim.token, claim.plan, outcome, follow=follow,
+                                params=claim.params, known=known)
+        return None  # the lease was lost: the transaction was rolled back
+
+    def _finish(self, conn: psycopg.Connection, run_id: str, idx: int, node_id: str,
+                attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
+                follow: Follow | None = None, params: dict[str, Any] | None = None,
+                known: KnownOutputs | None = None,
+                ) -> tuple[Effects, Claim | None] | None:
+        # No run-wide lock: each child's edge counters are updated under the child's own row
+        # lock, so exactly one finishing parent sees the last edge come in; and every state
+        # change is conditional, so a cancel racing with this transaction loses nothing.
+        held_cur = conn.execute(
+            "SELECT n.tries, n.max_attempts, e.status FROM node_runs n"
+            " JOIN executions e ON e.id = n.execution_id"
+            " WHERE n.execution_id=%s AND n.idx=%s AND n.state='running' AND n.lease_token=%s"
+            " FOR UPDATE OF n", (run_id, idx, token))
+        if outcome.status == "succeeded":
+            return self._finish_success(conn, held_cur, run_id, idx, node_id, attempt, token,
+                                        plan, outcome, follow, params, known)
+        effects = Effects()
+        held = run = held_cur.fetchone()
+        if held is None:
+            return None
+        # A run canceled meanwhile: the attempt that did not succeed ends canceled.
+        status = "canceled" if run["status"] == RunStatus.CANCELED else outcome.status
+        due: float | None = None
+        if status == "deferred":
+            new_state = NodeState.SCHEDULED
+            due = outcome.defer_until
+        elif status == "canceled":
+            new_state = NodeState.CANCELED
+        else:
+            limit = held["max_attempts"] + (LOST_RETRIES if status == "lost" else 0)
+            if outcome.retryable and held["tries"] < limit and run["status"] == RunStatus.RUNNING:
+                new_state = NodeState.SCHEDULED
+                due = time.time() + (outcome.retry_delay or 0.0)
+            else:
+                new_state = NodeState.FAILED
+        retrying = new_state == NodeState.SCHEDULED and status != "deferred"
+        next_attempt = attempt + 1 if retrying else attempt
+        self._record(conn, run_id, idx, node_id, attempt, token, new_state, next_attempt,
+                     retrying, due, status, outcome)
+        if new_state == NodeState.SCHEDULED:
+            queue = queue_for_type(plan.nodes[node_id].type)
+            effects.pushes.append(Push(run_id, idx, next_attempt, queue, at=due,
+                                       wake=status == "deferred"))
+            effects.events.append(event(run_id, node_id, NodeState.SCHEDULED, next_attempt,
+                                        duration_ms=outcome.duration_ms, error=outcome.error))
+            # The node waits without this worker: take the run's next queued node, if any.
+            nxt = None
+            if follow is not None and run["status"] == RunStatus.RUNNING:
+                claim_cur = self._claim_send(conn, run_id, follow, with_run=False)
+                nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                           [], effects)
+            return effects, nxt
+        effects.events.append(event(run_id, node_id, new_state, attempt,
+                                    duration_ms=outcome.duration_ms, error=outcome.error))
+        if run["status"] != RunStatus.RUNNING:
+            self._finalize_if_done(conn, run_id, 1, effects)
+            return effects, None
+        ready, skipped = self._decide_successors(
+            conn, run_id, plan, [(node_id, new_state, outcome.branch)], effects)
+        claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
+        remaining_cur = self._remaining_send(conn, run_id, 1 + skipped)
+        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                   ready, effects)
+        self._remaining_collect(conn, remaining_cur, run_id, effects)
+        return effects, nxt
+
+    def _finish_success(self, conn: psycopg.Connection, held_cur: Any, run_id: str, idx: int,
+                        node_id: str, attempt: int, token: str, plan: RunPlan,
+                        outcome: Outcome, follow: Follow | None,
+                        params: dict[str, Any] | None, known: KnownOutputs | None,
+                        ) -> tuple[Effects, Claim | None]:
+        """The common case, in one round trip before the commit: the lease check, the
+        outcome, the children's counters (queueing those that became ready), the claim of
+        the run's next queued node and the count-down all go out together, because none
+        needs the row first. A lost lease rolls all of it back."""
+        self._record(conn, run_id, idx, node_id, attempt, token, NodeState.SUCCEEDED,
+                     attempt, False, None, "succeeded", outcome)
+        finished = [(node_id, NodeState.SUCCEEDED, outcome.branch)]
+        counted = self._count_send(conn, run_id, plan, finished)
+        claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
+        remaining_cur = self._remaining_send(conn, run_id, 1)
+        run = held_cur.fetchone()
+        if run is None:
+            raise psycopg.Rollback()  # the lease was lost: nothing of this is written
+        effects = Effects()
+        effects.events.append(event(run_id, node_id, NodeState.SUCCEEDED, attempt,
+                                    duration_ms=outcome.duration_ms))
+        if known is None:
+            known = KnownOutputs()
+        known.put(node_id, outcome.output_json)
+        if run["status"] != RunStatus.RUNNING:  # counters, queueing and claim were skipped
+            self._remaining_collect(conn, remaining_cur, run_id, effects)
+            return effects, None
+        ready, skipped = self._decide_successors(conn, run_id, plan, finished, effects,
+                                                 counted)
+        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
+                                   ready, effects)
+        # Skipped children were not counted down yet, so this cannot reach zero if any was.
+        self._remaining_collect(conn, remaining_cur, run_id, effects)
+        if skipped:
+            self._finalize_if_done(conn, run_id, skipped, effects)
+        return effects, nxt
+
+    def _follow_collect(self, conn: psycopg.Connection, claim_cur: Any, run_id: str,
+                        plan: RunPlan, follow: Follow | None, params: dict[str, Any] | None,
+                        known: KnownOutputs | None, ready: list[tuple[str, str]],
+                        effects: Effects) -> Claim | None:
+        """Take the claimed next node (if any); push run jobs for the other ready nodes."""
+        nxt = None
+        if claim_cur is not None and follow is not None:
+            nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, params or {},
+                                      known)
+            if nxt is not None:
+                effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
+                                            nxt.attempt))
+        counts: dict[str, int] = {}
+        for child, queue in ready:
+            if nxt is None or child != nxt.node_id:
+                counts[queue] = counts.get(queue, 0) + 1
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        return nxt
+
+    @staticmethod
+    def _record(conn: psycopg.Connection, run_id: str, idx: int, node_id: str, attempt: int,
+                token: str, new_state: str, next_attempt: int, retrying: bool,
+                due: float | None, status: str, outcome: Outcome) -> None:
+        """Send the node's new state and its attempt log row (one statement, no result)."""
+        conn.execute(
+            "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
+            " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
+            " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
+            " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at"
+            "  ELSE clock_timestamp() END,"
+            " ended_at=CASE WHEN %(fin)s THEN clock_timestamp() ELSE ended_at END"
+            " WHERE execution_id=%(r)s AND idx=%(i)s AND state='running' AND lease_token=%(t)s"
+            " RETURNING worker, started_at)"
+            " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
+            " error, log, worker, duration_ms, started_at)"
+            " SELECT %(r)s, %(n)s, %(a)s, %(ls)s, %(in)s, %(o)s, %(e)s, %(log)s, u.worker,"
+            " %(d)s, u.started_at FROM u WHERE %(logged)s"
+            " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
+            {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
+             "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
+             "b": outcome.branch, "e": outcome.error,
+             "rs": jsonb(outcome.resume_state) if outcome.resume_state is not None else None,
+             "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
+             "r": run_id, "i": idx, "t": token, "n": node_id, "a": attempt, "ls": status,
+             "in": jsonb(outcome.input), "log": outcome.log or None,
+             "logged": status != "deferred"},
+        )
+
+    # Whether a pending child is ready once its counters are updated: the RUN case of
+    # ``plan.decide_counts`` in SQL (a test checks the two agree on every input), over the
+    # new counts. Deciding in the same statement that counts saves a statement and a round
+    # trip per node.
+    _READY = (
+        "(n.state = 'pending' AND ("
+        " (d.rule = 'one_success' AND {s} > 0)"
+        " OR ({d} = n.n_parents AND (d.rule = 'all_done'"
+        "  OR (d.rule = 'none_failed' AND {f} = 0)"
+        "  OR (d.rule = 'all_success' AND {s} = n.n_parents)))))"
+    ).format(d="(n.n_done + d.cnt)",
+             s="(n.n_success + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END)",
+             f="(n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END)")
+
+    _COUNT_SET = (
+        "UPDATE node_runs n SET n_done = n.n_done + d.cnt,"
+        " n_success = n.n_success + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END,"
+        " n_failed = n.n_failed + CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END,"
+        " state = CASE WHEN " + _READY + " THEN 'queued' ELSE n.state END,"
+        " attempt = CASE WHEN " + _READY + " THEN n.attempt + 1 ELSE n.attempt END,"
+        " tries = CASE WHEN " + _READY + " THEN 1 ELSE n.tries END,"
+        " enqueued_at = CASE WHEN " + _READY + " THEN clock_timestamp()"
+        "  ELSE n.enqueued_at END")
+    _COUNT_WHERE = (
+        " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
+        " RETURNING n.node_id, n.state, n.attempt, n.queue, n.n_parents, n.n_done,"
+        " n.n_success, n.n_failed, CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END AS s_cnt")
+    # One child: every primary key column is bound, so the plan is a unique-index lookup
+    # whatever the statistics say (a fresh table has none, and with an array of children the
+    # planner may read all of the run's rows instead).
+    _COUNT_ONE_SQL = (
+        _COUNT_SET + " FROM (SELECT %(cnt)s::int AS cnt, %(rule)s::text AS rule) d"
+        " WHERE n.execution_id=%(r)s AND n.idx=%(i)s" + _COUNT_WHERE)
+    _COUNT_MANY_SQL = (
+        _COUNT_SET + " FROM (SELECT i, rule, count(*) AS cnt"
+        "  FROM unnest(%(idx)s::int[], %(rules)s::text[]) AS u(i, rule) GROUP BY i, rule) d"
+        " WHERE n.execution_id=%(r)s AND n.idx = ANY(%(idx)s) AND n.idx = d.i" + _COUNT_WHERE)
+    COUNT_ONE_BY_ONE = 16
+    """Up to this many children of one outcome are counted one statement each (pipelined)."""
+
+    def _count_send(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                    finished: list[tuple[str, str, str | None]]) -> list[Any]:
+        """Send the edge counter updates of ``finished`` parents' children (while running);
+        a child that becomes ready is queued by the same statement."""
+        by_outcome: dict[str, dict[int, int]] = {}
+        for parent, state, branch in finished:
+            for child, handle in plan.children[parent]:
+                outcome = edge_outcome(state, branch, handle)
+                counts = by_outcome.setdefault(outcome or SKIPPED, {})
+                counts[plan.idx_of[child]] = counts.get(plan.idx_of[child], 0) + 1
+        cursors = []
+        for o, counts in by_outcome.items():
+            if len(counts) <= self.COUNT_ONE_BY_ONE:
+                cursors.extend(conn.execute(self._COUNT_ONE_SQL, {
+                    "o": o, "r": run_id, "i": i, "cnt": cnt,
+                    "rule": plan.nodes[plan.order[i]].trigger_rule}) for i, cnt in counts.items())
+            else:
+                idxs = [i for i, cnt in counts.items() for _ in range(cnt)]
+                cursors.append(conn.execute(self._COUNT_MANY_SQL, {
+                    "o": o, "idx": idxs, "r": run_id,
+                    "rules": [plan.nodes[plan.order[i]].trigger_rule for i in idxs]}))
+        return cursors
+
+    def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
+                           finished: list[tuple[str, str, str | None]], effects: Effects,
+                           counted: list[Any] | None = None,
+                           ) -> tuple[list[tuple[str, str]], int]:
+        """Count each finished parent into its children; return the children that became
+        ready (queued now, with their queue) and how many were skipped.
+
+        Each child keeps counters of its incoming edges' outcomes, so a decision costs
+        O(children) however many parents a child has. Skips propagate in the same pass.
+        ``counted`` are the cursors of a first round already sent (``_count_send``).
+        """
+        ready: list[tuple[str, str]] = []
+        skipped_total = 0
+        while finished:
+            cursors = counted if counted is not None else self._count_send(conn, run_id, plan,
+                                                                            finished)
+            counted = None
+            to_skip: list[str] = []
+            late: list[str] = []
+            for cur in cursors:
+                for r in cur.fetchall():
+                    rule = plan.nodes[r["node_id"]].trigger_rule
+                    if r["state"] == NodeState.QUEUED and _became_ready(rule, r):
+                        ready.append((r["node_id"], r["queue"]))
+                        effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                    r["attempt"]))
+                    elif r["state"] == NodeState.PENDING:
+                        decided = decide_counts(rule, r["n_parents"], r["n_done"],
+                                                r["n_success"], r["n_failed"])
+                        if decided == SKIP:
+                            to_skip.append(r["node_id"])
+                        elif decided == RUN:  # only if the SQL above disagreed
+                            late.append(r["node_id"])
+            if late:
+                for r in conn.execute(self._QUEUE_SQL,
+                                      (run_id, [plan.idx_of[c] for c in late])).fetchall():
+                    ready.append((r["node_id"], r["queue"]))
+                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
+                                                r["attempt"]))
+            finished = []
+            if to_skip:
+                conn.execute(
+                    "UPDATE node_runs SET state='skipped', ended_at=clock_timestamp()"
+                    " WHERE execution_id=%s AND idx = ANY(%s) AND state='pending'",
+                    (run_id, [plan.idx_of[c] for c in to_skip]),
+                )
+                for child in to_skip:
+                    effects.events.append(event(run_id, child, NodeState.SKIPPED, 0))
+                skipped_total += len(to_skip)
+                finished = [(c, NodeState.SKIPPED, None) for c in to_skip]
+        return ready, skipped_total
+
+    _QUEUE_SQL = (
+        "UPDATE node_runs SET state='queued', attempt=attempt+1, tries=1,"
+        " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
+        " AND state='pending' RETURNING node_id, attempt, queue")
+
+    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
+               effects: Effects) -> None:
+        """Make pending ``nodes`` queued and push run jobs for them."""
+        if not nodes:
+            return
+        counts: dict[str, int] = {}
+        for r in conn.execute(self._QUEUE_SQL, (run_id, [plan.idx_of[c] for c in nodes])):
+            counts[r["queue"]] = counts.get(r["queue"], 0) + 1
+            effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+
+    @staticmethod
+    def _claim_send(conn: psycopg.Connection, run_id: str, follow: Follow, *,
+                    with_run: bool) -> Any:
+        return conn.execute(
+            "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
+            " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
+            " worker=%(w)s, job=%(j)s, started_at=clock_timestamp(), ended_at=NULL"
+            " WHERE execution_id=%(r)s AND idx = (SELECT idx FROM node_runs"
+            "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
+            "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
+            " RETURNING idx, node_id, attempt, resume_state, max_attempts)"
+            " SELECT c.*" + (", e.workflow_id, e.version, e.inputs" if with_run else "")
+            + " FROM c" + (" JOIN executions e ON e.id=%(r)s" if with_run else ""),
+            {"t": follow.token, "l": follow.lease_s, "w": follow.worker, "j": follow.job,
+             "r": run_id, "q": follow.queue},
+        )
+
+    def _claim_collect(self, conn: psycopg.Connection, cur: Any, run_id: str,
+                       plan: RunPlan | None, follow: Follow, params: dict[str, Any] | None,
+                       known: KnownOutputs | None = None) -> Claim | None:
+        row = cur.fetchone()
+        if row is None:
+            return None
+        if plan is None:
+            plan = self.plan_for(conn, row["workflow_id"], row["version"])
+            params = row["inputs"] or {}
+        inputs = self._parent_outputs(conn, run_id, plan, row["node_id"], known)
+        return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
+                     params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
+
+    def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
+                   follow: Follow, params: dict[str, Any] | None = None, *,
+                   known: KnownOutputs | None = None) -> Claim | None:
+        """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
+        cur = self._claim_send(conn, run_id, follow, with_run=plan is None)
+        return self._claim_collect(conn, cur, run_id, plan, follow, params, known)
+
+    @staticmethod
+    def _remaining_send(conn: psycopg.Connection, run_id: str, newly_final: int) -> Any:
+        return conn.execute(
+            "UPDATE executions SET remaining = remaining - %s WHERE id=%s"
+            " RETURNING remaining, status", (newly_final, run_id))
+
+    @staticmethod
+    def _remaining_collect(conn: psycopg.Connection, cur: Any, run_id: str,
+                           effects: Effects) -> None:
+        row = cur.fetchone()
+        if row["remaining"] > 0:
+            return
+        states = [r["state"] for r in conn.execute(
+            "SELECT DISTINCT state FROM node_runs WHERE execution_id=%s", (run_id,))]
+        final = RunStatus.CANCELED if row["status"] == RunStatus.CANCELED else run_status(states)
+        conn.execute(
+            "UPDATE executions SET status=%s, ended_at=clock_timestamp() WHERE id=%s",
+            (final, run_id),
+        )
+        effects.events.append(event(run_id, None, final))
+
+    def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
+                          effects: Effects) -> None:
+        """Count ``newly_final`` nodes down; close the run when none is left."""
+        self._remaining_collect(conn, self._remaining_send(conn, run_id, newly_final), run_id,
+                                effects)
+
+    @staticmethod
+    def queue_of(claim: Claim) -> str:
+        """Return the RQ queue name (``default``/``sandbox``) of a claimed node."""
+        return queue_for_type(claim.plan.nodes[claim.node_id].type)
+
+
+def _became_ready(rule: str, row: dict[str, Any]) -> bool:
+    """Whether the count update in ``row`` is the one that made its child ready (and not an
+    earlier one: a ``one_success`` child stays queued while its other parents finish)."""
+    if rule == "one_success":
+        return row["n_success"] > 0 and row["n_success"] == row["s_cnt"]
+    return row["n_done"] == row["n_parents"]
+
+
+def queue_for_type(type_name: str) -> str:
+    node_type = get_node_type(type_name)
+    return node_type.queue if node_type is not None else "default"
+
+
+__all__ = ["LOST_RETRIES", "Claim", "Effects", "Follow", "KnownOutputs", "NodeTransitions",
+           "Outcome"]
