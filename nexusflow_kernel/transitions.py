@@ -209,15 +209,15 @@ class NodeTransitions:
                known: KnownOutputs | None = None) -> tuple[Effects, Claim | None] | None:
         """Record an attempt's outcome and decide successors, in one transaction.
 
-        With ``follow``, one successor that became ready on the ``default`` queue is claimed
-        for the caller in the same transaction (it runs next in this worker, skipping a
-        round trip through RQ); the rest are pushed. Return ``None`` when the lease was lost
-        meanwhile (another copy owns the node now). ``known`` holds the outputs this job has
-        seen, so the next node's inputs usually need no query.
+        With ``follow``, the run's lowest queued node on ``follow.queue`` (often a child that
+        just became ready) is claimed for the caller in the same transaction: it runs next in
+        this worker, with no round trip through RQ; run jobs are pushed for the other ready
+        nodes. Return ``None`` when the lease was lost meanwhile (another copy owns the node
+        now). ``known`` holds the outputs this job has seen, so the next node's inputs
+        usually need no query.
         """
         # Pipeline mode: statements whose results are not needed yet go out together, so a
-        # node that succeeded costs three round trips (record and count, queue and claim,
-        # commit).
+        # node that succeeded costs two round trips (everything, then the commit).
         with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             return self._finish(conn, claim.run_id, claim.idx, claim.node_id, claim.attempt,
                                 claim.token, claim.plan, outcome, follow=follow,
