@@ -246,7 +246,12 @@ const scenarios = {
         [id, s],
         { timeout: 60000 }
       );
-    const currentRun = () => page.$eval('select.nf-history', e => e.value);
+    const currentRun = async () =>
+      (
+        await page.waitForFunction(() => document.querySelector('select.nf-history')?.value || false, null, {
+          timeout: 10000
+        })
+      ).jsonValue();
 
     await page.click('[data-action="run"]');
     await nodeState('hold', 'running');
@@ -265,10 +270,17 @@ const scenarios = {
 
     // A second run, canceled at once: the history then holds two runs to pick from.
     await page.click('[data-action="run"]');
-    await page.waitForFunction(r => document.querySelector('select.nf-history')?.value !== r, firstRun, {
-      timeout: 30000
-    });
-    const secondRun = await currentRun();
+    // The picker may read '' for a render while the new run arrives: wait for a run id.
+    const secondRun = await (
+      await page.waitForFunction(
+        r => {
+          const v = document.querySelector('select.nf-history')?.value;
+          return v && v !== r ? v : false;
+        },
+        firstRun,
+        { timeout: 30000 }
+      )
+    ).jsonValue();
     await page.waitForFunction(
       () => !document.querySelector('[data-action="cancel"]')?.disabled,
       null,
