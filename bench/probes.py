@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from nexusflow_kernel.procs import free_port
 
 from . import shapes
 from .env import ROOT
@@ -109,19 +110,13 @@ def server_ext_available() -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class JupyterServer:
     """A ``jupyter server`` with the Nexus-Flow extension on loopback (no local workers)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = dict(env)
         self.tmp = Path(tempfile.mkdtemp(prefix="nf-bench-jupyter-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.token = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
 

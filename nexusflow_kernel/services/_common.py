@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ServiceError
+from ..procs import free_port
 
 logger = logging.getLogger("nexusflow_kernel.services")
 
@@ -255,16 +256,10 @@ def _wait_until(check: Any, timeout_s: float = START_TIMEOUT_S) -> bool:
 
 
 def _free_port(preferred: int | None = None) -> int:
-    """Return ``preferred`` when it can be bound on 127.0.0.1, else a port the kernel picks."""
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise ServiceError("no free TCP port on 127.0.0.1 for the embedded services")
+    try:
+        return free_port(preferred)
+    except OSError as exc:
+        raise ServiceError(f"{exc} for the embedded services") from None
 
 
 def _socket_fits(folder: Path, name: str) -> bool:

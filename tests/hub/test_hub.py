@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 from nftest import WorkerPool, flow, node, settings_env
+
+from nexusflow_kernel.procs import free_port
 
 try:
     import jupyterhub  # noqa: F401
@@ -42,12 +43,6 @@ CHP = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
 API = "nexusflow/api"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ensure_proxy() -> Path:
@@ -137,7 +132,7 @@ def hub(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
     state = Path(tempfile.mkdtemp(prefix="nf-hub-"))
     os.chmod(state, 0o755)
     password = secrets.token_urlsafe(12)
-    port = _free_port()
+    port = free_port()
     # servers and workers must share one secrets key (the test's worker reads the environment)
     monkeypatch.setenv("NEXUSFLOW_SECRET_KEY", settings.secret_key or secrets.token_urlsafe(24))
     env = settings_env(settings)
@@ -147,8 +142,8 @@ def hub(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
         "NEXUSFLOW_HUB_STATE": str(state),
         "NEXUSFLOW_HUB_WORKERS": "0",  # the test runs the shared worker itself
         "NEXUSFLOW_HUB_PORT": str(port),
-        "NEXUSFLOW_HUB_API_PORT": str(_free_port()),
-        "NEXUSFLOW_HUB_PROXY_API_PORT": str(_free_port()),
+        "NEXUSFLOW_HUB_API_PORT": str(free_port()),
+        "NEXUSFLOW_HUB_PROXY_API_PORT": str(free_port()),
         "PATH": os.pathsep.join([str(proxy.parent), str(Path(sys.executable).parent),
                                  env.get("PATH", "")]),
     })

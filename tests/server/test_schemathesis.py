@@ -7,7 +7,6 @@ The server is started as a separate process, the way a user starts it, so the fu
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from nftest import settings_env
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from nexusflow_kernel.procs import free_port
 
 
 @pytest.fixture
 def server(settings, tmp_path):
-    port, token = _free_port(), uuid.uuid4().hex
+    port, token = free_port(), uuid.uuid4().hex
     env = settings_env(settings)
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "config")
     env["JUPYTER_DATA_DIR"] = str(tmp_path / "jdata")

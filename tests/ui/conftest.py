@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from nexusflow_kernel.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 UI_TESTS = REPO / "labextension" / "ui-tests"
@@ -34,12 +35,6 @@ def chromium_path() -> str | None:
         if found:
             return found
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -114,7 +109,7 @@ def running_lab(base: Path, env: dict[str, str], *, token: str,
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    port = _free_port()
+    port = free_port()
     env = dict(
         env,
         JUPYTER_DATA_DIR=str(base / "data"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import click
 
+from nexusflow_kernel.procs import free_port
 from nexusflow_kernel.transitions import LOST_RETRIES
 
 # ---------------------------------------------------------------------------- invariants
@@ -221,12 +222,6 @@ def child_pids(pid: int) -> list[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             out.append(int(entry.name))
     return sorted(out)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivateRedis:
