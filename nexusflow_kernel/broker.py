@@ -308,20 +308,18 @@ class Broker:
                         job_id=f"nf-{p.run_id.replace('-', '')}-r{uuid.uuid4().hex[:10]}",
                         description=f"nexusflow {p.run_id}: ready nodes on {p.queue}"))
                 continue
-            data = Queue.prepare_data(
-                JOB_FUNC, (p.run_id, p.idx, p.attempt), timeout=-1, result_ttl=0,
-                failure_ttl=24 * 3600, job_id=job_id(p.run_id, p.idx, p.attempt, p.wake),
-                description=f"nexusflow {p.run_id} node #{p.idx} attempt {p.attempt}",
-            )
+            jid = job_id(p.run_id, p.idx, p.attempt, p.wake)
             if p.at is not None and p.at > time.time() + 0.05:
                 # Not RQ's scheduler: it works in whole seconds and polls once a second, so a
-                # 1 s backoff took up to 3 s. ``release_due`` hands the job to RQ on time.
-                pipe.hset(DUE_JOBS_KEY, data.job_id, json.dumps(
-                    {"id": data.job_id, "queue": queue.name, "args": list(data.args),
-                     "description": data.description}))
-                pipe.zadd(DUE_KEY, {data.job_id: p.at})
-            else:
-                now_items.setdefault(queue.name, []).append(data)
+                # 1 s backoff took up to 3 s. ``release_due`` pushes it again when it is due.
+                pipe.hset(DUE_JOBS_KEY, jid,
+                          json.dumps([p.run_id, p.idx, p.attempt, p.queue, p.wake]))
+                pipe.zadd(DUE_KEY, {jid: p.at})
+                continue
+            now_items.setdefault(queue.name, []).append(Queue.prepare_data(
+                JOB_FUNC, (p.run_id, p.idx, p.attempt), timeout=-1, result_ttl=0,
+                failure_ttl=24 * 3600, job_id=jid,
+                description=f"nexusflow {p.run_id} node #{p.idx} attempt {p.attempt}"))
         for name, items in now_items.items():
             queue = next(q for q in self.queues.values() if q.name == name)
             queue.enqueue_many(items, pipeline=pipe)
@@ -340,20 +338,9 @@ class Broker:
         """
         blobs = self._release(keys=[DUE_KEY, DUE_JOBS_KEY],
                               args=[now if now is not None else time.time(), limit])
-        if not blobs:
-            return 0
-        by_queue: dict[str, list[Any]] = {}
-        for blob in blobs:
-            job = json.loads(blob)
-            by_queue.setdefault(job["queue"], []).append(Queue.prepare_data(
-                JOB_FUNC, tuple(job["args"]), timeout=-1, result_ttl=0, failure_ttl=24 * 3600,
-                job_id=job["id"], description=job["description"]))
-        pipe = self.redis.pipeline(transaction=False)
-        for name, items in by_queue.items():
-            queue = next((q for q in self.queues.values() if q.name == name), None) or \
-                Queue(name, connection=self.redis, serializer=JSONSerializer)
-            queue.enqueue_many(items, pipeline=pipe)
-        pipe.execute()
+        if blobs:
+            self._send([Push(run, idx, attempt, queue, wake=wake)
+                        for run, idx, attempt, queue, wake in map(json.loads, blobs)], [])
         return len(blobs)
 
     def forget_due(self, job_ids: Sequence[str]) -> None:
