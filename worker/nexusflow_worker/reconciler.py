@@ -138,28 +138,27 @@ def _repush(rt: Runtime, report: PassReport) -> None:
     rows = [r for r in rows if r["state"] == "scheduled"]
     if not rows:
         return
+    ids = [job_id(r["run_id"], r["idx"], r["attempt"], r["wake"]) for r in rows]
     pipe = rt.broker.redis.pipeline(transaction=False)
-    for r in rows:
-        pipe.hget(f"rq:job:{job_id(r['run_id'], r['idx'], r['attempt'], r['wake'])}", "status")
+    for jid in ids:
+        pipe.hget(f"rq:job:{jid}", "status")
     statuses = pipe.execute()
-    missing, present, waiting_ids = [], [], []
+    missing, missing_ids, present = [], [], []
     overdue = rt.broker.redis.pipeline(transaction=False)
-    for r, status in zip(rows, statuses, strict=True):
-        alive = status in (b"queued", b"started")
-        if alive:
+    for r, jid, status in zip(rows, ids, statuses, strict=True):
+        if status in (b"queued", b"started"):
             present.append((r["run_id"], r["idx"]))
             continue
         if status == b"scheduled":
             # Overdue in RQ's scheduled registry (put there by a version before the timer,
             # with no RQ scheduler running now): take it out and push it now.
-            jid = job_id(r["run_id"], r["idx"], r["attempt"], r["wake"])
             overdue.zrem(ScheduledJobRegistry(queue=rt.broker.queue_for(r["queue"])).key, jid)
         missing.append(Push(r["run_id"], r["idx"], r["attempt"], r["queue"], wake=r["wake"]))
-        # If it still waits in the timer's set (no supervisor runs a timer), drop it there:
-        # it is pushed now instead.
-        waiting_ids.append(job_id(r["run_id"], r["idx"], r["attempt"], r["wake"]))
+        missing_ids.append(jid)
     overdue.execute()
-    rt.broker.forget_due(waiting_ids)
+    # Those still waiting in the timer's set (no supervisor runs a timer) are pushed now
+    # instead: drop them there.
+    rt.broker.forget_due(missing_ids)
     if missing:
         rt.broker.publish(missing)
         report.repushed += len(missing)
