@@ -54,12 +54,12 @@ def queue_names(settings: Settings, queues: list[str]) -> list[str]:
 
 
 def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
-               burst: bool = False, name: str | None = None, scheduler: bool = False,
+               burst: bool = False, name: str | None = None,
                log_level: str = "WARNING") -> Any:
     """Run one RQ worker in this process until it is told to stop.
 
-    RQ's own scheduler is off by default: node jobs that wait for their time are released
-    by the supervisor's ``DueReleaser`` (``nexusflow_worker.timer``), to the millisecond.
+    RQ's own scheduler stays off: node jobs that wait for their time are released by the
+    supervisor's ``DueReleaser`` (``nexusflow_worker.timer``), to the millisecond.
     """
     rt = Runtime(settings)
     set_runtime(rt)
@@ -71,4 +71,4 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     # RQ installs its own SIGTERM handler (warm shutdown: the node in hand finishes).
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     logger.info("worker %s (pid %s) serving %s", worker.name, os.getpid(), queues)
-    return worker.work(burst=burst, with_scheduler=scheduler, logging_level=log_level)
+    return worker.work(burst=burst, with_scheduler=False, logging_level=log_level)
