@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from . import defaults
-from .broker import Push, event
+from .broker import event
 from .compiler import CompiledFlow
 from .db import jsonb
 from .errors import NotFoundError, RunStateError
@@ -132,7 +132,7 @@ class RunStore(RunViews, NodeTransitions):
                                     (dedupe_key,)).fetchone()
             return str(existing["id"]), Effects()
         effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
-        ready: dict[str, int] = {}
+        ready: list[tuple[str, str]] = []
         with conn.cursor().copy(
             "COPY node_runs (execution_id, idx, node_id, state, attempt, tries, max_attempts,"
             " queue, enqueued_at, n_parents) FROM STDIN"
@@ -146,9 +146,9 @@ class RunStore(RunViews, NodeTransitions):
                                 1 if root else 0, 1 if root else 0, _max_attempts(node), queue,
                                 "now" if root else None, len(plan.parents[node_id])))
                 if root:
-                    ready[queue] = ready.get(queue, 0) + 1
+                    ready.append((node_id, queue))
                     effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
-        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in ready.items())
+        self._push_ready(run_id, ready, effects)
         if not plan.order:
             conn.execute("UPDATE executions SET status='succeeded', ended_at=clock_timestamp()"
                          " WHERE id=%s",
@@ -279,12 +279,9 @@ class RunStore(RunViews, NodeTransitions):
             kept = [(p, *states[p]) for p in plan.order if p not in reset
                     and any(c in reset for c, _h in plan.children[p])]
             ready, skipped = self._decide_successors(conn, run_id, plan, kept, effects)
-            counts: dict[str, int] = {}
-            for _child, queue in ready:
-                counts[queue] = counts.get(queue, 0) + 1
-            effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
             roots = [n for n in plan.order if n in reset and not plan.parents[n]]
-            self._queue(conn, run_id, plan, roots, effects)
+            ready += self._queue(conn, run_id, plan, roots, effects)
+            self._push_ready(run_id, ready, effects)
             if skipped:
                 self._finalize_if_done(conn, run_id, skipped, effects)
             return effects

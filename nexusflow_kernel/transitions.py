@@ -339,12 +339,17 @@ class NodeTransitions:
             if nxt is not None:
                 effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
                                             nxt.attempt))
-        counts: dict[str, int] = {}
-        for child, queue in ready:
-            if nxt is None or child != nxt.node_id:
-                counts[queue] = counts.get(queue, 0) + 1
-        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        self._push_ready(run_id, [(child, queue) for child, queue in ready
+                                  if nxt is None or child != nxt.node_id], effects)
         return nxt
+
+    @staticmethod
+    def _push_ready(run_id: str, ready: list[tuple[str, str]], effects: Effects) -> None:
+        """Push run jobs for ``ready`` (node, queue) pairs: one push per queue."""
+        counts: dict[str, int] = {}
+        for _node, queue in ready:
+            counts[queue] = counts.get(queue, 0) + 1
+        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
 
     @staticmethod
     def _record(conn: psycopg.Connection, run_id: str, idx: int, node_id: str, attempt: int,
@@ -471,12 +476,7 @@ class NodeTransitions:
                             to_skip.append(r["node_id"])
                         elif decided == RUN:  # only if the SQL above disagreed
                             late.append(r["node_id"])
-            if late:
-                for r in conn.execute(self._QUEUE_SQL,
-                                      (run_id, [plan.idx_of[c] for c in late])).fetchall():
-                    ready.append((r["node_id"], r["queue"]))
-                    effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED,
-                                                r["attempt"]))
+            ready.extend(self._queue(conn, run_id, plan, late, effects))
             finished = []
             if to_skip:
                 conn.execute(
@@ -496,15 +496,15 @@ class NodeTransitions:
         " AND state='pending' RETURNING node_id, attempt, queue")
 
     def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
-               effects: Effects) -> None:
-        """Make pending ``nodes`` queued and push run jobs for them."""
+               effects: Effects) -> list[tuple[str, str]]:
+        """Make pending ``nodes`` queued; return the (node, queue) pairs that were."""
         if not nodes:
-            return
-        counts: dict[str, int] = {}
+            return []
+        ready = []
         for r in conn.execute(self._QUEUE_SQL, (run_id, [plan.idx_of[c] for c in nodes])):
-            counts[r["queue"]] = counts.get(r["queue"], 0) + 1
+            ready.append((r["node_id"], r["queue"]))
             effects.events.append(event(run_id, r["node_id"], NodeState.QUEUED, r["attempt"]))
-        effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
+        return ready
 
     @staticmethod
     def _claim_send(conn: psycopg.Connection, run_id: str, follow: Follow, *,
