@@ -92,7 +92,7 @@ def backends(admin_url: str | None = None, redis_base: str | None = None,
         yield Backends(url, redis_url, admin_url)
     finally:
         try:
-            from nexusflow_kernel.db import close_pools
+            from nexusflow_kernel.runstate.db import close_pools
 
             close_pools()
         except Exception:

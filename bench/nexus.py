@@ -34,7 +34,7 @@ def run_and_wait(engine: Any, doc: Any, *, timeout: float = 600.0,
                  client: redis.Redis | None = None,
                  on_started: Callable[[str], Any] | None = None) -> RunResult:
     """Start a run of ``doc`` and read its event stream until the run is final."""
-    from nexusflow_kernel.broker import events_key
+    from nexusflow_kernel.transport.broker import events_key
 
     conn = client or engine.redis
     t0 = time.perf_counter()

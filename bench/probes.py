@@ -38,8 +38,8 @@ def import_time(module: str = "nexusflow_kernel", repeats: int = 5) -> list[floa
 
 def compile_time(doc: dict[str, Any], repeats: int = 3) -> list[float]:
     """Seconds to validate and compile ``doc`` (load_document + compile_flow)."""
-    from nexusflow_kernel.compiler import compile_flow
-    from nexusflow_kernel.document import load_document
+    from nexusflow_kernel.model.compiler import compile_flow
+    from nexusflow_kernel.model.document import load_document
 
     compile_flow(load_document(shapes.chain(3)))  # warm the validators' caches
     out = []

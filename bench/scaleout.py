@@ -209,8 +209,8 @@ def measure(hosts: list[int], processes: int, repeats: int, *, quick: bool = Fal
     doc = shapes.wide(k)
     out: dict[str, Any] = {"processes": processes, "shape": f"wide {k}", "hosts": {},
                            "subnet": f"{SUBNET}.0/24"}
-    from nexusflow_kernel.db import close_pools
     from nexusflow_kernel.engine import Engine
+    from nexusflow_kernel.runstate.db import close_pools
     from nexusflow_kernel.settings import Settings
 
     from .env import backends

@@ -11,33 +11,33 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CompiledFlow": "compiler",
-    "Flow": "flow",
+    "CompiledFlow": "model.compiler",
+    "Flow": "notebook.flow",
     "LocalWorkers": "notebook.workers",
     "Run": "notebook.run",
     "RunFailed": "notebook.run",
-    "Task": "tasks",
-    "TaskError": "tasks",
-    "task": "tasks",
-    "FlowDocument": "document",
+    "Task": "notebook.tasks",
+    "TaskError": "notebook.tasks",
+    "task": "notebook.tasks",
+    "FlowDocument": "model.document",
     "NexusFlowError": "errors",
     "FlowError": "errors",
     "Settings": "settings",
-    "compile_flow": "compiler",
-    "load": "document",
-    "loads": "document",
-    "save": "document",
+    "compile_flow": "model.compiler",
+    "load": "model.document",
+    "loads": "model.document",
+    "save": "model.document",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .compiler import CompiledFlow, compile_flow
-    from .document import FlowDocument, load, loads, save
     from .errors import FlowError, NexusFlowError
-    from .flow import Flow
+    from .model.compiler import CompiledFlow, compile_flow
+    from .model.document import FlowDocument, load, loads, save
+    from .notebook.flow import Flow
     from .notebook.run import Run, RunFailed
+    from .notebook.tasks import Task, TaskError, task
     from .notebook.workers import LocalWorkers
     from .settings import Settings
-    from .tasks import Task, TaskError, task
 
 __all__ = sorted(_EXPORTS)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from rq.command import send_stop_job_command
 
-from .broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
-from .compiler import CompiledFlow, compile_flow
-from .db import get_pool, jsonb, run_tx, with_retry
-from .document import FlowDocument, dumps_canonical, load_document, loads
 from .errors import NexusFlowError, NotFoundError
+from .model.compiler import CompiledFlow, compile_flow
+from .model.document import FlowDocument, dumps_canonical, load_document, loads
+from .runstate.db import get_pool, jsonb, run_tx, with_retry
+from .runstate.store import RunStore
+from .runstate.transitions import Effects
 from .settings import Settings
-from .store import RunStore
-from .transitions import Effects
+from .transport.broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
 
 logger = logging.getLogger(__name__)
 

@@ -176,7 +176,7 @@ def current_run_id() -> str | None:
         job = get_current_job()
     except Exception:  # pragma: no cover - rq missing or no connection
         return None
-    if job is None or not str(job.func_name or "").startswith("nexusflow_kernel.dispatch."):
+    if job is None or not str(job.func_name or "").startswith("nexusflow_worker.jobs."):
         return None
     try:
         run_id = job.args[0]
@@ -194,7 +194,7 @@ class SecretStore:
     """
 
     def __init__(self, source: Settings | ConnectionPool, *, settings: Settings | None = None):
-        from .db import get_pool
+        from .runstate.db import get_pool
 
         if isinstance(source, Settings):
             settings = source

@@ -38,7 +38,7 @@ def _load() -> None:
 
     register(NoopNode)
     register(SleepNode)
-    from ..tasks import PythonTaskNode  # notebook functions (@task)
+    from ..notebook.tasks import PythonTaskNode  # notebook functions (@task)
 
     register(PythonTaskNode)
 

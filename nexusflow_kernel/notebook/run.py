@@ -19,7 +19,7 @@ from .workers import LocalWorkers, worker_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
-    from ..flow import Flow
+    from .flow import Flow
 
 FINAL = ("succeeded", "failed", "canceled")
 NODE_FINAL = ("succeeded", "failed", "skipped", "canceled")

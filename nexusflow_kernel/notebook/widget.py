@@ -16,7 +16,7 @@ import anywidget
 import traitlets
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..flow import Flow
+    from .flow import Flow
     from .run import Run
 
 STATIC = Path(__file__).parent / "static"

@@ -324,7 +324,7 @@ class AuditHandler(NexusFlowHandler):
 
     @authorized
     async def get(self) -> None:
-        from nexusflow_kernel.audit import read_audit
+        from nexusflow_kernel.cli.audit import read_audit
 
         if not self.is_admin:
             raise Forbidden("the audit log is for Nexus-Flow administrators (NexusFlow.admin_users"

@@ -7,8 +7,8 @@ from typing import Any
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 
-from nexusflow_kernel.document import parse_flow_text
 from nexusflow_kernel.errors import FlowError, NotFoundError
+from nexusflow_kernel.model.document import parse_flow_text
 from nexusflow_kernel.nodes import get_node_type
 
 from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field

@@ -204,7 +204,7 @@ class NexusFlow(ExtensionApp):
     def store(self) -> Any:
         """Return the server tables' store (roles, triggers, audit) on the engine's database."""
         if self._store is None:
-            from nexusflow_kernel.db import get_pool
+            from nexusflow_kernel.runstate.db import get_pool
 
             from .store import ServerStore
 
@@ -215,7 +215,7 @@ class NexusFlow(ExtensionApp):
     def secrets(self) -> Any:
         """Return the secret store (same database and key as the workers)."""
         if self._secrets is None:
-            from nexusflow_kernel.db import get_pool
+            from nexusflow_kernel.runstate.db import get_pool
             from nexusflow_kernel.secrets import SecretStore
 
             settings = self.engine().settings

@@ -113,8 +113,8 @@ def _rebase(exc: Any, prefix: str, where: str) -> BadRequest:
 
 def _checked_item(value: Any, kind: str, where: str) -> dict[str, Any]:
     """Return a node or edge checked against the flow schema, in canonical form."""
-    from nexusflow_kernel.document import canonical_document, validate_document
     from nexusflow_kernel.errors import FlowError
+    from nexusflow_kernel.model.document import canonical_document, validate_document
 
     doc = {"schema": 1, "nodes": [], "edges": []}
     doc[kind].append(value)
@@ -150,8 +150,8 @@ def check_op(op: Any, index: int) -> dict[str, Any]:
     value = op["value"]
     if value is None:
         return {"op": "set", "key": key, "value": None}
-    from nexusflow_kernel.document import canonical_document, validate_document
     from nexusflow_kernel.errors import FlowError
+    from nexusflow_kernel.model.document import canonical_document, validate_document
 
     doc = {"schema": 1, key: value, "nodes": [], "edges": []}
     try:
@@ -235,8 +235,8 @@ def _apply_live(ydoc: Any, ops: list[dict[str, Any]]) -> None:
 
 def as_document(text: Any, path: str) -> dict[str, Any]:
     """Parse flow text into a document with ``nodes`` and ``edges`` lists (422 otherwise)."""
-    from nexusflow_kernel.document import parse_flow_text
     from nexusflow_kernel.errors import FlowSchemaError
+    from nexusflow_kernel.model.document import parse_flow_text
 
     data = text if isinstance(text, dict) else parse_flow_text(text, source=path)
     if not isinstance(data, dict):
@@ -287,8 +287,8 @@ async def patch_document(serverapp: Any, path: str, ops: list[dict[str, Any]], *
     """Apply checked ops to the live document at ``path``, or to the file; return the answer."""
     from tornado.web import HTTPError
 
-    from nexusflow_kernel.document import dumps_canonical
     from nexusflow_kernel.errors import FlowError, NotFoundError
+    from nexusflow_kernel.model.document import dumps_canonical
 
     live = await open_document(serverapp, path)
     if live is not None:

@@ -2,7 +2,7 @@
 
 jupyter-collaboration loads a ``.nxflow`` file into :class:`YNxFlow` with :meth:`YNxFlow.set`
 and autosaves :meth:`YNxFlow.get` back to disk, so ``get`` returns the canonical text of
-``nexusflow_kernel.document``; the same graph always gives the same bytes. The frontend's
+``nexusflow_kernel.model.document``; the same graph always gives the same bytes. The frontend's
 ``NxFlowDoc`` (labextension ``src/model.ts``) uses the same root names and types:
 
 ``nodes``  Map: node id -> Map of the node's fields (``position`` and ``config`` are plain
@@ -37,7 +37,7 @@ if "jupyter_ydoc" not in sys.modules:
 from jupyter_ydoc.ybasedoc import YBaseDoc
 from pycrdt import Awareness, Doc, Map
 
-from nexusflow_kernel.document import canonical_document, dumps_canonical
+from nexusflow_kernel.model.document import canonical_document, dumps_canonical
 
 INVALID_KEY = "_invalid"
 """``meta`` key holding ``{"error", "source"}`` of a file that could not be read as a flow."""

@@ -68,7 +68,7 @@ def _wait(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
 def _empty_tables(database_url: str) -> None:
     import psycopg
 
-    from nexusflow_kernel.db import get_pool
+    from nexusflow_kernel.runstate.db import get_pool
 
     get_pool(database_url)  # migrated
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -288,7 +288,7 @@ def test_two_hub_users_share_flows_roles_and_scoped_secrets(hub: Hub, settings) 
 
         from click.testing import CliRunner
 
-        from nexusflow_kernel.audit import audit
+        from nexusflow_kernel.cli.audit import audit
 
         out = CliRunner().invoke(audit, ["--json", "--action", "role.*"],
                                  env=settings_env(settings))

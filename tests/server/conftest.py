@@ -50,7 +50,7 @@ def empty_database(database_url) -> None:
     """Empty every table of the session's database, so each test starts from nothing."""
     import psycopg
 
-    from nexusflow_kernel.db import get_pool
+    from nexusflow_kernel.runstate.db import get_pool
 
     get_pool(database_url)  # migrated
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -16,7 +16,7 @@ from pycrdt import Map
 from traitlets.config import Config
 
 import nexusflow_kernel as nf
-from nexusflow_kernel.document import dumps_canonical
+from nexusflow_kernel.model.document import dumps_canonical
 from nexusflow_kernel.notebook.live import LiveLink, ServerInfo
 
 FLOW = {

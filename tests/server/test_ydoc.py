@@ -9,7 +9,7 @@ import pycrdt
 import pytest
 from nexusflow_server.ydoc import INVALID_KEY, YNxFlow
 
-from nexusflow_kernel.document import dumps_canonical
+from nexusflow_kernel.model.document import dumps_canonical
 
 DIAMOND = {
     "schema": 1,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nexusflow_kernel.document import dumps_canonical
+from nexusflow_kernel.model.document import dumps_canonical
 
 DIAMOND = {
     "schema": 1,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import nexusflow_kernel as nf
-from nexusflow_kernel.document import dumps_canonical
+from nexusflow_kernel.model.document import dumps_canonical
 from tests.ui.conftest import ARTIFACTS, UI_TESTS, chromium_path
 
 LINKED = {

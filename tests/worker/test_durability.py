@@ -24,8 +24,8 @@ from nexusflow_worker.chaos import check_invariants, child_pids, wait_rq_idle
 from nftest import flow, node, wait_run
 
 from nexusflow_kernel import defaults
-from nexusflow_kernel.compiler import compile_flow
-from nexusflow_kernel.transitions import LOST_RETRIES
+from nexusflow_kernel.model.compiler import compile_flow
+from nexusflow_kernel.runstate.transitions import LOST_RETRIES
 
 SLOW = os.environ.get("NEXUSFLOW_SLOW_TESTS") == "1"
 

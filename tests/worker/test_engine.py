@@ -348,7 +348,7 @@ def test_cli_unreachable_backends_mask_passwords(settings, tmp_path) -> None:
     assert "hunter2" not in result.stderr and "***" in result.stderr
     assert result.stderr.strip().count("\n") == 0
     with pytest.raises(BackendUnavailable):
-        from nexusflow_kernel.broker import Broker, check_redis
+        from nexusflow_kernel.transport.broker import Broker, check_redis
 
         check_redis(Broker(dead).redis, dead.redis_url)
 

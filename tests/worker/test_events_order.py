@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from nexusflow_kernel.broker import Broker, event, events_key
+from nexusflow_kernel.transport.broker import Broker, event, events_key
 
 
 def test_a_run_final_event_never_overtakes_a_buffered_node_event(settings) -> None:

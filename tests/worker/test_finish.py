@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import psycopg
+from nexusflow_worker.jobs import Runtime
 from nftest import flow, node
 
-from nexusflow_kernel.dispatch import Runtime
-from nexusflow_kernel.transitions import Follow, KnownOutputs, Outcome
+from nexusflow_kernel.runstate.transitions import Follow, KnownOutputs, Outcome
 
 
 def _rows(database_url: str, run_id: str) -> dict[str, dict]:
@@ -57,8 +57,8 @@ def test_the_sql_ready_rule_agrees_with_decide_counts(database_url) -> None:
     """The finishing statement queues a child in SQL; it must decide as ``decide_counts``."""
     import itertools
 
-    from nexusflow_kernel.plan import RUN, WAIT, decide_counts
-    from nexusflow_kernel.transitions import NodeTransitions
+    from nexusflow_kernel.runstate.plan import RUN, WAIT, decide_counts
+    from nexusflow_kernel.runstate.transitions import NodeTransitions
 
     cases = []
     for rule in ("all_success", "all_done", "one_success", "none_failed"):

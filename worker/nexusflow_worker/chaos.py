@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from nexusflow_kernel.procs import free_port
-from nexusflow_kernel.transitions import LOST_RETRIES
+from nexusflow_kernel.runstate.transitions import LOST_RETRIES
 
 # ---------------------------------------------------------------------------- invariants
 
@@ -89,7 +89,7 @@ def check_invariants(pool: Any, redis_conn: Any, settings: Any, run_ids: list[st
     ``openings`` is how many times a run may have been (re)opened by ``retry``: each opening
     may add one success and a fresh set of attempts per node.
     """
-    from nexusflow_kernel.store import RunStore
+    from nexusflow_kernel.runstate.store import RunStore
 
     store = store or RunStore(pool)
     rep = InvariantReport(runs=len(run_ids))
@@ -181,7 +181,7 @@ def rq_leftovers(redis_conn: Any, settings: Any) -> dict[str, int]:
     from rq.registry import ScheduledJobRegistry, StartedJobRegistry
     from rq.serializers import JSONSerializer
 
-    from nexusflow_kernel.broker import DUE_KEY
+    from nexusflow_kernel.transport.broker import DUE_KEY
 
     out: dict[str, int] = {}
     for name in (settings.queue_name, settings.sandbox_queue_name):

@@ -11,9 +11,9 @@ from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
-from nexusflow_kernel.broker import get_redis
-from nexusflow_kernel.dispatch import Runtime, runtime, set_runtime
 from nexusflow_kernel.settings import Settings
+from nexusflow_kernel.transport.broker import get_redis
+from nexusflow_worker.jobs import Runtime, runtime, set_runtime
 
 logger = logging.getLogger(__name__)
 

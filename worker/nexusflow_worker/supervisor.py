@@ -15,8 +15,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from nexusflow_kernel.dispatch import Runtime
 from nexusflow_kernel.settings import Settings
+from nexusflow_worker.jobs import Runtime
 
 from .reconciler import Reconciler
 from .timer import DueReleaser

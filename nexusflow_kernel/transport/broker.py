@@ -22,16 +22,16 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from . import defaults
-from .errors import BackendUnavailable
-from .settings import Settings, mask_url
+from .. import defaults
+from ..errors import BackendUnavailable
+from ..settings import Settings, mask_url
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNC = "nexusflow_kernel.dispatch.execute_node"
+JOB_FUNC = "nexusflow_worker.jobs.execute_node"
 """RQ entry point for one node attempt: ``execute_node(run_id, idx, attempt)``."""
 
-RUN_JOB_FUNC = "nexusflow_kernel.dispatch.execute_run"
+RUN_JOB_FUNC = "nexusflow_worker.jobs.execute_run"
 """RQ entry point that runs whatever nodes of a run are ready: ``execute_run(run_id, queue)``.
 
 When k nodes of a run become ready at once, min(k, live workers) of these jobs are pushed,

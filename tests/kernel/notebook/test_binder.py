@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BINDER = ROOT / "binder"
 
 CHECK = """
 import sys, time
 import psycopg
-from nexusflow_kernel.broker import get_redis
+from nexusflow_kernel.transport.broker import get_redis
 from nexusflow_kernel.notebook.workers import worker_count
 from nexusflow_kernel.settings import Settings
 
@@ -96,5 +96,5 @@ def test_postbuild_then_start(binder_env: dict[str, str], data_dir: Path):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", "services", "stop"],
+        subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli.main", "services", "stop"],
                        env=binder_env, timeout=120)

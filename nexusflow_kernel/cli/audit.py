@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .settings import Settings
+from ..settings import Settings
 
 
 def read_audit(pool: Any, *, limit: int = 100, actor: str | None = None,
@@ -70,7 +70,7 @@ def audit(limit: int, actor: str | None, action: str | None, resource: str | Non
     Reads NEXUSFLOW_DATABASE_URL (or the embedded database); whoever can reach the database
     can read it, so run it as an operator.
     """
-    from .db import get_pool
+    from ..runstate.db import get_pool
 
     settings = Settings.from_env().resolved()
     if since is not None and since.tzinfo is None:

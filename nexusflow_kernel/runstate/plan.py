@@ -108,7 +108,7 @@ def backoff_delay(attempt: int, retry: dict | None, *, rng: random.Random | None
     ``backoff_s * factor ** (attempt - 1)``, capped at ``max_backoff_s``, then spread by
     ``jitter`` (a fraction: 0.1 means up to 10 % shorter, never longer than the cap).
     """
-    from . import defaults
+    from .. import defaults
 
     retry = retry or {}
     base = float(retry.get("backoff_s", defaults.DEFAULT_BACKOFF_S))

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from nexusflow_kernel.compiler import compile_flow
 from nexusflow_kernel.errors import ExpressionError, NodeConfigError, NodeExecutionError
+from nexusflow_kernel.model.compiler import compile_flow
 from nexusflow_kernel.nodes import Defer, NodeContext, get_node_type
 from nexusflow_kernel.settings import Settings
 

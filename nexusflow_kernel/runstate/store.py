@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from . import defaults
-from .broker import event
-from .compiler import CompiledFlow
+from .. import defaults
+from ..errors import NotFoundError, RunStateError
+from ..model.compiler import CompiledFlow
+from ..transport.broker import event
 from .db import jsonb
-from .errors import NotFoundError, RunStateError
 from .plan import NodeState, RunStatus
 from .runplan import PlanCache, RunPlan
 from .runviews import RunViews

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 
 def _iso(value: Any) -> str | None:

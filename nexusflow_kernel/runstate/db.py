@@ -15,8 +15,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .errors import BackendUnavailable
-from .settings import mask_url
+from ..errors import BackendUnavailable
+from ..settings import mask_url
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +93,7 @@ def close_pools() -> None:
 
 def migration_scripts() -> list[tuple[str, str]]:
     """Return ``(name, sql)`` of every migration shipped, in the order they apply."""
-    folder = resources.files("nexusflow_kernel").joinpath("migrations")
+    folder = resources.files(__package__).joinpath("migrations")
     scripts = [(p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql")]
     return sorted(scripts)
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .document import Node
+from ..model.document import Node
 
 
 @dataclass(frozen=True)

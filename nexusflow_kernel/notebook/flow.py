@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .document import TRIGGER_RULES, dumps_canonical, load_document, parse_flow_text, save
-from .errors import DanglingEdgeError, DuplicateIdError, NotFoundError, UnknownNodeTypeError
+from ..errors import DanglingEdgeError, DuplicateIdError, NotFoundError, UnknownNodeTypeError
+from ..model.document import TRIGGER_RULES, dumps_canonical, load_document, parse_flow_text, save
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .compiler import CompiledFlow
-    from .notebook.live import LiveLink
-    from .notebook.run import Run
-    from .settings import Settings
+    from ..model.compiler import CompiledFlow
+    from ..settings import Settings
+    from .live import LiveLink
+    from .run import Run
     from .tasks import Task
 
 LAYER_GAP_Y = 120
@@ -176,7 +176,7 @@ class Flow:
         """Add a node of any registered type; keyword arguments other than the node fields
         (``label``, ``retry``, ``timeout``, ``trigger_rule``, ``position``, ``description``)
         form its ``config``. Adding an id again replaces that node and keeps its edges."""
-        from .nodes import get_node_type, node_types
+        from ..nodes import get_node_type, node_types
 
         if not isinstance(id, str) or not id:
             raise DuplicateIdError(f"a node id must be a non-empty string, not {id!r}")
@@ -376,7 +376,7 @@ class Flow:
     def validate(self) -> CompiledFlow:
         """Compile the flow; raise the compiler's ``FlowError`` (with ``.pointer``) if it
         cannot run."""
-        from .compiler import compile_flow
+        from ..model.compiler import compile_flow
 
         return compile_flow(load_document(self.to_dict(), source=self._source()))
 
@@ -405,7 +405,7 @@ class Flow:
         try:
             text = path.read_bytes()
         except OSError as exc:
-            from .errors import FlowSyntaxError
+            from ..errors import FlowSyntaxError
 
             raise FlowSyntaxError(f"cannot read file: {exc.strerror}", source=str(path)) from None
         f = cls.from_dict(parse_flow_text(text, source=str(path)), source=str(path))
@@ -444,7 +444,7 @@ class Flow:
         life, only when no worker serves the queue. By default running workers are expected
         (JupyterLab's server extension supervises local ones).
         """
-        from .notebook.run import start_run
+        from .run import start_run
 
         return start_run(self, inputs, wait=wait, workers=workers, timeout=timeout,
                          progress=progress, settings=settings)
@@ -452,14 +452,14 @@ class Flow:
     # ------------------------------------------------------------------ canvas
     def widget(self, *, height: int = 360) -> Any:
         """Return the inline canvas widget of this flow (needs anywidget)."""
-        from .notebook.widget import FlowWidget
+        from .widget import FlowWidget
 
         widget = FlowWidget.for_flow(self, height=height)
         self._widgets.append(widget)
         return widget
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .notebook.display import mimebundle
+        from .display import mimebundle
 
         return mimebundle(self, include, exclude)
 
@@ -467,7 +467,7 @@ class Flow:
         """Link this flow to ``path`` as open in JupyterLab: from now on every change made
         here is sent to the live collaborative document (open canvases show it within a
         second). ``push=False`` links without sending the current flow."""
-        from .notebook.live import LiveLink
+        from .live import LiveLink
 
         self._live = LiveLink.connect(path, server=server)
         if push:
@@ -509,7 +509,7 @@ class Flow:
 
 # ---------------------------------------------------------------------- helpers
 def _output_handles(type_name: str) -> tuple[str, ...]:
-    from .nodes import get_node_type
+    from ..nodes import get_node_type
 
     node_type = get_node_type(type_name)
     return tuple(node_type.output_handles) if node_type else ()
@@ -534,7 +534,7 @@ def _split_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 
 def _check_field(node_id: str, key: str, value: Any) -> Any:
-    from .errors import NodeConfigError
+    from ..errors import NodeConfigError
 
     if key == "trigger_rule" and value not in TRIGGER_RULES:
         raise NodeConfigError(

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .broker import Push, event
+from ..nodes import get_node_type
+from ..transport.broker import Push, event
 from .db import jsonb
-from .nodes import get_node_type
 from .plan import (
     FINAL_STATES,
     RUN,

@@ -9,8 +9,6 @@ import pytest
 from nftest import flow, node
 
 from nexusflow_kernel import defaults
-from nexusflow_kernel.compiler import compile_flow
-from nexusflow_kernel.document import dumps_canonical, loads
 from nexusflow_kernel.errors import (
     CycleError,
     DanglingEdgeError,
@@ -21,6 +19,8 @@ from nexusflow_kernel.errors import (
     NodeConfigError,
     UnknownNodeTypeError,
 )
+from nexusflow_kernel.model.compiler import compile_flow
+from nexusflow_kernel.model.document import dumps_canonical, loads
 
 
 def diamond() -> dict:

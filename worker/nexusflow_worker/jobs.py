@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .broker import Broker, Push, event
-from .db import get_pool, with_retry
-from .errors import ExpressionError, NexusFlowError, NodeExecutionError
-from .nodes import Defer, NodeContext, NodeLog, get_node_type
-from .plan import backoff_delay
-from .settings import Settings
-from .store import RunStore
-from .transitions import Claim, Follow, KnownOutputs, Outcome
+from nexusflow_kernel.errors import ExpressionError, NexusFlowError, NodeExecutionError
+from nexusflow_kernel.nodes import Defer, NodeContext, NodeLog, get_node_type
+from nexusflow_kernel.runstate.db import get_pool, with_retry
+from nexusflow_kernel.runstate.plan import backoff_delay
+from nexusflow_kernel.runstate.store import RunStore
+from nexusflow_kernel.runstate.transitions import Claim, Follow, KnownOutputs, Outcome
+from nexusflow_kernel.settings import Settings
+from nexusflow_kernel.transport.broker import Broker, Push, event
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def set_runtime(rt: Runtime | None) -> None:
 
 def _secret_resolver(settings: Settings) -> Callable[[str], str] | None:
     try:
-        from .secrets import SecretStore  # written alongside the server extension
+        from nexusflow_kernel.secrets import SecretStore  # written alongside the server extension
     except ImportError:
         return None
     try:
@@ -193,7 +193,7 @@ def _publish(rt: Runtime, pushes: Any, events: Any) -> None:
 
 def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
     """Run the claimed node with its heartbeat and timeout; return its ``Outcome``."""
-    from .expressions import render_templates
+    from nexusflow_kernel.expressions import render_templates
 
     node = claim.plan.nodes[claim.node_id]
     node_type = get_node_type(node.type)

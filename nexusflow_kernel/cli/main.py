@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from .errors import BackendUnavailable, FlowError, NexusFlowError
+from ..errors import BackendUnavailable, FlowError, NexusFlowError
 
 FINAL = ("succeeded", "failed", "canceled")
 STATE_STYLE = {
@@ -81,7 +81,7 @@ def main() -> None:
 
 
 def _engine() -> Any:
-    from .engine import Engine
+    from ..engine import Engine
 
     return Engine()
 
@@ -104,7 +104,7 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
 @handle_errors
 def validate(flow: Path) -> None:
     """Check that a flow compiles; print its nodes in run order."""
-    from .compiler import compile_flow
+    from ..model.compiler import compile_flow
 
     compiled = compile_flow(flow)
     click.echo(f"ok: {compiled.document.name}: {len(compiled.order)} nodes, "
@@ -124,7 +124,7 @@ def validate(flow: Path) -> None:
 def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach: bool,
         timeout: float | None) -> None:
     """Run a flow file and show its progress; exit 0 only when it succeeded."""
-    from .compiler import compile_flow
+    from ..model.compiler import compile_flow
 
     compiled = compile_flow(flow)  # fail fast, before any service starts
     engine = _engine()
@@ -167,7 +167,7 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
     from rich.console import Console
     from rich.live import Live
 
-    from .broker import events_key
+    from ..transport.broker import events_key
 
     deadline = time.monotonic() + timeout if timeout else None
     states: dict[str, tuple[str, int]] = {n: ("pending", 0) for n in order}
@@ -310,7 +310,7 @@ def replay(run_id: str) -> None:
 
 def _add_services() -> None:
     try:
-        from .cli_services import services
+        from .services import services
     except ImportError:
         return
     main.add_command(services)

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import nexusflow_kernel as nf
-from nexusflow_kernel.tasks import run_subprocess, ship_source, task_program
+from nexusflow_kernel.notebook.tasks import run_subprocess, ship_source, task_program
 from tests.conftest import wait_run
 
 SCALE = 3

@@ -32,8 +32,8 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from .errors import NexusFlowError, NodeExecutionError, NodeTimeoutError
-from .nodes.base import NodeContext, NodeType
+from ..errors import NexusFlowError, NodeExecutionError, NodeTimeoutError
+from ..nodes.base import NodeContext, NodeType
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_MB = 1024

@@ -17,7 +17,7 @@ from nexusflow_kernel.errors import (
     NotFoundError,
     UnknownNodeTypeError,
 )
-from nexusflow_kernel.flow import layout
+from nexusflow_kernel.notebook.flow import layout
 from tests.conftest import FIXTURES
 
 

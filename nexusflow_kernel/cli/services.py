@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .errors import ServiceError
+from ..errors import ServiceError
 
 _NAMES = {"postgres": "PostgreSQL", "redis": "Redis"}
 
@@ -28,7 +28,7 @@ def _data_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def _resolve(data_dir: Path | None) -> Path:
     if data_dir is not None:
         return data_dir
-    from .settings import Settings
+    from ..settings import Settings
 
     return Settings.from_env().data_dir
 
@@ -42,7 +42,7 @@ def services() -> None:
 @_data_dir_option
 def start(data_dir: Path | None) -> None:
     """Start the embedded servers that are not running and print where they listen."""
-    from .services import services_status, start_services
+    from ..services import services_status, start_services
 
     folder = _resolve(data_dir)
     began = time.monotonic()
@@ -59,7 +59,7 @@ def start(data_dir: Path | None) -> None:
 @_data_dir_option
 def stop(data_dir: Path | None) -> None:
     """Shut the embedded servers down cleanly."""
-    from .services import stop_services
+    from ..services import stop_services
 
     folder = _resolve(data_dir)
     try:
@@ -74,7 +74,7 @@ def stop(data_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(data_dir: Path | None, as_json: bool) -> None:
     """Show whether each embedded server runs, its pid, URL (password masked) and folders."""
-    from .services import services_status
+    from ..services import services_status
 
     folder = _resolve(data_dir)
     report = services_status(folder)

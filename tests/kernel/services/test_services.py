@@ -19,7 +19,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from nexusflow_kernel.cli_services import services as services_cli
+from nexusflow_kernel.cli.services import services as services_cli
 from nexusflow_kernel.errors import ServiceError
 from nexusflow_kernel.services import (
     POSTGRES_OS_USER,
@@ -376,7 +376,7 @@ def test_runs_as_a_normal_user_when_started_by_one(running: tuple[Path, ServiceU
 
 def test_importing_the_module_loads_no_database_driver() -> None:
     code = (
-        "import sys, nexusflow_kernel.services, nexusflow_kernel.cli_services; "
+        "import sys, nexusflow_kernel.services, nexusflow_kernel.cli.services; "
         "print(sorted(m for m in ('psycopg', 'redis', 'rich') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

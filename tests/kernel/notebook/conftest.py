@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import settings_env
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"
 
 
 @pytest.fixture

@@ -15,15 +15,15 @@ from typing import Any
 
 import networkx as nx
 
-from .document import FlowDocument, Node, json_pointer, load, load_document, loads
-from .errors import (
+from ..errors import (
     CycleError,
     DanglingEdgeError,
     DuplicateIdError,
     NodeConfigError,
     UnknownNodeTypeError,
 )
-from .nodes import get_node_type
+from ..nodes import get_node_type
+from .document import FlowDocument, Node, json_pointer, load, load_document, loads
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
     node_type = get_node_type(node.type)
     base = f"/nodes/{index}"
     if node_type is None:
-        from .nodes import node_types
+        from ..nodes import node_types
 
         known = ", ".join(node_types()) or "none"
         raise UnknownNodeTypeError(

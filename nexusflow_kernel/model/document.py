@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import defaults
-from .errors import FlowLimitError, FlowSchemaError, FlowSyntaxError
+from .. import defaults
+from ..errors import FlowLimitError, FlowSchemaError, FlowSyntaxError
 
 NODE_KEY_ORDER = (
     "id", "type", "label", "description", "position", "config",
@@ -32,7 +32,7 @@ TRIGGER_RULES = ("all_success", "all_done", "one_success", "none_failed")
 @lru_cache(maxsize=1)
 def flow_schema() -> dict[str, Any]:
     """Return the published JSON Schema of the flow document."""
-    text = resources.files("nexusflow_kernel").joinpath("schema/flow.schema.json").read_text()
+    text = resources.files(__package__).joinpath("schema/flow.schema.json").read_text()
     return json.loads(text)
 
 
