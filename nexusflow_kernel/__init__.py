@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CompiledFlow": "model.compiler",
     "Flow": "notebook.flow",
-    "LocalWorkers": "notebook.workers",
+    "LocalWorkers": "workers",
     "Run": "notebook.run",
     "RunFailed": "notebook.run",
     "Task": "notebook.tasks",
@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .notebook.flow import Flow
     from .notebook.run import Run, RunFailed
     from .notebook.tasks import Task, TaskError, task
-    from .notebook.workers import LocalWorkers
     from .settings import Settings
+    from .workers import LocalWorkers
 
 __all__ = sorted(_EXPORTS)
 

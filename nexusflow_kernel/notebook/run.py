@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, NexusFlowError, NotFoundError
 from ..settings import Settings, mask_url
-from .workers import LocalWorkers, worker_count
+from ..workers import LocalWorkers, worker_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine

@@ -20,7 +20,7 @@ CHECK = """
 import sys, time
 import psycopg
 from nexusflow_kernel.transport.broker import get_redis
-from nexusflow_kernel.notebook.workers import worker_count
+from nexusflow_kernel.workers import worker_count
 from nexusflow_kernel.settings import Settings
 
 s = Settings.from_env()

@@ -12,8 +12,8 @@ import time
 import weakref
 from typing import Any
 
-from ..procs import pid_alive
-from ..settings import Settings
+from .procs import pid_alive
+from .settings import Settings
 
 _ALIVE: weakref.WeakSet[LocalWorkers] = weakref.WeakSet()
 
@@ -53,7 +53,7 @@ class LocalWorkers:
 
     def wait_ready(self, timeout: float = 30.0) -> LocalWorkers:
         """Wait until at least one of these workers serves the queue."""
-        from ..transport.broker import get_redis
+        from .transport.broker import get_redis
 
         redis = get_redis(self.settings.redis_url or "")
         end = time.monotonic() + timeout
@@ -102,7 +102,7 @@ def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = N
     """Return how many RQ workers registered in Redis serve the engine's default queue."""
     from rq import Queue, Worker
 
-    from ..transport.broker import get_redis
+    from .transport.broker import get_redis
 
     conn = redis if redis is not None else get_redis(settings.redis_url or "")
     name = queue or settings.queue_name
