@@ -198,7 +198,9 @@ class ProcessGroup:
 
 
 def nexus_worker_cmd(n: int) -> list[str]:
-    return [sys.executable, "-m", "nexusflow_worker", "--processes", str(n), "--grace", "5"]
+    from nexusflow_kernel.workers import worker_argv
+
+    return worker_argv(n, grace_s=5)
 
 
 def raw_worker_cmd(queue: str) -> list[str]:

@@ -23,6 +23,7 @@ from .model.document import FlowDocument, dumps_canonical, load_document, loads
 from .runstate.db import get_pool, jsonb, run_tx, with_retry
 from .runstate.store import RunStore
 from .runstate.transitions import Effects
+from .services import resolve_backends
 from .settings import Settings
 from .transport.broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
 
@@ -49,7 +50,7 @@ class Engine:
     """Start, control and read runs; store workflows and their versions."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = (settings or Settings.from_env()).resolved()
+        self.settings = resolve_backends(settings or Settings.from_env())
         self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings)

@@ -198,7 +198,9 @@ class SecretStore:
 
         if isinstance(source, Settings):
             settings = source
-            url = source.database_url or source.resolved().database_url
+            from .services import resolve_backends
+
+            url = source.database_url or resolve_backends(source).database_url
             assert url is not None
             self._pool = get_pool(url)
         else:

@@ -124,15 +124,27 @@ class Settings:
         """Whether either backend falls back to the embedded services."""
         return self.database_url is None or self.redis_url is None
 
-    def resolved(self) -> Settings:
-        """Return settings whose URLs are set, starting the embedded services if needed."""
-        if not self.embedded:
-            return self
-        from .services import ensure_services  # only when no URL is configured
-
-        urls = ensure_services(self.data_dir)
-        return replace(
-            self,
-            database_url=self.database_url or urls.database_url,
-            redis_url=self.redis_url or urls.redis_url,
-        )
+    def to_env(self) -> dict[str, str]:
+        """Return the ``NEXUSFLOW_*`` variables from which a child process rebuilds these
+        settings with :meth:`from_env` (the one recipe for every process we launch)."""
+        env = {
+            "NEXUSFLOW_DATA_DIR": str(self.data_dir),
+            "NEXUSFLOW_QUEUE": self.queue_name,
+            "NEXUSFLOW_SANDBOX_QUEUE": self.sandbox_queue_name,
+            "NEXUSFLOW_LEASE_S": repr(self.lease_s),
+            "NEXUSFLOW_HEARTBEAT_S": repr(self.heartbeat_s),
+            "NEXUSFLOW_RECONCILE_INTERVAL_S": repr(self.reconcile_interval_s),
+            "NEXUSFLOW_REQUEUE_GRACE_S": repr(self.requeue_grace_s),
+            "NEXUSFLOW_MAX_OUTPUT_BYTES": str(self.max_output_bytes),
+            "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if self.allow_private_http else "0",
+            "NEXUSFLOW_CODE_ISOLATION": self.code_isolation,
+        }
+        if self.database_url:
+            env["NEXUSFLOW_DATABASE_URL"] = self.database_url
+        if self.redis_url:
+            env["NEXUSFLOW_REDIS_URL"] = self.redis_url
+        if self.secret_key:
+            env["NEXUSFLOW_SECRET_KEY"] = self.secret_key
+        for name, url in self.connections.items():
+            env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
+        return env

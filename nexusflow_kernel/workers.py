@@ -1,4 +1,11 @@
-"""Temporary local workers for a notebook, like ``nexusflow run --workers N``."""
+"""Local worker processes: the one way every part launches ``nexusflow worker``.
+
+The CLI (``nexusflow run --workers N``), a notebook (``f.run(workers=N)``), the Jupyter server
+extension's supervised workers, the benchmark and the tests all start workers with
+:func:`worker_argv` and :meth:`Settings.to_env` (or :class:`LocalWorkers`, which uses both), so
+a worker always gets the launcher's backends and policies, and its command line is written
+once. The engine never imports the worker package: it runs it as a program.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,34 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .procs import pid_alive
+from .services import resolve_backends
 from .settings import Settings
 
 _ALIVE: weakref.WeakSet[LocalWorkers] = weakref.WeakSet()
+
+
+def worker_argv(processes: int = 1, *, queues: Sequence[str] = (), grace_s: float | None = None,
+                extra: Sequence[str] = ()) -> list[str]:
+    """Return the command line of ``nexusflow worker`` run by this Python."""
+    argv = [sys.executable, "-m", "nexusflow_worker", "--processes", str(int(processes))]
+    names = [q.strip() for q in queues if q.strip()]
+    if names:
+        argv += ["--queues", ",".join(names)]
+    if grace_s is not None:
+        argv += ["--grace", f"{grace_s:g}"]
+    return [*argv, *extra]
+
+
+def worker_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return this process's environment with ``settings`` (backends and policies) on top."""
+    env = dict(os.environ)
+    env.update(settings.to_env())
+    env.update(extra or {})
+    return env
 
 
 class LocalWorkers:
@@ -29,20 +58,12 @@ class LocalWorkers:
     def __init__(self, processes: int = 2, *, settings: Settings | None = None,
                  queues: str = "default", env: dict[str, str] | None = None,
                  grace_s: float = 10.0) -> None:
-        resolved = (settings or Settings.from_env()).resolved()
+        resolved = resolve_backends(settings or Settings.from_env())
         self.settings = resolved
         self.processes = int(processes)
-        child_env = dict(os.environ)
-        child_env.update({
-            "NEXUSFLOW_DATABASE_URL": resolved.database_url or "",
-            "NEXUSFLOW_REDIS_URL": resolved.redis_url or "",
-            "NEXUSFLOW_DATA_DIR": str(resolved.data_dir),
-        })
-        child_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nexusflow_worker", "--processes", str(self.processes),
-             "--queues", queues, "--grace", str(grace_s)],
-            env=child_env, start_new_session=True, stdin=subprocess.DEVNULL,
+            worker_argv(self.processes, queues=queues.split(","), grace_s=grace_s),
+            env=worker_env(resolved, env), start_new_session=True, stdin=subprocess.DEVNULL,
         )
         self.pid = self.proc.pid
         _ALIVE.add(self)

@@ -7,19 +7,9 @@ import os
 
 def settings_env(settings) -> dict[str, str]:
     """Return the environment that makes a child process use ``settings``' backends."""
-    env = dict(os.environ)
-    env.update({
-        "NEXUSFLOW_DATABASE_URL": settings.database_url,
-        "NEXUSFLOW_REDIS_URL": settings.redis_url,
-        "NEXUSFLOW_DATA_DIR": str(settings.data_dir),
-        "NEXUSFLOW_LEASE_S": str(settings.lease_s),
-        "NEXUSFLOW_HEARTBEAT_S": str(settings.heartbeat_s),
-        "NEXUSFLOW_RECONCILE_INTERVAL_S": str(settings.reconcile_interval_s),
-        "NEXUSFLOW_REQUEUE_GRACE_S": str(settings.requeue_grace_s),
-    })
-    for name, url in settings.connections.items():
-        env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
-    return env
+    from nexusflow_kernel.workers import worker_env
+
+    return worker_env(settings)
 
 
 class WorkerPool:
@@ -31,11 +21,11 @@ class WorkerPool:
 
     def start(self, processes: int = 2, *extra: str):
         import subprocess
-        import sys
+
+        from nexusflow_kernel.workers import worker_argv
 
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nexusflow_worker", "--processes", str(processes),
-             "--grace", "10", *extra],
+            worker_argv(processes, grace_s=10, extra=extra),
             env=settings_env(self.settings), start_new_session=True,
         )
         self.procs.append(proc)

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from ..services import resolve_backends
 from ..settings import Settings
 
 
@@ -72,7 +73,7 @@ def audit(limit: int, actor: str | None, action: str | None, resource: str | Non
     """
     from ..runstate.db import get_pool
 
-    settings = Settings.from_env().resolved()
+    settings = resolve_backends(Settings.from_env())
     if since is not None and since.tzinfo is None:
         since = since.astimezone()
     rows = read_audit(get_pool(settings.database_url), limit=limit,  # type: ignore[arg-type]

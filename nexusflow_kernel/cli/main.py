@@ -11,8 +11,6 @@ import functools
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -129,7 +127,9 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
     compiled = compile_flow(flow)  # fail fast, before any service starts
     engine = _engine()
     engine.check()
-    sup = _start_workers(engine, workers) if workers and not detach else None
+    from ..workers import LocalWorkers
+
+    sup = LocalWorkers(workers, settings=engine.settings) if workers and not detach else None
     try:
         run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
                                   source=str(flow.resolve()))
@@ -139,26 +139,9 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
         result = _wait(engine, run_id, compiled.order, live=not as_json, timeout=timeout)
     finally:
         if sup is not None:
-            _stop_workers(sup)
+            sup.stop()
     _report(result, as_json)
     sys.exit(0 if result["status"] == "succeeded" else 1)
-
-
-def _start_workers(engine: Any, n: int) -> subprocess.Popen:
-    env = dict(os.environ, NEXUSFLOW_DATABASE_URL=engine.settings.database_url,
-               NEXUSFLOW_REDIS_URL=engine.settings.redis_url)
-    return subprocess.Popen([sys.executable, "-m", "nexusflow_worker", "--processes", str(n),
-                             "--grace", "10"], env=env)
-
-
-def _stop_workers(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,

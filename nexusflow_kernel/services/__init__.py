@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ServiceError
-from ..settings import mask_url
+from ..settings import Settings, mask_url
 from ._common import (
     POSTGRES_DATABASE,
     POSTGRES_OS_USER,
@@ -148,7 +149,21 @@ __all__ = [
     "STOP_TIMEOUT_S",
     "ServiceURLs",
     "ensure_services",
+    "resolve_backends",
     "services_status",
     "start_services",
     "stop_services",
 ]
+
+
+def resolve_backends(settings: Settings) -> Settings:
+    """Return ``settings`` with both backend URLs set, starting the embedded services for
+    whichever of PostgreSQL and Redis has no URL configured (nothing starts when both are)."""
+    if not settings.embedded:
+        return settings
+    urls = ensure_services(settings.data_dir)
+    return replace(
+        settings,
+        database_url=settings.database_url or urls.database_url,
+        redis_url=settings.redis_url or urls.redis_url,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -249,8 +248,9 @@ class NexusFlow(ExtensionApp):
         """Return the command line of the supervised local worker."""
         if self.worker_command:
             return list(self.worker_command)
-        return [sys.executable, "-m", "nexusflow_worker", "--processes",
-                str(self.local_worker_processes)]
+        from nexusflow_kernel.workers import worker_argv
+
+        return worker_argv(self.local_worker_processes)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.ready = asyncio.Event()
@@ -265,18 +265,11 @@ class NexusFlow(ExtensionApp):
             self.ready.set()
             return
         if self._want_local_workers():
+            from nexusflow_kernel.workers import worker_env
+
             from .supervisor import WorkerSupervisor
 
-            settings = self.engine().settings
-            env = dict(os.environ)
-            env.update({
-                "NEXUSFLOW_DATABASE_URL": settings.database_url,
-                "NEXUSFLOW_REDIS_URL": settings.redis_url,
-                "NEXUSFLOW_DATA_DIR": str(settings.data_dir),
-                "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if settings.allow_private_http else "0",
-            })
-            if settings.secret_key:
-                env["NEXUSFLOW_SECRET_KEY"] = settings.secret_key
+            env = worker_env(self.engine().settings)
             self.supervisor = WorkerSupervisor(
                 self.worker_argv(), env, self.log, backoff_s=self.worker_restart_backoff_s
             )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 
+from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.transport.broker import Broker, event, events_key
 
 
 def test_a_run_final_event_never_overtakes_a_buffered_node_event(settings) -> None:
-    broker = Broker(settings.resolved(), buffer_events=True)
+    broker = Broker(resolve_backends(settings), buffer_events=True)
     run_id = "00000000-0000-0000-0000-0000000000ab"
     sending = threading.Event()
     release = threading.Event()

@@ -34,6 +34,7 @@ import click
 
 from nexusflow_kernel.procs import free_port
 from nexusflow_kernel.runstate.transitions import LOST_RETRIES
+from nexusflow_kernel.services import resolve_backends
 
 # ---------------------------------------------------------------------------- invariants
 
@@ -441,8 +442,8 @@ def soak(duration: float, concurrent: int, workers: int, fault_every: float, red
     if redis_mode == "restart":
         redis_srv = PrivateRedis()
         settings = replace(settings, redis_url=redis_srv.url)
-    settings = replace(settings, lease_s=lease, heartbeat_s=min(1.0, lease / 5),
-                       reconcile_interval_s=0.5, requeue_grace_s=2.0).resolved()
+    settings = resolve_backends(replace(settings, lease_s=lease, heartbeat_s=min(1.0, lease / 5),
+                       reconcile_interval_s=0.5, requeue_grace_s=2.0))
     try:
         # Fail on an unreachable database before starting anything that needs stopping.
         Engine(replace(settings, redis_url=settings.redis_url))

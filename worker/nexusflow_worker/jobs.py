@@ -25,6 +25,7 @@ from nexusflow_kernel.runstate.db import get_pool, with_retry
 from nexusflow_kernel.runstate.plan import backoff_delay
 from nexusflow_kernel.runstate.store import RunStore
 from nexusflow_kernel.runstate.transitions import Claim, Follow, KnownOutputs, Outcome
+from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 
@@ -44,7 +45,7 @@ class Runtime:
     """Per-process engine state of a worker: settings, pool, store, broker."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings.resolved()
+        self.settings = resolve_backends(settings)
         self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings, buffer_events=True)

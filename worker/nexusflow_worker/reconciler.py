@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from nexusflow_kernel.transport.broker import Push, job_id
-from nexusflow_worker.jobs import Runtime, alive_key
+
+from .jobs import Runtime, alive_key
 
 logger = logging.getLogger(__name__)
 

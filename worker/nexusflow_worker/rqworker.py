@@ -13,7 +13,8 @@ from rq.timeouts import BaseDeathPenalty
 
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import get_redis
-from nexusflow_worker.jobs import Runtime, runtime, set_runtime
+
+from .jobs import Runtime, runtime, set_runtime
 
 logger = logging.getLogger(__name__)
 

@@ -8,16 +8,17 @@ hand finishes), then waits up to ``grace_s`` before killing what is left.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
+from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
-from nexusflow_worker.jobs import Runtime
+from nexusflow_kernel.workers import worker_env
 
+from .jobs import Runtime
 from .reconciler import Reconciler
 from .timer import DueReleaser
 
@@ -39,10 +40,7 @@ class Supervisor:
     _stopping: bool = False
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["NEXUSFLOW_DATABASE_URL"] = self.settings.database_url or ""
-        env["NEXUSFLOW_REDIS_URL"] = self.settings.redis_url or ""
-        return env
+        return worker_env(self.settings)
 
     def spawn(self, n: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "nexusflow_worker.child", "--queues", ",".join(self.queues),
@@ -53,7 +51,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
-        self.settings = self.settings.resolved()
+        self.settings = resolve_backends(self.settings)
         rt = Runtime(self.settings)
         self._sweep_sandbox()
         reconciler = Reconciler(rt) if self.reconcile else None

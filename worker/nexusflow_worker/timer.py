@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 
-from nexusflow_worker.jobs import Runtime
+from .jobs import Runtime
 
 logger = logging.getLogger(__name__)
 

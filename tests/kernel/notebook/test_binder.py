@@ -21,11 +21,12 @@ import sys, time
 import psycopg
 from nexusflow_kernel.transport.broker import get_redis
 from nexusflow_kernel.workers import worker_count
+from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 
 s = Settings.from_env()
 assert s.database_url is None and s.redis_url is None, "binder must use the embedded services"
-s = s.resolved()
+s = resolve_backends(s)
 with psycopg.connect(s.database_url, connect_timeout=5) as conn:
     assert conn.execute("SELECT 1").fetchone()[0] == 1
 assert get_redis(s.redis_url).ping()
