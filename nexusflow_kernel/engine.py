@@ -8,10 +8,12 @@ It is synchronous and thread-safe.
 from __future__ import annotations
 
 import difflib
+import getpass
 import json
 import logging
+import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from .errors import NexusFlowError, NotFoundError
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowDocument, dumps_canonical, load_document, loads
 from .runstate.db import get_pool, jsonb, run_tx, with_retry
-from .runstate.store import RunStore
+from .runstate.store import Binding, RunStore
 from .runstate.transitions import Effects
 from .services import resolve_backends
 from .settings import Settings
@@ -44,6 +46,37 @@ def _compile(flow: FlowLike) -> tuple[CompiledFlow, str | None]:
     if isinstance(flow, FlowDocument):
         return compile_flow(flow), flow.source
     return compile_flow(load_document(dict(flow))), None
+
+
+def local_owner() -> str:
+    """Return whose files this process sees: the Hub user (``JUPYTERHUB_USER``), else the OS user.
+
+    On a JupyterHub every user has their own server and root folder (often the same path,
+    ``/home/jovyan``, for everyone), so a file's path alone does not say whose file it is.
+    """
+    hub_user = os.environ.get("JUPYTERHUB_USER")
+    if hub_user:
+        return hub_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return f"uid-{os.getuid()}"
+
+
+def workflow_key(kind: str, what: str, owner: str) -> str:
+    """Return the key an ad-hoc flow is filed under: ``file`` (a path) or ``name``, per owner.
+
+    The owner is part of the key, so two users' files at the same path (or two users' flows of
+    the same name) are two workflows; deleting a workflow releases its key.
+    """
+    from urllib.parse import quote
+
+    return f"{kind}:{quote(owner, safe='')}:{what}"
+
+
+def file_workflow_key(path: str | Path, owner: str | None = None) -> str:
+    """Return the key of the flow file at ``path`` (absolute, symlinks resolved) for ``owner``."""
+    return workflow_key("file", os.path.realpath(path), owner or local_owner())
 
 
 class Engine:
@@ -147,7 +180,9 @@ class Engine:
     def delete_workflow(self, workflow_id: str) -> None:
         _check_uuid(workflow_id, "workflow")
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute("UPDATE workflows SET deleted_at=now() WHERE id=%s"
+            # The key is released: the next run of that file (or name) files a new workflow,
+            # never this one with its versions and runs.
+            row = conn.execute("UPDATE workflows SET deleted_at=now(), key=NULL WHERE id=%s"
                                " AND deleted_at IS NULL RETURNING id", (workflow_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no workflow {workflow_id}")
@@ -156,10 +191,17 @@ class Engine:
     def start_run(self, flow: FlowLike | None = None, *, workflow_id: str | None = None,
                   version: int | None = None, inputs: Mapping[str, Any] | None = None,
                   trigger: str = "manual", actor: str | None = None,
-                  source: str | None = None, dedupe_key: str | None = None) -> str:
+                  source: str | None = None, dedupe_key: str | None = None,
+                  key: str | None = None,
+                  authorize: Callable[[Binding], None] | None = None) -> str:
         """Compile, store and start a run; return its id. Nothing is stored if it fails.
 
         ``dedupe_key`` makes the start idempotent: the same key returns the same run.
+
+        A ``flow`` without ``workflow_id`` is filed under ``key``: by default the file it came
+        from (``source``) or its name, for this process's user (:func:`local_owner`). The
+        server passes the key of the file in its own root and an ``authorize`` callback that
+        checks the caller's role on the workflow found (see ``RunStore.save_version``).
         """
         inputs = dict(inputs or {})
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
@@ -174,14 +216,18 @@ class Engine:
         def tx(conn: Any) -> tuple[str, Effects]:
             wid, ver = workflow_id, version
             if compiled is not None:
-                key = f"file:{source}" if source else f"name:{compiled.document.name}"
+                filed = None if workflow_id else key or (
+                    file_workflow_key(source) if source and os.path.isabs(source)
+                    else workflow_key("name", compiled.document.name, local_owner()))
                 wid, ver, _ = self.store.save_version(
-                    conn, compiled, workflow_id=workflow_id, key=None if workflow_id else key,
-                    actor=actor)
+                    conn, compiled, workflow_id=workflow_id, key=filed, actor=actor,
+                    authorize=authorize)
             elif ver is None:
                 _check_uuid(wid, "workflow")
-                row = conn.execute("SELECT max(version) AS v FROM workflow_versions"
-                                   " WHERE workflow_id=%s", (wid,)).fetchone()
+                row = conn.execute("SELECT max(v.version) AS v FROM workflow_versions v"
+                                   " JOIN workflows w ON w.id = v.workflow_id"
+                                   " WHERE v.workflow_id=%s AND w.deleted_at IS NULL",
+                                   (wid,)).fetchone()
                 if row is None or row["v"] is None:
                     raise NotFoundError(f"no workflow {wid}")
                 ver = row["v"]
@@ -194,6 +240,10 @@ class Engine:
                                      deadline_s=15)
         self._publish(effects)
         return run_id
+
+    def workflow_for_key(self, key: str) -> str | None:
+        """Return the live workflow filed under ``key`` (see :func:`workflow_key`), or ``None``."""
+        return self.store.workflow_for_key(key)
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
         return self.store.get_run(run_id, outputs=outputs)
@@ -276,4 +326,4 @@ def _check_uuid(value: Any, what: str) -> None:
         raise NotFoundError(f"no {what} {value!r} ({what} ids are UUIDs)") from None
 
 
-__all__ = ["Engine", "jsonb"]
+__all__ = ["Engine", "file_workflow_key", "jsonb", "local_owner", "workflow_key"]

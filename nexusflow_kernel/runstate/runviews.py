@@ -66,7 +66,7 @@ class RunViews:
 
     def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
                   source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
+        where, args = ["w.deleted_at IS NULL"], []  # a deleted workflow's runs stay with it
         for column, value in (("e.workflow_id", workflow_id), ("e.source", source),
                               ("e.status", status)):
             if value is not None:
@@ -75,7 +75,7 @@ class RunViews:
         sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger,"
                " e.created_by, e.started_at, e.ended_at, w.name FROM executions e"
                " JOIN workflows w ON w.id=e.workflow_id"
-               + (" WHERE " + " AND ".join(where) if where else "")
+               + " WHERE " + " AND ".join(where)
                + " ORDER BY e.created_at DESC LIMIT %s")
         with self.pool.connection() as conn:
             rows = conn.execute(sql, (*args, max(1, min(int(limit), 1000)))).fetchall()

@@ -9,7 +9,8 @@ transaction and returns the pushes and events to send to Redis *after* the commi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,6 +30,23 @@ from .transitions import (
     Outcome,
     queue_for_type,
 )
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What filing a flow under a workflow is about to do (see ``RunStore.save_version``)."""
+
+    conn: psycopg.Connection
+    """The transaction doing it (an ``authorize`` callback may read and write in it)."""
+    workflow_id: str
+    created: bool
+    """The workflow is new (made in this transaction)."""
+    changed: bool
+    """A new version will be stored (the flow differs from the latest version)."""
+    latest: int | None
+    """The latest version before this one (``None`` for a new workflow)."""
+    created_by: str | None
+    """Who created the workflow."""
 
 
 class RunStore(RunViews, NodeTransitions):
@@ -56,25 +74,22 @@ class RunStore(RunViews, NodeTransitions):
 
     def save_version(self, conn: psycopg.Connection, compiled: CompiledFlow, *,
                      workflow_id: str | None = None, key: str | None = None,
-                     name: str | None = None, actor: str | None = None) -> tuple[str, int, bool]:
-        """Store ``compiled`` as the next immutable version unless the latest has its hash."""
+                     name: str | None = None, actor: str | None = None,
+                     authorize: Callable[[Binding], None] | None = None,
+                     ) -> tuple[str, int, bool]:
+        """Store ``compiled`` as the next immutable version unless the latest has its hash.
+
+        Without ``workflow_id`` the flow is filed under ``key`` (a new workflow when no live
+        one has it; a deleted workflow never has a key) or, without a key, as a new workflow.
+        ``authorize`` is called with the :class:`Binding` before anything is written, in this
+        transaction; it raises to refuse (a new workflow is rolled back with it).
+        """
         name = name or compiled.document.name
+        created = workflow_id is None
         if workflow_id is None:
-            row = None
-            if key is not None:
-                row = conn.execute(
-                    "INSERT INTO workflows (id, name, key, created_by) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (key) DO UPDATE SET deleted_at = NULL RETURNING id",
-                    (uuid.uuid4(), name, key, actor),
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    "INSERT INTO workflows (id, name, created_by) VALUES (%s, %s, %s) RETURNING id",
-                    (uuid.uuid4(), name, actor),
-                ).fetchone()
-            workflow_id = str(row["id"])
+            workflow_id, created = self._workflow_for_key(conn, key, name, actor)
         wf = conn.execute(
-            "SELECT id FROM workflows WHERE id=%s AND deleted_at IS NULL FOR UPDATE",
+            "SELECT id, created_by FROM workflows WHERE id=%s AND deleted_at IS NULL FOR UPDATE",
             (workflow_id,),
         ).fetchone()
         if wf is None:
@@ -84,8 +99,12 @@ class RunStore(RunViews, NodeTransitions):
             " ORDER BY version DESC LIMIT 1",
             (workflow_id,),
         ).fetchone()
-        if latest is not None and latest["content_hash"] == compiled.hash and \
-                self._same_graph(conn, workflow_id, latest["version"], compiled):
+        same = latest is not None and latest["content_hash"] == compiled.hash and \
+            self._same_graph(conn, workflow_id, latest["version"], compiled)
+        if authorize is not None:
+            authorize(Binding(conn, workflow_id, created, not same,
+                              latest["version"] if latest else None, wf["created_by"]))
+        if same:
             return workflow_id, latest["version"], False
         version = (latest["version"] + 1) if latest else 1
         conn.execute(
@@ -96,6 +115,41 @@ class RunStore(RunViews, NodeTransitions):
         )
         conn.execute("UPDATE workflows SET name=%s WHERE id=%s", (name, workflow_id))
         return workflow_id, version, True
+
+    @staticmethod
+    def _workflow_for_key(conn: psycopg.Connection, key: str | None, name: str,
+                          actor: str | None) -> tuple[str, bool]:
+        """Return ``(workflow id, created)``: the live workflow filed under ``key``, or a new one.
+
+        Deleting a workflow releases its key (``Engine.delete_workflow``), so a key never leads
+        back to a deleted workflow and its history.
+        """
+        if key is None:
+            row = conn.execute(
+                "INSERT INTO workflows (id, name, created_by) VALUES (%s, %s, %s) RETURNING id",
+                (uuid.uuid4(), name, actor),
+            ).fetchone()
+            return str(row["id"]), True
+        for _ in range(3):  # a concurrent delete may release the key between the two
+            row = conn.execute(
+                "INSERT INTO workflows (id, name, key, created_by) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (key) DO NOTHING RETURNING id",
+                (uuid.uuid4(), name, key, actor),
+            ).fetchone()
+            if row is not None:
+                return str(row["id"]), True
+            row = conn.execute("SELECT id FROM workflows WHERE key=%s FOR UPDATE",
+                               (key,)).fetchone()
+            if row is not None:
+                return str(row["id"]), False
+        raise RunStateError(f"the workflow filed under {key!r} keeps changing; try again")
+
+    def workflow_for_key(self, key: str) -> str | None:
+        """Return the id of the live workflow filed under ``key``, or ``None``."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT id FROM workflows WHERE key=%s AND deleted_at IS NULL",
+                               (key,)).fetchone()
+        return str(row["id"]) if row else None
 
     @staticmethod
     def _same_graph(conn: psycopg.Connection, workflow_id: str, version: int,
@@ -117,6 +171,11 @@ class RunStore(RunViews, NodeTransitions):
         second run): triggers use it so a redelivered message or a re-fired schedule slot
         never starts two runs.
         """
+        if conn.execute("SELECT 1 FROM workflows WHERE id=%s AND deleted_at IS NULL FOR SHARE",
+                        (workflow_id,)).fetchone() is None:
+            # A deleted workflow's history stays with it; nothing starts it again (a replay,
+            # a trigger, an id someone kept).
+            raise NotFoundError(f"no workflow {workflow_id} (it was deleted, or never existed)")
         plan = self.plan_for(conn, workflow_id, version)
         run_id = str(uuid.uuid4())
         row = conn.execute(
@@ -292,4 +351,4 @@ def _max_attempts(node: Any) -> int:
     return int(retry.get("max_attempts", defaults.DEFAULT_MAX_ATTEMPTS))
 
 
-__all__ = ["RunStore"]
+__all__ = ["Binding", "RunStore"]

@@ -11,6 +11,7 @@ from nexusflow_kernel.errors import FlowError, NotFoundError
 from nexusflow_kernel.model.document import parse_flow_text
 from nexusflow_kernel.nodes import get_node_type
 
+from . import rbac
 from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
 from .live import check_path, read_flow
 
@@ -158,6 +159,17 @@ class RunsHandler(NexusFlowHandler):
         source = self.get_query_argument("source", None) or None
         if source is not None and "\x00" in source:
             raise BadRequest("'source' may not hold NUL bytes", "?source")
+        path = self.get_query_argument("path", None) or None
+        if path is not None:  # the runs of this server's file (what its canvas shows)
+            try:
+                path = check_path(path)
+            except BadRequest as exc:
+                raise BadRequest(str(exc), "?path") from None
+            filed = await self.engine_call("workflow_for_key", self.file_key(path))
+            if filed is None or workflow_id not in (None, filed):
+                self.reply({"runs": []})
+                return
+            workflow_id = filed
         runs = await self.engine_call("list_runs", limit=limit, workflow_id=workflow_id,
                                       source=source, status=status)
         visible = await self.sync(self.visible_filter)
@@ -202,11 +214,38 @@ class RunsHandler(NexusFlowHandler):
             _parse, flow, path)
         await self._may_execute(graph)
         run_id = await self.engine_call("start_run", graph, inputs=inputs, trigger="manual",
-                                        actor=self.user_name, source=path)
-        run = await self.engine_call("get_run", run_id, outputs=False)
-        await self.sync(self.nf.store().ensure_owner, run["workflow_id"], self.user_name)
+                                        actor=self.user_name, source=path,
+                                        key=self.file_key(path),
+                                        authorize=lambda b: self._may_file(b, path))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
         return run_id
+
+    def _may_file(self, binding: Any, path: str) -> None:
+        """Let this run be filed under the file's workflow, or refuse (403); in its transaction.
+
+        A new workflow is the caller's (owner); an existing one needs the runner role for an
+        unchanged flow and the editor role for a new version. The server's own user (whose
+        files these are) owns the workflows of its files.
+        """
+        if binding.created:
+            self.nf.store().grant(binding.workflow_id, self.user_name, "owner", self.user_name,
+                                  conn=binding.conn)
+            return
+        role = self.role_on(binding.workflow_id, conn=binding.conn)
+        if self.user_name == self.nf.file_owner:
+            role = "owner"
+        need = "edit" if binding.changed else "run"
+        if rbac.allows(role, need):
+            return
+        wid, owner = binding.workflow_id, binding.created_by or "another user"
+        if role is None:
+            raise Forbidden(
+                f"{path} is filed as workflow {wid} of {owner}; you have no role on it: ask "
+                "its owner for the runner role to run it, or the editor role to change it")
+        raise Forbidden(
+            f"{path} differs from version {binding.latest} of workflow {wid}: saving it as a "
+            f"new version needs the editor role, yours is {role!r} (run the file unchanged, "
+            "or ask its owner for the editor role)")
 
     async def _start_stored(self, workflow_id: str, version: int | None,
                             inputs: dict[str, Any]) -> str:

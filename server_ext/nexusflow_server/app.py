@@ -90,6 +90,12 @@ class NexusFlow(ExtensionApp):
         "'owner' suits a single-user server; set 'none' or 'viewer' on a shared one.",
     )
     admin_users = Set(Unicode(), config=True, help="Users who are owners of every workflow.")
+    file_owner = Unicode(
+        config=True,
+        help="Whose files this server serves (default: the Hub user JUPYTERHUB_USER, else the "
+        "OS user): a run started from a path is filed under this owner and the file's absolute "
+        "path, and this user counts as the owner of those workflows.",
+    )
     max_request_bytes = Int(
         config=True, help="Largest JSON request body of the REST API (NEXUSFLOW_MAX_REQUEST_BYTES)."
     )
@@ -149,6 +155,12 @@ class NexusFlow(ExtensionApp):
     @default("webhook_ip_rate_limit")
     def _default_ip_rate(self) -> int:
         return int(_env_num("NEXUSFLOW_WEBHOOK_IP_RATE_LIMIT", 600))
+
+    @default("file_owner")
+    def _default_file_owner(self) -> str:
+        from nexusflow_kernel.engine import local_owner
+
+        return local_owner()
 
     @default("server_id")
     def _default_server_id(self) -> str:

@@ -255,17 +255,33 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
         default = None if self.nf.default_role == "none" else self.nf.default_role
         return rbac.highest(default, self.identity.scope_role)
 
-    def role_on(self, workflow_id: str) -> str | None:
-        """Return the user's role on a workflow (blocking)."""
-        from .hub import explicit_role
+    def role_on(self, workflow_id: str, conn: Any = None) -> str | None:
+        """Return the user's role on a workflow, ``None`` on a deleted one (blocking).
 
+        ``conn`` reads inside that transaction (a run being filed under a workflow).
+        """
+        from .hub import workflow_role
+
+        live, granted = workflow_role(conn if conn is not None else self.nf.store().pool,
+                                      workflow_id, self.identity.principals)
+        if not live:  # its history stays in PostgreSQL, out of everyone's reach
+            return None
         if self.is_admin:
             return "owner"
-        default = self._default_role()
-        if rbac.rank(default) == rbac.rank("owner"):
-            return default
-        return rbac.highest(default, explicit_role(self.nf.store().pool, workflow_id,
-                                                   self.identity.principals))
+        return rbac.highest(self._default_role(), granted)
+
+    def file_key(self, path: str) -> str:
+        """Return the workflow key of a contents path of this server: its owner and real path.
+
+        On a JupyterHub every user's server has its own root (often at the same path), so the
+        relative path alone would file two users' files under one workflow.
+        """
+        import os
+
+        from nexusflow_kernel.engine import file_workflow_key
+
+        root = getattr(self.contents_manager, "root_dir", None) or self.serverapp.root_dir
+        return file_workflow_key(os.path.join(root, path), self.nf.file_owner)
 
     async def require(self, workflow_id: str, action: str) -> None:
         """Raise 403 unless the user may do ``action`` on ``workflow_id`` (404 if not even read)."""

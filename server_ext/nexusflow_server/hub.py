@@ -110,6 +110,28 @@ def explicit_role(pool: Any, workflow_id: str, principals: Iterable[str]) -> str
     return highest(*(r["role"] for r in rows))
 
 
+def workflow_role(source: Any, workflow_id: str,
+                  principals: Iterable[str]) -> tuple[bool, str | None]:
+    """Return ``(live, highest role granted to any of principals)`` on ``workflow_id``.
+
+    ``live`` is False for a deleted or unknown workflow. ``source`` is a pool or, to read
+    inside a transaction, a connection.
+    """
+    sql = ("SELECT (SELECT deleted_at IS NULL FROM workflows WHERE id = %s::uuid) AS live,"
+           " ARRAY(SELECT role FROM nexusflow_roles WHERE workflow_id = %s"
+           " AND principal = ANY(%s)) AS roles")
+    args = (workflow_id, workflow_id, list(principals))
+    import psycopg
+
+    if not isinstance(source, psycopg.Connection):  # a pool
+        with source.connection() as conn:
+            row = conn.execute(sql, args).fetchone()
+            conn.commit()
+    else:
+        row = source.execute(sql, args).fetchone()
+    return bool(row["live"]), highest(*row["roles"])
+
+
 def roles_of(pool: Any, principals: Iterable[str]) -> dict[str, str]:
     """Return ``{workflow_id: highest role}`` over every grant to any of ``principals``."""
     out: dict[str, str] = {}
@@ -148,4 +170,5 @@ __all__ = [
     "identity_of",
     "record_principal",
     "roles_of",
+    "workflow_role",
 ]

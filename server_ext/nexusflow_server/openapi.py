@@ -232,7 +232,10 @@ def _paths() -> dict[str, Any]:
                                                          "maximum": 1000}, False),
                                _param("workflow_id", "query", _ID, False),
                                _param("source", "query", {"type": "string"}, False,
-                                      "the .nxflow path a run came from"),
+                                      "the .nxflow path a run came from (any user's root)"),
+                               _param("path", "query", {"type": "string"}, False,
+                                      "a .nxflow path of this server: the runs of the "
+                                      "workflow that file is filed under"),
                                _param("status", "query", {"enum": ["running", "succeeded",
                                                                    "failed", "canceled"]},
                                       False)],

@@ -95,13 +95,17 @@ class ServerStore:
             "SELECT principal, role, granted_by, granted_at FROM nexusflow_roles"
             " WHERE workflow_id = %s ORDER BY principal", (workflow_id,))]
 
-    def grant(self, workflow_id: str, principal: str, role: str, actor: str | None) -> None:
-        self._exec(
-            "INSERT INTO nexusflow_roles (workflow_id, principal, role, granted_by)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_id, principal) DO UPDATE"
-            " SET role = EXCLUDED.role, granted_by = EXCLUDED.granted_by, granted_at = now()",
-            (workflow_id, principal, role, actor),
-        )
+    def grant(self, workflow_id: str, principal: str, role: str, actor: str | None, *,
+              conn: Any = None) -> None:
+        """Give ``principal`` ``role`` on a workflow (in ``conn``'s transaction if given)."""
+        sql = ("INSERT INTO nexusflow_roles (workflow_id, principal, role, granted_by)"
+               " VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_id, principal) DO UPDATE"
+               " SET role = EXCLUDED.role, granted_by = EXCLUDED.granted_by, granted_at = now()")
+        args = (workflow_id, principal, role, actor)
+        if conn is not None:
+            conn.execute(sql, args)
+        else:
+            self._exec(sql, args)
 
     def revoke(self, workflow_id: str, principal: str) -> None:
         if not self._exec(
