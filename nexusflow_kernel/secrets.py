@@ -239,17 +239,35 @@ class SecretStore:
             )
             conn.commit()
 
-    def list(self) -> list[dict[str, Any]]:
-        """Return every secret's name and timestamps (never a value), sorted by name."""
+    def list(self, *, usable_by: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Return secrets' names, scopes and timestamps (never a value), sorted by name.
+
+        With ``usable_by`` (a user's groups), only the secrets a run of that user may read:
+        the unscoped ones and those scoped to one of the groups. ``None``: every secret.
+        """
         from psycopg.rows import dict_row
 
+        sql = ("SELECT name, created_at, created_by, updated_at, updated_by,"
+               " scope_groups AS groups FROM nexusflow_secrets")
+        args: tuple[Any, ...] = ()
+        if usable_by is not None:
+            sql += " WHERE scope_groups = '{}' OR scope_groups && %s::text[]"
+            args = (sorted(set(usable_by)),)
         with self._pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(
-                "SELECT name, created_at, created_by, updated_at, updated_by,"
-                " scope_groups AS groups FROM nexusflow_secrets ORDER BY name"
-            ).fetchall()
+            rows = conn.cursor(row_factory=dict_row).execute(sql + " ORDER BY name",
+                                                             args).fetchall()
             conn.commit()
         return [_row_dict(r) for r in rows]
+
+    def groups_of(self, name: str) -> list[str] | None:
+        """Return the scope groups of secret ``name`` (``[]``: unscoped; ``None``: no secret)."""
+        from psycopg.rows import tuple_row
+
+        with self._pool.connection() as conn:
+            row = conn.cursor(row_factory=tuple_row).execute(
+                "SELECT scope_groups FROM nexusflow_secrets WHERE name = %s", (name,)).fetchone()
+            conn.commit()
+        return None if row is None else list(row[0] or [])
 
     def delete(self, name: str) -> None:
         """Delete the secret ``name``; raise ``NotFoundError`` if there is none."""

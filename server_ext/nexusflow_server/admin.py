@@ -40,7 +40,10 @@ class SecretsHandler(NexusFlowHandler):
 
     @authorized
     async def get(self) -> None:
-        rows = await self.sync(lambda: self.nf.secrets().list())
+        # Only what the user's runs may read: unscoped secrets and those of their Hub groups
+        # (administrators see all). The names of other teams' secrets are theirs.
+        usable_by = None if self.is_admin else self.identity.groups
+        rows = await self.sync(lambda: self.nf.secrets().list(usable_by=usable_by))
         self.reply({"secrets": rows})
 
 
@@ -86,8 +89,7 @@ class SecretHandler(NexusFlowHandler):
         if self.is_admin:
             return
         mine = set(self.identity.groups)
-        current = next((r.get("groups") or [] for r in self.nf.secrets().list()
-                        if r["name"] == name), [])
+        current = self.nf.secrets().groups_of(name) or []
         if current and not mine & set(current):
             raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(current)}; "
                             "you are in none of them")

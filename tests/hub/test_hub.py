@@ -259,7 +259,9 @@ def test_two_hub_users_share_flows_roles_and_scoped_secrets(hub: Hub, settings) 
                        json={"value": "x", "groups": []}).status_code == 403
         assert bob.put(f"{b}/secrets/MINE", json={"value": "x", "groups": ["finance"]}
                        ).status_code == 403
-        listed = {s["name"]: s for s in bob.get(f"{b}/secrets").json()["secrets"]}
+        # bob lists only the secrets his runs may use: not finance's (issue #13, finding 7).
+        assert "FIN_TOKEN" not in [s["name"] for s in bob.get(f"{b}/secrets").json()["secrets"]]
+        listed = {s["name"]: s for s in alice.get(f"{a}/secrets").json()["secrets"]}
         assert listed["FIN_TOKEN"]["groups"] == ["finance"]
         payroll = alice.post(f"{a}/workflows", json={"graph": flow(
             node("pay", "noop", value={"$secret": "FIN_TOKEN"}), name="payroll")})
