@@ -81,6 +81,9 @@ class Settings:
     max_output_bytes: int = defaults.MAX_OUTPUT_BYTES
     connections: dict[str, str] = field(default_factory=dict)
     """Named database connections for ``db_query`` nodes (``NEXUSFLOW_CONNECTION_<NAME>``)."""
+    trusted_connections: frozenset[str] = frozenset()
+    """Connections whose role may be privileged (``NEXUSFLOW_CONNECTION_<NAME>_TRUSTED=1``):
+    a ``db_query`` node refuses a superuser or server-file role on any other."""
     allow_private_http: bool = True
     """Whether ``http`` nodes may reach loopback, private and link-local addresses."""
     code_isolation: str = "auto"
@@ -92,11 +95,18 @@ class Settings:
     def from_env(cls, **overrides: Any) -> Settings:
         """Build settings from ``NEXUSFLOW_*`` environment variables, then ``overrides``."""
         env = os.environ
+        prefix, trusted_suffix = "NEXUSFLOW_CONNECTION_", "_TRUSTED"
         connections = {
-            key[len("NEXUSFLOW_CONNECTION_") :].lower(): value
+            key[len(prefix) :].lower(): value
             for key, value in env.items()
-            if key.startswith("NEXUSFLOW_CONNECTION_") and value
+            if key.startswith(prefix) and not key.endswith(trusted_suffix) and value
         }
+        trusted = frozenset(
+            key[len(prefix) : -len(trusted_suffix)].lower()
+            for key in env
+            if key.startswith(prefix) and key.endswith(trusted_suffix)
+            and _env_bool(key, False)
+        )
         settings = cls(
             database_url=env.get("NEXUSFLOW_DATABASE_URL") or None,
             redis_url=env.get("NEXUSFLOW_REDIS_URL") or None,
@@ -113,6 +123,7 @@ class Settings:
                 _env_float("NEXUSFLOW_MAX_OUTPUT_BYTES", defaults.MAX_OUTPUT_BYTES)
             ),
             connections=connections,
+            trusted_connections=trusted,
             allow_private_http=_env_bool("NEXUSFLOW_ALLOW_PRIVATE_HTTP", True),
             code_isolation=env.get("NEXUSFLOW_CODE_ISOLATION") or "auto",
             secret_key=env.get("NEXUSFLOW_SECRET_KEY") or None,
@@ -147,4 +158,6 @@ class Settings:
             env["NEXUSFLOW_SECRET_KEY"] = self.secret_key
         for name, url in self.connections.items():
             env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
+        for name in self.trusted_connections:
+            env[f"NEXUSFLOW_CONNECTION_{name.upper()}_TRUSTED"] = "1"
         return env

@@ -3,7 +3,15 @@
 Connections come from ``NEXUSFLOW_CONNECTION_<NAME>`` (``Settings.connections``), never from
 the metadata database. Values always travel as bind parameters, and the statement is sent with
 the extended query protocol (psycopg pipeline mode), which the server refuses for more than one
-statement, so ``'; DROP TABLE ...`` can neither be injected nor stacked.
+statement, so ``'; DROP TABLE ...`` can neither be injected nor stacked. ``{{ }}`` templates
+are refused in ``sql`` (they would write values into the SQL text) and never rendered there.
+
+A read-only node runs in a READ ONLY transaction that is rolled back, never committed (large
+objects, which PostgreSQL lets a read-only transaction create, go with it). A connection whose
+role could step around that — a superuser, a member of ``pg_execute_server_program``,
+``pg_read_server_files`` or ``pg_write_server_files`` (programs and server files, which COPY
+reaches even read-only), or a role with BYPASSRLS — is refused before any statement runs,
+unless the operator marks it trusted with ``NEXUSFLOW_CONNECTION_<NAME>_TRUSTED=1``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,32 @@ from .base import NodeContext, NodeType
 # SQLSTATEs worth another attempt: connection trouble, serialization failures, deadlocks,
 # a server shutting down or out of resources. Everything else is the statement's fault.
 _RETRYABLE_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "53", "57P01", "57P02", "57P03")
+
+
+PRIVILEGED_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+"""Built-in roles that reach the server's programs and files (COPY does even read-only)."""
+
+_PRIVILEGES_SQL = """
+SELECT u.name,
+       EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolsuper
+               AND pg_has_role(u.name, r.oid, 'MEMBER')) AS superuser,
+       EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolbypassrls
+               AND pg_has_role(u.name, r.oid, 'MEMBER')) AS bypassrls,
+       ARRAY(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = ANY(%s)
+             AND pg_has_role(u.name, r.oid, 'MEMBER') ORDER BY r.rolname) AS roles
+FROM (SELECT DISTINCT unnest(ARRAY[session_user, current_user]::text[]) AS name) u
+"""
+
+
+def _template_in_sql(sql: Any) -> bool:
+    return isinstance(sql, str) and "{{" in sql
+
+
+TEMPLATE_IN_SQL = (
+    "a template ({{ }}) in sql would write its value into the SQL text (SQL injection): write "
+    "a placeholder (%(name)s or %s) and give the value, template and all, in this node's params "
+    "field (config/params). Braces that are SQL, as in the 2-D array literal '{{1,2},{3,4}}', "
+    "go in params too (or write ARRAY[[1,2],[3,4]])")
 
 
 class DbQueryNode(NodeType):
@@ -71,8 +105,14 @@ class DbQueryNode(NodeType):
         },
     }
 
+    template_exempt: ClassVar[tuple[str, ...]] = ("sql",)
+    """``sql`` is never rendered: values reach the statement only as bind parameters."""
+
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return template_errors(config)
+        faults = template_errors(config, exempt=self.template_exempt)
+        if _template_in_sql(config.get("sql")):
+            faults.insert(0, ("/sql", TEMPLATE_IN_SQL))
+        return faults
 
     def _url(self, ctx: NodeContext, name: str) -> str:
         connections = ctx.settings.connections or {}
@@ -91,7 +131,10 @@ class DbQueryNode(NodeType):
 
         config = ctx.config
         name = str(config["connection"])
+        if _template_in_sql(config["sql"]):  # a version saved before the compiler refused it
+            raise NodeExecutionError(f"node {ctx.node_id!r}: {TEMPLATE_IN_SQL}", retryable=False)
         url = self._url(ctx, name)
+        trusted = name.lower() in ctx.settings.trusted_connections
         sql = str(config["sql"])
         params = config.get("params")
         read_only = bool(config.get("read_only", True))
@@ -107,8 +150,11 @@ class DbQueryNode(NodeType):
                 f"cannot connect to {place}: {' '.join(str(exc).split())}", retryable=True
             ) from None
         try:
+            if not trusted:
+                self._refuse_privileged(conn, name)
             conn.read_only = read_only
-            with conn.transaction():
+            # A read-only node's transaction is rolled back: nothing it did can stay.
+            with conn.transaction(force_rollback=read_only):
                 with conn.pipeline() as pipeline:
                     conn.execute("SELECT set_config('statement_timeout', %s, true)",
                                  [str(max(1, int(timeout_s * 1000)))])
@@ -134,6 +180,23 @@ class DbQueryNode(NodeType):
             "columns": columns,
             "truncated": truncated,
         }
+
+    @staticmethod
+    def _refuse_privileged(conn: Any, name: str) -> None:
+        """Refuse a role that could step around the node's limits (see the module doc)."""
+        rows = conn.execute(_PRIVILEGES_SQL, [list(PRIVILEGED_ROLES)]).fetchall()
+        conn.rollback()
+        for role, superuser, bypassrls, members in rows:
+            why = (["superuser"] if superuser else []) + (["BYPASSRLS"] if bypassrls else []) \
+                + [f"member of {m}" for m in members]
+            if why:
+                raise NodeExecutionError(
+                    f"connection {name!r} uses the role {role!r}, which is "
+                    f"{', '.join(why)}: it could step around read-only and reach the database "
+                    "server's files and programs. Use a least-privilege role, or, if every flow "
+                    "author may have those powers, set "
+                    f"NEXUSFLOW_CONNECTION_{name.upper()}_TRUSTED=1 on the workers",
+                    retryable=False)
 
     @staticmethod
     def _sql_error(exc: Any, place: str, read_only: bool) -> NodeExecutionError:

@@ -261,6 +261,8 @@ class PythonTaskNode(NodeType):
                    "and run inputs.")
     category = "advanced"
     effectful = True
+    template_exempt: ClassVar[tuple[str, ...]] = ("source",)
+    """Code is never a template: a run input would become code (the function gets them)."""
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "required": ["function", "source"],

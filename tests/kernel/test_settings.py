@@ -19,7 +19,8 @@ def test_to_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch,
         data_dir=tmp_path, queue_name="q1", sandbox_queue_name="sb1", lease_s=7.5,
         heartbeat_s=1.25, reconcile_interval_s=0.5, requeue_grace_s=2.0,
         max_output_bytes=12345, connections={"warehouse": "postgresql://w@h/db"},
-        allow_private_http=False, code_isolation="process", secret_key="k" * 44,
+        trusted_connections=frozenset({"warehouse"}), allow_private_http=False,
+        code_isolation="process", secret_key="k" * 44,
     )
     for key in list(os.environ):
         if key.startswith("NEXUSFLOW_"):

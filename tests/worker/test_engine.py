@@ -212,7 +212,8 @@ def test_db_query_node(settings, database_url, workers) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS items (id int, name text)")
         conn.execute("INSERT INTO items VALUES (1, 'one'), (2, 'two')")
-    settings = replace(settings, connections={"main": database_url})
+    settings = replace(settings, connections={"main": database_url},  # a superuser: trusted
+                       trusted_connections=frozenset({"main"}))
     workers.settings = settings
     workers.start(1)
     engine = Engine(settings)

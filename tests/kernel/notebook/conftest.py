@@ -19,6 +19,7 @@ def notebook_env(settings, database_url: str, monkeypatch: pytest.MonkeyPatch) -
     """Point this process (and kernels it starts) at the test backends; return the env."""
     env = settings_env(settings)
     env["NEXUSFLOW_CONNECTION_WAREHOUSE"] = database_url
+    env["NEXUSFLOW_CONNECTION_WAREHOUSE_TRUSTED"] = "1"  # the test server's superuser
     env["NEXUSFLOW_CODE_ISOLATION"] = "process"
     for key, value in env.items():
         if key.startswith("NEXUSFLOW_"):
