@@ -20,6 +20,7 @@ from typing import Any
 from rq.command import send_stop_job_command
 
 from .errors import NexusFlowError, NotFoundError
+from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowDocument, dumps_canonical, load_document, loads
 from .runstate.db import get_pool, jsonb, run_tx, with_retry
@@ -88,6 +89,7 @@ class Engine:
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings)
         self.redis = self.broker.redis
+        self._run_secrets: RunSecrets | None = None
 
     def close(self) -> None:
         """Do nothing: the pool and Redis client are shared by the process (closed at exit)."""
@@ -246,7 +248,27 @@ class Engine:
         return self.store.workflow_for_key(key)
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
-        return self.store.get_run(run_id, outputs=outputs)
+        run = self.store.get_run(run_id, outputs=outputs)
+        return self._masker(run_id, run).value(run)
+
+    def _masker(self, run_id: str, head: Mapping[str, Any] | None = None) -> Masker:
+        """Return the masker of a run (``head``: its header, when already read).
+
+        Reads go through the same masking as the record, which workers already masked: this
+        also covers records made before that (or by an older worker).
+        """
+        with self.pool.connection() as conn:
+            if head is None:
+                head = self.store.run_header(conn, run_id)
+            names = self.store.plan_for(conn, head["workflow_id"], head["version"]).secret_names
+        if not names:
+            return NO_MASKER
+        if self._run_secrets is None:
+            from .secrets import SecretStore
+
+            self._run_secrets = RunSecrets(SecretStore(self.pool, settings=self.settings)
+                                           .value_for_run)
+        return self._run_secrets.masker(str(run_id), names)
 
     def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
                   source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
@@ -256,7 +278,11 @@ class Engine:
                                     status=status)
 
     def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
-        return self.store.node_attempts(run_id, node_id)
+        attempts = self.store.node_attempts(run_id, node_id)
+        if not attempts:
+            return attempts
+        masker = self._masker(run_id)
+        return [masker.value(a) if masker else a for a in attempts]
 
     def cancel_run(self, run_id: str) -> None:
         """Cancel a run: nothing new starts; running nodes stop at once.
@@ -305,7 +331,8 @@ class Engine:
                                         count=count)
         if not items and after in ("0", "0-0"):
             derived = self.store.derived_events(run_id)
-            return [(f"0-{i + 1}", ev) for i, ev in enumerate(derived)]
+            masker = self._masker(run_id)
+            return [(f"0-{i + 1}", masker.value(ev)) for i, ev in enumerate(derived)]
         return items
 
     def read_all_events(self, after: str = "$", block_ms: int | None = None,

@@ -1,5 +1,8 @@
 """Secrets: stored encrypted in PostgreSQL, resolved by name in the worker, masked everywhere.
 
+Masking (one path for all a run records) is in ``masking.py``; ``mask`` and ``mask_value`` are
+re-exported here.
+
 A flow never holds a secret value; a config value names one (``{"$secret": "NAME"}``) and the
 worker resolves it with :meth:`SecretStore.get` right before the node runs. Values are
 encrypted with AES-256-GCM, the secret's name bound in as associated data (a ciphertext copied
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import NexusFlowError, NodeExecutionError, NotFoundError
+from .masking import MASK, MIN_MASKED_LENGTH, mask, mask_value
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,11 +41,6 @@ logger = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "secret.key"
 """File in the data folder that holds the generated key when none is configured."""
-
-MIN_MASKED_LENGTH = 3
-"""Shorter values are not masked (masking ``"a"`` would garble every log line)."""
-
-MASK = "***"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 _FORMAT = b"\x01"  # ciphertext layout: format byte, 4-byte key id, 12-byte nonce, GCM output
@@ -318,6 +317,20 @@ class SecretStore:
                 f"secret {name!r} is scoped to group(s) {need}; the run's user {user!r} is not "
                 "in any of them")
 
+    def value_for_run(self, name: str, run_id: str) -> str | None:
+        """Return ``name``'s value as run ``run_id`` may read it, for masking that run's record.
+
+        ``None`` when the run could not have read it (no such secret, a group scope its user
+        is not in, a key that does not decrypt it): then the value never entered the run.
+        """
+        try:
+            return self.get(name, run_id=run_id)
+        except (NotFoundError, SecretScopeError):
+            return None
+        except SecretKeyError as exc:
+            logger.warning("cannot mask secret %r in run %s: %s", name, run_id, exc)
+            return None
+
     def get_many(self, names: Iterable[str]) -> dict[str, str]:
         """Return ``{name: value}`` for ``names``; raise ``NotFoundError`` for a missing one."""
         return {name: self.get(name) for name in dict.fromkeys(names)}
@@ -329,45 +342,6 @@ def _row_dict(row: Any) -> dict[str, Any]:
         if hasattr(value, "isoformat"):
             out[key] = value.isoformat()
     return out
-
-
-def _variants(value: str) -> set[str]:
-    """Return the forms a value takes in text: raw, JSON-escaped, repr-escaped."""
-    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
-    return {f for f in forms if len(f) >= MIN_MASKED_LENGTH}
-
-
-def mask(text: str, values: Iterable[str]) -> str:
-    """Return ``text`` with every occurrence of each value in ``values`` replaced by ``***``.
-
-    Longer values are replaced first (a secret containing another is masked whole); values
-    shorter than ``MIN_MASKED_LENGTH`` are left alone. Encoded forms (base64 and the like) are
-    not recognised: that gap is documented.
-    """
-    if not text:
-        return text
-    forms = set()
-    for value in values:
-        if isinstance(value, str) and value:
-            forms |= _variants(value)
-    if not forms:
-        return text
-    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
-    return pattern.sub(MASK, text)
-
-
-def mask_value(value: Any, values: Iterable[str]) -> Any:
-    """Return a copy of a JSON-like ``value`` with secret values masked inside every string."""
-    values = [v for v in values if isinstance(v, str) and v]
-    if not values:
-        return value
-    if isinstance(value, str):
-        return mask(value, values)
-    if isinstance(value, dict):
-        return {mask(str(k), values): mask_value(v, values) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [mask_value(v, values) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +408,8 @@ def _keygen() -> None:
 
 
 __all__ = [
+    "MASK",
+    "MIN_MASKED_LENGTH",
     "Cipher",
     "SecretKeyError",
     "SecretScopeError",

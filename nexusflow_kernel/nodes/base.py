@@ -24,19 +24,28 @@ class Defer:
 
 
 class NodeLog:
-    """Collects a node attempt's log lines (stored with the attempt, masked for secrets)."""
+    """Collects a node attempt's log lines (stored with the attempt, masked for secrets).
 
-    def __init__(self, limit: int = 256 * 1024) -> None:
+    ``mask`` (the worker's masker of the run) is applied to each write before it is split
+    into stamped lines, so a value that spans lines (a PEM key) is masked whole.
+    """
+
+    def __init__(self, limit: int = 256 * 1024,
+                 mask: Callable[[str], str] | None = None) -> None:
         self.lines: list[str] = []
         self._size = 0
         self._limit = limit
         self._cut = False
+        self.mask = mask
 
     def __call__(self, message: str, *args: Any) -> None:
         self.write(message % args if args else message)
 
     def write(self, text: str) -> None:
-        for line in str(text).splitlines() or [""]:
+        text = str(text)
+        if self.mask is not None:
+            text = self.mask(text)
+        for line in text.splitlines() or [""]:
             stamped = f"{time.strftime('%H:%M:%S')} {line}"
             if self._size + len(stamped) > self._limit:
                 if not self._cut:
@@ -105,6 +114,17 @@ class NodeType:
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(pointer inside config, message)`` for faults the schema cannot see."""
         return []
+
+    def secret_names(self, config: Mapping[str, Any]) -> set[str]:
+        """Return the names of the secrets a node of this type may resolve with ``config``.
+
+        The worker masks their values in everything the run records. The default finds the
+        ``{"$secret": NAME}`` references; a type that asks ``ctx.secrets`` for other names
+        (the code node's ``secrets`` list) must add them.
+        """
+        from ..masking import secret_refs
+
+        return secret_refs(config)
 
     def branch(self, output: Any) -> str | None:
         """Return the output handle taken for ``output`` (only for types with handles)."""

@@ -20,6 +20,9 @@ class RunPlan:
     parents: dict[str, tuple[str, ...]]
     children: dict[str, tuple[tuple[str, str | None], ...]]
     handle_of: dict[tuple[str, str], str | None]
+    secret_names: frozenset[str] = frozenset()
+    """Every secret a node of this flow may resolve: whatever records one of the run's nodes
+    masks all of their values (``masking.py``)."""
 
     @classmethod
     def build(cls, graph: dict[str, Any], plan: dict[str, Any]) -> RunPlan:
@@ -29,7 +32,18 @@ class RunPlan:
         children = {k: tuple((c, h) for c, h in v) for k, v in plan["children"].items()}
         handle_of = {(p, c): h for p, kids in children.items() for c, h in kids}
         return cls(order, {n: i for i, n in enumerate(order)}, nodes, parents, children,
-                   handle_of)
+                   handle_of, _secret_names(nodes.values()))
+
+
+def _secret_names(nodes: Any) -> frozenset[str]:
+    from ..masking import secret_refs
+    from ..nodes import get_node_type
+
+    names: set[str] = set()
+    for node in nodes:
+        node_type = get_node_type(node.type)
+        names |= node_type.secret_names(node.config) if node_type else secret_refs(node.config)
+    return frozenset(names)
 
 
 class PlanCache:

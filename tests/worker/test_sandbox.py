@@ -328,8 +328,9 @@ def test_declared_secrets_only_as_env(sandbox_image: str) -> None:
         secrets=values.__getitem__,
     )
     assert out == {"token": values["API_TOKEN"], "other": None}
-    assert "token is ***" in log_text(ctx)
-    assert values["API_TOKEN"] not in log_text(ctx)
+    assert "token is" in log_text(ctx)
+    # The worker masks the logs, output and error it records (one path for the whole run):
+    # tests/worker/test_secret_masking.py runs a code node through a worker.
 
 
 def test_secrets_without_a_store_fail_clearly() -> None:

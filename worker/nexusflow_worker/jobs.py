@@ -8,6 +8,7 @@ they pushed to Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nexusflow_kernel.errors import ExpressionError, NexusFlowError, NodeExecutionError
+from nexusflow_kernel.masking import NO_MASKER, Masker, RunSecrets
 from nexusflow_kernel.nodes import Defer, NodeContext, NodeLog, get_node_type
 from nexusflow_kernel.runstate.db import get_pool, with_retry
 from nexusflow_kernel.runstate.plan import backoff_delay
@@ -50,7 +52,9 @@ class Runtime:
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings, buffer_events=True)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.secrets: Callable[[str], str] | None = _secret_resolver(self.settings)
+        self.secrets: Callable[[str], str] | None = None
+        self.run_secrets: RunSecrets | None = None
+        self.secrets, self.run_secrets = _secret_resolvers(self.settings)
         self._leases: _LeaseKeeper | None = None
 
     @property
@@ -81,11 +85,10 @@ def set_runtime(rt: Runtime | None) -> None:
         _runtime = rt
 
 
-def _secret_resolver(settings: Settings) -> Callable[[str], str] | None:
-    try:
-        from nexusflow_kernel.secrets import SecretStore  # written alongside the server extension
-    except ImportError:
-        return None
+def _secret_resolvers(settings: Settings) -> tuple[Callable[[str], str], RunSecrets | None]:
+    """Return the resolver nodes use, and the run maskers' (``None``: no store to read)."""
+    from nexusflow_kernel.secrets import SecretStore
+
     try:
         store = SecretStore(settings)
     except Exception as exc:  # no key configured, etc.: nodes asking for secrets get this
@@ -94,9 +97,12 @@ def _secret_resolver(settings: Settings) -> Callable[[str], str] | None:
         def unavailable(name: str) -> str:
             raise NodeExecutionError(message, retryable=False)
 
-        return unavailable
-    return store.get
+        return unavailable, None
+    return store.get, RunSecrets(store.value_for_run)
 
+
+MAX_ERROR_CHARS = 4000
+"""Longest error text recorded for an attempt."""
 
 FOLLOW_BUDGET_S = 2.0
 """How long one job may go on taking a run's ready nodes before it hands the rest back to
@@ -192,18 +198,78 @@ def _publish(rt: Runtime, pushes: Any, events: Any) -> None:
         logger.warning("could not reach Redis (the reconciler will re-push): %s", exc)
 
 
+class _Masking:
+    """The masker of one node attempt: the run's secrets plus any value the node resolved."""
+
+    def __init__(self, rt: Runtime, claim: Claim) -> None:
+        self.rt, self.claim = rt, claim
+        self.found: list[str] = []  # values this attempt resolved (config refs, ctx.secrets)
+        self._masker: Masker | None = None
+        self._seen = -1
+
+    def resolver(self, name: str) -> str:
+        """Resolve a secret for the node, remembering its value for the masker."""
+        assert self.rt.secrets is not None
+        value = self.rt.secrets(name)
+        if isinstance(value, str):
+            self.found.append(value)
+        return value
+
+    def masker(self) -> Masker:
+        """Return the masker of everything this attempt records (resolved when first needed)."""
+        if self._masker is None or self._seen != len(self.found):
+            run = NO_MASKER
+            names = self.claim.plan.secret_names
+            if names and self.rt.run_secrets is not None:
+                run = self.rt.run_secrets.masker(self.claim.run_id, names)
+            self._masker = run.with_values(self.found)
+            self._seen = len(self.found)
+        return self._masker
+
+    def text(self, text: str) -> str:
+        return self.masker().text(text)
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        """Return ``outcome`` with every value it records masked (the one recording path)."""
+        m = self.masker()
+        if not m:
+            if outcome.error and len(outcome.error) > MAX_ERROR_CHARS:
+                outcome = dataclasses.replace(outcome, error=outcome.error[:MAX_ERROR_CHARS])
+            return outcome
+        output = m.value(outcome.output)
+        blob = outcome.output_json
+        if output != outcome.output:  # children get the masked output, as the record has it
+            blob = json.dumps(output, separators=(",", ":"), allow_nan=False)
+        return dataclasses.replace(
+            outcome, output=output, output_json=blob,
+            error=m.text(outcome.error)[:MAX_ERROR_CHARS] if outcome.error else outcome.error,
+            log=m.text(outcome.log), input=m.value(outcome.input),
+            resume_state=m.value(outcome.resume_state))
+
+
 def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
-    """Run the claimed node with its heartbeat and timeout; return its ``Outcome``."""
+    """Run the claimed node with its heartbeat and timeout; return its ``Outcome``.
+
+    Whatever the outcome records is masked for every secret of the run (``masking.py``).
+    """
+    masking = _Masking(rt, claim)
+    outcome = _run_claimed(rt, claim, masking)
+    # Reading the run's secrets needs PostgreSQL, as recording does: the same patience.
+    return with_retry(lambda: masking.outcome(outcome),
+                      what=f"read the secrets of run {claim.run_id} to mask its record",
+                      deadline_s=600)
+
+
+def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
     from nexusflow_kernel.expressions import render_templates
 
     node = claim.plan.nodes[claim.node_id]
     node_type = get_node_type(node.type)
-    log = NodeLog()
+    log = NodeLog(mask=masking.text)
     started = time.monotonic()
     timeout_s = float(node.timeout_s) if node.timeout_s else None
     names = {"inputs": claim.inputs, "params": claim.params}
     rendered: Any = None
-    secret_values: list[str] = []
     gen = rt.leases.watch(claim)
     armed = False
     try:
@@ -213,12 +279,13 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
         where = f"node {claim.node_id!r} /config"
         rendered = render_templates(node.config, names, exempt=node_type.template_exempt,
                                     where=where)
-        config = _resolve_secrets(rendered, rt.secrets, secret_values)
+        resolver = masking.resolver if rt.secrets is not None else None
+        config = _resolve_secrets(rendered, resolver)
         ctx = NodeContext(
             run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt, config=config,
             inputs=claim.inputs, params=claim.params, settings=rt.settings, log=log,
             deadline=(time.time() + timeout_s) if timeout_s else None,
-            resume_state=claim.resume_state, secrets=rt.secrets,
+            resume_state=claim.resume_state, secrets=resolver,
         )
         armed = _alarm.arm(gen, timeout_s)
         try:
@@ -233,8 +300,7 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
                            duration_ms=duration)
         output, blob = _checked_output(result, rt.settings.max_output_bytes)
         return Outcome("succeeded", output=output, output_json=blob,
-                       branch=node_type.branch(output),
-                       log=_mask(log.text(), secret_values),
+                       branch=node_type.branch(output), log=log.text(),
                        input=_input_record(claim, rendered), duration_ms=duration)
     except _Interrupt as intr:
         rt.leases.release()
@@ -242,26 +308,26 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
         status = {"canceled": "canceled", "lease": "lost"}.get(intr.kind, "failed")
         retryable = intr.kind in ("timeout", "lease")
         return _failure(claim, node, intr.reason, retryable, log, rendered, started,
-                        secret_values, status=status)
+                        status=status)
     except ExpressionError as exc:
         rt.leases.release()
-        return _failure(claim, node, str(exc), False, log, rendered, started, secret_values)
+        return _failure(claim, node, str(exc), False, log, rendered, started)
     except NodeExecutionError as exc:
         rt.leases.release()
-        return _failure(claim, node, str(exc), exc.retryable, log, rendered, started,
-                        secret_values)
+        return _failure(claim, node, str(exc), exc.retryable, log, rendered, started)
     except Exception as exc:  # user-facing failure of any other kind: recorded, retried
         rt.leases.release()
         logger.debug("node %s raised", claim.node_id, exc_info=True)
         return _failure(claim, node, f"{type(exc).__name__}: {exc}", True, log, rendered,
-                        started, secret_values)
+                        started)
 
 
 def _failure(claim: Claim, node: Any, error: str, retryable: bool, log: NodeLog, rendered: Any,
-             started: float, secret_values: list[str], *, status: str = "failed") -> Outcome:
+             started: float, *, status: str = "failed") -> Outcome:
+    # Cut after masking (run_claimed): a cut through a secret would leave part of it.
     return Outcome(
-        status, error=_mask(error, secret_values)[:4000], retryable=retryable,
-        log=_mask(log.text(), secret_values), input=_input_record(claim, rendered),
+        status, error=error, retryable=retryable,
+        log=log.text(), input=_input_record(claim, rendered),
         duration_ms=(time.monotonic() - started) * 1000,
         retry_delay=backoff_delay(claim.attempt, node.retry),
     )
@@ -290,28 +356,18 @@ def _no_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _resolve_secrets(value: Any, resolver: Callable[[str], str] | None,
-                     found: list[str]) -> Any:
+def _resolve_secrets(value: Any, resolver: Callable[[str], str] | None) -> Any:
     if isinstance(value, dict):
         if set(value) == {"$secret"} and isinstance(value["$secret"], str):
             if resolver is None:
                 raise NodeExecutionError(
                     f"secret {value['$secret']!r} was asked for, but no secret store is set up",
                     retryable=False)
-            secret = resolver(value["$secret"])
-            found.append(secret)
-            return secret
-        return {k: _resolve_secrets(v, resolver, found) for k, v in value.items()}
+            return resolver(value["$secret"])
+        return {k: _resolve_secrets(v, resolver) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_secrets(v, resolver, found) for v in value]
+        return [_resolve_secrets(v, resolver) for v in value]
     return value
-
-
-def _mask(text: str, secret_values: list[str]) -> str:
-    for value in secret_values:
-        if value and len(value) >= 3:
-            text = text.replace(value, "***")
-    return text
 
 
 def alive_key(worker_name: str) -> str:

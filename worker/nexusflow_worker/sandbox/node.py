@@ -21,14 +21,6 @@ DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1.0
 
 
-def mask(text: str, values: list[str]) -> str:
-    """Return ``text`` with every secret value replaced by ``***``."""
-    for value in values:
-        if value:
-            text = text.replace(value, "***")
-    return text
-
-
 class CodeNode(NodeType):
     """Run Python or bash in the sandbox; inputs arrive as JSON, the output leaves as JSON."""
 
@@ -117,8 +109,17 @@ class CodeNode(NodeType):
             return [("/source", f"Python does not compile: {exc}")]
         return []
 
+    def secret_names(self, config: Mapping[str, Any]) -> set[str]:
+        """Add the declared ``secrets`` (read through ``ctx.secrets``) to the references."""
+        names = config.get("secrets") or []
+        return super().secret_names(config) | {n for n in names if isinstance(n, str)}
+
     def run(self, ctx: NodeContext) -> Any:
-        """Run the code under the configured isolation policy and return its JSON output."""
+        """Run the code under the configured isolation policy and return its JSON output.
+
+        The worker masks the declared secrets' values in the logs, output and error it records
+        (one masking path for the whole run: ``nexusflow_kernel.masking``).
+        """
         from .isolation import run_isolated
 
         config = ctx.config
@@ -129,7 +130,6 @@ class CodeNode(NodeType):
             max_output_bytes=int(ctx.settings.max_output_bytes),
         )
         env = self._secrets(ctx, list(config.get("secrets") or []))
-        hidden = sorted(env.values(), key=len, reverse=True)
         labels = {
             "nexusflow.run": ctx.run_id,
             "nexusflow.node": ctx.node_id,
@@ -148,12 +148,10 @@ class CodeNode(NodeType):
             )
         except NodeExecutionError as exc:
             for line in getattr(exc, "logs", []):
-                ctx.log.write(mask(line, hidden))
-            if hidden and any(value in str(exc) for value in hidden):
-                raise type(exc)(mask(str(exc), hidden), retryable=exc.retryable) from None
+                ctx.log.write(line)
             raise
         for line in logs:
-            ctx.log.write(mask(line, hidden))
+            ctx.log.write(line)
         return output
 
     @staticmethod
