@@ -257,10 +257,14 @@ class Engine:
         Reads go through the same masking as the record, which workers already masked: this
         also covers records made before that (or by an older worker).
         """
-        with self.pool.connection() as conn:
-            if head is None:
-                head = self.store.run_header(conn, run_id)
-            names = self.store.plan_for(conn, head["workflow_id"], head["version"]).secret_names
+        plan = None if head is None else self.store.plans.get(
+            (str(head["workflow_id"]), int(head["version"])))
+        if plan is None:
+            with self.pool.connection() as conn:
+                if head is None:
+                    head = self.store.run_header(conn, run_id)
+                plan = self.store.plan_for(conn, head["workflow_id"], head["version"])
+        names = plan.secret_names
         if not names:
             return NO_MASKER
         if self._run_secrets is None:
