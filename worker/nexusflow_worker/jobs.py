@@ -52,8 +52,8 @@ class Runtime:
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings, buffer_events=True)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.secrets: Callable[[str], str] | None = None
-        self.run_secrets: RunSecrets | None = None
+        self.secrets: Callable[[str], str] | None
+        self.run_secrets: RunSecrets | None  # the maskers of runs (None: no store to read)
         self.secrets, self.run_secrets = _secret_resolvers(self.settings)
         self._leases: _LeaseKeeper | None = None
 
