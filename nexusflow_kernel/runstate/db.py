@@ -99,30 +99,50 @@ def migration_scripts() -> list[tuple[str, str]]:
 
 
 def migrate(pool: ConnectionPool) -> list[str]:
-    """Apply the migrations not yet recorded, each in its own transaction; return their names."""
+    """Apply the migrations not yet recorded, each in its own transaction; return their names.
+
+    Several processes may start on a fresh database at once (worker replicas, a server and its
+    workers): everything, the creation of ``nexusflow_migrations`` included, happens under one
+    PostgreSQL advisory lock, so whoever takes it first migrates and the others wait, then find
+    nothing left to do. A database that is up to date costs one query and no lock.
+    """
+    scripts = migration_scripts()
     applied: list[str] = []
     with pool.connection() as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS nexusflow_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        conn.commit()
+        if _pending(conn, scripts) == []:
+            return applied
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        conn.commit()
         try:
-            done = {r["name"] for r in conn.execute("SELECT name FROM nexusflow_migrations")}
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS nexusflow_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             conn.commit()
-            for name, sql in migration_scripts():
-                if name in done:
-                    continue
+            for name, sql in _pending(conn, scripts) or []:
                 with conn.transaction():
                     conn.execute(sql.encode())
                     conn.execute("INSERT INTO nexusflow_migrations (name) VALUES (%s)", (name,))
                 applied.append(name)
                 logger.info("applied migration %s", name)
         finally:
+            conn.rollback()  # a failed migration left the transaction aborted
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
             conn.commit()
     return applied
+
+
+def _pending(conn: psycopg.Connection,
+             scripts: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """Return the scripts not yet applied (``None`` when the migrations table is missing)."""
+    exists = conn.execute("SELECT to_regclass('nexusflow_migrations') IS NOT NULL AS t"
+                          ).fetchone()["t"]
+    if not exists:
+        conn.commit()
+        return None
+    done = {r["name"] for r in conn.execute("SELECT name FROM nexusflow_migrations")}
+    conn.commit()
+    return [(name, sql) for name, sql in scripts if name not in done]
 
 
 def with_retry(
