@@ -19,7 +19,7 @@ from typing import Any
 
 from rq.command import send_stop_job_command
 
-from .errors import NexusFlowError, NotFoundError
+from .errors import BackendUnavailable, NexusFlowError, NotFoundError
 from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowDocument, dumps_canonical, load_document, loads
@@ -84,8 +84,15 @@ class Engine:
     """Start, control and read runs; store workflows and their versions."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = resolve_backends(settings or Settings.from_env())
-        self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
+        configured = settings or Settings.from_env()
+        self.configured = configured
+        """The settings as given, before the embedded services filled the URLs in."""
+        self.settings = resolve_backends(configured)
+        try:
+            self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{exc}; {backend_advice(configured, 'postgres')}"
+                                     ) from exc
         self.store = RunStore(self.pool)
         self.broker = Broker(self.settings)
         self.redis = self.broker.redis
@@ -96,8 +103,12 @@ class Engine:
 
     def check(self) -> None:
         """Raise ``BackendUnavailable`` when Redis does not answer (PostgreSQL is checked on
-        connect)."""
-        check_redis(self.redis, self.settings.redis_url or "")
+        connect), saying what to do."""
+        try:
+            check_redis(self.redis, self.settings.redis_url or "")
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{exc}; {backend_advice(self.configured, 'redis')}"
+                                     ) from exc
 
     def _publish(self, effects: Effects) -> None:
         try:
@@ -344,6 +355,23 @@ class Engine:
         return self.broker.read_events(ALL_EVENTS_KEY, after, block_ms=block_ms, count=count)
 
 
+def backend_advice(settings: Settings, backend: str) -> str:
+    """Say what to do when ``backend`` (``postgres`` or ``redis``) does not answer.
+
+    ``settings`` are those configured (before the embedded services filled the URLs in), so
+    the advice names what the user chose: a server of their own, or the embedded one.
+    """
+    name, var, url = (("PostgreSQL", "NEXUSFLOW_DATABASE_URL", settings.database_url)
+                      if backend == "postgres" else
+                      ("Redis", "NEXUSFLOW_REDIS_URL", settings.redis_url))
+    if url:
+        return (f"start that server or correct {var}, or unset {var} to use the {name} "
+                "that Nexus-Flow embeds and starts by itself")
+    return (f"the embedded {name} in {settings.data_dir} does not answer: `nexusflow services "
+            "status` shows it and its log; `nexusflow services stop` then `nexusflow services "
+            f"start` restarts it (or set {var} to a server of your own)")
+
+
 def _apply_param_defaults(compiled: CompiledFlow, inputs: dict[str, Any]) -> None:
     for name, spec in compiled.document.params.items():
         if name not in inputs and "default" in spec:
@@ -357,4 +385,5 @@ def _check_uuid(value: Any, what: str) -> None:
         raise NotFoundError(f"no {what} {value!r} ({what} ids are UUIDs)") from None
 
 
-__all__ = ["Engine", "file_workflow_key", "jsonb", "local_owner", "workflow_key"]
+__all__ = ["Engine", "backend_advice", "file_workflow_key", "jsonb", "local_owner",
+           "workflow_key"]

@@ -73,14 +73,18 @@ class DanglingEdgeError(FlowError):
 
 
 class CycleError(FlowError):
-    """The graph has a cycle; ``cycle`` lists its node ids, first repeated at the end."""
+    """The graph has a cycle; ``cycle`` lists its node ids, first repeated at the end, and
+    ``edge`` is the id of the edge that closes it (the one ``pointer`` names)."""
 
-    def __init__(self, cycle: list[str], pointer: str = "/edges", *, source: str | None = None):
+    def __init__(self, cycle: list[str], pointer: str = "/edges", *, source: str | None = None,
+                 edge: str | None = None):
         self.cycle = cycle
-        super().__init__("cycle " + " -> ".join(cycle), pointer, source=source)
+        self.edge = edge
+        closes = f" (closed by edge {edge!r})" if edge is not None else ""
+        super().__init__("cycle " + " -> ".join(cycle) + closes, pointer, source=source)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "cycle": self.cycle}
+        return {**super().to_dict(), "cycle": self.cycle, "edge": self.edge}
 
 
 class UnknownNodeTypeError(FlowError):

@@ -208,24 +208,35 @@ def _table(states: dict[str, tuple[str, int]]) -> Any:
 
 
 def _report(result: dict[str, Any], as_json: bool) -> None:
+    """Print a run: one JSON object, or a table, then every error in full below it."""
     if as_json:
-        click.echo(json.dumps(_run_json(result), indent=2, default=str))
+        click.echo(json.dumps(result, indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"run {result['run_id']}: {result['status']}")
     for col in ("node", "state", "attempts", "duration", "error"):
         table.add_column(col)
+    errors = []
     for node, info in result["nodes"].items():
         dur = f"{info['duration_ms'] / 1000:.3f}s" if info.get("duration_ms") else ""
+        error = info.get("error") or ""
+        if error:
+            errors.append((node, error))
         table.add_row(node, f"[{STATE_STYLE.get(info['state'], '')}]{info['state']}",
-                      str(info["attempts"]), dur, (info.get("error") or "")[:80])
-    Console().print(table)
+                      str(info["attempts"]), dur,
+                      Text(error if len(error) <= 60 else error[:59] + "…"))
+    console = Console()
+    console.print(table)
+    for node, error in errors:  # whole, and plain text (an error may hold brackets)
+        console.print(Text(f"{node}: {error}"), soft_wrap=True)
 
 
-def _run_json(result: dict[str, Any]) -> dict[str, Any]:
-    return result
+def _exit_code(status: str) -> int:
+    """0 for a run that succeeded (or, for ``show``, is still running), 1 otherwise."""
+    return 1 if status in ("failed", "canceled") else 0
 
 
 @main.command()
@@ -255,13 +266,17 @@ def runs(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def show(run_id: str, as_json: bool) -> None:
-    """Show a run: its nodes, attempts, outputs and errors."""
+    """Show a run: its nodes, attempts, outputs and errors.
+
+    Exits 0 when the run succeeded or is still running, 1 when it failed or was canceled.
+    """
     result = _engine().get_run(run_id)
     _report(result, as_json)
     if not as_json:
         for node, info in result["nodes"].items():
             if info.get("output") is not None:
                 click.echo(f"{node}: {json.dumps(info['output'], default=str)[:200]}")
+    sys.exit(_exit_code(result["status"]))
 
 
 @main.command()

@@ -127,7 +127,8 @@ def compile_document(document: FlowDocument) -> CompiledFlow:
                     source=source,
                 )
         if edge.source == edge.target:
-            raise CycleError([edge.source, edge.source], f"/edges/{i}", source=source)
+            raise CycleError([edge.source, edge.source], f"/edges/{i}", source=source,
+                             edge=edge.id)
         src_type = get_node_type(document.nodes[index_of[edge.source]].type)
         handles = src_type.output_handles if src_type else ()
         if edge.source_handle is not None and edge.source_handle not in handles:
@@ -158,16 +159,26 @@ def compile_document(document: FlowDocument) -> CompiledFlow:
     try:
         order = tuple(nx.lexicographical_topological_sort(graph, key=index_of.__getitem__))
     except nx.NetworkXUnfeasible:
-        cycle_edges = nx.find_cycle(graph)
-        cycle = [u for u, _v, *_ in cycle_edges] + [cycle_edges[0][0]]
-        first = graph.edges[cycle_edges[0][0], cycle_edges[0][1]]["index"]
-        raise CycleError(cycle, f"/edges/{first}", source=source) from None
+        raise _cycle_error(graph, document, source) from None
 
     parents = {n: tuple(graph.predecessors(n)) for n in order}
     children = {
         n: tuple((c, graph.edges[n, c]["handle"]) for c in graph.successors(n)) for n in order
     }
     return CompiledFlow(document, graph, order, parents, children, document.content_hash())
+
+
+def _cycle_error(graph: nx.DiGraph, document: FlowDocument, source: str | None) -> CycleError:
+    """Name a cycle and the edge that closes it: of the cycle's edges, the one that comes last
+    in the document (read in order, the flow was acyclic until that edge). The cycle is listed
+    from that edge's target round to it, so the closing edge is the last arrow."""
+    cycle_edges = [(u, v) for u, v, *_ in nx.find_cycle(graph)]
+    indexes = [graph.edges[u, v]["index"] for u, v in cycle_edges]
+    last = max(range(len(cycle_edges)), key=indexes.__getitem__)
+    ordered = cycle_edges[last + 1:] + cycle_edges[:last + 1]
+    cycle = [u for u, _v in ordered] + [ordered[0][0]]
+    closing = indexes[last]
+    return CycleError(cycle, f"/edges/{closing}", source=source, edge=document.edges[closing].id)
 
 
 def compile_flow(flow: FlowDocument | Mapping[str, Any] | str | bytes | Path) -> CompiledFlow:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable, NexusFlowError, NotFoundError
+from ..errors import NexusFlowError, NotFoundError
 from ..settings import Settings, mask_url
 from ..workers import LocalWorkers, worker_count
 
@@ -74,22 +74,10 @@ def get_engine(settings: Settings | None = None) -> Engine:
         engine = _engines.get(key)
         if engine is not None:
             return engine
-        try:
-            engine = Engine(settings)
-            engine.check()
-        except BackendUnavailable as exc:
-            raise BackendUnavailable(f"{exc}. {_what_to_do(settings)}") from exc
+        engine = Engine(settings)  # unreachable servers: BackendUnavailable saying what to do
+        engine.check()
         _engines[key] = engine
         return engine
-
-
-def _what_to_do(settings: Settings) -> str:
-    if settings.embedded:
-        return ("Start the embedded services with `nexusflow services start` (or set "
-                "NEXUSFLOW_DATABASE_URL and NEXUSFLOW_REDIS_URL to running servers)")
-    return (f"Start the servers at {mask_url(settings.database_url)} and "
-            f"{mask_url(settings.redis_url)}, or unset NEXUSFLOW_DATABASE_URL and "
-            "NEXUSFLOW_REDIS_URL to use the embedded services")
 
 
 def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,

@@ -75,8 +75,7 @@ def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
         except PoolTimeout:
             pool.close()
             raise BackendUnavailable(
-                f"PostgreSQL at {mask_url(url)} is not reachable "
-                "(set NEXUSFLOW_DATABASE_URL, or unset it to use the embedded server)"
+                f"PostgreSQL at {mask_url(url)} is not reachable (no connection in 10 s)"
             ) from None
         migrate(pool)
         _pools[url] = pool

@@ -81,19 +81,32 @@ def test_dangling_edge() -> None:
     assert info.value.pointer == "/edges/0/target"
 
 
-def test_cycle_is_listed() -> None:
+def test_cycle_is_listed_and_names_the_edge_that_closes_it() -> None:
     doc = flow(node("A", "noop"), node("B", "noop"), node("C", "noop"),
                edges=[("A", "B"), ("B", "C"), ("C", "A")])
     with pytest.raises(CycleError) as info:
         compile_flow(doc)
-    assert info.value.cycle[0] == info.value.cycle[-1]
-    assert set(info.value.cycle) == {"A", "B", "C"}
-    assert "cycle A -> B -> C -> A" in str(info.value) or "cycle" in str(info.value)
+    assert info.value.cycle == ["A", "B", "C", "A"]
+    assert info.value.pointer == "/edges/2" and info.value.edge == "C-A"
+    assert "cycle A -> B -> C -> A (closed by edge 'C-A')" in str(info.value)
+    assert info.value.to_dict()["edge"] == "C-A"
+
+
+def test_the_closing_edge_is_the_cycles_last_in_the_document_not_the_first_edge() -> None:
+    # The flow's first edges are fine; the cycle B -> C -> D -> B is closed by the last edge
+    # added, wherever networkx starts walking it.
+    doc = flow(*(node(n, "noop") for n in "ABCDE"),
+               edges=[("A", "B"), ("B", "C"), ("D", "E"), ("C", "D"), ("D", "B")])
+    with pytest.raises(CycleError) as info:
+        compile_flow(doc)
+    assert info.value.pointer == "/edges/4" and info.value.edge == "D-B"
+    assert info.value.cycle == ["B", "C", "D", "B"]
 
 
 def test_self_loop_is_a_cycle() -> None:
-    with pytest.raises(CycleError, match="A -> A"):
+    with pytest.raises(CycleError, match="A -> A") as info:
         compile_flow(flow(node("A", "noop"), edges=[("A", "A")]))
+    assert info.value.edge == "A-A" and info.value.pointer == "/edges/0"
 
 
 def test_cycle_hidden_in_a_large_flow() -> None:
@@ -101,7 +114,8 @@ def test_cycle_hidden_in_a_large_flow() -> None:
     edges = [(f"n{i}", f"n{i + 1}") for i in range(9_999)] + [("n5001", "n5000")]
     with pytest.raises(CycleError) as info:
         compile_flow(flow(*nodes, edges=edges))
-    assert set(info.value.cycle) == {"n5000", "n5001"}
+    assert info.value.cycle == ["n5000", "n5001", "n5000"]
+    assert info.value.pointer == "/edges/9999" and info.value.edge == "n5001-n5000"
 
 
 def test_unknown_node_type_lists_known_types() -> None:
