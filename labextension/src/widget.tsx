@@ -3,7 +3,7 @@ import React from 'react';
 import { ReactWidget } from '@jupyterlab/apputils';
 import { ABCWidgetFactory, DocumentRegistry, DocumentWidget } from '@jupyterlab/docregistry';
 import { ISignal, Signal } from '@lumino/signaling';
-import { FlowEditor, ICanvasSettings, DEFAULT_SETTINGS } from './canvas.js';
+import { FlowEditor, ICanvasSettings, DEFAULT_SETTINGS } from './editor/editor.js';
 import { NxFlowModel } from './model.js';
 
 export const FACTORY = 'Nexus-Flow Canvas';

@@ -1,9 +1,9 @@
 /** The run toolbar, the glow state from the events websocket and a node's logs panel. */
 import React, { useEffect, useRef, useState } from 'react';
-import { api, followRun, IAttempt, IRunEvent, IRunSummary } from './api.js';
-import { IFlow, JSONObject, JSONValue } from './graph.js';
-import { INodeRun } from './nodeview.js';
-import { NxFlowDoc } from './model.js';
+import { api, followRun, IAttempt, IRunEvent, IRunSummary } from '../api.js';
+import { IFlow, JSONObject, JSONValue } from '../graph.js';
+import { INodeRun } from '../canvas/nodeview.js';
+import { NxFlowDoc } from '../model.js';
 
 export interface IRunView {
   runId: string | null;

@@ -1,8 +1,8 @@
 /** How one flow node looks on the canvas: title, type, handles and its run glow. */
 import React, { memo, useEffect } from 'react';
 import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyflow/react';
-import { IFlowNode } from './graph.js';
-import { INodeType } from './api.js';
+import { IFlowNode } from '../graph.js';
+import { INodeType } from '../api.js';
 
 export interface INodeRun {
   state: string;

@@ -4,7 +4,7 @@
  * reaches the browser.
  */
 import React, { useEffect, useState } from 'react';
-import { JSONObject, JSONValue } from './graph.js';
+import { JSONObject, JSONValue } from '../graph.js';
 
 type Schema = { [key: string]: any };
 

@@ -21,7 +21,7 @@ import {
   applyNodeChanges,
   useReactFlow
 } from '@xyflow/react';
-import { api, INodeType } from './api.js';
+import { api, INodeType } from '../api.js';
 import {
   IFlowEdge,
   IFlowNode,
@@ -30,9 +30,9 @@ import {
   freshId,
   layoutPositions,
   nodesOnCycles
-} from './graph.js';
-import { NxFlowDoc, NxFlowModel } from './model.js';
-import { INodeRun, IPeer, NxNode, nodeTypes, phase } from './nodeview.js';
+} from '../graph.js';
+import { NxFlowDoc, NxFlowModel } from '../model.js';
+import { INodeRun, IPeer, NxNode, nodeTypes, phase } from '../canvas/nodeview.js';
 import { FlowInspector, Inspector } from './inspector.js';
 import { LogsPanel, RunToolbar, useRunView } from './runs.js';
 import { defaultsOf } from './schemaform.js';

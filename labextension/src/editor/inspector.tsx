@@ -1,9 +1,9 @@
 /** The inspector: the selected node's fields and config form, or the flow's own fields. */
 import React from 'react';
-import { INodeType } from './api.js';
-import { IFlow, IFlowNode, JSONObject } from './graph.js';
-import { NxFlowDoc } from './model.js';
-import { INodeRun } from './nodeview.js';
+import { INodeType } from '../api.js';
+import { IFlow, IFlowNode, JSONObject } from '../graph.js';
+import { NxFlowDoc } from '../model.js';
+import { INodeRun } from '../canvas/nodeview.js';
 import { SchemaForm } from './schemaform.js';
 
 const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed'];
