@@ -1,7 +1,10 @@
 /** Client of the Nexus-Flow server extension's REST and websocket API. */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
-import { JSONObject, JSONValue } from './graph.js';
+import type { IAttempt } from './canvas/types.js';
+import type { JSONObject, JSONValue } from './graph.js';
+
+export type { IAttempt };
 
 export interface INodeType {
   type: string;
@@ -32,18 +35,6 @@ export interface IRun {
   run_id: string;
   status: string;
   nodes: { [id: string]: INodeRunState };
-}
-
-export interface IAttempt {
-  attempt: number;
-  status: string;
-  error?: string | null;
-  log?: string | null;
-  input?: JSONValue;
-  output?: JSONValue;
-  duration_ms?: number | null;
-  started_at?: string | null;
-  ended_at?: string | null;
 }
 
 export interface IRunEvent {

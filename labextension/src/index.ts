@@ -11,7 +11,7 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { DEFAULT_SETTINGS, ICanvasSettings } from './editor/editor.js';
+import { DEFAULT_SETTINGS, ICanvasSettings } from './editor/settings.js';
 import { dumpsCanonical } from './graph.js';
 import { flowIcon } from './icons.js';
 import { CONTENT_TYPE, NxFlowDoc, NxFlowModel, NxFlowModelFactory } from './model.js';

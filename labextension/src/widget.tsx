@@ -3,7 +3,8 @@ import React from 'react';
 import { ReactWidget } from '@jupyterlab/apputils';
 import { ABCWidgetFactory, DocumentRegistry, DocumentWidget } from '@jupyterlab/docregistry';
 import { ISignal, Signal } from '@lumino/signaling';
-import { FlowEditor, ICanvasSettings, DEFAULT_SETTINGS } from './editor/editor.js';
+import { FlowEditor } from './editor/editor.js';
+import { DEFAULT_SETTINGS, ICanvasSettings } from './editor/settings.js';
 import { NxFlowModel } from './model.js';
 
 export const FACTORY = 'Nexus-Flow Canvas';

@@ -1,65 +1,26 @@
-/** How one flow node looks on the canvas: title, type, handles and its run glow. */
+/**
+ * How one flow node looks: title, type, handles and its run glow. The Lab panel and the
+ * notebook widget draw this same element (same classes and data attributes).
+ */
 import React, { memo, useEffect } from 'react';
 import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyflow/react';
-import { IFlowNode } from '../graph.js';
-import { INodeType } from '../api.js';
-
-export interface INodeRun {
-  state: string;
-  attempt?: number;
-  error?: string | null;
-}
-
-export interface IPeer {
-  name: string;
-  color: string;
-}
+import type { IFlowNode } from '../graph.js';
+import { phase, publicState } from './phase.js';
+import type { INodeLook, INodeRun, IPeer } from './types.js';
 
 export type NxNodeData = {
   node: IFlowNode;
-  typeInfo?: INodeType;
+  typeInfo?: INodeLook;
+  /** Whether the node types are known (an unknown type is then flagged). */
   catalogLoaded: boolean;
   run?: INodeRun;
   peers: IPeer[];
   problem?: string;
-  sig: string;
+  /** What the node was drawn from (the editor keeps a node object while this is the same). */
+  sig?: string;
 };
 
 export type NxNode = Node<NxNodeData, 'nx'>;
-
-/** Map an engine node state onto the small set that tests and automation read. */
-export function publicState(run?: INodeRun): string {
-  switch (run?.state) {
-    case undefined:
-      return 'idle';
-    case 'pending':
-    case 'queued':
-    case 'scheduled':
-      return 'queued';
-    case 'running':
-    case 'succeeded':
-    case 'failed':
-    case 'skipped':
-    case 'canceled':
-      return run.state;
-    default:
-      return 'idle';
-  }
-}
-
-/** The finer phase that picks the glow (adds pending, scheduled and retrying). */
-export function phase(run?: INodeRun): string {
-  if (!run) {
-    return 'idle';
-  }
-  if (run.state === 'scheduled' && (run.attempt ?? 1) > 1) {
-    return 'retrying';
-  }
-  if (run.state === 'running' && (run.attempt ?? 1) > 1) {
-    return 'retrying';
-  }
-  return run.state;
-}
 
 function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
   const { node, typeInfo, run, peers, problem, catalogLoaded } = data;
@@ -85,7 +46,7 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
       data-phase={ph}
       data-attempt={run?.attempt ?? ''}
       style={ring}
-      title={problem ?? (unknown ? `unknown node type '${node.type}'` : run?.error ?? '')}
+      title={problem ?? (unknown ? `unknown node type '${node.type}'` : run?.error || node.description || '')}
     >
       <Handle type="target" position={Position.Top} />
       <div className="nf-node-title">{node.label || node.id}</div>

@@ -3,7 +3,7 @@ import React from 'react';
 import { INodeType } from '../api.js';
 import { IFlow, IFlowNode, JSONObject } from '../graph.js';
 import { NxFlowDoc } from '../model.js';
-import { INodeRun } from '../canvas/nodeview.js';
+import type { INodeRun } from '../canvas/types.js';
 import { SchemaForm } from './schemaform.js';
 
 const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed'];

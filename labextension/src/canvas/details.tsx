@@ -1,0 +1,118 @@
+/**
+ * A node's details in the run shown: every attempt's status, duration, error, output, input
+ * and log. The host says where attempts come from (`load`); secrets in them are already
+ * masked where they were recorded.
+ */
+import React, { useEffect, useRef, useState } from 'react';
+import type { JSONValue } from '../graph.js';
+import type { AttemptsLoader, IAttempt, INodeRun } from './types.js';
+
+export interface INodeDetailsProps {
+  runId: string;
+  nodeId: string;
+  run?: INodeRun;
+  load: AttemptsLoader;
+  onClose: () => void;
+  /** Shown instead of "Loading…" when the answer takes longer than a second. */
+  slowHint?: string;
+}
+
+export function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function pretty(value: JSONValue | undefined): string {
+  return value === undefined ? '—' : JSON.stringify(value, null, 2);
+}
+
+/** Load the attempts again whenever the node's state or attempt changes. */
+function useAttempts(
+  load: AttemptsLoader,
+  runId: string,
+  nodeId: string,
+  run?: INodeRun
+): { attempts: IAttempt[] | null; error: string | null; slow: boolean } {
+  const [attempts, setAttempts] = useState<IAttempt[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [slow, setSlow] = useState(false);
+  const key = `${runId}/${nodeId}/${run?.state}/${run?.attempt}`;
+  const last = useRef(key);
+  useEffect(() => {
+    last.current = key;
+    setSlow(false);
+    const timer = window.setTimeout(() => setSlow(true), 1000);
+    load(runId, nodeId).then(
+      a => {
+        if (last.current === key) {
+          setAttempts(a);
+          setError(null);
+        }
+      },
+      err => {
+        if (last.current === key) {
+          setError((err as Error).message ?? String(err));
+        }
+      }
+    ).finally(() => window.clearTimeout(timer));
+    return () => window.clearTimeout(timer);
+  }, [key, load]);
+  return { attempts, error, slow };
+}
+
+export function NodeDetails({ runId, nodeId, run, load, onClose, slowHint }: INodeDetailsProps): JSX.Element {
+  const { attempts, error, slow } = useAttempts(load, runId, nodeId, run);
+  const [shown, setShown] = useState<number | null>(null);
+  const attempt = attempts?.find(a => a.attempt === shown) ?? attempts?.[attempts.length - 1];
+  return (
+    <div className="nf-logs" data-logs-node={nodeId}>
+      <div className="nf-logs-head">
+        <strong>{nodeId}</strong>
+        <span className="nf-help">run {runId.slice(0, 8)}</span>
+        {attempts && attempts.length > 1 && (
+          <select
+            className="nf-input"
+            aria-label="Attempt"
+            value={attempt?.attempt}
+            onChange={e => setShown(Number(e.target.value))}
+          >
+            {attempts.map(a => (
+              <option key={a.attempt} value={a.attempt}>
+                attempt {a.attempt} · {a.status}
+              </option>
+            ))}
+          </select>
+        )}
+        <button className="nf-btn nf-close" onClick={onClose} aria-label="Close logs">
+          ✕
+        </button>
+      </div>
+      {error && <div className="nf-field-error">{error}</div>}
+      {!error && !attempts && <div className="nf-help">{slow && slowHint ? slowHint : 'Loading…'}</div>}
+      {attempts && attempts.length === 0 && (
+        <div className="nf-help">No attempt yet ({run?.state ?? 'not started'}).</div>
+      )}
+      {attempt && (
+        <div className="nf-logs-body" data-attempt-status={attempt.status}>
+          <div className="nf-row">
+            <span className={`nf-pill nf-pill-${attempt.status}`}>{attempt.status}</span>
+            <span>attempt {attempt.attempt}</span>
+            {attempt.duration_ms != null && <span>{formatMs(attempt.duration_ms)}</span>}
+          </div>
+          {attempt.error && <pre className="nf-error-text">{attempt.error}</pre>}
+          <details open>
+            <summary>Output</summary>
+            <pre data-detail="output">{pretty(attempt.output)}</pre>
+          </details>
+          <details>
+            <summary>Input</summary>
+            <pre data-detail="input">{pretty(attempt.input)}</pre>
+          </details>
+          <details open={!!attempt.log}>
+            <summary>Log</summary>
+            <pre data-detail="log">{attempt.log || '—'}</pre>
+          </details>
+        </div>
+      )}
+    </div>
+  );
+}

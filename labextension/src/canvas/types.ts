@@ -1,0 +1,42 @@
+/**
+ * What the canvas draws, shared by its two hosts: the Lab panel (data from the REST API and
+ * the events websocket) and the notebook widget (data from the kernel over the widget comm).
+ * Types only: this module adds nothing to a bundle.
+ */
+import type { JSONValue } from '../graph.js';
+
+/** A node's state in the run shown (the last event seen for it). */
+export interface INodeRun {
+  state: string;
+  attempt?: number;
+  error?: string | null;
+}
+
+/** What the node view needs of a node type: its title and named output handles. */
+export interface INodeLook {
+  title?: string;
+  output_handles?: string[];
+}
+
+/** A collaborator who has the node selected (Lab only; the widget has none). */
+export interface IPeer {
+  name: string;
+  color: string;
+}
+
+/** One attempt of a node as recorded (secrets already masked by the worker). */
+export interface IAttempt {
+  attempt: number;
+  status: string;
+  error?: string | null;
+  log?: string | null;
+  input?: JSONValue;
+  output?: JSONValue;
+  worker?: string | null;
+  duration_ms?: number | null;
+  started_at?: string | null;
+  ended_at?: string | null;
+}
+
+/** Fetch a node's attempts in a run: the REST API in Lab, the kernel in a notebook. */
+export type AttemptsLoader = (runId: string, nodeId: string) => Promise<IAttempt[]>;

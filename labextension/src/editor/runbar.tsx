@@ -1,0 +1,115 @@
+/** The run toolbar: Run (asking for inputs when the flow has params), Cancel, Retry, history. */
+import React, { useState } from 'react';
+import { api, IRunSummary } from '../api.js';
+import type { IFlow, JSONObject } from '../graph.js';
+import type { NxFlowDoc } from '../model.js';
+import { InputsForm } from './inputs.js';
+import type { Notify } from './notice.js';
+import type { IRunView } from './runview.js';
+
+interface IToolbarProps {
+  doc: NxFlowDoc;
+  path: string;
+  flow: IFlow;
+  view: IRunView;
+  pick: (runId: string | null) => void;
+  notify: Notify;
+}
+
+/** Run (with an inputs form), Cancel, Retry from failed and the run history picker. */
+export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProps): JSX.Element {
+  const [history, setHistory] = useState<IRunSummary[] | null>(null);
+  const [asking, setAsking] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const params = flow.params ?? {};
+  const hasParams = Object.keys(params).length > 0;
+  const active = view.status === 'running' || (view.runId !== null && view.status === null);
+
+  const start = async (inputs: JSONObject) => {
+    setBusy(true);
+    try {
+      const runId = await api.startRun(path, inputs);
+      doc.runId = runId;
+      pick(null);
+    } catch (err) {
+      notify(`Run refused: ${(err as Error).message}`);
+    } finally {
+      setBusy(false);
+      setAsking(false);
+    }
+  };
+  const act = async (what: 'cancel' | 'retry') => {
+    if (!view.runId) {
+      return;
+    }
+    setBusy(true);
+    try {
+      if (what === 'cancel') {
+        await api.cancel(view.runId);
+      } else {
+        doc.runId = await api.retry(view.runId);
+        pick(null);
+      }
+    } catch (err) {
+      notify(`${what === 'cancel' ? 'Cancel' : 'Retry'} failed: ${(err as Error).message}`);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const loadHistory = () => {
+    api.runs(path).then(setHistory, err => notify(`Run history: ${(err as Error).message}`));
+  };
+  return (
+    <div className="nf-runbar">
+      <button
+        className="nf-btn nf-primary"
+        data-action="run"
+        disabled={busy}
+        onClick={() => (hasParams ? setAsking(true) : start({}))}
+        title="Run this flow as it is now"
+      >
+        ▶ Run
+      </button>
+      <button className="nf-btn" data-action="cancel" disabled={busy || !active} onClick={() => act('cancel')}>
+        ■ Cancel
+      </button>
+      <button
+        className="nf-btn"
+        data-action="retry"
+        disabled={busy || !view.runId || !(view.status === 'failed' || view.status === 'canceled')}
+        onClick={() => act('retry')}
+        title="Run the failed, canceled and skipped nodes again, keeping what succeeded"
+      >
+        ↻ Retry
+      </button>
+      <select
+        className="nf-input nf-history"
+        aria-label="Run history"
+        value={view.runId ?? ''}
+        onFocus={loadHistory}
+        onMouseDown={loadHistory}
+        onChange={e => pick(e.target.value || null)}
+      >
+        <option value="">{view.runId ? 'current run' : 'No run'}</option>
+        {view.runId && !(history ?? []).some(r => r.run_id === view.runId) && (
+          <option value={view.runId}>{view.runId.slice(0, 8)} · {view.status ?? '…'}</option>
+        )}
+        {(history ?? []).map(r => (
+          <option key={r.run_id} value={r.run_id}>
+            {r.run_id.slice(0, 8)} · {r.status}
+            {r.created_at ? ` · ${new Date(String(r.created_at)).toLocaleString()}` : ''}
+          </option>
+        ))}
+      </select>
+      {view.runId && (
+        <span className={`nf-run-status nf-run-${view.status ?? 'starting'}`} data-run-status={view.status ?? ''}>
+          {view.status ?? 'starting'}
+          {!view.connected && view.status === 'running' ? ' (reconnecting)' : ''}
+        </span>
+      )}
+      {asking && (
+        <InputsForm params={params} onCancel={() => setAsking(false)} onRun={start} />
+      )}
+    </div>
+  );
+}
