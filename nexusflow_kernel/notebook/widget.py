@@ -1,19 +1,25 @@
 """The inline canvas: an anywidget showing a flow with React Flow, glowing while it runs.
 
-The frontend is one self-contained ES module (React, React DOM and @xyflow/react bundled by
-esbuild from ``js/``) that travels over the widget comm: nothing is fetched from a CDN. The
-kernel pushes node states into the ``states`` trait from a background thread that follows
-the run's event stream; the browser restyles each node as the trait changes.
+The frontend is the Lab canvas's own node view, edges and glow (``labextension/src/canvas``),
+bundled with React and @xyflow/react into one ES module by the package build (``npm run
+build:widget`` in ``labextension/``, run by ``pip install``); it travels over the widget comm,
+nothing is fetched from a CDN. The kernel pushes node states into the ``states`` trait from a
+background thread that follows the run's event stream; the browser restyles each node as the
+trait changes. Clicking a node asks the kernel for its attempts (``_node_attempts``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
+from anywidget.experimental import command
+
+from ..errors import NexusFlowError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flow import Flow
@@ -22,14 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
 STATIC = Path(__file__).parent / "static"
 FINAL = ("succeeded", "failed", "canceled")
 
+logger = logging.getLogger(__name__)
+
 
 def _bundle(name: str) -> Path:
     path = STATIC / name
     if not path.exists():
         raise ImportError(
-            f"the inline canvas bundle {name} is missing: build it with "
-            "`npm --prefix nexusflow_kernel/notebook/js ci && npm --prefix "
-            "nexusflow_kernel/notebook/js run build`"
+            f"the inline canvas bundle {name} is missing: it is built with the package "
+            "(`pip install -e .`, or `npm --prefix labextension run build:widget` in a "
+            "checkout whose npm dependencies are installed)"
         )
     return path
 
@@ -63,6 +71,7 @@ class FlowWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._follower: threading.Thread | None = None
         self._stop = threading.Event()
+        self._run: Run | None = None
 
     @classmethod
     def for_flow(cls, flow: Flow, *, height: int = 360) -> FlowWidget:
@@ -89,6 +98,7 @@ class FlowWidget(anywidget.AnyWidget):
         """Show ``run``'s node states, updated live until it ends."""
         self.stop()
         self._stop = threading.Event()
+        self._run = run
         self.run_id = run.id
         self._apply_snapshot(run)
         thread = threading.Thread(target=self._follow, args=(run, self._stop),
@@ -99,6 +109,33 @@ class FlowWidget(anywidget.AnyWidget):
     def stop(self) -> None:
         """Stop following the run (the view keeps the last states)."""
         self._stop.set()
+
+    def node_attempts(self, request: Any) -> dict[str, Any]:
+        """Answer the canvas asking for a node's attempts in the run it shows.
+
+        ``request`` is ``{"run_id", "node"}``; the reply is ``{"attempts": [...]}`` (status,
+        output, error, input, log and timing of each attempt: what the REST API's node logs
+        serve, with secrets masked as the worker recorded them) or ``{"error": message}``.
+        """
+        if not isinstance(request, dict) or not isinstance(request.get("node"), str) \
+                or not isinstance(request.get("run_id"), str):
+            return {"error": "a node details request needs the strings run_id and node"}
+        run = self._run
+        if run is None or request["run_id"] != run.id:
+            shown = f"run {run.id}" if run is not None else "no run"
+            return {"error": f"this canvas shows {shown}, not run {request['run_id']}"}
+        try:
+            return {"attempts": run.attempts(request["node"])}
+        except NexusFlowError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # the canvas waits for an answer: never leave it without one
+            logger.warning("node details of %s in run %s failed", request["node"], run.id,
+                           exc_info=True)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    @command
+    def _node_attempts(self, msg: Any, buffers: list[bytes]) -> tuple[dict[str, Any], list]:
+        return self.node_attempts(msg), []
 
     def _apply_snapshot(self, run: Run) -> str:
         data = run.info()
