@@ -41,6 +41,101 @@ const states = (page, scope) =>
     Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
   );
 
+/** Wait until the current notebook's kernel is idle; return its number of cells. */
+async function kernelReady(page) {
+  return page.evaluate(async () => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    await panel.sessionContext.ready;
+    const kernel = panel.sessionContext.session.kernel;
+    const t0 = Date.now();
+    while (kernel.status !== 'idle' && Date.now() - t0 < 30000) {
+      await new Promise(r => setTimeout(r, 100));
+    }
+    return panel.content.widgets.length;
+  });
+}
+
+/** Run cells `from` .. `to - 1` of the current notebook (resolves when the last one is done). */
+function runCells(page, from, to) {
+  return page.evaluate(
+    async ([a, b]) => {
+      const panel = window.jupyterapp.shell.currentWidget;
+      for (let i = a; i < b; i++) {
+        panel.content.activeCellIndex = i;
+        await window.jupyterapp.commands.execute('notebook:run-cell');
+      }
+    },
+    [from, to]
+  );
+}
+
+const FINAL = ['succeeded', 'failed', 'skipped', 'canceled'];
+
+/** Wait until `count` nodes under `scope` all show a final state. */
+async function settled(page, scope, count, timeout = 60000) {
+  await page.waitForFunction(
+    ([s, n, f]) => {
+      const els = Array.from(document.querySelectorAll(`${s} [data-node-id]`));
+      return els.length >= n && els.every(e => f.includes(e.getAttribute('data-state')));
+    },
+    [scope, count, FINAL],
+    { timeout }
+  );
+}
+
+/**
+ * Describe every node element under `scope` as the canvas drew it: its classes and data
+ * attributes, the tags and nf- classes of everything inside it (handles by id and side, without
+ * React Flow's own interaction classes), its text, and the computed glow.
+ */
+function nodeSignatures(page, scope) {
+  return page.$$eval(`${scope} [data-node-id]`, els => {
+    const nf = e => Array.from(e.classList).filter(c => c.startsWith('nf-')).join(' ');
+    return Object.fromEntries(
+      els.map(el => {
+        const cs = getComputedStyle(el);
+        const skeleton = Array.from(el.querySelectorAll('*')).map(d => {
+          const handle = d.classList.contains('react-flow__handle')
+            ? `[handle ${d.getAttribute('data-handleid') ?? ''} ${d.classList.contains('source') ? 'source' : 'target'}]`
+            : '';
+          return `${d.tagName.toLowerCase()}.${nf(d)}${handle}`;
+        });
+        return [
+          el.getAttribute('data-node-id'),
+          {
+            className: el.className,
+            state: el.getAttribute('data-state'),
+            phase: el.getAttribute('data-phase'),
+            attempt: el.getAttribute('data-attempt'),
+            text: el.innerText,
+            skeleton,
+            glow: {
+              borderColor: cs.borderTopColor,
+              borderStyle: cs.borderTopStyle,
+              background: cs.backgroundColor,
+              color: cs.color,
+              boxShadow: cs.boxShadow,
+              opacity: cs.opacity
+            }
+          }
+        ];
+      })
+    );
+  });
+}
+
+/** The nf- classes of every edge under `scope`, by edge id. */
+function edgeClasses(page, scope) {
+  return page.$$eval(`${scope} .react-flow__edge`, els =>
+    Object.fromEntries(
+      els.map(e => [
+        e.getAttribute('data-id') || e.getAttribute('data-testid'),
+        Array.from(e.classList).filter(c => c.startsWith('nf-')).join(' ')
+      ])
+    )
+  );
+}
+
 const scenarios = {
   /** The canvas is open on FLOW_FILE; the test adds node NEW_ID from Python; time its arrival. */
   async live(browser) {
@@ -80,33 +175,13 @@ const scenarios = {
    *  rest (they start a run the canvas follows); watch the nodes glow until the run ends. */
   async notebook(browser) {
     const page = await openTab(browser, 'notebook', process.env.NOTEBOOK, '.jp-Notebook');
-    const cellCount = await page.evaluate(async () => {
-      const panel = window.jupyterapp.shell.currentWidget;
-      await panel.sessionContext.ready;
-      const kernel = panel.sessionContext.session.kernel;
-      const t0 = Date.now();
-      while (kernel.status !== 'idle' && Date.now() - t0 < 30000) {
-        await new Promise(r => setTimeout(r, 100));
-      }
-      return panel.content.widgets.length;
-    });
-    const runCells = (from, to) =>
-      page.evaluate(
-        async ([a, b]) => {
-          const panel = window.jupyterapp.shell.currentWidget;
-          for (let i = a; i < b; i++) {
-            panel.content.activeCellIndex = i;
-            await window.jupyterapp.commands.execute('notebook:run-cell');
-          }
-        },
-        [from, to]
-      );
+    const cellCount = await kernelReady(page);
     const show = Number(process.env.SHOW_CELLS);
     const scope = '.nf-inline';
     const expected = Number(process.env.EXPECT_NODES);
     const t0 = Date.now();
     log('kernel ready; running cells 0 ..', show - 1);
-    await runCells(0, show);
+    await runCells(page, 0, show);
     await page.waitForFunction(
       ([s, n]) => document.querySelectorAll(`${s} [data-node-id]`).length >= n,
       [scope, expected],
@@ -130,16 +205,8 @@ const scenarios = {
     }, scope);
     log('running cells', show, '..', cellCount - 1);
     const t1 = Date.now();
-    const rest = runCells(show, cellCount);
-    const final = ['succeeded', 'failed', 'skipped', 'canceled'];
-    await page.waitForFunction(
-      ([s, f]) => {
-        const els = Array.from(document.querySelectorAll(`${s} [data-node-id]`));
-        return els.length > 0 && els.every(e => f.includes(e.getAttribute('data-state')));
-      },
-      [scope, final],
-      { timeout: 60000 }
-    );
+    const rest = runCells(page, show, cellCount);
+    await settled(page, scope, 1);
     const runMs = Date.now() - t1;
     await rest;
     const seen = await page.evaluate(() => {
@@ -177,6 +244,96 @@ const scenarios = {
       states: result, seen, runStatus, shownMs, runMs, glow, outputs, visibleAsRendered,
       visibleAfterFit, screenshot, errors: page.errors
     };
+  },
+
+  /** The same run (RUN_ID, of FLOW_FILE) in the Lab panel and in a notebook's widget
+   *  (NOTEBOOK attaches to it): describe each node element and edge of both. */
+  async same(browser) {
+    const expected = Number(process.env.EXPECT_NODES);
+    const notebook = await openTab(browser, 'same-notebook', process.env.NOTEBOOK, '.jp-Notebook');
+    const cells = await kernelReady(notebook);
+    await runCells(notebook, 0, cells);
+    await settled(notebook, '.nf-inline', expected);
+
+    const lab = await openTab(browser, 'same-lab', process.env.FLOW_FILE, '[data-nexusflow-editor]');
+    await lab.focus('select.nf-history'); // loads the run history
+    await lab.waitForFunction(
+      r => Array.from(document.querySelectorAll('select.nf-history option')).some(o => o.value === r),
+      process.env.RUN_ID,
+      { timeout: 10000 }
+    );
+    await lab.selectOption('select.nf-history', process.env.RUN_ID);
+    await settled(lab, '[data-nexusflow-editor]', expected);
+    await lab.click('[data-nexusflow-editor] .react-flow__pane'); // nothing selected
+    await notebook.waitForTimeout(600); // let the colour transitions end
+    const result = {
+      lab: await nodeSignatures(lab, '[data-nexusflow-editor]'),
+      widget: await nodeSignatures(notebook, '.nf-inline'),
+      labEdges: await edgeClasses(lab, '[data-nexusflow-editor]'),
+      widgetEdges: await edgeClasses(notebook, '.nf-inline'),
+      errors: [...lab.errors, ...notebook.errors]
+    };
+    await notebook.$eval('.nf-inline', e => e.scrollIntoView({ block: 'center' }));
+    await shot(notebook, 'same-node-widget');
+    await shot(lab, 'same-node-lab');
+    return result;
+  },
+
+  /** NOTEBOOK shows a finished run's widget (cells before WAIT_CELL); click the CLICK nodes
+   *  and read their details; then click LATE while WAIT_CELL keeps the kernel busy. */
+  async details(browser) {
+    const page = await openTab(browser, 'details', process.env.NOTEBOOK, '.jp-Notebook');
+    await kernelReady(page);
+    const waitCell = Number(process.env.WAIT_CELL);
+    await runCells(page, 0, waitCell);
+    const scope = '.nf-inline';
+    await settled(page, scope, Number(process.env.EXPECT_NODES));
+    await page.$eval(scope, e => e.scrollIntoView({ block: 'start' }));
+    const open = async id => {
+      await page.click(`${scope} .react-flow__node[data-id="${id}"] .nf-node-title`);
+      await page.waitForSelector(`${scope} .nf-logs[data-logs-node="${id}"] .nf-logs-body`, { timeout: 15000 });
+      return page.$eval(`${scope} .nf-logs`, el => ({
+        status: el.querySelector('.nf-logs-body').getAttribute('data-attempt-status'),
+        error: el.querySelector('.nf-error-text')?.textContent ?? null,
+        output: el.querySelector('[data-detail="output"]').textContent,
+        input: el.querySelector('[data-detail="input"]').textContent,
+        log: el.querySelector('[data-detail="log"]').textContent
+      }));
+    };
+    const shown = {};
+    for (const id of process.env.CLICK.split(',')) {
+      shown[id] = await open(id);
+      await shot(page, `details-${id}`);
+    }
+    const selected = await page.$$eval(`${scope} .nf-node.nf-selected`, els => els.map(e => e.getAttribute('data-node-id')));
+    // Closing hides the panel; the widget shrinks back.
+    const tall = await page.$eval(scope, e => e.getBoundingClientRect().height);
+    await page.click(`${scope} .nf-logs .nf-close`);
+    await page.waitForSelector(`${scope} .nf-logs`, { state: 'detached', timeout: 5000 });
+    const short = await page.$eval(scope, e => e.getBoundingClientRect().height);
+
+    // Clicked while a cell runs (the WAIT_CELL prints SLEEPING, then sleeps): ipykernel 7
+    // answers the widget's comm message at once; a kernel that reads comm messages only
+    // between cells would answer when the cell is done (the panel says it is waiting).
+    let doneAt = null;
+    const busy = runCells(page, waitCell, waitCell + 1).then(() => (doneAt = Date.now()));
+    await page.waitForFunction(
+      () => Array.from(document.querySelectorAll('.jp-OutputArea-output')).some(e => e.textContent.includes('SLEEPING')),
+      null,
+      { timeout: 10000 }
+    );
+    const late = process.env.LATE;
+    const clickedAt = Date.now();
+    await page.click(`${scope} .react-flow__node[data-id="${late}"] .nf-node-title`);
+    await page.waitForSelector(`${scope} .nf-logs[data-logs-node="${late}"] .nf-logs-body`, { timeout: 30000 });
+    const arrivedAt = Date.now();
+    const lateLog = await page.$eval(`${scope} [data-detail="log"]`, e => e.textContent);
+    await shot(page, 'details-while-busy');
+    await busy;
+    log('details clicked while cell', waitCell, 'ran arrived after', arrivedAt - clickedAt, 'ms; the cell ended',
+      doneAt - arrivedAt, 'ms later');
+    const pageText = await page.evaluate(() => document.body.innerText);
+    return { shown, selected, tall, short, lateLog, clickedAt, arrivedAt, doneAt, pageText, errors: page.errors };
   }
 };
 

@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pytest
+from nftest import settings_env
 
 from nexusflow_kernel.procs import free_port
 
@@ -180,3 +182,27 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with running_lab(base, env, token="nexusflow-ui-test",
                      extra=("--YDocExtension.document_save_delay=0.3",)) as server:
         yield server
+
+
+@pytest.fixture
+def backend_lab(settings, tmp_path) -> Iterator[Lab]:
+    """`jupyter lab` whose environment (and so its kernels') points at the test backends."""
+    _require_browser()
+    env = settings_env(settings)
+    env.update(
+        NEXUSFLOW_LOCAL_WORKERS="0",  # the test's workers serve the runs
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+    )
+    with running_lab(tmp_path, env, token="nexusflow-widget-test",
+                     log_name="jupyter-notebook-widget.log") as server:
+        yield server
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """Write a notebook of code ``cells`` with a Python kernelspec (no kernel picker)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, path)
+    return path

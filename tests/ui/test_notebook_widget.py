@@ -6,13 +6,7 @@ JupyterLab) uses the same PostgreSQL and Redis as the workers this test starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import nbformat
-import pytest
-from nftest import settings_env
-
-from tests.ui.conftest import Lab, _require_browser, running_lab
+from tests.ui.conftest import write_notebook
 from tests.ui.test_live_link import BrowserScenario
 
 CELLS = [
@@ -32,27 +26,9 @@ SHOW_CELLS = 3
 """The first cells show the canvas; the page waits for it, then runs the rest."""
 
 
-@pytest.fixture
-def backend_lab(settings, tmp_path) -> Iterator[Lab]:
-    """`jupyter lab` whose environment (and so its kernels') points at the test backends."""
-    _require_browser()
-    env = settings_env(settings)
-    env.update(
-        NEXUSFLOW_LOCAL_WORKERS="0",  # the test's workers serve the runs
-        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-    )
-    with running_lab(tmp_path, env, token="nexusflow-widget-test",
-                     log_name="jupyter-notebook-widget.log") as server:
-        yield server
-
-
 def test_the_inline_canvas_glows_until_every_node_succeeded(backend_lab, workers) -> None:
     workers.start(2)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(nb, backend_lab.root / "glow.ipynb")
+    write_notebook(backend_lab.root / "glow.ipynb", CELLS)
 
     page = BrowserScenario(backend_lab.url, backend_lab.token, "notebook", backend_lab.log,
                            NOTEBOOK="glow.ipynb", EXPECT_NODES="4",
