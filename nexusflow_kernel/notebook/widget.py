@@ -114,8 +114,9 @@ class FlowWidget(anywidget.AnyWidget):
         """Answer the canvas asking for a node's attempts in the run it shows.
 
         ``request`` is ``{"run_id", "node"}``; the reply is ``{"attempts": [...]}`` (status,
-        output, error, input, log and timing of each attempt: what the REST API's node logs
-        serve, with secrets masked as the worker recorded them) or ``{"error": message}``.
+        output, error, input, log and timing of each attempt, read through
+        ``Engine.node_attempts`` like the REST API's node logs, so masked the same way) or
+        ``{"error": message}``.
         """
         if not isinstance(request, dict) or not isinstance(request.get("node"), str) \
                 or not isinstance(request.get("run_id"), str):

@@ -1,7 +1,7 @@
 /**
  * A node's details in the run shown: every attempt's status, duration, error, output, input
- * and log. The host says where attempts come from (`load`); secrets in them are already
- * masked where they were recorded.
+ * and log. The host says where attempts come from (`load`): the REST API in Lab, the kernel
+ * in a notebook, both reading Engine.node_attempts (which masks secrets).
  */
 import React, { useEffect, useRef, useState } from 'react';
 import type { JSONValue } from '../graph.js';

@@ -24,7 +24,7 @@ export interface IPeer {
   color: string;
 }
 
-/** One attempt of a node as recorded (secrets already masked by the worker). */
+/** One attempt of a node as the engine serves it (secrets masked). */
 export interface IAttempt {
   attempt: number;
   status: string;
