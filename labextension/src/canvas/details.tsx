@@ -25,38 +25,47 @@ function pretty(value: JSONValue | undefined): string {
   return value === undefined ? '—' : JSON.stringify(value, null, 2);
 }
 
-/** Load the attempts again whenever the node's state or attempt changes. */
+/**
+ * Load the attempts again whenever the node's state or attempt changes. While another node's
+ * (or run's) attempts load, none are shown: never the previous node's under this one's name.
+ */
 function useAttempts(
   load: AttemptsLoader,
   runId: string,
   nodeId: string,
   run?: INodeRun
 ): { attempts: IAttempt[] | null; error: string | null; slow: boolean } {
-  const [attempts, setAttempts] = useState<IAttempt[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const [loaded, setLoaded] = useState<{ of: string; attempts: IAttempt[] | null; error: string | null }>({
+    of: '',
+    attempts: null,
+    error: null
+  });
   const [slow, setSlow] = useState(false);
-  const key = `${runId}/${nodeId}/${run?.state}/${run?.attempt}`;
+  const of = `${runId}/${nodeId}`;
+  const key = `${of}/${run?.state}/${run?.attempt}`;
   const last = useRef(key);
   useEffect(() => {
     last.current = key;
     setSlow(false);
     const timer = window.setTimeout(() => setSlow(true), 1000);
-    load(runId, nodeId).then(
-      a => {
-        if (last.current === key) {
-          setAttempts(a);
-          setError(null);
+    load(runId, nodeId)
+      .then(
+        attempts => {
+          if (last.current === key) {
+            setLoaded({ of, attempts, error: null });
+          }
+        },
+        err => {
+          if (last.current === key) {
+            setLoaded({ of, attempts: null, error: (err as Error).message ?? String(err) });
+          }
         }
-      },
-      err => {
-        if (last.current === key) {
-          setError((err as Error).message ?? String(err));
-        }
-      }
-    ).finally(() => window.clearTimeout(timer));
+      )
+      .finally(() => window.clearTimeout(timer));
     return () => window.clearTimeout(timer);
   }, [key, load]);
-  return { attempts, error, slow };
+  const mine = loaded.of === of;
+  return { attempts: mine ? loaded.attempts : null, error: mine ? loaded.error : null, slow };
 }
 
 export function NodeDetails({ runId, nodeId, run, load, onClose, slowHint }: INodeDetailsProps): JSX.Element {
