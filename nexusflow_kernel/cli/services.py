@@ -41,7 +41,11 @@ def services() -> None:
 @services.command("start")
 @_data_dir_option
 def start(data_dir: Path | None) -> None:
-    """Start the embedded servers that are not running and print where they listen."""
+    """Start the embedded servers that are not running and print where they listen.
+
+    Servers started (or found) here keep running until ``nexusflow services stop``; those that
+    JupyterLab, a kernel or ``nexusflow run`` start on their own stop when the last process
+    using them exits."""
     from ..services import services_status, start_services
 
     folder = _resolve(data_dir)
@@ -52,7 +56,8 @@ def start(data_dir: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     for name, info in services_status(folder).items():
         click.echo(f"{_NAMES[name]}: {info['url']} (pid {info['pid']})")
-    click.echo(f"ready in {time.monotonic() - began:.2f}s; data folder {folder}")
+    click.echo(f"ready in {time.monotonic() - began:.2f}s; data folder {folder}; they run "
+               "until `nexusflow services stop`")
 
 
 @services.command("stop")
@@ -73,7 +78,8 @@ def stop(data_dir: Path | None) -> None:
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(data_dir: Path | None, as_json: bool) -> None:
-    """Show whether each embedded server runs, its pid, URL (password masked) and folders."""
+    """Show whether each embedded server runs, its pid, URL (password masked), folders, and
+    what keeps it running (``services start``, or the processes that use it)."""
     from ..services import services_status
 
     folder = _resolve(data_dir)
@@ -85,15 +91,23 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"Embedded services in {folder}")
-    for column in ("service", "running", "pid", "url", "data"):
+    for column in ("service", "running", "pid", "url", "data", "kept by"):
         table.add_column(column, overflow="fold")
     for name, info in report.items():
+        if not info["running"]:
+            by = "-"
+        elif info["kept"]:
+            by = "services start"
+        else:
+            by = "pids " + ", ".join(str(pid) for pid in info["users"]) if info["users"] else \
+                "nobody (stops when the next user leaves)"
         table.add_row(
             _NAMES[name],
             "[green]yes[/green]" if info["running"] else "[red]no[/red]",
             str(info["pid"] or "-"),
             info["url"] or "-",
             info["data"],
+            by,
         )
     Console().print(table)
     click.echo("logs: " + ", ".join(info["log"] for info in report.values()))

@@ -162,8 +162,8 @@ def running_lab(base: Path, env: dict[str, str], *, token: str,
 def _stop_embedded(env: dict[str, str]) -> None:
     """Stop the embedded PostgreSQL and Redis the server started (zero-config), if it did.
 
-    They outlive the server on purpose (workers and kernels share them, and the next start
-    is quick), so a test that made them must stop them, or each run leaves two servers.
+    A server that exits stops what it started itself; one that had to be killed could not,
+    and the test must not leave two servers behind.
     """
     data_dir = env.get("NEXUSFLOW_DATA_DIR")
     if not data_dir or (env.get("NEXUSFLOW_DATABASE_URL") and env.get("NEXUSFLOW_REDIS_URL")):
