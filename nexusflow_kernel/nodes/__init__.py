@@ -38,9 +38,6 @@ def _load() -> None:
 
     register(NoopNode)
     register(SleepNode)
-    from ..notebook.tasks import PythonTaskNode  # notebook functions (@task)
-
-    register(PythonTaskNode)
 
     for ep in entry_points(group="nexusflow.nodes"):
         try:

@@ -6,13 +6,8 @@ modules (as ``import`` lines), JSON values (as literals) and other plain functio
 source, recursively). Anything else (a lambda, a closure, an open connection, a class
 instance) is refused with one message that says what to do instead.
 
-The ``python_task`` node type runs that source under the configured code isolation
-(``NEXUSFLOW_CODE_ISOLATION``) through the sandbox's ``run_isolated`` — a container, a clean
-subprocess, or (trusted machines only) the worker itself.
-
-Arguments are bound by name when the node runs: a parameter called ``inputs`` gets every
-parent's output, ``params`` gets the run's inputs, any other name gets the output of the parent
-node with that id, else the run input with that name, else its default.
+The ``python_task`` node type (``nexusflow_worker.sandbox.task_node``) runs that source under
+the configured code isolation.
 """
 
 from __future__ import annotations
@@ -22,21 +17,12 @@ import builtins
 import dis
 import inspect
 import json
-import keyword
-import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 import types
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import NexusFlowError, NodeExecutionError, NodeTimeoutError
-from ..nodes.base import NodeContext, NodeType
-
-DEFAULT_TIMEOUT_S = 300.0
-DEFAULT_MEMORY_MB = 1024
+from ..errors import NexusFlowError
 
 
 class TaskError(NexusFlowError):
@@ -188,12 +174,12 @@ def ship_source(fn: Any) -> str:
                 visit(value)
                 continue
             if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
-                module = getattr(value, "__module__", None)
+                owner = getattr(value, "__module__", None)
                 qual = getattr(value, "__qualname__", name)
-                if module and module not in ("__main__", "builtins") and "." not in qual \
+                if owner and owner not in ("__main__", "builtins") and "." not in qual \
                         and "<" not in qual:
-                    line = (f"from {module} import {qual}" if qual == name
-                            else f"from {module} import {qual} as {name}")
+                    line = (f"from {owner} import {qual}" if qual == name
+                            else f"from {owner} import {qual} as {name}")
                     if line not in header:
                         header.append(line)
                     continue
@@ -209,7 +195,8 @@ def ship_source(fn: Any) -> str:
             )
         bodies.append(body)
 
-    visit(fn if not isinstance(fn, Task) else fn.fn)
+    target: Any = fn.fn if isinstance(fn, Task) else fn
+    visit(target)
     parts = [f"# task {fn.__name__}, shipped by value from a notebook by Nexus-Flow\n"]
     if header:
         parts.append("\n".join(header) + "\n")
@@ -217,162 +204,4 @@ def ship_source(fn: Any) -> str:
     return "".join(parts)
 
 
-# ---------------------------------------------------------------------- the node type
-_BIND = '''
-
-_nexusflow_target = {name}
-
-
-def main(inputs, params):
-    import inspect
-    kwargs = {{}}
-    for p in inspect.signature(_nexusflow_target).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.name == "inputs":
-            kwargs[p.name] = inputs
-        elif p.name == "params":
-            kwargs[p.name] = params
-        elif p.name in inputs:
-            kwargs[p.name] = inputs[p.name]
-        elif p.name in params:
-            kwargs[p.name] = params[p.name]
-        elif p.default is p.empty:
-            known = ", ".join(sorted(set(inputs) | set(params))) or "none"
-            raise TypeError(
-                "task {name}(): no parent node and no run input is called %r "
-                "(parents and inputs: %s; 'inputs' and 'params' get them all)" % (p.name, known))
-    return _nexusflow_target(**kwargs)
-'''
-
-
-def task_program(function: str, source: str) -> str:
-    """Return the program run for a task: its shipped source plus the argument binding."""
-    return source.rstrip() + "\n" + _BIND.format(name=function)
-
-
-class PythonTaskNode(NodeType):
-    """Run a notebook function (``@task``) shipped by value, under the code isolation policy."""
-
-    name = "python_task"
-    title = "Python function"
-    description = ("A Python function from a notebook (@task), shipped by value and run with "
-                   "the configured code isolation. Arguments bind by name to parents' outputs "
-                   "and run inputs.")
-    category = "advanced"
-    effectful = True
-    template_exempt: ClassVar[tuple[str, ...]] = ("source",)
-    """Code is never a template: a run input would become code (the function gets them)."""
-    config_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "required": ["function", "source"],
-        "additionalProperties": False,
-        "properties": {
-            "function": {"type": "string", "title": "Function",
-                         "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 200,
-                         "description": "Name of the function the source defines."},
-            "source": {"type": "string", "title": "Source", "maxLength": 1_000_000,
-                       "x-widget": "code",
-                       "description": "Python source defining the function (shipped by "
-                                      "@task)."},
-            "timeout_s": {"type": "number", "title": "Timeout (s)", "exclusiveMinimum": 0,
-                          "maximum": 86400, "default": DEFAULT_TIMEOUT_S},
-            "memory_mb": {"type": "integer", "title": "Memory (MB)", "minimum": 16,
-                          "maximum": 65536, "default": DEFAULT_MEMORY_MB},
-        },
-    }
-
-    def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        function, source = config.get("function"), config.get("source")
-        if not isinstance(function, str) or not isinstance(source, str):
-            return []
-        if keyword.iskeyword(function):
-            return [("/function", f"{function!r} is a Python keyword")]
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as exc:
-            return [("/source", f"Python does not compile: line {exc.lineno}: {exc.msg}")]
-        except ValueError as exc:
-            return [("/source", f"Python does not compile: {exc}")]
-        if not any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body):
-            return [("/source", f"the source does not define a function {function}()")]
-        return []
-
-    def run(self, ctx: NodeContext) -> Any:
-        config = ctx.config
-        program = task_program(config["function"], config["source"])
-        payload = {"inputs": ctx.inputs, "params": ctx.params}
-        timeout = ctx.remaining(float(config.get("timeout_s", DEFAULT_TIMEOUT_S)))
-        memory = int(config.get("memory_mb", DEFAULT_MEMORY_MB))
-        try:
-            try:
-                from nexusflow_worker.sandbox import Limits, run_isolated
-            except ImportError:  # an engine-only install: the clean-subprocess policy
-                output, logs = run_subprocess(program, payload, timeout_s=timeout)
-            else:
-                limits = Limits(timeout_s=timeout, memory_mb=memory,
-                                max_output_bytes=int(ctx.settings.max_output_bytes))
-                labels = {"nexusflow.run": ctx.run_id, "nexusflow.node": ctx.node_id,
-                          "nexusflow.attempt": str(ctx.attempt)}
-                output, logs = run_isolated("python", program, payload,
-                                            policy=ctx.settings.code_isolation, limits=limits,
-                                            labels=labels)
-        except NodeExecutionError as exc:
-            for line in getattr(exc, "logs", []):
-                ctx.log.write(line)
-            raise
-        for line in logs:
-            ctx.log.write(line)
-        return output
-
-
-_RUNNER = r'''
-import json, sys, traceback
-envelope = json.loads(sys.stdin.read())
-namespace = {"__name__": "nexusflow_task"}
-try:
-    exec(compile(envelope["source"], "<task>", "exec"), namespace)
-    out = namespace["main"](envelope["payload"]["inputs"], envelope["payload"]["params"])
-    text = json.dumps(out)
-except BaseException:
-    traceback.print_exc()
-    sys.exit(1)
-sys.stdout.write("\n" + envelope["marker"] + " " + text + "\n")
-'''
-
-
-def run_subprocess(program: str, payload: dict[str, Any], *,
-                   timeout_s: float) -> tuple[Any, list[str]]:
-    """Run ``program`` in a subprocess with a clean environment (no worker variables, a fresh
-    working folder); return ``(output, log lines)``. Used when the sandbox is not installed."""
-    marker = "nexusflow-task-" + os.urandom(12).hex()
-    envelope = json.dumps({"source": program, "payload": payload, "marker": marker})
-    with tempfile.TemporaryDirectory(prefix="nexusflow-task-") as workdir:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir,
-               "LANG": "C.UTF-8", "TMPDIR": workdir}
-        try:
-            proc = subprocess.run([sys.executable, "-I", "-c", _RUNNER], input=envelope,
-                                  capture_output=True, text=True, cwd=workdir, env=env,
-                                  timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise NodeTimeoutError(f"timed out after {timeout_s:g} s") from None
-    logs, output, found = [], None, False
-    for line in proc.stdout.splitlines():
-        if line.startswith(marker + " "):
-            output, found = json.loads(line[len(marker) + 1:]), True
-        elif line or logs:
-            logs.append(line)
-    while logs and not logs[-1]:
-        logs.pop()  # the blank line written before the result line
-    errors = proc.stderr.splitlines()
-    logs += errors
-    if proc.returncode != 0 or not found:
-        last = errors[-1] if errors else f"exit status {proc.returncode}"
-        exc = NodeExecutionError(f"task failed: {last}", retryable=False)
-        exc.logs = logs  # type: ignore[attr-defined]
-        raise exc
-    return output, logs
-
-
-__all__ = ["PythonTaskNode", "Task", "TaskError", "as_task", "ship_source", "task",
-           "task_program"]
+__all__ = ["Task", "TaskError", "as_task", "ship_source", "task"]

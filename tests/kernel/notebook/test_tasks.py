@@ -7,9 +7,11 @@ import math
 import threading
 
 import pytest
+from nexusflow_worker.sandbox import run_isolated
+from nexusflow_worker.sandbox.task_node import task_program
 
 import nexusflow_kernel as nf
-from nexusflow_kernel.notebook.tasks import run_subprocess, ship_source, task_program
+from nexusflow_kernel.notebook.tasks import ship_source
 from tests.conftest import wait_run
 
 SCALE = 3
@@ -84,16 +86,18 @@ def test_node_config_and_validation():
         f.validate()
 
 
-def test_clean_subprocess_fallback():
-    out, logs = run_subprocess(task_program("f", "def f(inputs):\n    print('hi')\n"
-                                            "    return sorted(inputs)\n"),
-                               {"inputs": {"b": 1, "a": 2}, "params": {}}, timeout_s=30)
+def test_a_task_program_runs_in_a_clean_subprocess():
+    def run(program: str, payload: dict):
+        return run_isolated("python", program, payload, policy="process")
+
+    out, logs = run(task_program("f", "def f(inputs):\n    print('hi')\n"
+                                      "    return sorted(inputs)\n"),
+                    {"inputs": {"b": 1, "a": 2}, "params": {}})
     assert out == ["a", "b"] and logs == ["hi"]
     with pytest.raises(nf.NexusFlowError, match="ZeroDivisionError"):
-        run_subprocess(task_program("f", "def f():\n    return 1 / 0\n"),
-                       {"inputs": {}, "params": {}}, timeout_s=30)
+        run(task_program("f", "def f():\n    return 1 / 0\n"), {"inputs": {}, "params": {}})
     env_probe = task_program("f", "import os\ndef f():\n    return sorted(os.environ)\n")
-    out, _ = run_subprocess(env_probe, {"inputs": {}, "params": {}}, timeout_s=30)
+    out, _ = run(env_probe, {"inputs": {}, "params": {}})
     assert not any(k.startswith("NEXUSFLOW_") for k in out)
 
 
