@@ -30,8 +30,9 @@ from nexusflow_worker.sandbox import (
     run_isolated,
     sweep_orphans,
 )
+from nexusflow_worker.sandbox.client import docker_client
 from nexusflow_worker.sandbox.image import apt_mirror, entry_command
-from nexusflow_worker.sandbox.runner import LABEL_RUN, LABEL_WORKER, docker_client
+from nexusflow_worker.sandbox.runner import LABEL_RUN, LABEL_WORKER
 
 from nexusflow_kernel.errors import NodeExecutionError, NodeTimeoutError
 from nexusflow_kernel.nodes.base import NodeContext

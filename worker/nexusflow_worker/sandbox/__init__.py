@@ -4,11 +4,12 @@ Importing this package never imports the Docker SDK; it is loaded on first use, 
 registry can import ``nexusflow_worker.sandbox.node`` in every process.
 """
 
+from .client import engine_error
 from .image import BuildResult, build_image, image_exists, image_tag
 from .isolation import POLICIES, effective_policy, run_isolated
 from .node import CodeNode
 from .protocol import Limits
-from .runner import container_options, engine_error, run_code, sweep_orphans
+from .runner import container_options, run_code, sweep_orphans
 
 __all__ = [
     "POLICIES",

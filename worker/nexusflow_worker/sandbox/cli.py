@@ -32,8 +32,8 @@ def build(force: bool, data_dir: str | None, mirror: str | None) -> None:
     """Build the sandbox image from the recipe in the package (skipped when it exists)."""
     from pathlib import Path
 
+    from .client import engine_error
     from .image import build_image
-    from .runner import engine_error
 
     problem = engine_error()
     if problem:
@@ -54,9 +54,9 @@ def build(force: bool, data_dir: str | None, mirror: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(as_json: bool) -> None:
     """Say which isolation policy code nodes get and whether the image is built."""
+    from .client import engine_error
     from .image import image_exists, image_tag
     from .isolation import effective_policy
-    from .runner import engine_error
 
     settings = Settings.from_env()
     problem = engine_error()
@@ -89,8 +89,9 @@ def bench(runs: int) -> None:
     import statistics
     import time
 
+    from .client import engine_error
     from .protocol import Limits
-    from .runner import engine_error, run_code
+    from .runner import run_code
 
     problem = engine_error()
     if problem:

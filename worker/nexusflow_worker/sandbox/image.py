@@ -145,7 +145,7 @@ def build_image(
 
     Needs root (debootstrap) and a Docker engine. ``data_dir`` holds the package cache.
     """
-    from .runner import docker_client  # lazily: importing this module never imports docker
+    from .client import docker_client  # lazily: importing this module never imports docker
 
     started = time.monotonic()
     client = client or docker_client()
@@ -215,7 +215,7 @@ def image_exists(tag: str | None = None, *, client: Any = None) -> bool:
     """Return whether the sandbox image (this recipe's tag by default) is in the engine."""
     import docker.errors
 
-    from .runner import docker_client
+    from .client import docker_client
 
     client = client or docker_client()
     try:

@@ -85,7 +85,8 @@ def run_isolated(
     limits = limits or Limits()
     env = dict(env or {})
     if policy in ("auto", "docker"):
-        from .runner import engine_error, run_code
+        from .client import engine_error
+        from .runner import run_code
 
         problem = engine_error()
         if problem:

@@ -29,6 +29,7 @@ from typing import Any
 from nexusflow_kernel.errors import NodeExecutionError, NodeTimeoutError
 from nexusflow_kernel.procs import pid_alive
 
+from .client import docker_client
 from .image import entry_command, image_tag
 from .protocol import MAX_RUN_S, Envelope, Limits, StreamCollector
 
@@ -41,35 +42,6 @@ LABEL_WORKER = "nexusflow.worker"
 
 SANDBOX_USER = "65534:65534"
 """The user code runs as (``nobody:nogroup``), never root."""
-
-_clients: dict[tuple[int, str], Any] = {}
-
-
-def docker_client() -> Any:
-    """Return a Docker client for this process (``DOCKER_HOST`` and friends are honoured).
-
-    One per process id, because RQ forks a work-horse per job and a client must not cross a
-    fork.
-    """
-    import docker
-
-    key = (os.getpid(), os.environ.get("DOCKER_HOST", ""))
-    client = _clients.get(key)
-    if client is None:
-        client = docker.from_env(timeout=30)
-        _clients[key] = client
-    return client
-
-
-def engine_error() -> str | None:
-    """Return why no Docker engine answers, or ``None`` when one does."""
-    try:
-        docker_client().ping()
-    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        return f"no Docker engine answers at {where} ({type(exc).__name__})"
-    return None
-
 
 def worker_label() -> str:
     """Return the value of the ``nexusflow.worker`` label for containers of this process."""
