@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import NexusFlowError, NotFoundError
 from ..settings import Settings, mask_url
@@ -19,7 +20,19 @@ from ..workers import LocalWorkers, worker_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
-    from .flow import Flow
+    from ..model.compiler import CompiledFlow
+
+
+class Runnable(Protocol):
+    """What a run starts from: a ``Flow`` (this module sits below ``flow``, so it names the
+    builder's shape, not its class)."""
+
+    name: str
+    path: Path | None
+
+    def validate(self) -> CompiledFlow: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 FINAL = ("succeeded", "failed", "canceled")
 NODE_FINAL = ("succeeded", "failed", "skipped", "canceled")
@@ -80,7 +93,7 @@ def get_engine(settings: Settings | None = None) -> Engine:
         return engine
 
 
-def start_run(flow: Flow, inputs: Mapping[str, Any] | None, *, wait: bool,
+def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
               workers: int | str | None, timeout: float | None, progress: bool,
               settings: Settings | None) -> Run:
     """Start ``flow`` (see ``Flow.run``) and return its handle."""
@@ -176,7 +189,7 @@ class Outputs(Mapping[str, Any]):
 class Run:
     """A run of a flow: status, outputs, logs, control, and the live canvas."""
 
-    def __init__(self, run_id: str, *, engine: Engine | None = None, flow: Flow | None = None,
+    def __init__(self, run_id: str, *, engine: Engine | None = None, flow: Runnable | None = None,
                  workers: LocalWorkers | None = None) -> None:
         self.id = run_id
         self.engine = engine or get_engine()
@@ -361,7 +374,7 @@ class Run:
         return f"<Run {self.id} {status}>"
 
 
-def runs(flow: Flow | None = None, *, limit: int = 20,
+def runs(flow: Runnable | None = None, *, limit: int = 20,
          settings: Settings | None = None) -> list[dict[str, Any]]:
     """Return recent runs (of ``flow``'s file when it was loaded from or saved to one)."""
     engine = get_engine(settings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anywidget
 import traitlets
@@ -21,9 +21,31 @@ from anywidget.experimental import command
 
 from ..errors import NexusFlowError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .flow import Flow
-    from .run import Run
+
+class Drawable(Protocol):
+    """What the canvas draws: a ``Flow``, or anything with its document as a dict."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Followable(Protocol):
+    """What the canvas follows: a ``Run`` (this module sits below ``run`` and ``flow``, so
+    it names their shape, not their classes)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def flow(self) -> Drawable | None: ...
+
+    @property
+    def engine(self) -> Any: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def attempts(self, node_id: str) -> list[dict[str, Any]]: ...
+
+    def events(self, after: str = ..., *, block_ms: int = ...) -> list[Any]: ...
 
 STATIC = Path(__file__).parent / "static"
 FINAL = ("succeeded", "failed", "canceled")
@@ -71,16 +93,16 @@ class FlowWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._follower: threading.Thread | None = None
         self._stop = threading.Event()
-        self._run: Run | None = None
+        self._run: Followable | None = None
 
     @classmethod
-    def for_flow(cls, flow: Flow, *, height: int = 360) -> FlowWidget:
+    def for_flow(cls, flow: Drawable, *, height: int = 360) -> FlowWidget:
         widget = cls(catalog=node_catalog(), height=height)
         widget.set_flow(flow)
         return widget
 
     @classmethod
-    def for_run(cls, run: Run, *, height: int = 360) -> FlowWidget:
+    def for_run(cls, run: Followable, *, height: int = 360) -> FlowWidget:
         if run.flow is not None:
             graph = run.flow.to_dict()
         else:  # attached by id: draw the stored version
@@ -90,11 +112,11 @@ class FlowWidget(anywidget.AnyWidget):
         widget.follow(run)
         return widget
 
-    def set_flow(self, flow: Flow) -> None:
+    def set_flow(self, flow: Drawable) -> None:
         """Show ``flow`` as it is now (called again whenever the flow changes)."""
         self.graph = flow.to_dict()
 
-    def follow(self, run: Run) -> None:
+    def follow(self, run: Followable) -> None:
         """Show ``run``'s node states, updated live until it ends."""
         self.stop()
         self._stop = threading.Event()
@@ -138,14 +160,14 @@ class FlowWidget(anywidget.AnyWidget):
     def _node_attempts(self, msg: Any, buffers: list[bytes]) -> tuple[dict[str, Any], list]:
         return self.node_attempts(msg), []
 
-    def _apply_snapshot(self, run: Run) -> str:
+    def _apply_snapshot(self, run: Followable) -> str:
         data = run.info()
         self.states = {k: {"state": v["state"], "attempt": v["attempts"], "error": v["error"]}
                        for k, v in data["nodes"].items() if v["state"] != "pending"}
         self.status = data["status"]
         return data["status"]
 
-    def _follow(self, run: Run, stop: threading.Event) -> None:
+    def _follow(self, run: Followable, stop: threading.Event) -> None:
         after = "0-0"
         errors = 0
         while not stop.is_set():
