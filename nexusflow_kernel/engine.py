@@ -246,6 +246,7 @@ class Engine:
                 ver = row["v"]
             else:
                 _check_uuid(wid, "workflow")
+            assert wid is not None and ver is not None  # given, stored or looked up above
             return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
                                          actor=actor, dedupe_key=dedupe_key)
 

@@ -303,7 +303,7 @@ def _parse(expression: str) -> ast.AST:
             f"refused: the expression nests too deeply to parse ({type(exc).__name__})"
         ) from None
     _static_check(tree)
-    return tree.body  # type: ignore[attr-defined]
+    return tree.body
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ from .masking import MASK, MIN_MASKED_LENGTH, mask, mask_value
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from psycopg_pool import ConnectionPool
+    from .runstate.db import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class SecretStore:
     or from the environment when ``settings`` is ``None``).
     """
 
-    def __init__(self, source: Settings | ConnectionPool, *, settings: Settings | None = None):
+    def __init__(self, source: Settings | Pool, *, settings: Settings | None = None):
         from .runstate.db import get_pool
 
         if isinstance(source, Settings):
@@ -258,7 +259,7 @@ class SecretStore:
             conn.commit()
         return [_row_dict(r) for r in rows]
 
-    def groups_of(self, name: str) -> list[str] | None:
+    def groups_of(self, name: str) -> builtins.list[str] | None:
         """Return the scope groups of secret ``name`` (``[]``: unscoped; ``None``: no secret)."""
         from psycopg.rows import tuple_row
 
@@ -297,7 +298,7 @@ class SecretStore:
             self._check_scope(name, list(row[1]), run_id or current_run_id())
         return self.cipher.decrypt(row[0], name)
 
-    def _check_scope(self, name: str, groups: list[str], run_id: str | None) -> None:
+    def _check_scope(self, name: str, groups: Iterable[str], run_id: str | None) -> None:
         """Raise ``SecretScopeError`` unless the run's user is in one of ``groups``."""
         from psycopg.rows import tuple_row
 

@@ -25,7 +25,8 @@ def read_audit(pool: Any, *, limit: int = 100, actor: str | None = None,
                since: datetime | None = None, before: int | None = None) -> list[dict[str, Any]]:
     """Return audit entries, newest first, filtered by actor, action (``run.*`` matches a
     prefix), resource (``workflow:<id>``, ``run:<id>``, ...), time and id (``before``)."""
-    where, params = ["true"], []  # type: ignore[var-annotated]
+    where: list[str] = ["true"]
+    params: list[Any] = []
     if actor is not None:
         where.append("actor = %s")
         params.append(actor)

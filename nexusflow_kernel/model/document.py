@@ -88,8 +88,10 @@ def parse_flow_text(text: str | bytes, *, source: str | None = None) -> dict[str
             f"document nests deeper than {defaults.MAX_JSON_DEPTH} levels", source=source
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else "text"
-        msg = getattr(exc, "msg", str(exc))
+        if isinstance(exc, json.JSONDecodeError):
+            where, msg = f"line {exc.lineno} column {exc.colno}", exc.msg
+        else:
+            where, msg = "text", str(exc)
         raise FlowSyntaxError(f"malformed JSON at {where}: {msg}", source=source) from None
     return data
 

@@ -225,7 +225,7 @@ class HttpNode(NodeType):
             target = httpx.URL(url)
             pairs = _query_pairs(config.get("query") or {})
             if pairs:  # added to the URL's own query string, which httpx would replace
-                target = target.copy_merge_params(pairs)
+                target = target.copy_merge_params(tuple(pairs))
             with httpx.Client(
                 timeout=httpx.Timeout(timeout),
                 follow_redirects=bool(config.get("follow_redirects", False)),

@@ -585,7 +585,7 @@ def layout(nodes: Iterable[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]
             row.sort(key=lambda i: (rank[i], order.index(i)))
             for k, node_id in enumerate(row):
                 rank[node_id] = k - (len(row) - 1) / 2
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for depth, row in rows.items():
         for k, node_id in enumerate(row):
             x = (k - (len(row) - 1) / 2) * NODE_GAP_X

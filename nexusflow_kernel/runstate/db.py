@@ -9,10 +9,10 @@ import time
 import weakref
 from collections.abc import Callable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import BackendUnavailable
@@ -22,36 +22,40 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x6E657875  # advisory lock id: one migrator at a time
-_pools: dict[str, ConnectionPool] = {}
+Conn: TypeAlias = "psycopg.Connection[DictRow]"
+"""A connection of the record: rows come back as dicts."""
+Pool: TypeAlias = "ConnectionPool[psycopg.Connection[DictRow]]"
+
+_pools: dict[str, Pool] = {}
 _pools_lock = threading.Lock()
 
 
-_last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+_last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
 IDLE_CHECK_S = 1.0
 """A pooled connection idle longer than this is tested before use (a busy one is not: a
 round trip per checkout would cost more than the node it serves)."""
 
 
-def _stamp(conn: psycopg.Connection) -> None:
+def _stamp(conn: Conn) -> None:
     _last_used[conn] = time.monotonic()
 
 
-def _check_if_idle(conn: psycopg.Connection) -> None:
+def _check_if_idle(conn: Conn) -> None:
     if time.monotonic() - _last_used.get(conn, 0.0) > IDLE_CHECK_S:
         ConnectionPool.check_connection(conn)
 
 
-def _configure(conn: psycopg.Connection) -> None:
+def _configure(conn: Conn) -> None:
     conn.execute("SET application_name = 'nexusflow'")
     conn.commit()
 
 
-def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
+def get_pool(url: str, *, max_size: int = 8) -> Pool:
     """Return this process's pool for ``url`` (opened once, migrations applied once)."""
     with _pools_lock:
-        pool = _pools.get(url)
-        if pool is not None:
-            return pool
+        known = _pools.get(url)
+        if known is not None:
+            return known
         try:  # fail fast, with the server's own reason, when nothing answers
             psycopg.connect(url, connect_timeout=5).close()
         except psycopg.Error as exc:
@@ -61,6 +65,7 @@ def get_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
             ) from None
         pool = ConnectionPool(
             url,
+            connection_class=psycopg.Connection[DictRow],
             min_size=1,
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": False, "prepare_threshold": 1},
@@ -97,7 +102,7 @@ def migration_scripts() -> list[tuple[str, str]]:
     return sorted(scripts)
 
 
-def migrate(pool: ConnectionPool) -> list[str]:
+def migrate(pool: Pool) -> list[str]:
     """Apply the migrations not yet recorded, each in its own transaction; return their names.
 
     Several processes may start on a fresh database at once (worker replicas, a server and its
@@ -131,12 +136,11 @@ def migrate(pool: ConnectionPool) -> list[str]:
     return applied
 
 
-def _pending(conn: psycopg.Connection,
+def _pending(conn: Conn,
              scripts: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
     """Return the scripts not yet applied (``None`` when the migrations table is missing)."""
-    exists = conn.execute("SELECT to_regclass('nexusflow_migrations') IS NOT NULL AS t"
-                          ).fetchone()["t"]
-    if not exists:
+    row = conn.execute("SELECT to_regclass('nexusflow_migrations') IS NOT NULL AS t").fetchone()
+    if row is None or not row["t"]:
         conn.commit()
         return None
     done = {r["name"] for r in conn.execute("SELECT name FROM nexusflow_migrations")}
@@ -167,7 +171,7 @@ def with_retry(
             delay = min(delay * 2, 2.0)
 
 
-def run_tx(pool: ConnectionPool, body: Callable[[psycopg.Connection], T]) -> T:
+def run_tx(pool: Pool, body: Callable[[Conn], T]) -> T:
     """Run ``body(conn)`` in one transaction on a pooled connection."""
     with pool.connection() as conn:
         with conn.transaction():

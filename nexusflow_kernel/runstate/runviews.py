@@ -8,10 +8,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import psycopg
-from psycopg_pool import ConnectionPool
-
 from ..errors import NotFoundError
+from .db import Conn, Pool
 
 
 def _iso(value: Any) -> str | None:
@@ -27,9 +25,9 @@ def _str(value: Any) -> str | None:
 class RunViews:
     """Read-only queries over the run tables."""
 
-    pool: ConnectionPool
+    pool: Pool
 
-    def run_header(self, conn: psycopg.Connection, run_id: str) -> dict[str, Any]:
+    def run_header(self, conn: Conn, run_id: str) -> dict[str, Any]:
         try:
             uuid.UUID(str(run_id))
         except ValueError:

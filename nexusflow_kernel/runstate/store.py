@@ -13,14 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg_pool import ConnectionPool
-
 from .. import defaults
 from ..errors import NotFoundError, RunStateError
 from ..model.compiler import CompiledFlow
 from ..transport.broker import event
-from .db import jsonb
+from .db import Conn, Pool, jsonb
 from .plan import NodeState, RunStatus
 from .runplan import PlanCache, RunPlan
 from .runviews import RunViews
@@ -36,7 +33,7 @@ from .transitions import (
 class Binding:
     """What filing a flow under a workflow is about to do (see ``RunStore.save_version``)."""
 
-    conn: psycopg.Connection
+    conn: Conn
     """The transaction doing it (an ``authorize`` callback may read and write in it)."""
     workflow_id: str
     created: bool
@@ -52,12 +49,12 @@ class Binding:
 class RunStore(RunViews, NodeTransitions):
     """Reads and writes run state; one per process, thread-safe (pooled connections)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.plans = PlanCache()
 
     # ------------------------------------------------------------------ plans and versions
-    def plan_for(self, conn: psycopg.Connection, workflow_id: Any, version: int) -> RunPlan:
+    def plan_for(self, conn: Conn, workflow_id: Any, version: int) -> RunPlan:
         key = (str(workflow_id), int(version))
         plan = self.plans.get(key)
         if plan is None:
@@ -72,7 +69,7 @@ class RunStore(RunViews, NodeTransitions):
             self.plans.put(key, plan)
         return plan
 
-    def save_version(self, conn: psycopg.Connection, compiled: CompiledFlow, *,
+    def save_version(self, conn: Conn, compiled: CompiledFlow, *,
                      workflow_id: str | None = None, key: str | None = None,
                      name: str | None = None, actor: str | None = None,
                      authorize: Callable[[Binding], None] | None = None,
@@ -104,7 +101,7 @@ class RunStore(RunViews, NodeTransitions):
         if authorize is not None:
             authorize(Binding(conn, workflow_id, created, not same,
                               latest["version"] if latest else None, wf["created_by"]))
-        if same:
+        if same and latest is not None:
             return workflow_id, latest["version"], False
         version = (latest["version"] + 1) if latest else 1
         conn.execute(
@@ -117,7 +114,7 @@ class RunStore(RunViews, NodeTransitions):
         return workflow_id, version, True
 
     @staticmethod
-    def _workflow_for_key(conn: psycopg.Connection, key: str | None, name: str,
+    def _workflow_for_key(conn: Conn, key: str | None, name: str,
                           actor: str | None) -> tuple[str, bool]:
         """Return ``(workflow id, created)``: the live workflow filed under ``key``, or a new one.
 
@@ -129,6 +126,7 @@ class RunStore(RunViews, NodeTransitions):
                 "INSERT INTO workflows (id, name, created_by) VALUES (%s, %s, %s) RETURNING id",
                 (uuid.uuid4(), name, actor),
             ).fetchone()
+            assert row is not None  # INSERT ... RETURNING gives the row
             return str(row["id"]), True
         for _ in range(3):  # a concurrent delete may release the key between the two
             row = conn.execute(
@@ -152,7 +150,7 @@ class RunStore(RunViews, NodeTransitions):
         return str(row["id"]) if row else None
 
     @staticmethod
-    def _same_graph(conn: psycopg.Connection, workflow_id: str, version: int,
+    def _same_graph(conn: Conn, workflow_id: str, version: int,
                     compiled: CompiledFlow) -> bool:
         row = conn.execute(
             "SELECT graph_json FROM workflow_versions WHERE workflow_id=%s AND version=%s",
@@ -161,7 +159,7 @@ class RunStore(RunViews, NodeTransitions):
         return row is not None and row["graph_json"] == compiled.document.data
 
     # ------------------------------------------------------------------ starting a run
-    def create_run(self, conn: psycopg.Connection, workflow_id: str, version: int,
+    def create_run(self, conn: Conn, workflow_id: str, version: int,
                    inputs: dict[str, Any], *, trigger: str, source: str | None,
                    actor: str | None, replay_of: str | None = None,
                    dedupe_key: str | None = None) -> tuple[str, Effects]:
@@ -189,6 +187,7 @@ class RunStore(RunViews, NodeTransitions):
         if row is None:
             existing = conn.execute("SELECT id FROM executions WHERE dedupe_key=%s",
                                     (dedupe_key,)).fetchone()
+            assert existing is not None  # the conflicting run holds the key
             return str(existing["id"]), Effects()
         effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
         ready: list[tuple[str, str]] = []

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from ..nodes import get_node_type
 from ..transport.broker import Push, event
-from .db import jsonb
+from .db import Conn, Pool, jsonb
 from .plan import (
     FINAL_STATES,
     RUN,
@@ -136,9 +135,9 @@ class KnownOutputs:
 class NodeTransitions:
     """Claims, lease renewals and finishing transactions (mixed into ``RunStore``)."""
 
-    pool: ConnectionPool
+    pool: Pool
 
-    def plan_for(self, conn: psycopg.Connection, workflow_id: Any, version: int) -> RunPlan:
+    def plan_for(self, conn: Conn, workflow_id: Any, version: int) -> RunPlan:
         raise NotImplementedError  # RunStore's: plans are cached per process
 
 
@@ -169,7 +168,7 @@ class NodeTransitions:
                      row["resume_state"], plan, row["max_attempts"])
 
     @staticmethod
-    def _parent_outputs(conn: psycopg.Connection, run_id: str, plan: RunPlan,
+    def _parent_outputs(conn: Conn, run_id: str, plan: RunPlan,
                         node_id: str, known: KnownOutputs | None = None) -> dict[str, Any]:
         parents = plan.parents[node_id]
         if not parents:
@@ -224,7 +223,7 @@ class NodeTransitions:
                                 params=claim.params, known=known)
         return None  # the lease was lost: the transaction was rolled back
 
-    def _finish(self, conn: psycopg.Connection, run_id: str, idx: int, node_id: str,
+    def _finish(self, conn: Conn, run_id: str, idx: int, node_id: str,
                 attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
                 follow: Follow | None = None, params: dict[str, Any] | None = None,
                 known: KnownOutputs | None = None,
@@ -242,7 +241,7 @@ class NodeTransitions:
                                         plan, outcome, follow, params, known)
         effects = Effects()
         held = run = held_cur.fetchone()
-        if held is None:
+        if held is None or run is None:
             return None
         # A run canceled meanwhile: the attempt that did not succeed ends canceled.
         status = "canceled" if run["status"] == RunStatus.CANCELED else outcome.status
@@ -290,7 +289,7 @@ class NodeTransitions:
         self._remaining_collect(conn, remaining_cur, run_id, effects)
         return effects, nxt
 
-    def _finish_success(self, conn: psycopg.Connection, held_cur: Any, run_id: str, idx: int,
+    def _finish_success(self, conn: Conn, held_cur: Any, run_id: str, idx: int,
                         node_id: str, attempt: int, token: str, plan: RunPlan,
                         outcome: Outcome, follow: Follow | None,
                         params: dict[str, Any] | None, known: KnownOutputs | None,
@@ -327,7 +326,7 @@ class NodeTransitions:
             self._finalize_if_done(conn, run_id, skipped, effects)
         return effects, nxt
 
-    def _follow_collect(self, conn: psycopg.Connection, claim_cur: Any, run_id: str,
+    def _follow_collect(self, conn: Conn, claim_cur: Any, run_id: str,
                         plan: RunPlan, follow: Follow | None, params: dict[str, Any] | None,
                         known: KnownOutputs | None, ready: list[tuple[str, str]],
                         effects: Effects) -> Claim | None:
@@ -352,7 +351,7 @@ class NodeTransitions:
         effects.pushes.extend(Push(run_id, -1, 0, q, ready=n) for q, n in counts.items())
 
     @staticmethod
-    def _record(conn: psycopg.Connection, run_id: str, idx: int, node_id: str, attempt: int,
+    def _record(conn: Conn, run_id: str, idx: int, node_id: str, attempt: int,
                 token: str, new_state: str, next_attempt: int, retrying: bool,
                 due: float | None, status: str, outcome: Outcome) -> None:
         """Send the node's new state and its attempt log row (one statement, no result)."""
@@ -420,8 +419,8 @@ class NodeTransitions:
     COUNT_ONE_BY_ONE = 16
     """Up to this many children of one outcome are counted one statement each (pipelined)."""
 
-    def _count_send(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                    finished: list[tuple[str, str, str | None]]) -> list[Any]:
+    def _count_send(self, conn: Conn, run_id: str, plan: RunPlan,
+                    finished: Sequence[tuple[str, str, str | None]]) -> list[Any]:
         """Send the edge counter updates of ``finished`` parents' children (while running);
         a child that becomes ready is queued by the same statement."""
         by_outcome: dict[str, dict[int, int]] = {}
@@ -430,7 +429,7 @@ class NodeTransitions:
                 outcome = edge_outcome(state, branch, handle)
                 counts = by_outcome.setdefault(outcome or SKIPPED, {})
                 counts[plan.idx_of[child]] = counts.get(plan.idx_of[child], 0) + 1
-        cursors = []
+        cursors: list[Any] = []
         for o, counts in by_outcome.items():
             if len(counts) <= self.COUNT_ONE_BY_ONE:
                 cursors.extend(conn.execute(self._COUNT_ONE_SQL, {
@@ -443,8 +442,8 @@ class NodeTransitions:
                     "rules": [plan.nodes[plan.order[i]].trigger_rule for i in idxs]}))
         return cursors
 
-    def _decide_successors(self, conn: psycopg.Connection, run_id: str, plan: RunPlan,
-                           finished: list[tuple[str, str, str | None]], effects: Effects,
+    def _decide_successors(self, conn: Conn, run_id: str, plan: RunPlan,
+                           finished: Sequence[tuple[str, str, str | None]], effects: Effects,
                            counted: list[Any] | None = None,
                            ) -> tuple[list[tuple[str, str]], int]:
         """Count each finished parent into its children; return the children that became
@@ -495,7 +494,7 @@ class NodeTransitions:
         " enqueued_at=clock_timestamp() WHERE execution_id=%s AND idx = ANY(%s)"
         " AND state='pending' RETURNING node_id, attempt, queue")
 
-    def _queue(self, conn: psycopg.Connection, run_id: str, plan: RunPlan, nodes: list[str],
+    def _queue(self, conn: Conn, run_id: str, plan: RunPlan, nodes: list[str],
                effects: Effects) -> list[tuple[str, str]]:
         """Make pending ``nodes`` queued; return the (node, queue) pairs that were."""
         if not nodes:
@@ -507,7 +506,7 @@ class NodeTransitions:
         return ready
 
     @staticmethod
-    def _claim_send(conn: psycopg.Connection, run_id: str, follow: Follow, *,
+    def _claim_send(conn: Conn, run_id: str, follow: Follow, *,
                     with_run: bool) -> Any:
         return conn.execute(
             "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
@@ -524,7 +523,7 @@ class NodeTransitions:
              "r": run_id, "q": follow.queue},
         )
 
-    def _claim_collect(self, conn: psycopg.Connection, cur: Any, run_id: str,
+    def _claim_collect(self, conn: Conn, cur: Any, run_id: str,
                        plan: RunPlan | None, follow: Follow, params: dict[str, Any] | None,
                        known: KnownOutputs | None = None) -> Claim | None:
         row = cur.fetchone()
@@ -537,7 +536,7 @@ class NodeTransitions:
         return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
                      params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
 
-    def claim_next(self, conn: psycopg.Connection, run_id: str, plan: RunPlan | None,
+    def claim_next(self, conn: Conn, run_id: str, plan: RunPlan | None,
                    follow: Follow, params: dict[str, Any] | None = None, *,
                    known: KnownOutputs | None = None) -> Claim | None:
         """Claim the next queued node of a run on ``follow.queue`` (inside a transaction)."""
@@ -545,13 +544,13 @@ class NodeTransitions:
         return self._claim_collect(conn, cur, run_id, plan, follow, params, known)
 
     @staticmethod
-    def _remaining_send(conn: psycopg.Connection, run_id: str, newly_final: int) -> Any:
+    def _remaining_send(conn: Conn, run_id: str, newly_final: int) -> Any:
         return conn.execute(
             "UPDATE executions SET remaining = remaining - %s WHERE id=%s"
             " RETURNING remaining, status", (newly_final, run_id))
 
     @staticmethod
-    def _remaining_collect(conn: psycopg.Connection, cur: Any, run_id: str,
+    def _remaining_collect(conn: Conn, cur: Any, run_id: str,
                            effects: Effects) -> None:
         row = cur.fetchone()
         if row["remaining"] > 0:
@@ -565,7 +564,7 @@ class NodeTransitions:
         )
         effects.events.append(event(run_id, None, final))
 
-    def _finalize_if_done(self, conn: psycopg.Connection, run_id: str, newly_final: int,
+    def _finalize_if_done(self, conn: Conn, run_id: str, newly_final: int,
                           effects: Effects) -> None:
         """Count ``newly_final`` nodes down; close the run when none is left."""
         self._remaining_collect(conn, self._remaining_send(conn, run_id, newly_final), run_id,

@@ -387,8 +387,9 @@ class Broker:
             raise BackendUnavailable(
                 f"Redis at {mask_url(self.settings.redis_url)} failed: {exc}"
             ) from exc
-        out = []
-        for _key, entries in reply or []:
+        out: list[tuple[str, dict[str, Any]]] = []
+        streams: Any = reply or []  # redis-py types XREAD's reply loosely
+        for _key, entries in streams:
             for entry_id, fields in entries:
                 out.append((entry_id.decode(), json.loads(fields[b"e"])))
         return out
