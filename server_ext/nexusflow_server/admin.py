@@ -127,7 +127,7 @@ class RoleHandler(NexusFlowHandler):
         if role not in rbac.ROLES:
             raise BadRequest(f"'role' must be one of {', '.join(rbac.ROLES)}", "/role")
         await self.require(workflow_id, "admin")
-        await self.engine_call("get_workflow", workflow_id)
+        await self.engine_do(lambda e: e.get_workflow(workflow_id))
         await self.sync(self.nf.store().grant, workflow_id, principal, role, self.user_name)
         await self.audit("role.grant", f"workflow:{workflow_id}", principal=principal, role=role)
         self.reply({"principal": principal, "role": role})
@@ -149,7 +149,7 @@ class TriggerBase(NexusFlowHandler):
     async def workflow_for_edit(self, workflow_id: str, version: int | None) -> str:
         workflow_id = check_uuid(workflow_id, "workflow")
         await self.require(workflow_id, "edit")
-        await self.engine_call("get_workflow", workflow_id, version)  # 404 if missing
+        await self.engine_do(lambda e: e.get_workflow(workflow_id, version))  # 404 if missing
         return workflow_id
 
 

@@ -50,7 +50,7 @@ class WorkflowsHandler(NexusFlowHandler):
 
     @authorized
     async def get(self) -> None:
-        flows = await self.engine_call("list_workflows")
+        flows = await self.engine_do(lambda e: e.list_workflows())
         visible = await self.sync(self.visible_filter)
         if visible is not None:
             flows = [f for f in flows if visible(f["workflow_id"])]
@@ -61,7 +61,8 @@ class WorkflowsHandler(NexusFlowHandler):
         body = self.body()
         graph = field(body, "graph", (dict, str), required=True)
         name = field(body, "name", str)
-        flow = await self.engine_call("save_workflow", graph, name=name, actor=self.user_name)
+        flow = await self.engine_do(
+            lambda e: e.save_workflow(graph, name=name, actor=self.user_name))
         await self.sync(self.nf.store().ensure_owner, flow["workflow_id"], self.user_name)
         await self.audit("workflow.create", f"workflow:{flow['workflow_id']}",
                          version=flow["version"])
@@ -76,7 +77,7 @@ class WorkflowHandler(NexusFlowHandler):
         workflow_id = check_uuid(workflow_id, "workflow")
         await self.require(workflow_id, "read")
         version = self.query_int("version", low=1)
-        self.reply(await self.engine_call("get_workflow", workflow_id, version))
+        self.reply(await self.engine_do(lambda e: e.get_workflow(workflow_id, version)))
 
     @authorized
     async def put(self, workflow_id: str) -> None:
@@ -85,9 +86,9 @@ class WorkflowHandler(NexusFlowHandler):
         graph = field(body, "graph", (dict, str), required=True)
         name = field(body, "name", str)
         await self.require(workflow_id, "edit")
-        await self.engine_call("get_workflow", workflow_id)  # 404 for a deleted one
-        flow = await self.engine_call("save_workflow", graph, workflow_id=workflow_id,
-                                      name=name, actor=self.user_name)
+        await self.engine_do(lambda e: e.get_workflow(workflow_id))  # 404 for a deleted one
+        flow = await self.engine_do(lambda e: e.save_workflow(
+            graph, workflow_id=workflow_id, name=name, actor=self.user_name))
         await self.audit("workflow.update", f"workflow:{workflow_id}", version=flow["version"])
         self.reply(flow)
 
@@ -95,7 +96,7 @@ class WorkflowHandler(NexusFlowHandler):
     async def delete(self, workflow_id: str) -> None:
         workflow_id = check_uuid(workflow_id, "workflow")
         await self.require(workflow_id, "admin")
-        await self.engine_call("delete_workflow", workflow_id)
+        await self.engine_do(lambda e: e.delete_workflow(workflow_id))
         await self.sync(self.nf.store().forget_workflow, workflow_id)
         await self.audit("workflow.delete", f"workflow:{workflow_id}")
         self.set_status(204)
@@ -109,7 +110,7 @@ class VersionsHandler(NexusFlowHandler):
     async def get(self, workflow_id: str) -> None:
         workflow_id = check_uuid(workflow_id, "workflow")
         await self.require(workflow_id, "read")
-        self.reply({"versions": await self.engine_call("list_versions", workflow_id)})
+        self.reply({"versions": await self.engine_do(lambda e: e.list_versions(workflow_id))})
 
 
 class DiffHandler(NexusFlowHandler):
@@ -123,9 +124,9 @@ class DiffHandler(NexusFlowHandler):
         if a is None or b is None:
             raise BadRequest("query parameters 'from' and 'to' (versions) are required", "?from")
         await self.require(workflow_id, "read")
-        old = await self.engine_call("get_workflow", workflow_id, a)
-        new = await self.engine_call("get_workflow", workflow_id, b)
-        text = await self.engine_call("diff_versions", workflow_id, a, b)
+        old = await self.engine_do(lambda e: e.get_workflow(workflow_id, a))
+        new = await self.engine_do(lambda e: e.get_workflow(workflow_id, b))
+        text = await self.engine_do(lambda e: e.diff_versions(workflow_id, a, b))
         self.reply({"from": a, "to": b, **graph_diff(old["graph"], new["graph"]), "text": text})
 
 
@@ -137,8 +138,8 @@ class RollbackHandler(NexusFlowHandler):
         workflow_id = check_uuid(workflow_id, "workflow")
         version = field(self.body(), "version", int, required=True)
         await self.require(workflow_id, "edit")
-        flow = await self.engine_call("rollback_workflow", workflow_id, version,
-                                      actor=self.user_name)
+        flow = await self.engine_do(
+            lambda e: e.rollback_workflow(workflow_id, version, actor=self.user_name))
         await self.audit("workflow.rollback", f"workflow:{workflow_id}", to=version,
                          version=flow["version"])
         self.reply(flow)
@@ -165,13 +166,13 @@ class RunsHandler(NexusFlowHandler):
                 path = check_path(path)
             except BadRequest as exc:
                 raise BadRequest(str(exc), "?path") from None
-            filed = await self.engine_call("workflow_for_key", self.file_key(path))
+            filed = await self.engine_do(lambda e: e.workflow_for_key(self.file_key(path)))
             if filed is None or workflow_id not in (None, filed):
                 self.reply({"runs": []})
                 return
             workflow_id = filed
-        runs = await self.engine_call("list_runs", limit=limit, workflow_id=workflow_id,
-                                      source=source, status=status)
+        runs = await self.engine_do(lambda e: e.list_runs(
+            limit=limit, workflow_id=workflow_id, source=source, status=status))
         visible = await self.sync(self.visible_filter)
         if visible is not None:
             runs = [r for r in runs if visible(r["workflow_id"])]
@@ -213,10 +214,9 @@ class RunsHandler(NexusFlowHandler):
         graph = flow if isinstance(flow, dict) else await self.sync(
             _parse, flow, path)
         await self._may_execute(graph)
-        run_id = await self.engine_call("start_run", graph, inputs=inputs, trigger="manual",
-                                        actor=self.user_name, source=path,
-                                        key=self.file_key(path),
-                                        authorize=lambda b: self._may_file(b, path))
+        run_id = await self.engine_do(lambda e: e.start_run(
+            graph, inputs=inputs, trigger="manual", actor=self.user_name, source=path,
+            key=self.file_key(path), authorize=lambda b: self._may_file(b, path)))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
         return run_id
 
@@ -250,11 +250,11 @@ class RunsHandler(NexusFlowHandler):
     async def _start_stored(self, workflow_id: str, version: int | None,
                             inputs: dict[str, Any]) -> str:
         await self.require(workflow_id, "run")
-        flow = await self.engine_call("get_workflow", workflow_id, version)
+        flow = await self.engine_do(lambda e: e.get_workflow(workflow_id, version))
         await self._may_execute(flow["graph"])
-        run_id = await self.engine_call("start_run", workflow_id=workflow_id,
-                                        version=flow["version"], inputs=inputs,
-                                        trigger="manual", actor=self.user_name)
+        run_id = await self.engine_do(lambda e: e.start_run(
+            workflow_id=workflow_id, version=flow["version"], inputs=inputs, trigger="manual",
+            actor=self.user_name))
         await self.audit("run.start", f"run:{run_id}", workflow_id=workflow_id,
                          version=flow["version"])
         return run_id
@@ -275,7 +275,7 @@ class RunBase(NexusFlowHandler):
     async def run_for(self, run_id: str, action: str, *, outputs: bool = False) -> dict[str, Any]:
         """Return the run after checking the user's role on its workflow."""
         run_id = check_uuid(run_id, "run")
-        run = await self.engine_call("get_run", run_id, outputs=outputs)
+        run = await self.engine_do(lambda e: e.get_run(run_id, outputs=outputs))
         await self.require(str(run["workflow_id"]), action)
         return run
 
@@ -290,7 +290,7 @@ class RunCancelHandler(RunBase):
     @authorized
     async def post(self, run_id: str) -> None:
         run = await self.run_for(run_id, "run")
-        await self.engine_call("cancel_run", run["run_id"])
+        await self.engine_do(lambda e: e.cancel_run(run["run_id"]))
         await self.audit("run.cancel", f"run:{run['run_id']}")
         self.reply({"run_id": run["run_id"]}, 202)
 
@@ -300,11 +300,11 @@ class RunRetryHandler(RunBase):
     async def post(self, run_id: str) -> None:
         from_node = field(self.body(), "from_node", str)
         run = await self.run_for(run_id, "run")
-        if from_node is not None and from_node not in (await self.engine_call(
-                "get_run", run["run_id"], outputs=False))["nodes"]:
+        if from_node is not None and from_node not in (await self.engine_do(
+                lambda e: e.get_run(run["run_id"], outputs=False)))["nodes"]:
             raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")
         await self.sync(self.record_identity)
-        rid = await self.engine_call("retry_run", run["run_id"], from_node)
+        rid = await self.engine_do(lambda e: e.retry_run(run["run_id"], from_node))
         await self.audit("run.retry", f"run:{rid}", from_node=from_node)
         self.reply({"run_id": rid}, 202)
 
@@ -314,7 +314,7 @@ class RunReplayHandler(RunBase):
     async def post(self, run_id: str) -> None:
         run = await self.run_for(run_id, "run")
         await self.sync(self.record_identity)
-        rid = await self.engine_call("replay_run", run["run_id"], actor=self.user_name)
+        rid = await self.engine_do(lambda e: e.replay_run(run["run_id"], actor=self.user_name))
         await self.audit("run.replay", f"run:{rid}", replay_of=run["run_id"])
         self.reply({"run_id": rid}, 201)
 
@@ -325,7 +325,8 @@ class NodeLogsHandler(RunBase):
         run = await self.run_for(run_id, "read")
         if node_id not in run["nodes"]:
             raise NotFoundError(f"no node {node_id!r} in run {run['run_id']}")
-        self.reply({"attempts": await self.engine_call("node_attempts", run["run_id"], node_id)})
+        attempts = await self.engine_do(lambda e: e.node_attempts(run["run_id"], node_id))
+        self.reply({"attempts": attempts})
 
 
 class NodeOutputHandler(RunBase):

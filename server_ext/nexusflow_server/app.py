@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, List, Set, Unicode, default
@@ -19,6 +19,9 @@ from nexusflow_kernel.settings import Settings, default_data_dir
 from .rbac import ROLES
 
 _TRUE = {"1", "true", "yes", "on"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nexusflow_kernel.engine import Engine
 
 
 def _env(name: str) -> str | None:
@@ -202,7 +205,7 @@ class NexusFlow(ExtensionApp):
 
         self.handlers.extend(handlers())
 
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """Return the engine, created on first use (blocking: call from a worker thread)."""
         with self._engine_lock:
             if self._engine is None:

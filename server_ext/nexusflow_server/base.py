@@ -7,7 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from http.client import responses
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -22,6 +22,11 @@ from nexusflow_kernel.errors import (
 )
 
 from . import rbac
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nexusflow_kernel.engine import Engine
+
+T = TypeVar("T")
 
 MAX_BODY_DEPTH = 80
 """Deepest JSON nesting accepted in a request body (a flow may nest 64 levels)."""
@@ -187,11 +192,10 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
         """Run a blocking call (engine, database) in the API thread pool."""
         return await self.nf.run_sync(fn, *args, **kwargs)
 
-    async def engine_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        def call() -> Any:
-            return getattr(self.nf.engine(), method)(*args, **kwargs)
-
-        return await self.sync(call)
+    async def engine_do(self, call: Callable[[Engine], T]) -> T:
+        """Return ``call(engine)``, run in the API thread pool (the engine is created there
+        on first use): ``await self.engine_do(lambda e: e.get_run(run_id))``."""
+        return await self.sync(lambda: call(self.nf.engine()))
 
     def body(self) -> dict[str, Any]:
         """Return the request's JSON object body (415 unless JSON, 413 when too big)."""

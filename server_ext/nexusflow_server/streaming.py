@@ -35,7 +35,7 @@ class _EventSocket(ErrorMixin, WebSocketMixin, WebSocketHandler, ExtensionHandle
     nf = NexusFlowHandler.nf
     user_name = NexusFlowHandler.user_name
     sync = NexusFlowHandler.sync
-    engine_call = NexusFlowHandler.engine_call
+    engine_do = NexusFlowHandler.engine_do
     role_on = NexusFlowHandler.role_on
     require = NexusFlowHandler.require
     visible_filter = NexusFlowHandler.visible_filter
@@ -81,7 +81,7 @@ class RunEventsSocket(_EventSocket):
     @authorized
     async def get(self, run_id: str) -> None:
         run_id = check_uuid(run_id, "run")
-        run = await self.engine_call("get_run", run_id, outputs=False)
+        run = await self.engine_do(lambda e: e.get_run(run_id, outputs=False))
         await self.require(str(run["workflow_id"]), "read")
         self.run_id = run_id
         self.after = self._after("0-0")
@@ -120,7 +120,7 @@ class AllEventsSocket(_EventSocket):
             run_id = str(event.get("run"))
             if run_id not in cache:
                 try:
-                    run = await self.engine_call("get_run", run_id, outputs=False)
+                    run = await self.engine_do(lambda e: e.get_run(run_id, outputs=False))
                     cache[run_id] = self.visible(str(run["workflow_id"]))
                 except Exception:
                     cache[run_id] = False
