@@ -14,6 +14,7 @@ from rq.timeouts import BaseDeathPenalty
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import get_redis
 
+from .guard import GuardedJob, GuardedWorker
 from .jobs import Runtime, runtime, set_runtime
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,10 @@ class NoDeathPenalty(BaseDeathPenalty):
         pass
 
 
-class NodeWorker(SimpleWorker):
-    """Runs node jobs in the worker process itself: no fork per job (the fast default)."""
+class NodeWorker(GuardedWorker, SimpleWorker):
+    """Runs node jobs in the worker process itself: no fork per job (the fast default).
+
+    Only Nexus-Flow's own job functions run (``GuardedWorker``, see ``guard``)."""
 
     death_penalty_class = NoDeathPenalty
 
@@ -42,8 +45,9 @@ class NodeWorker(SimpleWorker):
         runtime().leases.check_now()
 
 
-class ForkingNodeWorker(Worker):
-    """Runs each node job in a forked work-horse (isolates memory leaks and crashes)."""
+class ForkingNodeWorker(GuardedWorker, Worker):
+    """Runs each node job in a forked work-horse (isolates memory leaks and crashes); a job
+    that is not Nexus-Flow's is refused before anything is forked."""
 
     death_penalty_class = NoDeathPenalty
 
@@ -67,7 +71,7 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     connection = get_redis(rt.settings.redis_url)  # type: ignore[arg-type]
     cls = ForkingNodeWorker if fork else NodeWorker
     worker = cls(queue_names(rt.settings, queues), connection=connection,
-                 serializer=JSONSerializer, name=name or rt.worker_name)
+                 serializer=JSONSerializer, job_class=GuardedJob, name=name or rt.worker_name)
     _ = rt.leases  # start the lease keeper now: it also marks this worker alive in Redis
     # RQ installs its own SIGTERM handler (warm shutdown: the node in hand finishes).
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
