@@ -12,9 +12,17 @@ worker that evaluates it holds credentials. The evaluator is built on the well-k
 * attribute access never reaches a name starting with ``_`` (no ``__class__``, ``__mro__``,
   ``__subclasses__``), and otherwise only a per-type list of read-only methods (``str.lower``,
   ``dict.get`` ...); on a dict, ``d.key`` reads the key;
-* sizes are bounded before they are built: integers (``9**9**9``), repeated and joined strings
-  and lists (``'a' * 10**9``), padding and format widths, ``range``, comprehension iterations
-  and the total of what one evaluation may allocate.
+* sizes are bounded before they are built: integers (``9**9**9``, ``int(text, 2)``), repeated
+  and joined strings and lists (``'a' * 10**9``), padding, ``range``, comprehension iterations
+  and the total of what one evaluation may allocate; format widths and precisions come from the
+  parsed format (``%`` formatting is done by ``textbounds.percent_format``, f-string specs are
+  parsed completely), never from a pattern over the format text;
+* text is bounded before it is made: ``str()``, ``json_dumps``, f-strings, ``%s`` and the text
+  of a template are measured first (``textbounds.text_size``), and so is every list, tuple,
+  dict or set an evaluation builds, counting a value that appears many times once per
+  appearance (``[big] * 10**6`` is cheap to build but not to print, compare, hash or store);
+* every evaluation has a CPU budget (``MAX_CPU_S``) and, inside a node, the node's deadline:
+  past either it stops with an ``ExpressionError`` naming the node and the field.
 
 Parsed trees are cached, so the hot path (a transform run thousands of times a second) is one
 dictionary lookup plus the walk itself. ``simpleeval`` is imported on first use only.
@@ -27,10 +35,12 @@ import functools
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import ExpressionError
+from .textbounds import FormatRefused, format_spec_numbers, percent_format, text_size, weight
 
 MAX_EXPRESSION_LENGTH = 20_000
 """Longest expression accepted, in characters."""
@@ -49,6 +59,19 @@ MAX_ALLOCATED = 5_000_000
 
 MAX_FORMAT_WIDTH = 1_000
 """Largest width or precision in a format spec (``f'{x:>10}'``, ``'%5.2f' % x``)."""
+
+MAX_EXPANDED = 50_000_000
+"""Most elements and characters a list, tuple, dict or set built by one evaluation may hold
+when every repeated reference is counted: ``[big] * 10**6`` is cheap to build but not to print,
+compare, hash or store."""
+
+MAX_CPU_S = 5.0
+"""CPU seconds one evaluation may use; a template inside a node also stops at the node's
+deadline (its ``timeout_s``)."""
+
+_CLOCK_MASK = 255
+"""Every 256 comprehension steps (and calls) the evaluator looks at the CPU budget and the
+deadline: only those repeat, everything else is bounded by the expression's length."""
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
@@ -83,6 +106,10 @@ def _mult(a: Any, b: Any) -> Any:
         size = _seq_len(seq)
         if size is not None and isinstance(n, int) and size * n > MAX_SEQUENCE:
             raise _limit(f"repeating would build {size * n} items (limit {MAX_SEQUENCE})")
+        if isinstance(seq, (list, tuple)) and isinstance(n, int) and n > 1:
+            if weight(seq, MAX_EXPANDED // n + 1, {}) * n > MAX_EXPANDED:
+                raise _limit(f"repeating would make a value of over {MAX_EXPANDED} elements "
+                             "and characters")
     if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS:
         raise _limit(f"the product would have over {MAX_INT_BITS} bits")
     return a * b
@@ -102,23 +129,33 @@ def _lshift(a: Any, b: Any) -> Any:
     return a << b
 
 
-_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +\-]*(\*|\d+)?(?:\.(\*|\d+))?")
-_FORMAT_NUMBER = re.compile(r"\d+")
+_SHORT_TEXT = (int, float, bool, type(None))
+"""Types whose text is short (an int's is capped by Python at 4300 digits)."""
 
 
-def _check_widths(numbers: Iterable[str | None]) -> None:
-    for number in numbers:
-        if number == "*":
-            raise _limit("'*' widths are not allowed in % formatting")
-        if number and int(number) > MAX_FORMAT_WIDTH:
-            raise _limit(f"format width {number} is over {MAX_FORMAT_WIDTH}")
+def _checked_text(value: Any, what: str, mode: str = "str") -> None:
+    """Refuse ``value`` when its text (``str``, ``repr`` or JSON) would be over the limit."""
+    if isinstance(value, _SHORT_TEXT) or (isinstance(value, str) and len(value) * 12 <
+                                          MAX_SEQUENCE):
+        return
+    size = text_size(value, MAX_SEQUENCE, mode=mode)
+    if size > MAX_SEQUENCE:
+        raise _limit(f"{what} would build over {MAX_SEQUENCE} characters of text")
+
+
+def _check_converted(value: Any, conversion: str) -> None:
+    if conversion in "sra":
+        _checked_text(value, f"'%{conversion}' of a {_type_name(value)}",
+                      "str" if conversion == "s" else "repr")
 
 
 def _mod(a: Any, b: Any) -> Any:
     if isinstance(a, (str, bytes)):
-        text = a.decode("latin-1") if isinstance(a, bytes) else a
-        for m in _PRINTF_SPEC.finditer(text):
-            _check_widths(m.groups())
+        try:
+            return percent_format(a, b, max_width=MAX_FORMAT_WIDTH,
+                                  check_value=_check_converted)
+        except FormatRefused as exc:
+            raise _limit(str(exc)) from None
     return a % b
 
 
@@ -185,7 +222,23 @@ def _now() -> str:
 def _json_dumps(value: Any, indent: int | None = None) -> str:
     if indent is not None and not 0 <= indent <= 16:
         raise _limit(f"json_dumps indent {indent}")
+    size = text_size(value, MAX_SEQUENCE, mode="json", indent=indent or 0)
+    if size > MAX_SEQUENCE:
+        raise _limit(f"json_dumps would build over {MAX_SEQUENCE} characters")
     return json.dumps(json_safe(value), indent=indent, ensure_ascii=False, sort_keys=False)
+
+
+def _str(*args: Any, **kwargs: Any) -> str:
+    if len(args) == 1 and not kwargs:
+        _checked_text(args[0], f"str() of a {_type_name(args[0])}")
+    return str(*args, **kwargs)
+
+
+def _int(*args: Any, **kwargs: Any) -> int:
+    value = int(*args, **kwargs)
+    if value.bit_length() > MAX_INT_BITS:
+        raise _limit(f"int() would have {value.bit_length()} bits (limit {MAX_INT_BITS})")
+    return value
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -196,7 +249,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "dict": dict,
     "enumerate": enumerate,
     "float": float,
-    "int": int,
+    "int": _int,
     "json_dumps": _json_dumps,
     "json_loads": json.loads,
     "len": len,
@@ -209,7 +262,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": _round,
     "set": set,
     "sorted": sorted,
-    "str": str,
+    "str": _str,
     "sum": _sum,
     "tuple": tuple,
     "zip": zip,
@@ -357,11 +410,16 @@ def _evaluator_class() -> type:
             self._steps = 0
             self._allocated = 0
 
-        def run(self, tree: ast.AST, names: Mapping[str, Any]) -> Any:
+        def run(self, tree: ast.AST, names: Mapping[str, Any],
+                deadline: float | None = None) -> Any:
             self.names = names
             self._scopes = []
             self._steps = 0
+            self._clock = 0
             self._allocated = 0
+            self._sizes: dict[int, tuple[Any, int]] = {}
+            self._cpu_end = time.thread_time() + MAX_CPU_S
+            self._deadline = deadline
             self.busy = True
             try:
                 return self._eval(tree)
@@ -369,6 +427,7 @@ def _evaluator_class() -> type:
                 self.busy = False
                 self.names = {}
                 self._scopes = []
+                self._sizes = {}
 
         def _eval(self, node: ast.AST) -> Any:
             handler = self.nodes.get(type(node))
@@ -379,7 +438,17 @@ def _evaluator_class() -> type:
                 self._allocated += len(result)
                 if self._allocated > MAX_ALLOCATED:
                     raise _limit(f"the expression built over {MAX_ALLOCATED} items in total")
+                if isinstance(result, (list, tuple, dict, set, frozenset)) and \
+                        weight(result, MAX_EXPANDED, self._sizes) > MAX_EXPANDED:
+                    raise _limit(f"the expression built a value of over {MAX_EXPANDED} elements "
+                                 "and characters (a value repeated many times)")
             return result
+
+        def _check_time(self) -> None:
+            if time.thread_time() > self._cpu_end:
+                raise _limit(f"the expression used over {MAX_CPU_S:g} s of CPU time")
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise _Fault("stopped: the node's timeout_s ran out while evaluating")
 
         def _name(self, node: ast.Name) -> Any:
             for scope in reversed(self._scopes):
@@ -393,6 +462,9 @@ def _evaluator_class() -> type:
             raise _Fault(f"NameError: name {node.id!r} is not defined (names: {given})")
 
         def _call(self, node: ast.Call) -> Any:
+            self._clock += 1
+            if not self._clock & _CLOCK_MASK:
+                self._check_time()
             if isinstance(node.func, ast.Name) and not any(node.func.id in s for s in self._scopes):
                 func = self.functions.get(node.func.id)
                 if func is None:
@@ -462,18 +534,23 @@ def _evaluator_class() -> type:
                     f"with {key!r}: {exc}"
                 ) from None
 
-        def _formatted(self, node: ast.FormattedValue) -> Any:
+        def _formatted(self, node: ast.FormattedValue) -> str:
             value = self._eval(node.value)
-            if node.conversion == ord("r"):
-                value = repr(value)
-            elif node.conversion == ord("a"):
-                value = ascii(value)
-            elif node.conversion == ord("s"):
-                value = str(value)
-            if node.format_spec is None:
-                return value
-            spec = self._eval(node.format_spec)
-            _check_widths(_FORMAT_NUMBER.findall(spec))
+            what = f"the f-string field {{{ast.unparse(node.value)[:60]}}}"
+            if node.conversion in (ord("r"), ord("a")):
+                _checked_text(value, what, "repr")
+                value = repr(value) if node.conversion == ord("r") else ascii(value)
+            spec = "" if node.format_spec is None else self._eval(node.format_spec)
+            if not isinstance(spec, str):
+                raise _Fault("TypeError: a format spec must be text")
+            try:
+                width, precision = format_spec_numbers(spec)
+            except FormatRefused as exc:
+                raise _limit(str(exc)) from None
+            for number, name in ((width, "width"), (precision, "precision")):
+                if number is not None and number > MAX_FORMAT_WIDTH:
+                    raise _limit(f"format {name} {number} is over {MAX_FORMAT_WIDTH}")
+            _checked_text(value, what)
             return format(value, spec)
 
         def _elements(self, elts: list[ast.expr]) -> list[Any]:
@@ -504,9 +581,11 @@ def _evaluator_class() -> type:
         def _generate(self, node: Any, level: int, scope: dict[str, Any], out: Any) -> None:
             generator = node.generators[level]
             for item in self._eval(generator.iter):
-                self._steps += 1
-                if self._steps > MAX_ITERATIONS:
+                steps = self._steps = self._steps + 1
+                if steps > MAX_ITERATIONS:
                     raise _limit(f"comprehensions ran over {MAX_ITERATIONS} steps")
+                if not steps & _CLOCK_MASK:
+                    self._check_time()
                 self._bind(generator.target, item, scope)
                 if not all(self._eval(cond) for cond in generator.ifs):
                     continue
@@ -579,11 +658,13 @@ def _cause(exc: BaseException) -> str:
 # Public API
 
 
-def evaluate(expression: str, names: Mapping[str, Any], *, where: str = "") -> Any:
+def evaluate(expression: str, names: Mapping[str, Any], *, where: str = "",
+             deadline: float | None = None) -> Any:
     """Evaluate ``expression`` over ``names`` (``inputs``, ``params``) and the helper functions.
 
     ``where`` names the place for messages, e.g. ``"node 'C' /config/expression"``. Every
-    failure, whether a syntax error, a refused construct, a limit or an exception of the
+    failure, whether a syntax error, a refused construct, a limit, the CPU budget
+    (``MAX_CPU_S``), the ``deadline`` (a ``time.monotonic()`` value) or an exception of the
     expression itself, raises one ``ExpressionError`` naming the place, the expression and the
     cause.
     """
@@ -592,7 +673,7 @@ def evaluate(expression: str, names: Mapping[str, Any], *, where: str = "") -> A
                      f"not a {_type_name(expression)}")
     try:
         tree = _parse(expression)
-        return _evaluator().run(tree, names)
+        return _evaluator().run(tree, names, deadline)
     except ExpressionError:
         raise
     except Exception as exc:  # the boundary around user code: one error type, cause kept
@@ -618,44 +699,76 @@ def _is_secret(value: Mapping[str, Any]) -> bool:
     return len(value) == 1 and "$secret" in value
 
 
+MAX_RENDERED = 16_000_000
+"""Most characters of text (as JSON) that the templates of one config may render in total."""
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list, tuple)):
+        _checked_text(value, f"writing a {_type_name(value)} into the text", "json")
         return json.dumps(json_safe(value), ensure_ascii=False)
+    _checked_text(value, f"writing a {_type_name(value)} into the text")
     return str(value)
 
 
-def _render_string(text: str, names: Mapping[str, Any], where: str) -> Any:
-    matches = list(_TEMPLATE.finditer(text))
-    if not matches:
-        return text
-    if len(matches) == 1 and matches[0].group(0) == text.strip():
-        return evaluate(matches[0].group(1), names, where=where)
-    parts: list[str] = []
-    last = 0
-    for m in matches:
-        parts.append(text[last : m.start()])
-        parts.append(_as_text(evaluate(m.group(1), names, where=where)))
-        last = m.end()
-    parts.append(text[last:])
-    return "".join(parts)
+class _Renderer:
+    """Renders the templates of one config, with one deadline and one budget of text."""
 
+    def __init__(self, names: Mapping[str, Any], where: str, deadline: float | None) -> None:
+        self.names = names
+        self.where = where
+        self.deadline = deadline
+        self.used = 0
+        self.sizes: dict[int, tuple[Any, int]] = {}
 
-def _render(value: Any, names: Mapping[str, Any], where: str, pointer: str) -> Any:
-    if isinstance(value, str):
-        return _render_string(value, names, where + pointer) if "{{" in value else value
-    if isinstance(value, Mapping):
-        if _is_secret(value):
+    def _count(self, size: int, expression: str, where: str) -> None:
+        self.used += size
+        if self.used > MAX_RENDERED:
+            raise _error(expression, where, f"refused: the templates of this config render "
+                         f"over {MAX_RENDERED} characters")
+
+    def string(self, text: str, where: str) -> Any:
+        matches = list(_TEMPLATE.finditer(text))
+        if not matches:
+            return text
+        if len(matches) == 1 and matches[0].group(0) == text.strip():
+            expression = matches[0].group(1)
+            value = evaluate(expression, self.names, where=where, deadline=self.deadline)
+            self._count(text_size(value, MAX_RENDERED, mode="json", memo=self.sizes),
+                        expression, where)
             return value
-        return {k: _render(v, names, where, pointer + _pointer_part(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_render(v, names, where, f"{pointer}/{i}") for i, v in enumerate(value)]
-    return value
+        parts: list[str] = []
+        last = 0
+        for m in matches:
+            parts.append(text[last : m.start()])
+            value = evaluate(m.group(1), self.names, where=where, deadline=self.deadline)
+            try:
+                part = _as_text(value)
+            except _Fault as exc:
+                raise _error(m.group(1), where, str(exc)) from None
+            self._count(len(part), m.group(1), where)
+            parts.append(part)
+            last = m.end()
+        parts.append(text[last:])
+        return "".join(parts)
+
+    def value(self, value: Any, pointer: str) -> Any:
+        if isinstance(value, str):
+            return self.string(value, self.where + pointer) if "{{" in value else value
+        if isinstance(value, Mapping):
+            if _is_secret(value):
+                return value
+            return {k: self.value(v, pointer + _pointer_part(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v, f"{pointer}/{i}") for i, v in enumerate(value)]
+        return value
 
 
 def render_templates(
-    value: Any, names: Mapping[str, Any], *, exempt: Iterable[str] = (), where: str = ""
+    value: Any, names: Mapping[str, Any], *, exempt: Iterable[str] = (), where: str = "",
+    deadline: float | None = None,
 ) -> Any:
     """Return ``value`` with every ``{{ expr }}`` inside its strings evaluated.
 
@@ -663,15 +776,18 @@ def render_templates(
     the number); otherwise values are written into the text (objects and lists as JSON).
     Top-level keys in ``exempt`` and ``{"$secret": NAME}`` references are left untouched.
     Error messages name ``where`` followed by the JSON pointer inside ``value``, so pass e.g.
-    ``where="node 'B' /config"``.
+    ``where="node 'B' /config"``. ``deadline`` (a ``time.monotonic()`` value, the node's) stops
+    every evaluation that runs past it; all templates together render at most
+    ``MAX_RENDERED`` characters.
     """
+    renderer = _Renderer(names, where, deadline)
     skip = frozenset(exempt)
     if isinstance(value, Mapping) and not _is_secret(value):
         return {
-            k: v if k in skip else _render(v, names, where, _pointer_part(k))
+            k: v if k in skip else renderer.value(v, _pointer_part(k))
             for k, v in value.items()
         }
-    return _render(value, names, where, "")
+    return renderer.value(value, "")
 
 
 def _template_faults(value: Any, pointer: str, out: list[tuple[str, str]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from ..errors import NodeExecutionError
 from ..expressions import check_expression, evaluate, json_safe, template_errors
+from ..textbounds import text_size
 from .base import Defer, NodeContext, NodeType
 
 EXPRESSION_PROPERTY: dict[str, Any] = {
@@ -66,7 +67,16 @@ class TransformNode(NodeType):
 
     def run(self, ctx: NodeContext) -> Any:
         where = f"node {ctx.node_id!r} /config/expression"
-        return json_safe(evaluate(ctx.config["expression"], expression_names(ctx), where=where))
+        value = evaluate(ctx.config["expression"], expression_names(ctx), where=where)
+        # json_safe copies the value: measure its JSON first (a value repeated by reference
+        # costs nothing to make and a full copy per appearance to store).
+        limit = ctx.settings.max_output_bytes
+        size = text_size(value, limit, mode="json", compact=True)
+        if size > limit:
+            raise NodeExecutionError(
+                f"node {ctx.node_id!r}: the output would be over {limit} bytes of JSON "
+                "(NEXUSFLOW_MAX_OUTPUT_BYTES)", retryable=False)
+        return json_safe(value)
 
 
 class ConditionNode(NodeType):

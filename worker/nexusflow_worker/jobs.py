@@ -276,19 +276,23 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         if node_type is None:
             raise NodeExecutionError(f"node type {node.type!r} is not installed on this worker",
                                      retryable=False)
-        where = f"node {claim.node_id!r} /config"
-        rendered = render_templates(node.config, names, exempt=node_type.template_exempt,
-                                    where=where)
-        resolver = masking.resolver if rt.secrets is not None else None
-        config = _resolve_secrets(rendered, resolver)
-        ctx = NodeContext(
-            run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt, config=config,
-            inputs=claim.inputs, params=claim.params, settings=rt.settings, log=log,
-            deadline=(time.time() + timeout_s) if timeout_s else None,
-            resume_state=claim.resume_state, secrets=resolver,
-        )
+        # The node's timeout covers its templates too (a template can take long). Where no
+        # alarm can reach (not the main thread) the evaluator watches the deadline itself.
         armed = _alarm.arm(gen, timeout_s)
         try:
+            rendered = render_templates(
+                node.config, names, exempt=node_type.template_exempt,
+                where=f"node {claim.node_id!r} /config",
+                deadline=(started + timeout_s) if timeout_s and not armed else None)
+            resolver = masking.resolver if rt.secrets is not None else None
+            config = _resolve_secrets(rendered, resolver)
+            ctx = NodeContext(
+                run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt,
+                config=config, inputs=claim.inputs, params=claim.params, settings=rt.settings,
+                log=log, deadline=(time.time() + timeout_s - (time.monotonic() - started))
+                if timeout_s else None,
+                resume_state=claim.resume_state, secrets=resolver,
+            )
             result = node_type.run(ctx)
         finally:
             if armed:
