@@ -31,6 +31,14 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
+def _env_choice(name: str) -> bool | None:
+    """Read an optional boolean: unset or blank means "not chosen" (``None``)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return _env_bool(name, False)
+
+
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -84,8 +92,12 @@ class Settings:
     trusted_connections: frozenset[str] = frozenset()
     """Connections whose role may be privileged (``NEXUSFLOW_CONNECTION_<NAME>_TRUSTED=1``):
     a ``db_query`` node refuses a superuser or server-file role on any other."""
-    allow_private_http: bool = True
-    """Whether ``http`` nodes may reach loopback, private and link-local addresses."""
+    allow_private_http: bool | None = None
+    """Whether ``http`` nodes may reach loopback, private and link-local addresses
+    (``NEXUSFLOW_ALLOW_PRIVATE_HTTP``). Unset (``None``): only in the single-user zero-config
+    mode (both backends embedded, so no other user shares these workers); with configured
+    backends, which several users may share, the default is to refuse. The worker that runs
+    the node reads it from its own configuration; see ``allows_private_http``."""
     code_isolation: str = "auto"
     """How code runs: ``docker``, ``process``, ``none`` or ``auto`` (docker when it answers)."""
     secret_key: str | None = None
@@ -124,7 +136,7 @@ class Settings:
             ),
             connections=connections,
             trusted_connections=trusted,
-            allow_private_http=_env_bool("NEXUSFLOW_ALLOW_PRIVATE_HTTP", True),
+            allow_private_http=_env_choice("NEXUSFLOW_ALLOW_PRIVATE_HTTP"),
             code_isolation=env.get("NEXUSFLOW_CODE_ISOLATION") or "auto",
             secret_key=env.get("NEXUSFLOW_SECRET_KEY") or None,
         )
@@ -134,6 +146,18 @@ class Settings:
     def embedded(self) -> bool:
         """Whether either backend falls back to the embedded services."""
         return self.database_url is None or self.redis_url is None
+
+    def allows_private_http(self) -> bool:
+        """Return whether http nodes run with these settings may reach private addresses.
+
+        An explicit ``allow_private_http`` wins; unset, only the zero-config mode (no backend
+        URL configured: private embedded services, one user) allows it. Resolving the
+        backends (``services.resolve_backends``) pins the answer before it fills in the
+        embedded services' URLs, so the workers it launches keep it.
+        """
+        if self.allow_private_http is not None:
+            return self.allow_private_http
+        return self.database_url is None and self.redis_url is None
 
     def to_env(self) -> dict[str, str]:
         """Return the ``NEXUSFLOW_*`` variables from which a child process rebuilds these
@@ -147,7 +171,7 @@ class Settings:
             "NEXUSFLOW_RECONCILE_INTERVAL_S": repr(self.reconcile_interval_s),
             "NEXUSFLOW_REQUEUE_GRACE_S": repr(self.requeue_grace_s),
             "NEXUSFLOW_MAX_OUTPUT_BYTES": str(self.max_output_bytes),
-            "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if self.allow_private_http else "0",
+            "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if self.allows_private_http() else "0",
             "NEXUSFLOW_CODE_ISOLATION": self.code_isolation,
         }
         if self.database_url:

@@ -113,6 +113,7 @@ def settings(database_url: str, clean_redis: str, tmp_path: Path):
         heartbeat_s=1.0,
         reconcile_interval_s=0.5,
         requeue_grace_s=2.0,
+        allow_private_http=True,  # the tests' HTTP servers listen on loopback
     )
 
 

@@ -59,10 +59,30 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
+def _refused(url: Any, host: str, reason: str) -> NodeExecutionError:
+    return NodeExecutionError(
+        f"refused {mask_url(str(url))}: host {host!r} resolves to {reason}; private, "
+        "loopback, link-local and metadata addresses are blocked on this worker "
+        "(NEXUSFLOW_ALLOW_PRIVATE_HTTP)",
+        retryable=False,
+    )
+
+
+def _resolve(host: str, port: int, url: Any) -> list[tuple[Any, ...]]:
+    try:
+        return socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise NodeExecutionError(
+            f"cannot resolve host {host!r} of {mask_url(str(url))}: {exc}", retryable=True
+        ) from None
+
+
 def check_destination(url: Any, allow_private: bool) -> None:
     """Refuse a URL whose scheme is not http(s), or whose host resolves to a private address.
 
     Raises a non-retryable ``NodeExecutionError``; nothing is sent before this check passes.
+    The connection itself is made by ``checked_transport``, which resolves the name once
+    more, checks again and connects to the address it checked.
     """
     import httpx
 
@@ -79,21 +99,49 @@ def check_destination(url: Any, allow_private: bool) -> None:
     if allow_private:
         return
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise NodeExecutionError(
-            f"cannot resolve host {host!r} of {mask_url(str(url))}: {exc}", retryable=True
-        ) from None
-    for info in infos:
+    for info in _resolve(host, port, url):
         reason = address_refusal(str(info[4][0]))
         if reason:
-            raise NodeExecutionError(
-                f"refused {mask_url(str(url))}: host {host!r} resolves to {reason}; private, "
-                "loopback, link-local and metadata addresses are blocked on this server "
-                "(NEXUSFLOW_ALLOW_PRIVATE_HTTP)",
-                retryable=False,
-            )
+            raise _refused(url, host, reason)
+
+
+def checked_transport() -> Any:
+    """Return an httpx transport that connects only to addresses the guard allows.
+
+    It resolves each host once, refuses the connection if any address is private, and
+    connects to an address it checked, so a name that answers differently the second time
+    (DNS rebinding) cannot lead elsewhere. TLS still verifies the name of the URL. Hand-written
+    over httpcore's network backend: no maintained library does this for httpx.
+    """
+    import httpcore
+    import httpx
+
+    class CheckedBackend(httpcore.SyncBackend):
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                        local_address: str | None = None,
+                        socket_options: Any = None) -> Any:
+            url = f"http://{host}:{port}/"
+            infos = _resolve(host, port, url)
+            for info in infos:
+                reason = address_refusal(str(info[4][0]))
+                if reason:
+                    raise _refused(url, host, reason)
+            error: Exception | None = None
+            for info in infos:
+                try:
+                    return super().connect_tcp(str(info[4][0]), port, timeout, local_address,
+                                               socket_options)
+                except httpcore.ConnectError as exc:
+                    error = exc
+            raise error or httpcore.ConnectError(f"no address for {host!r}")
+
+    ssl_context = httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(verify=ssl_context)
+    # httpx takes no network backend: its pool is replaced by the same pool with ours (a test
+    # pins that the transport connects through it).
+    transport._pool = httpcore.ConnectionPool(ssl_context=ssl_context,
+                                              network_backend=CheckedBackend())
+    return transport
 
 
 def _query_pairs(query: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -198,7 +246,7 @@ class HttpNode(NodeType):
         if "json" in config and "body" in config:
             raise NodeExecutionError(f"{shown}: set either json or body, not both",
                                      retryable=False)
-        allow_private = ctx.settings.allow_private_http
+        allow_private = ctx.settings.allows_private_http()
         try:
             check_destination(url, allow_private)
         except httpx.InvalidURL as exc:
@@ -226,10 +274,13 @@ class HttpNode(NodeType):
             pairs = _query_pairs(config.get("query") or {})
             if pairs:  # added to the URL's own query string, which httpx would replace
                 target = target.copy_merge_params(tuple(pairs))
+            # Guarded, the client connects only through the checked transport (environment
+            # proxies are not used then: a proxy would connect wherever it is told).
             with httpx.Client(
                 timeout=httpx.Timeout(timeout),
                 follow_redirects=bool(config.get("follow_redirects", False)),
                 event_hooks={"request": [guard]},
+                transport=None if allow_private else checked_transport(),
             ) as client:
                 with client.stream(method, target, headers=headers, **content) as response:
                     body, truncated = self._read(response, limit, started, timeout, shown)

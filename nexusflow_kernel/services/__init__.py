@@ -218,7 +218,10 @@ def resolve_backends(settings: Settings) -> Settings:
     """Return ``settings`` with both backend URLs set, starting the embedded server for
     whichever of PostgreSQL and Redis has no URL configured (nothing starts when both are).
 
-    This process then counts among that server's users (see :func:`use_services`)."""
+    This process then counts among that server's users (see :func:`use_services`). Policies
+    that depend on whether the backends are the embedded ones (the private-HTTP default) are
+    pinned first: filled-in URLs do not make a zero-config setup look shared."""
+    settings = replace(settings, allow_private_http=settings.allows_private_http())
     names = tuple(name for name, url in (("postgres", settings.database_url),
                                          ("redis", settings.redis_url)) if not url)
     if not names:

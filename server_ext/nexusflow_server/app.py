@@ -84,7 +84,8 @@ class NexusFlow(ExtensionApp):
     allow_private_http = Bool(
         None, allow_none=True, config=True,
         help="Whether http nodes may reach private and loopback addresses "
-        "(NEXUSFLOW_ALLOW_PRIVATE_HTTP).",
+        "(NEXUSFLOW_ALLOW_PRIVATE_HTTP); default: only with the embedded services. Passed to "
+        "the workers this server supervises; shared workers read their own setting.",
     )
     default_role = Enum(
         ["none", *ROLES], config=True,

@@ -29,11 +29,16 @@ NEXUSFLOW_ENV = {
     for name in ("NEXUSFLOW_DATABASE_URL", "NEXUSFLOW_REDIS_URL", "NEXUSFLOW_SECRET_KEY")
     if os.environ.get(name)
 }
+# Policies that the workers enforce are read by the workers from their own environment:
+# they are set on the servers (which check flows) and on every worker (which runs them).
+NEXUSFLOW_POLICY = {
+    "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "0",   # http nodes may not reach the Hub's own network
+}
 c.Spawner.environment.update(NEXUSFLOW_ENV)
+c.Spawner.environment.update(NEXUSFLOW_POLICY)
 c.Spawner.environment.update({
     "NEXUSFLOW_LOCAL_WORKERS": "0",        # NexusFlow.local_workers = False
     "NEXUSFLOW_DEFAULT_ROLE": "none",      # a workflow is private until it is shared
-    "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "0",   # http nodes may not reach the Hub's own network
 })
 
 # -- 2. Identity: groups and custom scopes ----------------------------------------------------
@@ -53,15 +58,16 @@ c.JupyterHub.load_roles = [
 ]
 
 # -- 3. The shared worker pool ----------------------------------------------------------------
-# A Hub-managed service running `nexusflow worker`; more workers on other machines only need
-# the same three NEXUSFLOW_* variables (see docs/jupyterhub.md, "Scaling workers").
+# A Hub-managed service running `nexusflow worker`; more workers on other machines need the
+# same three NEXUSFLOW_* variables and the same policy (see docs/jupyterhub.md, "Scaling
+# workers").
 _workers = int(os.environ.get("NEXUSFLOW_HUB_WORKERS", "2"))
 if _workers > 0:
     c.JupyterHub.services = [
         {
             "name": "nexusflow-worker",
             "command": [sys.executable, "-m", "nexusflow_worker", "--processes", str(_workers)],
-            "environment": dict(NEXUSFLOW_ENV),
+            "environment": {**NEXUSFLOW_ENV, **NEXUSFLOW_POLICY},
         },
     ]
 

@@ -51,7 +51,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
+        zero_config = self.settings.database_url is None and self.settings.redis_url is None
         self.settings = resolve_backends(self.settings)
+        self._log_policies(zero_config)
         rt = Runtime(self.settings)
         self._sweep_sandbox()
         reconciler = Reconciler(rt) if self.reconcile else None
@@ -80,6 +82,19 @@ class Supervisor:
                 reconciler.stop()
             self.stop_children()
         return 0
+
+    def _log_policies(self, zero_config: bool) -> None:
+        """Say what this worker's own configuration lets nodes do (workers enforce it, so it
+        comes from here, never from the server that started a run)."""
+        if self.settings.allows_private_http() and not zero_config:
+            logger.warning(
+                "http nodes on these workers may reach private and loopback addresses "
+                "(NEXUSFLOW_ALLOW_PRIVATE_HTTP=1), the backends included: allow it only where "
+                "every user of these workers may reach this network")
+        else:
+            logger.info("http nodes may reach private addresses: %s",
+                        "yes (zero-config, one user)" if self.settings.allows_private_http()
+                        else "no")
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self._stopping:  # a second signal: stop now
