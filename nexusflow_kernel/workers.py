@@ -122,6 +122,7 @@ class LocalWorkers:
 def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = None) -> int:
     """Return how many RQ workers registered in Redis serve the engine's default queue."""
     from rq import Queue, Worker
+    from rq.serializers import JSONSerializer
 
     from .transport.broker import get_redis
 
@@ -129,7 +130,8 @@ def worker_count(settings: Settings, *, redis: Any = None, queue: str | None = N
     name = queue or settings.queue_name
     host = socket.gethostname()
     count = 0
-    for w in Worker.all(connection=conn, queue=Queue(name, connection=conn)):
+    rq_queue = Queue(name, connection=conn, serializer=JSONSerializer)
+    for w in Worker.all(connection=conn, queue=rq_queue, serializer=JSONSerializer):
         if w.get_state() == "suspended":
             continue
         if w.hostname == host and w.pid and not pid_alive(int(w.pid)):

@@ -338,10 +338,20 @@ class Broker:
         """
         blobs = self._release(keys=[DUE_KEY, DUE_JOBS_KEY],
                               args=[now if now is not None else time.time(), limit])
-        if blobs:
-            self._send([Push(run, idx, attempt, queue, wake=wake)
-                        for run, idx, attempt, queue, wake in map(json.loads, blobs)], [])
-        return len(blobs)
+        pushes = []
+        for blob in blobs:
+            # Redis is not ours alone (docs/security.md): an entry that does not parse is
+            # dropped here, not allowed to fail the jobs taken out with it.
+            try:
+                run, idx, attempt, queue, wake = json.loads(blob)
+                pushes.append(Push(str(run), int(idx), int(attempt), str(queue),
+                                   wake=bool(wake)))
+            except (ValueError, TypeError) as exc:
+                logger.warning("dropped a waiting node job that does not parse (%s): %.200r",
+                               exc, blob)
+        if pushes:
+            self._send(pushes, [])
+        return len(pushes)
 
     def forget_due(self, job_ids: Sequence[str]) -> None:
         """Drop waiting node jobs (the reconciler pushed their nodes itself)."""

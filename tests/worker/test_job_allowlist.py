@@ -422,3 +422,58 @@ def test_engine_jobs_of_every_kind_run_with_nothing_refused(settings, start_work
     assert run["status"] == "succeeded", {k: v.get("error") for k, v in run["nodes"].items()}
     assert run["nodes"]["B"]["output"] == 2
     assert refused_count(r) == 0, refusals(r)
+
+
+# ------------------------------------------------------------- siblings in what pushes jobs
+
+
+RQ_CLASSES = {"Queue", "Worker", "SimpleWorker", "NodeWorker", "ForkingNodeWorker", "RQWorker"}
+REGISTRIES = {"StartedJobRegistry", "FailedJobRegistry", "FinishedJobRegistry",
+              "ScheduledJobRegistry", "DeferredJobRegistry", "CanceledJobRegistry"}
+
+
+def test_every_rq_object_names_the_json_serializer() -> None:
+    """RQ's default serializer is pickle: every queue, worker, job fetch and registry that
+    Nexus-Flow makes says JSON (a registry may take it from its queue)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    faults = []
+    for package in ("nexusflow_kernel", "worker/nexusflow_worker", "server_ext/nexusflow_server"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+                func = call.func
+                name = func.id if isinstance(func, ast.Name) else \
+                    func.attr if isinstance(func, ast.Attribute) else ""
+                owner = func.value.id if isinstance(func, ast.Attribute) and \
+                    isinstance(func.value, ast.Name) else ""
+                keywords = {k.arg for k in call.keywords}
+                wants = (name in RQ_CLASSES or (name in ("all", "fetch", "fetch_many")
+                                                and owner in RQ_CLASSES | {"Job", "GuardedJob"}))
+                if wants and "serializer" not in keywords:
+                    faults.append(f"{path.relative_to(root)}:{call.lineno} {ast.unparse(call)}")
+                if name in REGISTRIES and not keywords & {"serializer", "queue"}:
+                    faults.append(f"{path.relative_to(root)}:{call.lineno} {ast.unparse(call)}")
+    assert faults == []
+
+
+def test_a_malformed_waiting_job_does_not_hold_up_the_others(settings) -> None:
+    """The timer's waiting set is Redis too: an entry that does not parse is dropped (and
+    logged) instead of failing the whole batch it was taken out with."""
+    from nexusflow_kernel.services import resolve_backends
+    from nexusflow_kernel.transport.broker import DUE_JOBS_KEY, DUE_KEY, Broker
+
+    broker = Broker(resolve_backends(settings))
+    r = broker.redis
+    now = time.time()
+    run_id = str(uuid.uuid4())
+    r.hset(DUE_JOBS_KEY, mapping={"bad": "not json", "short": json.dumps([run_id, 0]),
+                                  "good": json.dumps([run_id, 0, 2, "default", False])})
+    r.zadd(DUE_KEY, {"bad": now - 3, "short": now - 2, "good": now - 1})
+    assert broker.release_due(now) == 1
+    queue = attacker_queue(settings)
+    (job_id,) = queue.get_job_ids()
+    job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+    assert (job.func_name, job.args) == (JOB_FUNC, [run_id, 0, 2])
+    assert r.zcard(DUE_KEY) == 0 and r.hlen(DUE_JOBS_KEY) == 0

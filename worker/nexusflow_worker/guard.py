@@ -206,7 +206,7 @@ def refuse(connection: Redis, job: Job, queue: Any, reason: str, worker_name: st
         else:  # RQ cannot save what it could not read: mark the raw hash
             pipe.hset(job.key, mapping={"status": JobStatus.FAILED.value,
                                         "exc_info": exc_string})
-            pipe.zadd(FailedJobRegistry(queue.name, connection=connection).key,
+            pipe.zadd(FailedJobRegistry(queue=queue).key,
                       {job.id: time.time() + 24 * 3600})
         pipe.execute()
 
