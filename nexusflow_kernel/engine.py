@@ -22,7 +22,7 @@ from rq.command import send_stop_job_command
 from .errors import BackendUnavailable, NexusFlowError, NotFoundError
 from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
-from .model.document import FlowDocument, dumps_canonical, load_document, loads
+from .model.document import FlowInput, dumps_canonical, load_document, read_flow
 from .runstate.db import get_pool, jsonb, run_tx, with_retry
 from .runstate.store import Binding, RunStore
 from .runstate.transitions import Effects
@@ -32,21 +32,17 @@ from .transport.broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
 
 logger = logging.getLogger(__name__)
 
-FlowLike = FlowDocument | CompiledFlow | Mapping[str, Any] | str | bytes | Path
+FlowLike = CompiledFlow | FlowInput
+"""What the engine takes as a flow: compiled already, or anything :func:`read_flow` reads."""
 
 
-def _compile(flow: FlowLike) -> tuple[CompiledFlow, str | None]:
-    if isinstance(flow, CompiledFlow):
-        return flow, flow.document.source
-    if isinstance(flow, Path) or (isinstance(flow, str) and flow.rstrip().endswith(".nxflow")
-                                  and not flow.lstrip().startswith("{")):
-        compiled = compile_flow(Path(flow))
-        return compiled, str(Path(flow).resolve())
-    if isinstance(flow, (str, bytes)):
-        return compile_flow(loads(flow)), None
-    if isinstance(flow, FlowDocument):
-        return compile_flow(flow), flow.source
-    return compile_flow(load_document(dict(flow))), None
+def _compiled(flow: FlowLike) -> CompiledFlow:
+    return flow if isinstance(flow, CompiledFlow) else compile_flow(read_flow(flow))
+
+
+def _file_source(compiled: CompiledFlow) -> str | None:
+    source = compiled.document.source
+    return str(Path(source).resolve()) if source else None
 
 
 def local_owner() -> str:
@@ -120,7 +116,7 @@ class Engine:
     def save_workflow(self, doc: FlowLike, *, workflow_id: str | None = None,
                       name: str | None = None, actor: str | None = None) -> dict[str, Any]:
         """Store a flow as a new immutable version (none when it equals the latest)."""
-        compiled, _source = _compile(doc)
+        compiled = _compiled(doc)
         wid, version, _created = run_tx(
             self.pool, lambda conn: self.store.save_version(
                 conn, compiled, workflow_id=workflow_id, name=name, actor=actor))
@@ -220,8 +216,8 @@ class Engine:
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
         compiled: CompiledFlow | None = None
         if flow is not None:
-            compiled, file_source = _compile(flow)
-            source = source or file_source
+            compiled = _compiled(flow)
+            source = source or _file_source(compiled)
             _apply_param_defaults(compiled, inputs)
         elif workflow_id is None:
             raise NotFoundError("start_run needs a flow or a workflow_id")

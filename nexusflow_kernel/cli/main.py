@@ -103,8 +103,9 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
 def validate(flow: Path) -> None:
     """Check that a flow compiles; print its nodes in run order."""
     from ..model.compiler import compile_flow
+    from ..model.document import load
 
-    compiled = compile_flow(flow)
+    compiled = compile_flow(load(flow))
     click.echo(f"ok: {compiled.document.name}: {len(compiled.order)} nodes, "
                f"{len(compiled.document.edges)} edges; order: {' '.join(compiled.order)}")
 
@@ -123,8 +124,9 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
         timeout: float | None) -> None:
     """Run a flow file and show its progress; exit 0 only when it succeeded."""
     from ..model.compiler import compile_flow
+    from ..model.document import load
 
-    compiled = compile_flow(flow)  # fail fast, before any service starts
+    compiled = compile_flow(load(flow))  # fail fast, before any service starts
     engine = _engine()
     engine.check()
     from ..workers import LocalWorkers

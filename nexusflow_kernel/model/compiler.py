@@ -7,10 +7,8 @@ node does not have, bad config for a node type, and cycles (listed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -23,7 +21,7 @@ from ..errors import (
     UnknownNodeTypeError,
 )
 from ..nodes import get_node_type
-from .document import FlowDocument, Node, json_pointer, load, load_document, loads
+from .document import FlowDocument, Node, json_pointer
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
         )
 
 
-def compile_document(document: FlowDocument) -> CompiledFlow:
+def compile_flow(document: FlowDocument) -> CompiledFlow:
     """Compile a validated document; raise a ``FlowError`` subclass naming the fault."""
     source = document.source
     graph = nx.DiGraph()
@@ -179,14 +177,3 @@ def _cycle_error(graph: nx.DiGraph, document: FlowDocument, source: str | None) 
     cycle = [u for u, _v in ordered] + [ordered[0][0]]
     closing = indexes[last]
     return CycleError(cycle, f"/edges/{closing}", source=source, edge=document.edges[closing].id)
-
-
-def compile_flow(flow: FlowDocument | Mapping[str, Any] | str | bytes | Path) -> CompiledFlow:
-    """Compile a flow given as a document, a dict, JSON text or a path to a ``.nxflow`` file."""
-    if isinstance(flow, FlowDocument):
-        return compile_document(flow)
-    if isinstance(flow, Path):
-        return compile_document(load(flow))
-    if isinstance(flow, (str, bytes)):
-        return compile_document(loads(flow))
-    return compile_document(load_document(dict(flow)))

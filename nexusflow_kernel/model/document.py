@@ -284,6 +284,27 @@ def load(path: str | Path) -> FlowDocument:
     return loads(raw, source=str(path))
 
 
+FlowInput = FlowDocument | Mapping[str, Any] | str | bytes | Path
+"""A flow as a caller may hold it: a document, its dict, its JSON text, or a ``.nxflow`` path."""
+
+
+def read_flow(flow: FlowInput) -> FlowDocument:
+    """Return the validated document of ``flow``, whatever form it comes in.
+
+    The one place that tells the forms apart: the edges (the engine facade, the CLI, the
+    server, notebooks) call it once, and everything after works on a ``FlowDocument``.
+    A string is a path when it ends in ``.nxflow`` and is not JSON.
+    """
+    if isinstance(flow, FlowDocument):
+        return flow
+    if isinstance(flow, Path) or (isinstance(flow, str) and flow.rstrip().endswith(".nxflow")
+                                  and not flow.lstrip().startswith("{")):
+        return load(flow)
+    if isinstance(flow, (str, bytes)):
+        return loads(flow)
+    return load_document(dict(flow))
+
+
 def save(document: FlowDocument | Mapping[str, Any], path: str | Path) -> None:
     """Write a flow canonically and atomically (a crash never leaves half a file)."""
     data = document.data if isinstance(document, FlowDocument) else document

@@ -25,6 +25,7 @@ from nftest import flow, node, wait_run
 
 from nexusflow_kernel import defaults
 from nexusflow_kernel.model.compiler import compile_flow
+from nexusflow_kernel.model.document import read_flow
 from nexusflow_kernel.runstate.transitions import LOST_RETRIES
 
 SLOW = os.environ.get("NEXUSFLOW_SLOW_TESTS") == "1"
@@ -554,7 +555,7 @@ def _big(shape: str, n: int) -> dict:
 def test_10k_node_flows_compile_and_start(engine, settings, shape: str) -> None:
     doc = _big(shape, 10_000)
     t0 = time.monotonic()
-    compiled = compile_flow(doc)
+    compiled = compile_flow(read_flow(doc))
     t1 = time.monotonic()
     run_id = engine.start_run(compiled)
     t2 = time.monotonic()

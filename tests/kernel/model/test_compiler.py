@@ -20,7 +20,7 @@ from nexusflow_kernel.errors import (
     UnknownNodeTypeError,
 )
 from nexusflow_kernel.model.compiler import compile_flow
-from nexusflow_kernel.model.document import dumps_canonical, loads
+from nexusflow_kernel.model.document import dumps_canonical, loads, read_flow
 
 
 def diamond() -> dict:
@@ -31,7 +31,7 @@ def diamond() -> dict:
 
 
 def test_diamond_compiles_in_topological_order() -> None:
-    compiled = compile_flow(diamond())
+    compiled = compile_flow(read_flow(diamond()))
     assert compiled.order == ("A", "B", "C", "D")
     assert compiled.parents["D"] == ("B", "C")
     assert ("D", "true") in compiled.children["C"]
@@ -54,7 +54,7 @@ def test_diamond_compiles_in_topological_order() -> None:
 )
 def test_document_errors_name_the_place(text, error, pointer, words) -> None:
     with pytest.raises(error) as info:
-        compile_flow(text)
+        compile_flow(read_flow(text))
     assert info.value.pointer == pointer
     assert words in str(info.value)
     assert "\n" not in str(info.value)
@@ -63,7 +63,7 @@ def test_document_errors_name_the_place(text, error, pointer, words) -> None:
 def test_duplicate_node_id() -> None:
     doc = flow(node("A", "noop"), node("A", "noop"))
     with pytest.raises(DuplicateIdError, match="node id 'A' is used twice") as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/nodes/1/id"
 
 
@@ -71,13 +71,13 @@ def test_duplicate_edge_id() -> None:
     doc = flow(node("A", "noop"), node("B", "noop"), edges=[("A", "B")])
     doc["edges"].append(dict(doc["edges"][0]))
     with pytest.raises(DuplicateIdError, match="edge id 'A-B' is used twice"):
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
 
 
 def test_dangling_edge() -> None:
     doc = flow(node("A", "noop"), edges=[("A", "Z")])
     with pytest.raises(DanglingEdgeError, match="target 'Z' is not a node") as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/edges/0/target"
 
 
@@ -85,7 +85,7 @@ def test_cycle_is_listed_and_names_the_edge_that_closes_it() -> None:
     doc = flow(node("A", "noop"), node("B", "noop"), node("C", "noop"),
                edges=[("A", "B"), ("B", "C"), ("C", "A")])
     with pytest.raises(CycleError) as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.cycle == ["A", "B", "C", "A"]
     assert info.value.pointer == "/edges/2" and info.value.edge == "C-A"
     assert "cycle A -> B -> C -> A (closed by edge 'C-A')" in str(info.value)
@@ -98,14 +98,14 @@ def test_the_closing_edge_is_the_cycles_last_in_the_document_not_the_first_edge(
     doc = flow(*(node(n, "noop") for n in "ABCDE"),
                edges=[("A", "B"), ("B", "C"), ("D", "E"), ("C", "D"), ("D", "B")])
     with pytest.raises(CycleError) as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/edges/4" and info.value.edge == "D-B"
     assert info.value.cycle == ["B", "C", "D", "B"]
 
 
 def test_self_loop_is_a_cycle() -> None:
     with pytest.raises(CycleError, match="A -> A") as info:
-        compile_flow(flow(node("A", "noop"), edges=[("A", "A")]))
+        compile_flow(read_flow(flow(node("A", "noop"), edges=[("A", "A")])))
     assert info.value.edge == "A-A" and info.value.pointer == "/edges/0"
 
 
@@ -113,7 +113,7 @@ def test_cycle_hidden_in_a_large_flow() -> None:
     nodes = [node(f"n{i}", "noop") for i in range(10_000)]
     edges = [(f"n{i}", f"n{i + 1}") for i in range(9_999)] + [("n5001", "n5000")]
     with pytest.raises(CycleError) as info:
-        compile_flow(flow(*nodes, edges=edges))
+        compile_flow(read_flow(flow(*nodes, edges=edges)))
     assert info.value.cycle == ["n5000", "n5001", "n5000"]
     assert info.value.pointer == "/edges/9999" and info.value.edge == "n5001-n5000"
 
@@ -121,32 +121,34 @@ def test_cycle_hidden_in_a_large_flow() -> None:
 def test_unknown_node_type_lists_known_types() -> None:
     doc = {"schema": 1, "nodes": [{"id": "A", "type": "nosuch"}], "edges": []}
     with pytest.raises(UnknownNodeTypeError, match="unknown type 'nosuch'") as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/nodes/0/type"
 
 
 def test_import_path_is_never_a_node_type() -> None:
     with pytest.raises(FlowSchemaError):
-        compile_flow({"schema": 1, "nodes": [{"id": "A", "type": "os:system"}], "edges": []})
+        compile_flow(read_flow({"schema": 1, "nodes": [{"id": "A", "type": "os:system"}],
+                                "edges": []}))
     with pytest.raises(UnknownNodeTypeError, match="known types: .*transform"):
-        compile_flow({"schema": 1, "nodes": [{"id": "A", "type": "os.system"}], "edges": []})
+        compile_flow(read_flow({"schema": 1, "nodes": [{"id": "A", "type": "os.system"}],
+                                "edges": []}))
 
 
 def test_bad_config_names_the_field() -> None:
     doc = flow(node("A", "http", url=5))
     with pytest.raises(NodeConfigError, match="node 'A' \\(http\\)") as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/nodes/0/config/url"
 
 
 def test_condition_edges_need_a_handle() -> None:
     doc = flow(node("C", "condition", expression="True"), node("D", "noop"), edges=[("C", "D")])
     with pytest.raises(DanglingEdgeError, match="without a source_handle"):
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     doc = flow(node("C", "condition", expression="True"), node("D", "noop"),
                edges=[("C", "D", "maybe")])
     with pytest.raises(DanglingEdgeError, match="handle 'maybe'") as info:
-        compile_flow(doc)
+        compile_flow(read_flow(doc))
     assert info.value.pointer == "/edges/0/source_handle"
 
 
@@ -155,16 +157,17 @@ def test_limits(monkeypatch) -> None:
     for _ in range(200):
         deep = [deep]
     with pytest.raises(FlowLimitError, match="nests"):
-        compile_flow(json.dumps({"schema": 1, "nodes": [], "edges": [], "metadata": {"x": deep}}))
+        compile_flow(read_flow(json.dumps({"schema": 1, "nodes": [], "edges": [],
+                                           "metadata": {"x": deep}})))
     with pytest.raises(FlowLimitError):
-        compile_flow("[" * 100_000 + "]" * 100_000)
+        compile_flow(read_flow("[" * 100_000 + "]" * 100_000))
     monkeypatch.setattr(defaults, "MAX_DOCUMENT_BYTES", 100)
     with pytest.raises(FlowLimitError, match="over the limit of 100"):
-        compile_flow(json.dumps(diamond()))
+        compile_flow(read_flow(json.dumps(diamond())))
     monkeypatch.setattr(defaults, "MAX_DOCUMENT_BYTES", 32 * 1024 * 1024)
     monkeypatch.setattr(defaults, "MAX_NODES", 3)
     with pytest.raises(FlowLimitError, match="4 nodes, over the limit of 3") as info:
-        compile_flow(diamond())
+        compile_flow(read_flow(diamond()))
     assert info.value.pointer == "/nodes"
 
 
@@ -183,6 +186,6 @@ def test_ten_thousand_nodes_compile_fast() -> None:
     nodes = [node(f"n{i}", "noop") for i in range(10_000)]
     edges = [(f"n{i}", f"n{i + 1}") for i in range(9_999)]
     start = time.perf_counter()
-    compiled = compile_flow(flow(*nodes, edges=edges))
+    compiled = compile_flow(read_flow(flow(*nodes, edges=edges)))
     assert len(compiled.order) == 10_000
     assert time.perf_counter() - start < 10  # a bound, not a benchmark (see bench/)

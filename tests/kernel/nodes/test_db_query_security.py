@@ -27,6 +27,7 @@ import pytest
 from nexusflow_kernel.errors import NodeConfigError, NodeExecutionError
 from nexusflow_kernel.expressions import render_templates
 from nexusflow_kernel.model.compiler import compile_flow
+from nexusflow_kernel.model.document import read_flow
 from nexusflow_kernel.nodes import NodeContext, get_node_type
 from nexusflow_kernel.settings import Settings
 
@@ -89,14 +90,14 @@ CRAFTED = "nobody' OR '1'='1"
 
 def test_a_template_in_sql_is_refused_at_compile_time_pointing_to_params() -> None:
     with pytest.raises(NodeConfigError) as info:
-        compile_flow(_flow({"sql": INJECTED}))
+        compile_flow(read_flow(_flow({"sql": INJECTED})))
     assert info.value.pointer == "/nodes/0/config/sql"
     assert "params" in str(info.value) and "%(" in str(info.value), str(info.value)
     # The same value as a bound parameter compiles.
-    compile_flow(_flow({"sql": "SELECT id FROM s11_users WHERE name = %(n)s",
-                        "params": {"n": "{{ params['n'] }}"}}))
+    compile_flow(read_flow(_flow({"sql": "SELECT id FROM s11_users WHERE name = %(n)s",
+                        "params": {"n": "{{ params['n'] }}"}})))
     # Braces that are no template (a JSON literal) are fine.
-    compile_flow(_flow({"sql": """SELECT '{"a": {"b": 1}}'::jsonb"""}))
+    compile_flow(read_flow(_flow({"sql": """SELECT '{"a": {"b": 1}}'::jsonb"""})))
 
 
 def test_a_stored_template_in_sql_is_never_rendered_into_the_statement(dbs) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from nexusflow_kernel.errors import ExpressionError, NodeConfigError, NodeExecutionError
 from nexusflow_kernel.model.compiler import compile_flow
+from nexusflow_kernel.model.document import read_flow
 from nexusflow_kernel.nodes import Defer, NodeContext, get_node_type
 from nexusflow_kernel.settings import Settings
 
@@ -419,7 +420,7 @@ def _flow(node_type: str, config: dict[str, Any]) -> dict[str, Any]:
 )
 def test_compile_rejects_bad_config(node_type: str, config: dict[str, Any], pointer: str) -> None:
     with pytest.raises(NodeConfigError) as info:
-        compile_flow(_flow(node_type, config))
+        compile_flow(read_flow(_flow(node_type, config)))
     assert info.value.pointer == pointer, str(info.value)
     assert "'A'" in str(info.value)
 
@@ -437,7 +438,7 @@ def test_compile_rejects_bad_config(node_type: str, config: dict[str, Any], poin
     ],
 )
 def test_compile_accepts_good_config(node_type: str, config: dict[str, Any]) -> None:
-    compile_flow(_flow(node_type, config))
+    compile_flow(read_flow(_flow(node_type, config)))
 
 
 def test_catalog_schemas_are_complete() -> None:
