@@ -1,6 +1,21 @@
-"""Nexus-Flow's engine: flow documents, the compiler, node types, run state and dispatch.
+"""Nexus-Flow's engine, shared by the CLI, the workers, the Jupyter server and notebooks.
 
-Importing this package is cheap: submodules load on first use.
+What each part holds, from the front doors down (import-linter checks this order):
+
+- ``cli/``        the ``nexusflow`` command
+- ``notebook/``   the notebook API: the ``Flow`` builder, ``@task``, ``Run`` handles, the widget
+- ``engine``      the facade: store workflows, start, control and read runs
+- ``workers``     the one way to launch local worker processes
+- ``secrets``, ``masking``   encrypted secrets; the one masking path for what a run records
+- ``runstate/``   the record in PostgreSQL: migrations, the run store, node transitions, plans
+- ``transport/``  Redis: RQ job pushes, the waiting set, event streams
+- ``model/``      the flow document, its JSON Schema, the compiler
+- ``nodes/``      node types: the contract, the registry (entry points), the core types
+- ``expressions``, ``textbounds``   the safe expression language and its size limits
+- ``services/``   embedded PostgreSQL and Redis for zero-config use
+- ``settings``, ``errors``, ``defaults``, ``procs``   the foundation
+
+Importing this package is cheap: the names below load on first use.
 """
 
 from __future__ import annotations
