@@ -18,7 +18,9 @@ The hierarchy::
      ├── BackendUnavailable           PostgreSQL or Redis cannot be reached
      ├── NotFoundError                no such run, workflow or node
      ├── RunStateError                the run is not in a state that allows this
-     └── ServiceError                 the embedded services failed to start or stop
+     ├── ServiceError                 the embedded services failed to start or stop
+     ├── AuthenticationError          the Nexus-Flow service did not accept the credentials
+     └── PermissionDenied             the Nexus-Flow service refused the action (a role)
 
     WorkerShutdown (BaseException)    a stop request; ``except Exception`` cannot swallow it
 
@@ -127,11 +129,20 @@ class ServiceError(NexusFlowError):
     """An embedded service failed to start, stop or answer."""
 
 
+class AuthenticationError(NexusFlowError):
+    """The Nexus-Flow service did not accept the token (missing, unknown, revoked, expired)."""
+
+
+class PermissionDenied(NexusFlowError):
+    """The Nexus-Flow service refused the action: the user's role does not allow it."""
+
+
 class WorkerShutdown(BaseException):
     """Ask a worker to stop; derives from BaseException so ``except Exception`` lets it pass."""
 
 
 __all__ = [
+    "AuthenticationError",
     "BackendUnavailable",
     "CycleError",
     "DanglingEdgeError",
@@ -146,6 +157,7 @@ __all__ = [
     "NodeExecutionError",
     "NodeTimeoutError",
     "NotFoundError",
+    "PermissionDenied",
     "RunStateError",
     "ServiceError",
     "UnknownNodeTypeError",

@@ -102,6 +102,13 @@ class Settings:
     """How code runs: ``docker``, ``process``, ``none`` or ``auto`` (docker when it answers)."""
     secret_key: str | None = None
     """Key that encrypts stored secrets (``NEXUSFLOW_SECRET_KEY``)."""
+    service_url: str | None = None
+    """URL of the Nexus-Flow service (``NEXUSFLOW_SERVICE_URL``): notebooks and the CLI then
+    reach runs through its API (no database, Redis or key here); ``None``: this process opens
+    the backends itself."""
+    service_token: str | None = None
+    """Token for the service (``NEXUSFLOW_SERVICE_TOKEN``; on a JupyterHub the user's
+    ``JUPYTERHUB_API_TOKEN`` when unset)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -139,6 +146,9 @@ class Settings:
             allow_private_http=_env_choice("NEXUSFLOW_ALLOW_PRIVATE_HTTP"),
             code_isolation=env.get("NEXUSFLOW_CODE_ISOLATION") or "auto",
             secret_key=env.get("NEXUSFLOW_SECRET_KEY") or None,
+            service_url=env.get("NEXUSFLOW_SERVICE_URL") or None,
+            service_token=(env.get("NEXUSFLOW_SERVICE_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
+                           or None),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -180,6 +190,8 @@ class Settings:
             env["NEXUSFLOW_REDIS_URL"] = self.redis_url
         if self.secret_key:
             env["NEXUSFLOW_SECRET_KEY"] = self.secret_key
+        if self.service_url:  # the token is a user's credential: never handed on
+            env["NEXUSFLOW_SERVICE_URL"] = self.service_url
         for name, url in self.connections.items():
             env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
         for name in self.trusted_connections:

@@ -85,3 +85,68 @@ def node(id: str, type: str = "transform", **config) -> dict:
             out[key] = config.pop(key)
     out["config"] = config
     return out
+
+
+class RunningService:
+    """A ``NexusFlowService`` serving in a thread of the test, with its own event loop."""
+
+    def __init__(self, settings, *, auth: str = "token", extra: dict | None = None) -> None:
+        from nexusflow_server.service.app import NexusFlowService
+        from traitlets.config import Config
+
+        from nexusflow_kernel.procs import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        config = Config({
+            "NexusFlow": {"database_url": settings.database_url,
+                          "redis_url": settings.redis_url, "data_dir": str(settings.data_dir),
+                          "secret_key": settings.secret_key, "local_workers": False,
+                          "trigger_poll_s": 0.2, **(extra or {})},
+            "NexusFlowService": {"ip": "127.0.0.1", "port": self.port, "auth": auth},
+        })
+        self.app = NexusFlowService(config=config)
+        self.app.initialize([])
+        import threading
+
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nexusflow-service", daemon=True)
+        self._thread.start()
+        if not self._started.wait(30) or self._error is not None:
+            raise AssertionError(f"the service did not start: {self._error!r}")
+
+    def _run(self) -> None:
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        self.stop_event = asyncio.Event()
+        ready = asyncio.Event()
+
+        async def main() -> None:
+            task = asyncio.create_task(self.app.serve(ready, self.stop_event))
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            self._started.set()
+            await task
+
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # reported by __init__ or stop
+            self._error = exc
+            self._started.set()
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self._thread.join(30)
+
+    def client(self, token: str | None):
+        import httpx
+
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx.Client(base_url=self.url + "nexusflow/api/", headers=headers, timeout=30)

@@ -79,9 +79,11 @@ def main() -> None:
 
 
 def _engine() -> Any:
-    from ..engine import Engine
+    """Return the engine: the Nexus-Flow service's client when NEXUSFLOW_SERVICE_URL is set
+    (a JupyterHub user's terminal), else the local one."""
+    from ..remote import open_engine
 
-    return Engine()
+    return open_engine()
 
 
 def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -129,8 +131,11 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
     compiled = compile_flow(load(flow))  # fail fast, before any service starts
     engine = _engine()
     engine.check()
+    from ..remote import local_workers_allowed
     from ..workers import LocalWorkers
 
+    if workers and not detach:
+        local_workers_allowed(engine, f"--workers {workers}")
     sup = LocalWorkers(workers, settings=engine.settings) if workers and not detach else None
     try:
         run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
@@ -152,8 +157,6 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
     from rich.console import Console
     from rich.live import Live
 
-    from ..transport.broker import events_key
-
     deadline = time.monotonic() + timeout if timeout else None
     states: dict[str, tuple[str, int]] = {n: ("pending", 0) for n in order}
     cursor = "0-0"
@@ -162,7 +165,7 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
     with Live(_table(states), console=console, refresh_per_second=8,
               transient=False) if show else _nullcontext() as view:
         while True:
-            items = engine.broker.read_events(events_key(run_id), cursor, block_ms=500)
+            items = engine.read_events(run_id, cursor, block_ms=500)
             run_state = None
             for entry_id, ev in items:
                 cursor = entry_id

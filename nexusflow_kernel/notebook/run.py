@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import NexusFlowError, NotFoundError
+from ..remote import RemoteEngine, live_workers, local_workers_allowed, open_engine
 from ..settings import Settings, mask_url
-from ..workers import LocalWorkers, worker_count
+from ..workers import LocalWorkers
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
@@ -69,25 +70,26 @@ class RunTimeout(NexusFlowError):
 
 
 # ---------------------------------------------------------------------- engines
-_engines: dict[tuple[str | None, str | None, str], Engine] = {}
+_engines: dict[tuple[str | None, ...], Engine | RemoteEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(settings: Settings | None = None) -> Engine:
-    """Return this kernel's ``Engine`` for ``settings`` (from the environment by default).
+def get_engine(settings: Settings | None = None) -> Engine | RemoteEngine:
+    """Return this kernel's engine for ``settings`` (from the environment by default).
 
-    With no ``NEXUSFLOW_DATABASE_URL``/``NEXUSFLOW_REDIS_URL`` the embedded services are
-    started (or found). Unreachable servers raise ``BackendUnavailable`` saying what to do.
+    With ``NEXUSFLOW_SERVICE_URL`` (a JupyterHub with the Nexus-Flow service) it is the
+    service's client, which holds no credentials but the user's token. Otherwise, with no
+    ``NEXUSFLOW_DATABASE_URL``/``NEXUSFLOW_REDIS_URL``, the embedded services are started (or
+    found). Unreachable servers raise ``BackendUnavailable`` saying what to do.
     """
-    from ..engine import Engine
-
     settings = settings or Settings.from_env()
-    key = (settings.database_url, settings.redis_url, str(settings.data_dir))
+    key = (settings.service_url, settings.service_token, settings.database_url,
+           settings.redis_url, str(settings.data_dir))
     with _engines_lock:
         engine = _engines.get(key)
         if engine is not None:
             return engine
-        engine = Engine(settings)  # unreachable servers: BackendUnavailable saying what to do
+        engine = open_engine(settings)  # unreachable: BackendUnavailable saying what to do
         engine.check()
         _engines[key] = engine
         return engine
@@ -104,6 +106,7 @@ def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
         _auto_workers(engine)
         workers = None
     elif workers:
+        local_workers_allowed(engine, f"flow.run(workers={workers!r})")
         local = LocalWorkers(int(workers), settings=engine.settings)
     elif wait and not _some_worker(engine, within_s=WORKER_WAIT_S):
         raise RunStalled(_no_workers(engine))
@@ -120,10 +123,10 @@ WORKER_WAIT_S = 5.0
 """How long ``flow.run`` waits for a worker to appear (one may be starting) before refusing."""
 
 
-def _some_worker(engine: Engine, within_s: float) -> bool:
+def _some_worker(engine: Engine | RemoteEngine, within_s: float) -> bool:
     end = time.monotonic() + within_s
     while True:
-        if worker_count(engine.settings, redis=engine.redis) > 0:
+        if live_workers(engine) > 0:
             return True
         if time.monotonic() >= end:
             return False
@@ -133,19 +136,23 @@ def _some_worker(engine: Engine, within_s: float) -> bool:
 _shared: dict[str, LocalWorkers] = {}
 
 
-def _auto_workers(engine: Engine, processes: int = 2) -> LocalWorkers | None:
+def _auto_workers(engine: Engine | RemoteEngine, processes: int = 2) -> LocalWorkers | None:
     """Start workers kept for this kernel's life when none serve the queue (``"auto"``)."""
     key = engine.settings.redis_url or ""
     mine = _shared.get(key)
     if mine is not None and mine.running:
         return mine
-    if worker_count(engine.settings, redis=engine.redis) > 0:
+    if live_workers(engine) > 0:
         return None
+    local_workers_allowed(engine, "flow.run(workers='auto') found no worker")
     _shared[key] = LocalWorkers(processes, settings=engine.settings)
     return _shared[key]
 
 
-def _no_workers(engine: Engine) -> str:
+def _no_workers(engine: Engine | RemoteEngine) -> str:
+    if isinstance(engine, RemoteEngine):
+        return (f"no worker serves the Nexus-Flow service at {engine.url}: its workers are "
+                "down or busy starting; ask whoever runs the service")
     return (f"no worker serves the queue {engine.settings.queue_name!r} on "
             f"{mask_url(engine.settings.redis_url)}: start workers with `nexusflow worker` "
             "(JupyterLab's Nexus-Flow extension starts local ones), or pass workers=2 "
@@ -189,7 +196,8 @@ class Outputs(Mapping[str, Any]):
 class Run:
     """A run of a flow: status, outputs, logs, control, and the live canvas."""
 
-    def __init__(self, run_id: str, *, engine: Engine | None = None, flow: Runnable | None = None,
+    def __init__(self, run_id: str, *, engine: Engine | RemoteEngine | None = None,
+                 flow: Runnable | None = None,
                  workers: LocalWorkers | None = None) -> None:
         self.id = run_id
         self.engine = engine or get_engine()
@@ -295,7 +303,7 @@ class Run:
                 if now - last_check > 2.0:
                     last_check = now
                     if self._workers is None or not self._workers.running:
-                        if worker_count(self.engine.settings, redis=self.engine.redis) == 0:
+                        if live_workers(self.engine) == 0:
                             idle_since = idle_since or now
                             if now - idle_since > STALL_S:
                                 raise RunStalled(f"run {self.id} is waiting: "
@@ -331,6 +339,7 @@ class Run:
         in this same run; ``wait=True`` waits like ``flow.run``."""
         self.engine.retry_run(self.id, from_node)
         if workers:
+            local_workers_allowed(self.engine, f"run.retry(workers={workers!r})")
             self._workers = LocalWorkers(workers, settings=self.engine.settings)
         if wait:
             self.wait(timeout=timeout)

@@ -208,7 +208,7 @@ class WebhooksHandler(TriggerBase):
             jwt_algorithm=algorithm, jwt_audience=audience, jwt_issuer=issuer,
             content_types=sorted(set(types)), max_body_bytes=max_body, rate_limit=rate,
             rate_window_s=window, wait_s=wait_s, actor=self.user_name)
-        hook["url"] = self.nf.serverapp.base_url.rstrip("/") + f"/nexusflow/hooks/{hook['hook_id']}"
+        hook["url"] = self.base_url.rstrip("/") + f"/nexusflow/hooks/{hook['hook_id']}"
         await self.audit("webhook.create", f"webhook:{hook['hook_id']}", workflow_id=workflow_id)
         self.reply(hook, 201)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 
+from nexusflow_kernel.engine import workflow_key
 from nexusflow_kernel.errors import FlowError, NotFoundError
-from nexusflow_kernel.model.document import parse_flow_text
+from nexusflow_kernel.model.document import load_document, parse_flow_text
 from nexusflow_kernel.nodes import get_node_type
 
 from . import rbac
@@ -19,6 +21,16 @@ CODE_NODE_TYPES = frozenset({"code", "python", "shell", "task"})
 """Node types that run user code; starting a flow holding one needs the ``execute`` action."""
 
 RUN_STATUSES = ("running", "succeeded", "failed", "canceled")
+
+RUN_TRIGGERS = ("manual", "notebook")
+"""What a caller may record as the trigger of a run it starts (others are the triggers')."""
+
+
+def check_file(value: str, pointer: str) -> str:
+    """Return a file's absolute path, normalized, or raise ``BadRequest`` naming ``pointer``."""
+    if len(value) > 4096 or "\x00" in value or not posixpath.isabs(value):
+        raise BadRequest("a file must be an absolute path of at most 4096 characters", pointer)
+    return posixpath.normpath(value)
 
 
 def runs_code(graph: Any) -> bool:
@@ -161,12 +173,19 @@ class RunsHandler(NexusFlowHandler):
         if source is not None and "\x00" in source:
             raise BadRequest("'source' may not hold NUL bytes", "?source")
         path = self.get_query_argument("path", None) or None
+        file = self.get_query_argument("file", None) or None
+        key = None
         if path is not None:  # the runs of this server's file (what its canvas shows)
             try:
                 path = check_path(path)
             except BadRequest as exc:
                 raise BadRequest(str(exc), "?path") from None
-            filed = await self.engine_do(lambda e: e.workflow_for_key(self.file_key(path)))
+            self.need_files("?path")
+            key = self.file_key(path)
+        elif file is not None:  # the runs of a file of the server that forwarded this
+            key = workflow_key("file", check_file(file, "?file"), self.key_owner)
+        if key is not None:
+            filed = await self.engine_do(lambda e: e.workflow_for_key(key))
             if filed is None or workflow_id not in (None, filed):
                 self.reply({"runs": []})
                 return
@@ -183,17 +202,24 @@ class RunsHandler(NexusFlowHandler):
         body = self.body()
         path = field(body, "path", str)
         workflow_id = field(body, "workflow_id", str)
+        graph = field(body, "graph", (dict, str))
         version = field(body, "version", int)
         inputs = field(body, "inputs", dict, default={})
-        if (path is None) == (workflow_id is None):
-            raise BadRequest("give exactly one of 'path' or 'workflow_id'", "/path")
+        trigger = field(body, "trigger", str, default="manual")
+        if sum(x is not None for x in (path, workflow_id, graph)) != 1:
+            raise BadRequest("give exactly one of 'path', 'graph' or 'workflow_id'", "/path")
         if version is not None and version < 1:
             raise BadRequest("'version' must be 1 or more", "/version")
+        if trigger not in RUN_TRIGGERS:
+            raise BadRequest(f"'trigger' must be one of {', '.join(RUN_TRIGGERS)}", "/trigger")
         await self.sync(self.record_identity)  # the Hub groups a worker checks secrets against
         if path is not None:
             run_id = await self._start_from_path(path, inputs)
+        elif graph is not None:
+            run_id = await self._start_from_graph(graph, body, inputs, trigger)
         else:
-            run_id = await self._start_stored(check_uuid(workflow_id, "workflow"), version, inputs)
+            run_id = await self._start_stored(check_uuid(workflow_id, "workflow"), version,
+                                              inputs, trigger)
         self.reply({"run_id": run_id}, 201)
 
     async def _may_execute(self, graph: Any) -> None:
@@ -206,6 +232,7 @@ class RunsHandler(NexusFlowHandler):
 
     async def _start_from_path(self, path: str, inputs: dict[str, Any]) -> str:
         path = check_path(path)
+        self.need_files("/path")
         ok = await ensure_async(self.authorizer.is_authorized(
             self, self.current_user, "read", "contents"))
         if not ok:
@@ -214,25 +241,55 @@ class RunsHandler(NexusFlowHandler):
         graph = flow if isinstance(flow, dict) else await self.sync(
             _parse, flow, path)
         await self._may_execute(graph)
+        owner = self.nf.file_owner
         run_id = await self.engine_do(lambda e: e.start_run(
             graph, inputs=inputs, trigger="manual", actor=self.user_name, source=path,
-            key=self.file_key(path), authorize=lambda b: self._may_file(b, path)))
+            key=self.file_key(path), authorize=lambda b: self._may_file(b, path, owner)))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
         return run_id
 
-    def _may_file(self, binding: Any, path: str) -> None:
+    async def _start_from_graph(self, graph: dict[str, Any] | str, body: dict[str, Any],
+                                inputs: dict[str, Any], trigger: str) -> str:
+        """Start a flow sent whole (a canvas's live document forwarded by a single-user server,
+        or a notebook): filed under its file's workflow (``file``: the file's real absolute
+        path) or its name's, for the key owner (the caller, or the proven server owner)."""
+        source = field(body, "source", str)
+        file = field(body, "file", str)
+        live = field(body, "live", bool, default=False)
+        if source is not None and (len(source) > 4096 or "\x00" in source):
+            raise BadRequest("'source' must be a path of at most 4096 characters", "/source")
+        if isinstance(graph, str):
+            graph = await self.sync(_parse, graph, source or "flow")
+        document = await self.sync(load_document, graph, source=source)
+        await self._may_execute(document.data)
+        owner = self.key_owner
+        if file is not None:
+            label = source or file
+            key = workflow_key("file", check_file(file, "/file"), owner)
+        else:
+            label = f"flow {document.name!r}"
+            key = workflow_key("name", document.name, owner)
+        data = {**document.data, "name": document.name}
+        run_id = await self.engine_do(lambda e: e.start_run(
+            data, inputs=inputs, trigger=trigger, actor=self.user_name, source=source, key=key,
+            authorize=lambda b: self._may_file(b, label, owner)))
+        await self.audit("run.start", f"run:{run_id}", **({"path": source} if source else {}),
+                         live=live, trigger=trigger)
+        return run_id
+
+    def _may_file(self, binding: Any, path: str, owner: str) -> None:
         """Let this run be filed under the file's workflow, or refuse (403); in its transaction.
 
         A new workflow is the caller's (owner); an existing one needs the runner role for an
-        unchanged flow and the editor role for a new version. The server's own user (whose
-        files these are) owns the workflows of its files.
+        unchanged flow and the editor role for a new version. The files' owner (a server's
+        user) owns the workflows of their files.
         """
         if binding.created:
             self.nf.store().grant(binding.workflow_id, self.user_name, "owner", self.user_name,
                                   conn=binding.conn)
             return
         role = self.role_on(binding.workflow_id, conn=binding.conn)
-        if self.user_name == self.nf.file_owner:
+        if self.user_name == owner:
             role = "owner"
         need = "edit" if binding.changed else "run"
         if rbac.allows(role, need):
@@ -248,12 +305,12 @@ class RunsHandler(NexusFlowHandler):
             "or ask its owner for the editor role)")
 
     async def _start_stored(self, workflow_id: str, version: int | None,
-                            inputs: dict[str, Any]) -> str:
+                            inputs: dict[str, Any], trigger: str = "manual") -> str:
         await self.require(workflow_id, "run")
         flow = await self.engine_do(lambda e: e.get_workflow(workflow_id, version))
         await self._may_execute(flow["graph"])
         run_id = await self.engine_do(lambda e: e.start_run(
-            workflow_id=workflow_id, version=flow["version"], inputs=inputs, trigger="manual",
+            workflow_id=workflow_id, version=flow["version"], inputs=inputs, trigger=trigger,
             actor=self.user_name))
         await self.audit("run.start", f"run:{run_id}", workflow_id=workflow_id,
                          version=flow["version"])

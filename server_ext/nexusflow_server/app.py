@@ -135,6 +135,31 @@ class NexusFlow(ExtensionApp):
     server_id = Unicode(
         config=True, help="Name of this server among several (queue consumer name)."
     )
+    service_url = Unicode(
+        None, allow_none=True, config=True,
+        help="URL of the Nexus-Flow service (NEXUSFLOW_SERVICE_URL). When set, this server "
+        "opens no backend and holds no secrets key: the API is forwarded to the service with "
+        "each caller's own token (on a JupyterHub, their Hub token), runs of a file send the "
+        "flow as this server reads it, and the service runs the triggers.",
+    )
+    service_token = Unicode(
+        None, allow_none=True, config=True,
+        help="Token for the service when the caller has none of their own (not on a Hub): "
+        "NEXUSFLOW_SERVICE_TOKEN.",
+    )
+
+    @default("service_url")
+    def _default_service_url(self) -> str | None:
+        return _env("NEXUSFLOW_SERVICE_URL")
+
+    @default("service_token")
+    def _default_service_token(self) -> str | None:
+        return _env("NEXUSFLOW_SERVICE_TOKEN")
+
+    @property
+    def remote(self) -> bool:
+        """Whether this server forwards to the Nexus-Flow service (``service_url``)."""
+        return bool(self.service_url)
 
     @default("local_worker_processes")
     def _default_processes(self) -> int:
@@ -199,15 +224,36 @@ class NexusFlow(ExtensionApp):
         self.stream_executor = ThreadPoolExecutor(256, thread_name_prefix="nexusflow-stream")
         self._tasks: list[asyncio.Task[Any]] = []
         self.supervisor: Any = None
+        self.service: Any = None
         self.stopping = threading.Event()
 
     def initialize_handlers(self) -> None:
+        if self.remote:
+            from .forward import forward_handlers
+
+            self.handlers.extend(forward_handlers())
+            return
         from .routes import handlers
 
         self.handlers.extend(handlers())
 
+    def service_client(self) -> Any:
+        """Return the client of the Nexus-Flow service (``service_url``), made on first use."""
+        if self.service is None:
+            from .forward import ServiceClient
+
+            self.service = ServiceClient(
+                self.service_url or "", token=self.service_token,
+                server_token=_env("JUPYTERHUB_API_TOKEN") or self.service_token)
+        return self.service
+
     def engine(self) -> Engine:
         """Return the engine, created on first use (blocking: call from a worker thread)."""
+        if self.remote:
+            from nexusflow_kernel.errors import BackendUnavailable
+
+            raise BackendUnavailable("this server forwards to the Nexus-Flow service "
+                                     f"({self.service_url}) and opens no backend")
         with self._engine_lock:
             if self._engine is None:
                 from nexusflow_kernel.engine import Engine
@@ -270,6 +316,10 @@ class NexusFlow(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.ready = asyncio.Event()
+        if self.remote:
+            self.log.info("Nexus-Flow: forwarding to the service at %s", self.service_url)
+            self.ready.set()
+            return
         self._tasks.append(asyncio.create_task(self._start_background()))
 
     async def _start_background(self) -> None:
@@ -309,6 +359,8 @@ class NexusFlow(ExtensionApp):
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self.service is not None:
+            await self.service.close()
         self.api_executor.shutdown(wait=False, cancel_futures=True)
         self.stream_executor.shutdown(wait=False, cancel_futures=True)
         if self._engine is not None:

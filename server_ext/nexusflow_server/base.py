@@ -274,6 +274,24 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
             return "owner"
         return rbac.highest(self._default_role(), granted)
 
+    @property
+    def key_owner(self) -> str:
+        """Return whose files a run from a file (or a flow name) is filed for.
+
+        In a single-user server: the server's user (``NexusFlow.file_owner``). In the service:
+        the caller, or the user whose server forwarded the request when the request proves it
+        (the service's identity provider checks that server's own token).
+        """
+        return getattr(self, "_nf_key_owner", None) or self.nf.file_owner or self.user_name
+
+    def need_files(self, pointer: str) -> None:
+        """Raise ``BadRequest`` when this app has no Jupyter contents (the service)."""
+        if self.settings.get("serverapp") is None:
+            raise BadRequest(
+                "this Nexus-Flow service has no files: send the flow itself ('graph', and "
+                "'file' for its real path), as the Nexus-Flow extension of a single-user server "
+                "does", pointer)
+
     def file_key(self, path: str) -> str:
         """Return the workflow key of a contents path of this server: its owner and real path.
 

@@ -236,18 +236,28 @@ def _paths() -> dict[str, Any]:
                                _param("path", "query", {"type": "string"}, False,
                                       "a .nxflow path of this server: the runs of the "
                                       "workflow that file is filed under"),
+                               _param("file", "query", {"type": "string"}, False,
+                                      "the real absolute path of a flow file (what a "
+                                      "single-user server sends the service for ?path)"),
                                _param("status", "query", {"enum": ["running", "succeeded",
                                                                    "failed", "canceled"]},
                                       False)],
                        errors=(400, 403, 404), tag="runs"),
             "post": _op("Start a run from a .nxflow path (the live collaborative document "
-                        "when open) or a stored workflow version",
+                        "when open), a flow sent whole, or a stored workflow version",
                         {"201": _json(_ref("RunId"), "Started")},
                         body=_body({"oneOf": [
                             _obj(["path"], path={"type": "string"}, inputs=_ANY_OBJ),
+                            _obj(["graph"], graph=_GRAPH, inputs=_ANY_OBJ,
+                                 source={"type": "string", "description": "where it came "
+                                         "from (recorded as the run's source)"},
+                                 file={"type": "string", "description": "the file's real "
+                                       "absolute path: filed under that file's workflow"},
+                                 live={"type": "boolean"},
+                                 trigger={"enum": ["manual", "notebook"]}),
                             _obj(["workflow_id"], workflow_id=_ID,
                                  version={"type": "integer", "minimum": 1},
-                                 inputs=_ANY_OBJ)]}),
+                                 inputs=_ANY_OBJ, trigger={"enum": ["manual", "notebook"]})]}),
                         errors=(400, 403, 404, 413, 415, 422, 503), tag="runs")},
         "/nexusflow/api/runs/{run_id}": {"get": _op(
             "Get a run with every node's state and output (as `nexusflow run --json`)",
@@ -274,6 +284,21 @@ def _paths() -> dict[str, Any]:
                                                   state={"type": ["string", "null"]},
                                                   output={}, error={}))},
             params=[_RUN, _NODE], tag="runs")},
+        "/nexusflow/api/runs/{run_id}/event-log": {"get": _op(
+            "The run's events after a stream id, waiting up to block_ms for new ones (the "
+            "websocket's stream for plain HTTP clients)",
+            {"200": _json(_list("events", _ref("Event")))},
+            params=[_RUN, after, _param("block_ms", "query", {"type": "integer", "minimum": 0,
+                                                             "maximum": 10000}, False),
+                    _param("count", "query", {"type": "integer", "minimum": 1,
+                                              "maximum": 10000}, False)],
+            tag="events")},
+        "/nexusflow/api/workers": {"get": _op(
+            "How many workers serve the queues, and the jobs waiting in them",
+            {"200": _json(_obj(["workers", "queues"], workers={"type": "integer"},
+                               queues={"type": "object",
+                                       "additionalProperties": {"type": "integer"}}))},
+            errors=(403, 503), tag="meta")},
         "/nexusflow/api/runs/{run_id}/events": {"get": _op(
             "Websocket: the run's events, the whole history first, then live", ws,
             params=[_RUN, after], tag="events", **{"x-websocket": True})},

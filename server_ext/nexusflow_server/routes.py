@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, live, streaming, webhooks
+from . import admin, api, live, status, streaming, webhooks
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -40,11 +40,13 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/runs/{{run_id}}/replay", api.RunReplayHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/logs", api.NodeLogsHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/output", api.NodeOutputHandler),
+    (f"{API}/runs/{{run_id}}/event-log", status.RunEventLogHandler),
     (f"{API}/runs/{{run_id}}/events", streaming.RunEventsSocket),
     (f"{API}/events", streaming.AllEventsSocket),
     (f"{API}/secrets", admin.SecretsHandler),
     (f"{API}/secrets/{{name}}", admin.SecretHandler),
     (f"{API}/audit", admin.AuditHandler),
+    (f"{API}/workers", status.WorkersHandler),
     (f"{API}/documents/live", live.LiveDocumentHandler),
     (f"{API}/documents/patch", live.DocumentPatchHandler),
     ("/nexusflow/hooks/{hook_id}", webhooks.WebhookReceiver),
@@ -56,10 +58,25 @@ PUBLIC = {webhooks.WebhookReceiver}
 
 WEBSOCKETS = {streaming.RunEventsSocket, streaming.AllEventsSocket}
 
+FILES = {live.LiveDocumentHandler, live.DocumentPatchHandler}
+"""Handlers of the user's own files (the live collaborative documents): served by the
+single-user server always, never by the Nexus-Flow service (which has no files)."""
+
 
 def handlers() -> list[tuple[str, Any]]:
     """Return ``(pattern, handler)`` pairs for ``ExtensionApp.handlers``."""
     return [(_p(template), handler) for template, handler in ROUTES]
+
+
+def service_handlers() -> list[tuple[str, Any]]:
+    """Return the ``(pattern, handler)`` pairs the Nexus-Flow service serves: every route but
+    the files' (``FILES``), relative to the service's base URL."""
+    return [(_p(template), handler) for template, handler in ROUTES if handler not in FILES]
+
+
+def file_handlers() -> list[tuple[str, Any]]:
+    """Return the ``(pattern, handler)`` pairs of ``FILES`` (a forwarding server keeps them)."""
+    return [(_p(template), handler) for template, handler in ROUTES if handler in FILES]
 
 
 def methods(handler: type) -> list[str]:

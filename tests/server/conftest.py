@@ -122,3 +122,43 @@ def api(jp_fetch):
             return code, text
 
     return call
+
+
+# ---------------------------------------------------------------- the Nexus-Flow service
+
+@pytest.fixture
+def keyed(settings):
+    """Return ``settings`` with a secrets key of their own (the service and workers share it)."""
+    from dataclasses import replace
+
+    from nexusflow_kernel.secrets import generate_key
+
+    return replace(settings, secret_key=generate_key())
+
+
+@pytest.fixture
+def service(keyed):
+    """A Nexus-Flow service (``--auth token``) in a thread, on the test backends."""
+    from nftest import RunningService
+
+    running = RunningService(keyed)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def tokens(keyed):
+    """Make service tokens: ``tokens("alice", groups=["staff"])``."""
+    from nexusflow_server.service.tokens import ApiTokens
+
+    from nexusflow_kernel.runstate.db import get_pool
+
+    store = ApiTokens(get_pool(keyed.database_url))
+
+    def make(user: str, **kwargs: Any) -> str:
+        return store.create(user, **kwargs)["token"]
+
+    make.store = store  # type: ignore[attr-defined]
+    return make

@@ -1,0 +1,245 @@
+"""The engine as a client of the Nexus-Flow service: no database, Redis or key in this process.
+
+On a JupyterHub the single-user servers and their kernels hold none of the backends'
+credentials; one service does (``nexusflow server``, registered with the Hub). Notebooks
+(``Flow.run``, ``Run``) and the CLI then reach runs through the service's REST API, with the
+user's Hub token (``JUPYTERHUB_API_TOKEN``) or a service token (``NEXUSFLOW_SERVICE_TOKEN``),
+and the service decides what the user may do. :func:`open_engine` chooses: a
+:class:`RemoteEngine` when ``Settings.service_url`` (``NEXUSFLOW_SERVICE_URL``) is set, else the
+local :class:`~nexusflow_kernel.engine.Engine`.
+
+``RemoteEngine`` has the methods of ``Engine`` that notebooks and the CLI use, with the same
+arguments and answers (the service answers with what ``Engine`` returns), and raises the same
+errors: ``NotFoundError`` (404), ``RunStateError`` (409), ``FlowError`` (422, with the JSON
+pointer), ``PermissionDenied`` (403), ``AuthenticationError`` (401), ``BackendUnavailable``
+(503, or the service does not answer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from . import errors
+from .errors import (
+    AuthenticationError,
+    BackendUnavailable,
+    FlowError,
+    NexusFlowError,
+    NotFoundError,
+    PermissionDenied,
+    RunStateError,
+)
+from .settings import Settings
+from .workers import worker_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine, FlowLike
+
+API = "nexusflow/api/"
+
+EVENT_WAIT_S = 10.0
+"""Longest a single event read waits at the service (a read asks for at most this)."""
+
+
+class RemoteEngine:
+    """Start, control and read runs through the Nexus-Flow service's REST API."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None
+                 ) -> None:
+        if not settings.service_url:
+            raise NexusFlowError("RemoteEngine needs Settings.service_url (NEXUSFLOW_SERVICE_URL)")
+        self.settings = settings
+        self.configured = settings
+        self.url = settings.service_url.rstrip("/") + "/"
+        headers = {"Accept": "application/json"}
+        if settings.service_token:
+            headers["Authorization"] = f"token {settings.service_token}"
+        self._client = httpx.Client(base_url=self.url + API, headers=headers,
+                                    timeout=httpx.Timeout(30.0, connect=5.0),
+                                    transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ transport
+    def _call(self, method: str, path: str, *, body: Any = None,
+              params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """Send one request; return the JSON answer, or raise the error the status names."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            resp = self._client.request(
+                method, path, params=query or None,
+                content=None if body is None else json.dumps(body, default=str),
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"the Nexus-Flow service at {self.url} does not answer ({exc}); check "
+                "NEXUSFLOW_SERVICE_URL, or ask whoever runs the service") from None
+        if resp.status_code >= 400:
+            raise _error(resp, self.url)
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise BackendUnavailable(f"the service at {self.url} answered {path} with something "
+                                     "that is not JSON: is NEXUSFLOW_SERVICE_URL right?") from None
+
+    # ------------------------------------------------------------------ engine methods
+    def check(self) -> None:
+        """Raise unless the service answers and accepts this token."""
+        self._call("GET", "workers")
+
+    def worker_count(self) -> int:
+        """Return how many workers serve the queue (as the service sees them)."""
+        return int(self._call("GET", "workers")["workers"])
+
+    def start_run(self, flow: FlowLike | None = None, *, workflow_id: str | None = None,
+                  version: int | None = None, inputs: Mapping[str, Any] | None = None,
+                  trigger: str = "manual", actor: str | None = None,
+                  source: str | None = None, dedupe_key: str | None = None,
+                  key: str | None = None,
+                  authorize: Callable[[Any], None] | None = None) -> str:
+        """Start a run at the service; return its id (``Engine.start_run``'s arguments).
+
+        The flow compiles here first (a flow with errors never leaves this process). A flow
+        from a file is filed under that file's workflow for this token's user, as locally.
+        ``actor``, ``dedupe_key``, ``key`` and ``authorize`` are the service's to decide.
+        """
+        from .engine import _compile
+
+        body: dict[str, Any] = {"inputs": dict(inputs or {}), "trigger": trigger}
+        if flow is not None:
+            compiled, file_source = _compile(flow)
+            source = source or file_source
+            body["graph"] = {**compiled.document.data, "name": compiled.document.name}
+            if source:
+                body["source"] = source
+                if os.path.isabs(source):
+                    body["file"] = os.path.realpath(source)
+        elif workflow_id is not None:
+            body["workflow_id"] = workflow_id
+            if version is not None:
+                body["version"] = version
+        else:
+            raise NotFoundError("start_run needs a flow or a workflow_id")
+        return str(self._call("POST", "runs", body=body)["run_id"])
+
+    def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        return dict(self._call("GET", f"runs/{_seg(run_id)}"))
+
+    def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
+                  source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        answer = self._call("GET", "runs", params={"limit": limit, "workflow_id": workflow_id,
+                                                   "source": source, "status": status})
+        return list(answer["runs"])
+
+    def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        answer = self._call("GET", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/logs")
+        return list(answer["attempts"])
+
+    def cancel_run(self, run_id: str) -> None:
+        self._call("POST", f"runs/{_seg(run_id)}/cancel")
+
+    def retry_run(self, run_id: str, from_node: str | None = None) -> str:
+        body = {"from_node": from_node} if from_node is not None else {}
+        return str(self._call("POST", f"runs/{_seg(run_id)}/retry", body=body)["run_id"])
+
+    def replay_run(self, run_id: str, *, actor: str | None = None) -> str:
+        return str(self._call("POST", f"runs/{_seg(run_id)}/replay")["run_id"])
+
+    def get_workflow(self, workflow_id: str, version: int | None = None) -> dict[str, Any]:
+        return dict(self._call("GET", f"workflows/{_seg(workflow_id)}",
+                               params={"version": version}))
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "workflows")["workflows"])
+
+    def read_events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+                    count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Return a run's events after a stream id (the service waits up to ``block_ms``)."""
+        wait_ms = max(0, min(int(block_ms or 0), int(EVENT_WAIT_S * 1000)))
+        answer = self._call("GET", f"runs/{_seg(run_id)}/event-log",
+                            params={"after": after, "block_ms": wait_ms, "count": count},
+                            timeout=30.0 + wait_ms / 1000)
+        return [(str(item["id"]), {k: v for k, v in item.items() if k != "id"})
+                for item in answer["events"]]
+
+    def __repr__(self) -> str:
+        return f"<RemoteEngine {self.url}>"
+
+
+def _seg(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
+
+
+_FLOW_ERRORS = {name: getattr(errors, name) for name in (
+    "FlowSyntaxError", "FlowSchemaError", "FlowLimitError", "DuplicateIdError",
+    "DanglingEdgeError", "UnknownNodeTypeError", "NodeConfigError")}
+
+
+def _error(resp: httpx.Response, url: str) -> NexusFlowError:
+    """Return the error an answer of the service stands for (its message kept whole)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or resp.reason_phrase or resp.status_code)
+    status = resp.status_code
+    if status == 401:
+        return AuthenticationError(
+            f"the Nexus-Flow service at {url} refused the token: {message} (on a JupyterHub "
+            "the kernel's JUPYTERHUB_API_TOKEN is used; else set NEXUSFLOW_SERVICE_TOKEN)")
+    if status == 403:
+        return PermissionDenied(message)
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return RunStateError(message)
+    if status == 422:
+        kind = _FLOW_ERRORS.get(str(body.get("error")), FlowError)
+        return kind(message, str(body.get("pointer") or ""))
+    if status in (502, 503, 504):
+        return BackendUnavailable(f"the Nexus-Flow service at {url}: {message}")
+    return NexusFlowError(message)
+
+
+def open_engine(settings: Settings | None = None) -> Engine | RemoteEngine:
+    """Return the engine for ``settings``: the service's client when ``service_url`` is set,
+    else the local engine (which opens, or starts, the backends)."""
+    settings = settings or Settings.from_env()
+    if settings.service_url:
+        return RemoteEngine(settings)
+    from .engine import Engine
+
+    return Engine(settings)
+
+
+def live_workers(engine: Engine | RemoteEngine) -> int:
+    """Return how many workers serve ``engine``'s queue."""
+    if isinstance(engine, RemoteEngine):
+        return engine.worker_count()
+    return worker_count(engine.settings, redis=engine.redis)
+
+
+def local_workers_allowed(engine: Engine | RemoteEngine, what: str) -> None:
+    """Raise when ``what`` (starting local workers) cannot work: workers need the backends'
+    credentials, which only the service and its workers hold."""
+    if isinstance(engine, RemoteEngine):
+        raise NexusFlowError(
+            f"{what}: this process reaches runs through the Nexus-Flow service "
+            f"({engine.url}) and holds no database or Redis credentials; the service's workers "
+            "run the flow")
+
+
+__all__ = ["RemoteEngine", "live_workers", "local_workers_allowed", "open_engine"]
