@@ -112,12 +112,12 @@ class RemoteEngine:
         from a file is filed under that file's workflow for this token's user, as locally.
         ``actor``, ``dedupe_key``, ``key`` and ``authorize`` are the service's to decide.
         """
-        from .engine import _compile
+        from .engine import _compiled, _file_source
 
         body: dict[str, Any] = {"inputs": dict(inputs or {}), "trigger": trigger}
         if flow is not None:
-            compiled, file_source = _compile(flow)
-            source = source or file_source
+            compiled = _compiled(flow)
+            source = source or _file_source(compiled)
             body["graph"] = {**compiled.document.data, "name": compiled.document.name}
             if source:
                 body["source"] = source
