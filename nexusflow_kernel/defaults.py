@@ -69,3 +69,7 @@ ALL_RUNS_STREAM_MAXLEN = 10_000
 
 KEY_PREFIX = "nexusflow"
 """Prefix of every Redis key Nexus-Flow writes."""
+
+MAX_SUBFLOW_DEPTH = 8
+"""Deepest nesting of sub-flows (a run, its child, the child's child ...): deeper is refused
+when the run starts, and again when each child starts."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from rq.command import send_stop_job_command
 
-from .errors import BackendUnavailable, NexusFlowError, NotFoundError
+from .errors import BackendUnavailable, NexusFlowError, NodeConfigError, NotFoundError
 from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowInput, dumps_canonical, load_document, read_flow
@@ -202,7 +202,9 @@ class Engine:
                   trigger: str = "manual", actor: str | None = None,
                   source: str | None = None, dedupe_key: str | None = None,
                   key: str | None = None,
-                  authorize: Callable[[Binding], None] | None = None) -> str:
+                  authorize: Callable[[Binding], None] | None = None,
+                  base_dir: str | None = None, base_name: str | None = None,
+                  file_key: Callable[[str], str] | None = None) -> str:
         """Compile, store and start a run; return its id. Nothing is stored if it fails.
 
         ``dedupe_key`` makes the start idempotent: the same key returns the same run.
@@ -211,6 +213,11 @@ class Engine:
         from (``source``) or its name, for this process's user (:func:`local_owner`). The
         server passes the key of the file in its own root and an ``authorize`` callback that
         checks the caller's role on the workflow found (see ``RunStore.save_version``).
+
+        The flows the run's sub-flow nodes and ``on_failure`` name are resolved, checked and
+        pinned in the same transaction (``runstate/subflows.py``): paths are relative to
+        ``base_dir`` (default: the working directory; the server passes its root) and filed
+        with ``file_key`` (default: this process's user) under the same ``authorize``.
         """
         inputs = dict(inputs or {})
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
@@ -243,13 +250,50 @@ class Engine:
             else:
                 _check_uuid(wid, "workflow")
             assert wid is not None and ver is not None  # given, stored or looked up above
+            pins = self._pin_subflows(conn, wid, ver, source, actor=actor, authorize=authorize,
+                                      base_dir=base_dir, base_name=base_name,
+                                      file_key=file_key)
             return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
-                                         actor=actor, dedupe_key=dedupe_key)
+                                         actor=actor, dedupe_key=dedupe_key, subflows=pins)
 
         run_id, effects = with_retry(lambda: run_tx(self.pool, tx), what="start the run",
                                      deadline_s=15)
         self._publish(effects)
         return run_id
+
+    def _pin_subflows(self, conn: Any, workflow_id: str, version: int, source: str | None, *,
+                      actor: str | None, authorize: Callable[[Binding], None] | None,
+                      base_dir: str | None, base_name: str | None,
+                      file_key: Callable[[str], str] | None) -> dict[str, Any]:
+        """Resolve and pin what a version's nodes and ``on_failure`` call (nothing to do,
+        and no query, for a flow that calls nothing)."""
+        from .nodes import get_node_type
+        from .runstate.subflows import SubflowScope, resolve_subflows
+
+        plan = self.store.plan_for(conn, workflow_id, version)
+        if plan.document.get("on_failure") is None and not any(
+                (t := get_node_type(n.type)) is not None and t.subflow_key
+                and n.config.get(t.subflow_key) is not None for n in plan.nodes.values()):
+            return {}
+        scope = SubflowScope(
+            base_dir=base_dir or os.getcwd(),
+            base_name=base_name or ("the working directory" if base_dir is None
+                                    else "the server's root folder"),
+            file_key=file_key or file_workflow_key, actor=actor, authorize=authorize)
+        name = plan.document.get("name") or "flow"
+        idents = [f"workflow:{workflow_id}"]
+        if source:
+            real = os.path.realpath(source if os.path.isabs(source)
+                                    else os.path.join(scope.base_dir, source))
+            name = os.path.basename(real)
+            idents.append(f"file:{real}")
+        try:
+            return resolve_subflows(self.store, conn, plan, scope,
+                                    identities=[(tuple(idents), name)])
+        except NodeConfigError as exc:
+            if exc.source is None and source:  # name the flow being started, as compile does
+                raise NodeConfigError(exc.message, exc.pointer, source=source) from exc
+            raise
 
     def workflow_for_key(self, key: str) -> str | None:
         """Return the live workflow filed under ``key`` (see :func:`workflow_key`), or ``None``."""
@@ -304,12 +348,16 @@ class Engine:
         command be lost, the next heartbeat sees the cancel anyway.
         """
         self.store.get_run(run_id, outputs=False)
-        effects = self.store.cancel(run_id)
+        # A deadlock with a finishing child run (both lock parent and child rows) is retried.
+        effects = with_retry(lambda: self.store.cancel(run_id), what=f"cancel run {run_id}",
+                             deadline_s=15)
         self._publish(effects)
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn:  # the run's nodes and its child runs' nodes
             running = conn.execute(
-                "SELECT DISTINCT job FROM node_runs WHERE execution_id=%s AND state='running'"
-                " AND job IS NOT NULL", (run_id,)).fetchall()
+                "WITH RECURSIVE tree(id) AS (SELECT %s::uuid UNION"
+                " SELECT e.id FROM executions e JOIN tree t ON e.parent_run = t.id)"
+                " SELECT DISTINCT job FROM node_runs WHERE execution_id IN (SELECT id FROM tree)"
+                " AND state='running' AND job IS NOT NULL", (run_id,)).fetchall()
         for r in running:  # a forking worker stops the work-horse at once
             try:
                 send_stop_job_command(self.redis, r["job"])
@@ -327,13 +375,82 @@ class Engine:
         head = self.store.get_run(run_id, outputs=False)
 
         def tx(conn: Any) -> tuple[str, Effects]:
+            pins = conn.execute("SELECT subflows FROM executions WHERE id=%s",
+                                (run_id,)).fetchone()
             return self.store.create_run(conn, head["workflow_id"], head["version"],
                                          head["inputs"], trigger="replay", source=head["source"],
-                                         actor=actor, replay_of=run_id)
+                                         actor=actor, replay_of=run_id,
+                                         subflows=pins["subflows"] if pins else None)
 
         new_id, effects = run_tx(self.pool, tx)
         self._publish(effects)
         return new_id
+
+    # ------------------------------------------------------------------ waiting nodes
+    def waiting_node(self, run_id: str, node_id: str) -> dict[str, Any]:
+        """Return a node's state and what it waits for (kind, message, approvers, since,
+        timeout_at, child run)."""
+        _check_uuid(run_id, "run")
+        return self._masker(run_id).value(self.store.waiting_node(run_id, node_id))
+
+    def decide(self, run_id: str, node_id: str, approved: bool, *, comment: str | None = None,
+               actor: str | None = None, groups: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Approve (or reject) the approval node ``node_id`` waiting in ``run_id``; return the
+        decision (the node's output: approved, decided_by, decided_at, comment).
+
+        ``PermissionDenied`` when the node lists approvers and ``actor`` (default: this
+        process's user) is not one of them (by name, or ``group:G`` for a member of
+        ``groups``); ``RunStateError`` when the node does not wait for a decision (decided
+        already, not reached yet, timed out).
+        """
+        _check_uuid(run_id, "run")
+        if comment is not None and len(comment) > 10_000:
+            raise NexusFlowError("a decision's comment may hold 10,000 characters at most")
+        output, effects = self.store.decide(run_id, node_id, bool(approved),
+                                            actor=actor or local_owner(), comment=comment,
+                                            groups=groups)
+        self._publish(effects)
+        return output
+
+    def resume_target(self, token: str) -> dict[str, Any]:
+        """Return ``{run_id, node_id, state, max_body_bytes?}`` of a resume token's node."""
+        from .nodes.flowcontrol import resume_token_sha256
+
+        return self.store.resume_target(resume_token_sha256(token))
+
+    def resume(self, token: str, payload: Any) -> dict[str, Any]:
+        """Resume the wait node a resume token belongs to, with ``payload`` as its output
+        (the token is used up); return ``{run_id, node_id}``."""
+        from .nodes.flowcontrol import resume_token_sha256
+
+        json.dumps(payload)  # JSON, or fail before anything is written
+        done, effects = self.store.resume(resume_token_sha256(token), payload)
+        self._publish(effects)
+        return done
+
+    def child_runs(self, run_id: str) -> list[dict[str, Any]]:
+        """Return the child runs of a run (its sub-flows), oldest first."""
+        _check_uuid(run_id, "run")
+        return self.store.child_runs(run_id)
+
+    # ------------------------------------------------------------------ pools
+    def list_pools(self) -> list[dict[str, Any]]:
+        """Return every pool: name, size, description, running (slots held), waiting."""
+        return self.store.list_pools()
+
+    def get_pool(self, name: str) -> dict[str, Any]:
+        return self.store.get_pool(name)
+
+    def set_pool(self, name: str, size: int, *, description: str | None = None,
+                 actor: str | None = None) -> dict[str, Any]:
+        """Create or resize a pool (a bigger one starts waiting nodes at once)."""
+        self._publish(self.store.set_pool(name, size, description=description,
+                                          actor=actor or local_owner()))
+        return self.store.get_pool(name)
+
+    def delete_pool(self, name: str) -> None:
+        """Delete a pool no node uses now (``RunStateError`` otherwise)."""
+        self.store.delete_pool(name)
 
     # ------------------------------------------------------------------ events
     def read_events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,

@@ -20,7 +20,7 @@ The hierarchy::
      ├── RunStateError                the run is not in a state that allows this
      ├── ServiceError                 the embedded services failed to start or stop
      ├── AuthenticationError          the Nexus-Flow service did not accept the credentials
-     └── PermissionDenied             the Nexus-Flow service refused the action (a role)
+     └── PermissionDenied             the action is refused (a role, an approval's approvers)
 
     WorkerShutdown (BaseException)    a stop request; ``except Exception`` cannot swallow it
 
@@ -134,7 +134,8 @@ class AuthenticationError(NexusFlowError):
 
 
 class PermissionDenied(NexusFlowError):
-    """The Nexus-Flow service refused the action: the user's role does not allow it."""
+    """The action is refused: the user's role does not allow it (the Nexus-Flow service), or
+    the user is not among an approval node's approvers."""
 
 
 class WorkerShutdown(BaseException):

@@ -31,12 +31,14 @@ dictionary lookup plus the walk itself. ``simpleeval`` is imported on first use 
 from __future__ import annotations
 
 import ast
+import contextvars
 import functools
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from .errors import ExpressionError
@@ -241,6 +243,30 @@ def _int(*args: Any, **kwargs: Any) -> int:
     return value
 
 
+_RESUME_URL: contextvars.ContextVar[Callable[[str], str] | None] = contextvars.ContextVar(
+    "nexusflow_resume_url", default=None)
+
+
+def _resume_url(node_id: str) -> str:
+    provider = _RESUME_URL.get()
+    if provider is None:
+        raise _Fault("resume_url() is only available in the config of a node of a run (it "
+                     "gives a wait node's callback URL)")
+    if not isinstance(node_id, str):
+        raise _Fault(f"resume_url() takes the id of a wait node, not a {_type_name(node_id)}")
+    return provider(node_id)
+
+
+@contextmanager
+def resume_urls(provider: Callable[[str], str] | None) -> Iterator[None]:
+    """Let ``resume_url('W')`` in templates call ``provider`` (the worker's, for one node)."""
+    token = _RESUME_URL.set(provider)
+    try:
+        yield
+    finally:
+        _RESUME_URL.reset(token)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
     "all": all,
@@ -258,6 +284,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min,
     "now": _now,
     "range": _range,
+    "resume_url": _resume_url,
     "reversed": reversed,
     "round": _round,
     "set": set,
@@ -869,5 +896,6 @@ __all__ = [
     "evaluate",
     "json_safe",
     "render_templates",
+    "resume_urls",
     "template_errors",
 ]

@@ -109,6 +109,9 @@ class Settings:
     service_token: str | None = None
     """Token for the service (``NEXUSFLOW_SERVICE_TOKEN``; on a JupyterHub the user's
     ``JUPYTERHUB_API_TOKEN`` when unset)."""
+    public_url: str | None = None
+    """The Jupyter server's URL as external systems reach it (``NEXUSFLOW_PUBLIC_URL``):
+    ``resume_url()`` gives a wait node's callback URL under it (a path without it)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -149,6 +152,7 @@ class Settings:
             service_url=env.get("NEXUSFLOW_SERVICE_URL") or None,
             service_token=(env.get("NEXUSFLOW_SERVICE_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
                            or None),
+            public_url=env.get("NEXUSFLOW_PUBLIC_URL") or None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -192,6 +196,8 @@ class Settings:
             env["NEXUSFLOW_SECRET_KEY"] = self.secret_key
         if self.service_url:  # the token is a user's credential: never handed on
             env["NEXUSFLOW_SERVICE_URL"] = self.service_url
+        if self.public_url:
+            env["NEXUSFLOW_PUBLIC_URL"] = self.public_url
         for name, url in self.connections.items():
             env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
         for name in self.trusted_connections:

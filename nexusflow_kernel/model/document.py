@@ -26,7 +26,11 @@ NODE_KEY_ORDER = (
 )
 EDGE_KEY_ORDER = ("id", "source", "source_handle", "target", "target_handle", "label")
 TOP_KEY_ORDER = ("schema", "name", "description", "params", "metadata", "nodes", "edges")
-TRIGGER_RULES = ("all_success", "all_done", "one_success", "none_failed")
+TRIGGER_RULES = ("all_success", "all_done", "one_success", "none_failed", "one_failed",
+                 "all_failed")
+ERROR_RULES = frozenset({"one_failed", "all_failed"})
+"""Trigger rules of error handlers: such a node sees a failed parent in its ``inputs`` as
+``{"state": "failed", "error": ...}``."""
 
 
 @lru_cache(maxsize=1)
@@ -187,6 +191,9 @@ def content_hash(data: Mapping[str, Any]) -> str:
         "edges": [{k: v for k, v in e.items() if k != "label"} for e in canon["edges"]],
         "params": canon.get("params", {}),
     }
+    for key in ("on_failure", "max_active_runs"):  # only when set: older hashes stay the same
+        if key in canon:
+            runnable[key] = canon[key]
     blob = json.dumps(runnable, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -203,6 +210,10 @@ class Node:
     retry: dict[str, Any] | None = None
     timeout_s: float | None = None
     trigger_rule: str = "all_success"
+    recovers: bool = False
+    """When this node succeeds, its parents' failures no longer fail the run."""
+    pool: str | None = None
+    """The pool whose size bounds how many nodes run in it at once (across runs)."""
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Node:
@@ -215,6 +226,8 @@ class Node:
             retry=raw.get("retry"),
             timeout_s=raw.get("timeout_s"),
             trigger_rule=raw.get("trigger_rule") or "all_success",
+            recovers=bool(raw.get("recovers", False)),
+            pool=raw.get("pool"),
         )
 
 
@@ -248,6 +261,16 @@ class FlowDocument:
     @property
     def params(self) -> dict[str, Any]:
         return self.data.get("params") or {}
+
+    @property
+    def on_failure(self) -> str | dict[str, Any] | None:
+        """The flow started when a run of this flow fails (a path or a workflow reference)."""
+        return self.data.get("on_failure")
+
+    @property
+    def max_active_runs(self) -> int | None:
+        """Most runs of this flow running at once (``None``: no limit)."""
+        return self.data.get("max_active_runs")
 
     def dumps(self) -> str:
         """Return the canonical text of this document."""

@@ -11,7 +11,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any
 
-from .base import Defer, NodeContext, NodeLog, NodeType
+from .base import Defer, NodeContext, NodeLog, NodeType, Wait
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,11 @@ def _load() -> None:
         return
     _loaded = True
     from . import builtin  # noqa: F401  (registers the core types)
+    from .flowcontrol import FLOW_CONTROL_TYPES
     from .testing import NoopNode, SleepNode
+
+    for flow_type in FLOW_CONTROL_TYPES:
+        register(flow_type)
 
     register(NoopNode)
     register(SleepNode)
@@ -69,6 +73,7 @@ __all__ = [
     "NodeContext",
     "NodeLog",
     "NodeType",
+    "Wait",
     "catalog",
     "get_node_type",
     "node_types",

@@ -23,6 +23,22 @@ class Defer:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Wait:
+    """Returned by a node that waits for something outside the workers: the node becomes
+    ``waiting``, holding no worker and no lease, until the run state resolves it.
+
+    ``kind`` says what resolves it: ``subflow`` (the child run it starts ends), ``approval``
+    (a person decides), ``resume`` (an external system calls its resume URL). ``state`` is kept
+    with the node (``NodeContext.resume_state``); ``until`` is a UNIX time after which the
+    node runs again with that state, to fail with its timeout (``None``: no timeout).
+    """
+
+    kind: str
+    state: dict[str, Any] = field(default_factory=dict)
+    until: float | None = None
+
+
 class NodeLog:
     """Collects a node attempt's log lines (stored with the attempt, masked for secrets).
 
@@ -79,6 +95,8 @@ class NodeContext:
     resume_state: dict[str, Any] | None = None
     """State saved by a previous ``Defer`` of this node, or ``None`` on a first start."""
     secrets: Callable[[str], str] | None = None
+    resume_token: Callable[[str], str] | None = None
+    """Return the resume token of a ``wait`` node of this run (``None``: no secrets key)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -110,6 +128,9 @@ class NodeType:
     """``default`` or ``sandbox``: which RQ queue runs this type."""
     effectful: ClassVar[bool] = False
     """Whether the node acts on the outside world (it gets an idempotency key to pass on)."""
+    subflow_key: ClassVar[str | None] = None
+    """The config key that names another flow to run (a ``.nxflow`` path or a workflow
+    reference); the engine resolves and pins it when the run starts."""
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(pointer inside config, message)`` for faults the schema cannot see."""

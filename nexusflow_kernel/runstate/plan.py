@@ -21,6 +21,8 @@ class NodeState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SCHEDULED = "scheduled"
+    WAITING = "waiting"
+    """Waits for something outside the workers (a child run, a decision, a callback)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -30,6 +32,8 @@ class NodeState(StrEnum):
 class RunStatus(StrEnum):
     """States of a run."""
 
+    QUEUED = "queued"
+    """Waits for its flow's ``max_active_runs``; starts when a run of the flow ends."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -38,7 +42,11 @@ class RunStatus(StrEnum):
 
 FINAL_STATES = frozenset({NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED,
                           NodeState.CANCELED})
-ACTIVE_STATES = frozenset({NodeState.QUEUED, NodeState.RUNNING, NodeState.SCHEDULED})
+ACTIVE_STATES = frozenset({NodeState.QUEUED, NodeState.RUNNING, NodeState.SCHEDULED,
+                           NodeState.WAITING})
+
+POOL_QUEUE = "pool"
+"""The queue of a pooled node waiting for a slot: no run job serves it (see ``concurrency``)."""
 
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 RUN, SKIP, WAIT = "run", "skip", "wait"
@@ -79,16 +87,24 @@ def decide_counts(trigger_rule: str, total: int, done: int, success: int, failed
         if success:
             return RUN
         return SKIP if done == total else WAIT
+    if trigger_rule == "one_failed":  # an error handler: runs at the first failure
+        if failed:
+            return RUN
+        return SKIP if done == total else WAIT
     if done < total:
         if trigger_rule in ("all_success", "none_failed") and failed:
             return SKIP  # the outcome can no longer change
-        if trigger_rule == "all_success" and skipped:
+        if trigger_rule in ("all_success", "all_failed") and skipped:
+            return SKIP
+        if trigger_rule == "all_failed" and success:
             return SKIP
         return WAIT
     if trigger_rule == "all_done":
         return RUN
     if trigger_rule == "none_failed":
         return SKIP if failed else RUN
+    if trigger_rule == "all_failed":
+        return RUN if failed == total else SKIP
     return RUN if success == total else SKIP
 
 
@@ -100,6 +116,17 @@ def run_status(states: Iterable[str]) -> str:
     if NodeState.FAILED in states:
         return RunStatus.FAILED
     return RunStatus.SUCCEEDED
+
+
+def unrecovered(failed: Iterable[str], succeeded: Iterable[str],
+                recoverers: dict[str, tuple[str, ...]]) -> list[str]:
+    """Return the failed nodes whose failure still fails the run.
+
+    ``recoverers`` maps a node to its children marked ``recovers: true``: a failed node is
+    recovered when one of them succeeded (an error handler that dealt with it).
+    """
+    ok = set(succeeded)
+    return [n for n in failed if not any(c in ok for c in recoverers.get(n, ()))]
 
 
 def backoff_delay(attempt: int, retry: dict | None, *, rng: random.Random | None = None) -> float:

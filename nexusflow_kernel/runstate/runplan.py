@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.document import Node
@@ -23,6 +23,15 @@ class RunPlan:
     secret_names: frozenset[str] = frozenset()
     """Every secret a node of this flow may resolve: whatever records one of the run's nodes
     masks all of their values (``masking.py``)."""
+    recoverers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Node -> its children marked ``recovers: true`` (error handlers that recover)."""
+    document: dict[str, Any] = field(default_factory=dict)
+    """The flow-level fields of the version (``on_failure``, ``max_active_runs``, ...)."""
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """Nodes without children (whose outputs a sub-flow returns)."""
+        return tuple(n for n in self.order if not self.children[n])
 
     @classmethod
     def build(cls, graph: dict[str, Any], plan: dict[str, Any]) -> RunPlan:
@@ -31,8 +40,12 @@ class RunPlan:
         parents = {k: tuple(v) for k, v in plan["parents"].items()}
         children = {k: tuple((c, h) for c, h in v) for k, v in plan["children"].items()}
         handle_of = {(p, c): h for p, kids in children.items() for c, h in kids}
+        recoverers = {p: tuple(c for c, _h in kids if nodes[c].recovers)
+                      for p, kids in children.items()}
         return cls(order, {n: i for i, n in enumerate(order)}, nodes, parents, children,
-                   handle_of, _secret_names(nodes.values()))
+                   handle_of, _secret_names(nodes.values()),
+                   {p: cs for p, cs in recoverers.items() if cs},
+                   {k: v for k, v in graph.items() if k not in ("nodes", "edges")})
 
 
 def _secret_names(nodes: Any) -> frozenset[str]:

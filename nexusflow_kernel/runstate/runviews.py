@@ -43,14 +43,23 @@ class RunViews:
             "source": row["source"], "trigger": row["trigger"], "inputs": row["inputs"],
             "created_by": row["created_by"], "replay_of": _str(row["replay_of"]),
             "started_at": _iso(row["started_at"]), "ended_at": _iso(row["ended_at"]),
+            "parent": None if row["parent_run"] is None else {
+                "run_id": str(row["parent_run"]), "node_id": row["parent_node"],
+                "item": row["parent_item"]},
+            "depth": row["depth"],
         }
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        """Return a run with every node's state (and output). A waiting node says what it
+        waits for (``waiting``); a node that started a child run names it (``child_run``)."""
+        from .flowcontrol import waiting_view
+
         with self.pool.connection() as conn:
             out = self.run_header(conn, run_id)
             nodes = {}
             for r in conn.execute(
-                "SELECT node_id, state, attempt, started_at, ended_at, duration_ms, error, branch"
+                "SELECT node_id, state, attempt, started_at, ended_at, duration_ms, error,"
+                " branch, CASE WHEN state = 'waiting' THEN resume_state END AS waits, due_at"
                 + (", output" if outputs else "") +
                 " FROM node_runs WHERE execution_id=%s ORDER BY idx", (run_id,)):
                 nodes[r["node_id"]] = {
@@ -59,8 +68,29 @@ class RunViews:
                     "duration_ms": r["duration_ms"], "error": r["error"],
                     "output": r.get("output"),
                 }
+                if r["waits"] is not None:
+                    nodes[r["node_id"]]["waiting"] = waiting_view(r["waits"], r["due_at"])
+            for child in self._children(conn, run_id):
+                node = nodes.get(child["node_id"])
+                if node is not None and child["item"] is None:
+                    node["child_run"] = child["run_id"]  # the latest child of that node
             out["nodes"] = nodes
             return out
+
+    @staticmethod
+    def _children(conn: Conn, run_id: str) -> list[dict[str, Any]]:
+        return [{"run_id": str(r["id"]), "node_id": r["parent_node"], "item": r["parent_item"],
+                 "status": r["status"], "started_at": _iso(r["started_at"]),
+                 "ended_at": _iso(r["ended_at"])}
+                for r in conn.execute(
+                    "SELECT id, parent_node, parent_item, status, started_at, ended_at"
+                    " FROM executions WHERE parent_run=%s ORDER BY created_at, id", (run_id,))]
+
+    def child_runs(self, run_id: str) -> list[dict[str, Any]]:
+        """Return the child runs of a run (sub-flows), oldest first."""
+        with self.pool.connection() as conn:
+            self.run_header(conn, run_id)
+            return self._children(conn, run_id)
 
     def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,
                   source: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
@@ -71,7 +101,8 @@ class RunViews:
                 where.append(f"{column} = %s")
                 args.append(value)
         sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger,"
-               " e.created_by, e.started_at, e.ended_at, w.name FROM executions e"
+               " e.created_by, e.started_at, e.ended_at, e.parent_run, e.parent_node,"
+               " w.name FROM executions e"
                " JOIN workflows w ON w.id=e.workflow_id"
                + " WHERE " + " AND ".join(where)
                + " ORDER BY e.created_at DESC LIMIT %s")
@@ -80,7 +111,9 @@ class RunViews:
         return [{"run_id": str(r["id"]), "status": r["status"], "name": r["name"],
                  "workflow_id": str(r["workflow_id"]), "version": r["version"],
                  "source": r["source"], "trigger": r["trigger"], "created_by": r["created_by"],
-                 "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                 "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
+                 "parent": None if r["parent_run"] is None else {
+                     "run_id": str(r["parent_run"]), "node_id": r["parent_node"]}}
                 for r in rows]
 
     def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:

@@ -18,15 +18,11 @@ from ..errors import NotFoundError, RunStateError
 from ..model.compiler import CompiledFlow
 from ..transport.broker import event
 from .db import Conn, Pool, jsonb
-from .plan import NodeState, RunStatus
+from .flowcontrol import FlowControl
+from .plan import POOL_QUEUE, NodeState, RunStatus
 from .runplan import PlanCache, RunPlan
 from .runviews import RunViews
-from .transitions import (
-    Effects,
-    NodeTransitions,
-    Outcome,
-    queue_for_type,
-)
+from .transitions import Effects, Outcome, queue_for_type
 
 
 @dataclass(frozen=True)
@@ -44,9 +40,14 @@ class Binding:
     """The latest version before this one (``None`` for a new workflow)."""
     created_by: str | None
     """Who created the workflow."""
+    source: str | None = None
+    """What is being filed or run, for messages: the file's path or ``workflow <id>`` (a
+    sub-flow or an ``on_failure`` flow; ``None``: the flow the caller started)."""
+    graph: dict[str, Any] | None = None
+    """The flow document that will run (to check what it needs, e.g. code nodes)."""
 
 
-class RunStore(RunViews, NodeTransitions):
+class RunStore(FlowControl, RunViews):
     """Reads and writes run state; one per process, thread-safe (pooled connections)."""
 
     def __init__(self, pool: Pool) -> None:
@@ -162,51 +163,65 @@ class RunStore(RunViews, NodeTransitions):
     def create_run(self, conn: Conn, workflow_id: str, version: int,
                    inputs: dict[str, Any], *, trigger: str, source: str | None,
                    actor: str | None, replay_of: str | None = None,
-                   dedupe_key: str | None = None) -> tuple[str, Effects]:
+                   dedupe_key: str | None = None, subflows: dict[str, Any] | None = None,
+                   parent: tuple[str, str, int | None] | None = None,
+                   depth: int = 0) -> tuple[str, Effects]:
         """Insert the execution and one row per node; roots become ``queued``.
 
         With ``dedupe_key``, a run already started with that key is returned instead (no
         second run): triggers use it so a redelivered message or a re-fired schedule slot
-        never starts two runs.
+        never starts two runs. ``subflows`` pins the versions of the flows its nodes call
+        (``subflows.resolve_subflows``); ``parent`` is ``(run, node, item)`` of a child run.
+        A run beyond its flow's ``max_active_runs`` is stored ``queued``, its roots not yet.
         """
-        if conn.execute("SELECT 1 FROM workflows WHERE id=%s AND deleted_at IS NULL FOR SHARE",
+        plan = self.plan_for(conn, workflow_id, version)
+        limit = plan.document.get("max_active_runs") if plan.order else None
+        # A flow with max_active_runs: its starts take turns on the workflow row, so two of
+        # them cannot both count a free place.
+        if conn.execute("SELECT 1 FROM workflows WHERE id=%s AND deleted_at IS NULL"
+                        + (" FOR UPDATE" if limit else " FOR SHARE"),
                         (workflow_id,)).fetchone() is None:
             # A deleted workflow's history stays with it; nothing starts it again (a replay,
             # a trigger, an id someone kept).
             raise NotFoundError(f"no workflow {workflow_id} (it was deleted, or never existed)")
-        plan = self.plan_for(conn, workflow_id, version)
+        self.check_pools(conn, plan)
+        status = RunStatus.QUEUED if limit and not self.may_start(
+            conn, workflow_id, limit, queued_ahead=True) else RunStatus.RUNNING
         run_id = str(uuid.uuid4())
+        parent_run, parent_node, parent_item = parent or (None, None, None)
         row = conn.execute(
             "INSERT INTO executions (id, workflow_id, version, status, trigger, inputs, source,"
-            " created_by, replay_of, remaining, dedupe_key)"
-            " VALUES (%s,%s,%s,'running',%s,%s,%s,%s,%s,%s,%s)"
+            " created_by, replay_of, remaining, dedupe_key, subflows, parent_run, parent_node,"
+            " parent_item, depth)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-            (run_id, workflow_id, version, trigger, jsonb(inputs), source, actor, replay_of,
-             len(plan.order), dedupe_key),
+            (run_id, workflow_id, version, status, trigger, jsonb(inputs), source, actor,
+             replay_of, len(plan.order), dedupe_key,
+             jsonb(subflows) if subflows else None, parent_run, parent_node, parent_item,
+             depth),
         ).fetchone()
         if row is None:
             existing = conn.execute("SELECT id FROM executions WHERE dedupe_key=%s",
                                     (dedupe_key,)).fetchone()
             assert existing is not None  # the conflicting run holds the key
             return str(existing["id"]), Effects()
-        effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
+        effects = Effects([], [event(run_id, None, status)])
+        start = status == RunStatus.RUNNING
         ready: list[tuple[str, str]] = []
-        with conn.cursor().copy(
-            "COPY node_runs (execution_id, idx, node_id, state, attempt, tries, max_attempts,"
-            " queue, enqueued_at, n_parents) FROM STDIN"
-        ) as copy:
-            for idx, node_id in enumerate(plan.order):
-                node = plan.nodes[node_id]
-                root = not plan.parents[node_id]
-                queue = queue_for_type(node.type)
-                copy.write_row((run_id, idx, node_id,
-                                NodeState.QUEUED if root else NodeState.PENDING,
-                                1 if root else 0, 1 if root else 0, _max_attempts(node), queue,
-                                "now" if root else None, len(plan.parents[node_id])))
-                if root:
-                    ready.append((node_id, queue))
-                    effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
-        self._push_ready(run_id, ready, effects)
+        rows = []
+        for idx, node_id in enumerate(plan.order):
+            node = plan.nodes[node_id]
+            root = start and not plan.parents[node_id]
+            queue = queue_for_type(node.type)
+            rows.append((run_id, idx, node_id, NodeState.QUEUED if root else NodeState.PENDING,
+                         1 if root else 0, 1 if root else 0, _max_attempts(node),
+                         POOL_QUEUE if node.pool else queue, "now" if root else None,
+                         len(plan.parents[node_id]), node.pool, queue if node.pool else None))
+            if root:
+                ready.append((node_id, POOL_QUEUE if node.pool else queue))
+                effects.events.append(event(run_id, node_id, NodeState.QUEUED, 1))
+        _insert_node_rows(conn, rows)
+        self._dispatch_ready(conn, run_id, plan, ready, effects)
         if not plan.order:
             conn.execute("UPDATE executions SET status='succeeded', ended_at=clock_timestamp()"
                          " WHERE id=%s",
@@ -244,15 +259,21 @@ class RunStore(RunViews, NodeTransitions):
             return done[0] if done is not None else None
 
     def stale_queued(self, grace_s: float, limit: int = 1000) -> list[dict[str, Any]]:
-        """Return queued or due scheduled nodes whose job may be missing from Redis."""
+        """Return queued or due scheduled nodes whose job may be missing from Redis, and
+        waiting nodes whose timeout passed (their wake-up job may be missing too).
+
+        Pooled nodes still waiting for a slot have no job (``grant_pools`` hands them out)."""
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT execution_id::text AS run_id, idx, attempt, queue, state,"
-                " (state = 'scheduled' AND resume_state IS NOT NULL) AS wake FROM node_runs"
-                " WHERE (state='queued' AND enqueued_at < now() - make_interval(secs => %s))"
-                " OR (state='scheduled' AND due_at < now() - make_interval(secs => %s))"
+                " (state = 'waiting' OR (state = 'scheduled' AND resume_state IS NOT NULL))"
+                " AS wake FROM node_runs"
+                " WHERE (state='queued' AND queue <> %s"
+                "  AND enqueued_at < now() - make_interval(secs => %s))"
+                " OR (state IN ('scheduled', 'waiting')"
+                "  AND due_at < now() - make_interval(secs => %s))"
                 " ORDER BY enqueued_at LIMIT %s",
-                (grace_s, grace_s, limit),
+                (POOL_QUEUE, grace_s, grace_s, limit),
             ).fetchall()
 
     def touch_queued(self, items: Iterable[tuple[str, int]]) -> None:
@@ -269,80 +290,133 @@ class RunStore(RunViews, NodeTransitions):
 
     # ------------------------------------------------------------------ run control
     def cancel(self, run_id: str) -> Effects:
+        """Cancel a running (or queued) run, and the child runs its nodes wait for."""
         with self.pool.connection() as conn, conn.transaction():
             run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
                                (run_id,)).fetchone()
             if run is None:
                 raise NotFoundError(f"no run {run_id}")
-            if run["status"] != RunStatus.RUNNING:
+            if run["status"] not in (RunStatus.RUNNING, RunStatus.QUEUED):
                 raise RunStateError(f"run {run_id} is already {run['status']}")
-            rows = conn.execute(
-                "UPDATE node_runs SET state='canceled', ended_at=clock_timestamp()"
-                " WHERE execution_id=%s AND state IN ('pending','queued','scheduled')"
-                " RETURNING node_id",
-                (run_id,),
-            ).fetchall()
-            conn.execute("UPDATE executions SET status='canceled' WHERE id=%s", (run_id,))
             effects = Effects()
-            for r in rows:
-                effects.events.append(event(run_id, r["node_id"], NodeState.CANCELED))
-            self._finalize_if_done(conn, run_id, len(rows), effects)
+            self._cancel_in(conn, run_id, effects)
             return effects
+
+    def _cancel_in(self, conn: Conn, run_id: str, effects: Effects) -> None:
+        """Cancel ``run_id`` (locked by the caller) in this transaction, with its child runs
+        (canceled after this run, so their end resolves nothing of it)."""
+        conn.execute("UPDATE executions SET status='canceled' WHERE id=%s", (run_id,))
+        for child in conn.execute(
+                "SELECT id FROM executions WHERE parent_run=%s AND status IN ('running','queued')"
+                " FOR UPDATE", (run_id,)).fetchall():
+            self._cancel_in(conn, str(child["id"]), effects)
+        rows = conn.execute(
+            "UPDATE node_runs SET state='canceled', ended_at=clock_timestamp()"
+            " WHERE execution_id=%s AND state IN ('pending','queued','scheduled','waiting')"
+            " RETURNING node_id, pool",
+            (run_id,),
+        ).fetchall()
+        conn.execute("DELETE FROM nexusflow_resume_tokens WHERE execution_id=%s", (run_id,))
+        for r in rows:
+            effects.events.append(event(run_id, r["node_id"], NodeState.CANCELED))
+        pools = {r["pool"] for r in rows if r["pool"]}
+        if pools:
+            self._grant_pools(conn, pools, effects)
+        self._finalize_if_done(conn, run_id, len(rows), effects)
 
     def retry(self, run_id: str, from_node: str | None = None) -> Effects:
         """Re-open a finished run: failed/canceled/skipped nodes (or ``from_node`` on) go again."""
         with self.pool.connection() as conn, conn.transaction():
-            run = conn.execute(
-                "SELECT status, workflow_id, version FROM executions WHERE id=%s FOR UPDATE",
-                (run_id,),
-            ).fetchone()
-            if run is None:
-                raise NotFoundError(f"no run {run_id}")
-            if run["status"] == RunStatus.RUNNING:
-                raise RunStateError(f"run {run_id} is still running; cancel it first")
-            if conn.execute("SELECT 1 FROM node_runs WHERE execution_id=%s AND state='running'"
-                            " LIMIT 1", (run_id,)).fetchone():
-                raise RunStateError(f"run {run_id} was canceled but a node is still stopping;"
-                                    " try again in a few seconds")
-            plan = self.plan_for(conn, run["workflow_id"], run["version"])
-            rows = conn.execute("SELECT node_id, state, branch FROM node_runs"
-                                " WHERE execution_id=%s", (run_id,)).fetchall()
-            states = {r["node_id"]: (r["state"], r["branch"]) for r in rows}
-            if from_node is not None:
-                if from_node not in plan.idx_of:
-                    raise NotFoundError(f"run {run_id} has no node {from_node!r}")
-                import networkx as nx
+            return self._retry_in(conn, run_id, from_node)
 
-                graph = nx.DiGraph((p, c) for p, kids in plan.children.items() for c, _ in kids)
-                graph.add_nodes_from(plan.order)
-                reset = {from_node} | nx.descendants(graph, from_node)
-            else:
-                reset = {n for n, (s, _b) in states.items() if s != NodeState.SUCCEEDED}
-                if not reset:
-                    raise RunStateError(f"run {run_id} has nothing to retry: every node succeeded")
-            conn.execute(
-                "UPDATE node_runs SET state='pending', output=NULL, branch=NULL, error=NULL,"
-                " resume_state=NULL, due_at=NULL, started_at=NULL, ended_at=NULL,"
-                " n_done=0, n_success=0, n_failed=0"
-                " WHERE execution_id=%s AND idx = ANY(%s)",
-                (run_id, [plan.idx_of[n] for n in reset]),
-            )
-            conn.execute(
-                "UPDATE executions SET status='running', ended_at=NULL, remaining=%s WHERE id=%s",
-                (len(reset), run_id),
-            )
-            effects = Effects([], [event(run_id, None, RunStatus.RUNNING)])
-            # Parents that keep their result are counted into the reopened nodes again,
-            # exactly as when they first finished; reopened roots start at once.
-            kept = [(p, *states[p]) for p in plan.order if p not in reset
-                    and any(c in reset for c, _h in plan.children[p])]
-            ready, skipped = self._decide_successors(conn, run_id, plan, kept, effects)
-            roots = [n for n in plan.order if n in reset and not plan.parents[n]]
-            ready += self._queue(conn, run_id, plan, roots, effects)
-            self._push_ready(run_id, ready, effects)
-            if skipped:
-                self._finalize_if_done(conn, run_id, skipped, effects)
-            return effects
+    def _retry_in(self, conn: Conn, run_id: str, from_node: str | None = None) -> Effects:
+        """``retry`` in the caller's transaction (a parent resuming its failed child)."""
+        run = conn.execute(
+            "SELECT status, workflow_id, version FROM executions WHERE id=%s FOR UPDATE",
+            (run_id,),
+        ).fetchone()
+        if run is None:
+            raise NotFoundError(f"no run {run_id}")
+        if run["status"] in (RunStatus.RUNNING, RunStatus.QUEUED):
+            raise RunStateError(f"run {run_id} is still {run['status']}; cancel it first")
+        if conn.execute("SELECT 1 FROM node_runs WHERE execution_id=%s AND state='running'"
+                        " LIMIT 1", (run_id,)).fetchone():
+            raise RunStateError(f"run {run_id} was canceled but a node is still stopping;"
+                                " try again in a few seconds")
+        plan = self.plan_for(conn, run["workflow_id"], run["version"])
+        rows = conn.execute("SELECT node_id, state, branch FROM node_runs"
+                            " WHERE execution_id=%s", (run_id,)).fetchall()
+        states = {r["node_id"]: (r["state"], r["branch"]) for r in rows}
+        if from_node is not None:
+            if from_node not in plan.idx_of:
+                raise NotFoundError(f"run {run_id} has no node {from_node!r}")
+            import networkx as nx
+
+            graph = nx.DiGraph((p, c) for p, kids in plan.children.items() for c, _ in kids)
+            graph.add_nodes_from(plan.order)
+            reset = {from_node} | nx.descendants(graph, from_node)
+        else:
+            reset = {n for n, (s, _b) in states.items() if s != NodeState.SUCCEEDED}
+            if not reset:
+                raise RunStateError(f"run {run_id} has nothing to retry: every node succeeded")
+        conn.execute(
+            "UPDATE node_runs SET state='pending', output=NULL, branch=NULL, error=NULL,"
+            " resume_state=NULL, due_at=NULL, started_at=NULL, ended_at=NULL,"
+            " n_done=0, n_success=0, n_failed=0,"
+            " queue=CASE WHEN pool IS NULL THEN queue ELSE %s END"  # a slot again
+            " WHERE execution_id=%s AND idx = ANY(%s)",
+            (POOL_QUEUE, run_id, [plan.idx_of[n] for n in reset]),
+        )
+        limit = plan.document.get("max_active_runs")
+        status = RunStatus.QUEUED if limit and not self.may_start(
+            conn, run["workflow_id"], limit, queued_ahead=False,
+            lock=True) else RunStatus.RUNNING
+        conn.execute(
+            "UPDATE executions SET status=%s, ended_at=NULL, remaining=%s WHERE id=%s",
+            (status, len(reset), run_id),
+        )
+        effects = Effects([], [event(run_id, None, status)])
+        if status == RunStatus.RUNNING:
+            self._kickoff(conn, run_id, plan, effects)
+        return effects
+
+    def _kickoff(self, conn: Conn, run_id: str, plan: Any, effects: Effects) -> None:
+        """Start a run's pending nodes (a fresh run's roots, or the nodes a retry reopened):
+        parents that keep their result are counted into their pending children again,
+        exactly as when they first finished; pending roots are queued. The run is
+        ``running``."""
+        rows = conn.execute("SELECT node_id, state, branch FROM node_runs"
+                            " WHERE execution_id=%s", (run_id,)).fetchall()
+        states = {r["node_id"]: (r["state"], r["branch"]) for r in rows}
+        reset = {n for n, (s, _b) in states.items() if s == NodeState.PENDING}
+        kept = [(p, *states[p]) for p in plan.order if p not in reset
+                and any(c in reset for c, _h in plan.children[p])]
+        ready, skipped = self._decide_successors(conn, run_id, plan, kept, effects)
+        roots = [n for n in plan.order if n in reset and not plan.parents[n]]
+        ready += self._queue(conn, run_id, plan, roots, effects)
+        self._dispatch_ready(conn, run_id, plan, ready, effects)
+        if skipped:
+            self._finalize_if_done(conn, run_id, skipped, effects)
+
+
+_NODE_COLUMNS = ("execution_id, idx, node_id, state, attempt, tries, max_attempts, queue,"
+                 " enqueued_at, n_parents, pool, pool_queue")
+
+
+def _insert_node_rows(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Insert a new run's node rows: by COPY, or (a child run started by a finishing
+    transaction, which runs in pipeline mode, where COPY is not allowed) by one pipelined
+    INSERT per row."""
+    from psycopg import pq
+
+    if conn.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+        with conn.cursor().copy(f"COPY node_runs ({_NODE_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    conn.cursor().executemany(
+        f"INSERT INTO node_runs ({_NODE_COLUMNS}) VALUES"
+        " (%s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, %s, %s, %s)", rows)
 
 
 def _max_attempts(node: Any) -> int:

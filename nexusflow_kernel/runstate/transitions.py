@@ -17,11 +17,13 @@ from typing import Any
 
 import psycopg
 
+from ..model.document import ERROR_RULES
 from ..nodes import get_node_type
 from ..transport.broker import Push, event
 from .db import Conn, Pool, jsonb
 from .plan import (
     FINAL_STATES,
+    POOL_QUEUE,
     RUN,
     SKIP,
     SKIPPED,
@@ -30,6 +32,7 @@ from .plan import (
     decide_counts,
     edge_outcome,
     run_status,
+    unrecovered,
 )
 from .runplan import RunPlan
 
@@ -81,6 +84,8 @@ class Outcome:
     resume_state: dict[str, Any] | None = None
     output_json: str | None = None
     """``output`` as JSON text, when the worker has it (to hand it on to children)."""
+    wait: str | None = None
+    """For status ``waiting``: what the node waits for (``Wait.kind``)."""
 
 
 @dataclass
@@ -152,7 +157,8 @@ class NodeTransitions:
                 " started_at=clock_timestamp(), ended_at=NULL"
                 " WHERE execution_id=%(r)s AND idx=%(i)s AND attempt=%(a)s"
                 " AND (state='queued'"
-                "  OR (state='scheduled' AND due_at <= now() + interval '250 ms'))"
+                "  OR (state IN ('scheduled', 'waiting')"
+                "      AND due_at <= now() + interval '250 ms'))"
                 " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
                 " RETURNING node_id, resume_state, max_attempts)"
                 " SELECT c.*, e.workflow_id, e.version, e.inputs FROM c"
@@ -173,6 +179,8 @@ class NodeTransitions:
         parents = plan.parents[node_id]
         if not parents:
             return {}
+        if plan.nodes[node_id].trigger_rule in ERROR_RULES:
+            return _handler_inputs(conn, run_id, plan, parents)
         if known is not None:
             found = known.of(parents)
             if found is not None:
@@ -228,6 +236,18 @@ class NodeTransitions:
                 follow: Follow | None = None, params: dict[str, Any] | None = None,
                 known: KnownOutputs | None = None,
                 ) -> tuple[Effects, Claim | None] | None:
+        done = self._finish_attempt(conn, run_id, idx, node_id, attempt, token, plan, outcome,
+                                    follow=follow, params=params, known=known)
+        pool = plan.nodes[node_id].pool
+        if done is not None and pool:  # its slot may be free now: grant it (concurrency.py)
+            self._grant_pools(conn, {pool}, done[0])
+        return done
+
+    def _finish_attempt(self, conn: Conn, run_id: str, idx: int, node_id: str,
+                        attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
+                        follow: Follow | None = None, params: dict[str, Any] | None = None,
+                        known: KnownOutputs | None = None,
+                        ) -> tuple[Effects, Claim | None] | None:
         # No run-wide lock: each child's edge counters are updated under the child's own row
         # lock, so exactly one finishing parent sees the last edge come in; and every state
         # change is conditional, so a cancel racing with this transaction loses nothing.
@@ -245,6 +265,9 @@ class NodeTransitions:
             return None
         # A run canceled meanwhile: the attempt that did not succeed ends canceled.
         status = "canceled" if run["status"] == RunStatus.CANCELED else outcome.status
+        if status == "waiting":  # no worker waits: the run state resolves it (flowcontrol.py)
+            return self._enter_waiting(conn, run_id, idx, node_id, attempt, token, plan,
+                                       outcome, follow, params, known)
         due: float | None = None
         if status == "deferred":
             new_state = NodeState.SCHEDULED
@@ -338,9 +361,22 @@ class NodeTransitions:
             if nxt is not None:
                 effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
                                             nxt.attempt))
-        self._push_ready(run_id, [(child, queue) for child, queue in ready
-                                  if nxt is None or child != nxt.node_id], effects)
+        self._dispatch_ready(conn, run_id, plan, [(child, queue) for child, queue in ready
+                                                  if nxt is None or child != nxt.node_id],
+                             effects)
         return nxt
+
+    def _dispatch_ready(self, conn: Conn, run_id: str, plan: RunPlan,
+                        ready: list[tuple[str, str]], effects: Effects) -> None:
+        """Push run jobs for ``ready`` (node, queue) pairs; a pooled node waits for a slot of
+        its pool instead (queue ``pool``: no run job claims it until it is granted one)."""
+        pools = {plan.nodes[n].pool for n, q in ready if q == POOL_QUEUE}
+        self._push_ready(run_id, [(n, q) for n, q in ready if q != POOL_QUEUE], effects)
+        if pools:
+            self._grant_pools(conn, {p for p in pools if p}, effects)
+
+    def _grant_pools(self, conn: Conn, pools: Iterable[str], effects: Effects) -> None:
+        raise NotImplementedError  # RunStore's (concurrency.py)
 
     @staticmethod
     def _push_ready(run_id: str, ready: list[tuple[str, str]], effects: Effects) -> None:
@@ -376,7 +412,7 @@ class NodeTransitions:
              "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
              "r": run_id, "i": idx, "t": token, "n": node_id, "a": attempt, "ls": status,
              "in": jsonb(outcome.input), "log": outcome.log or None,
-             "logged": status != "deferred"},
+             "logged": status not in ("deferred", "waiting")},
         )
 
     # Whether a pending child is ready once its counters are updated: the RUN case of
@@ -386,8 +422,10 @@ class NodeTransitions:
     _READY = (
         "(n.state = 'pending' AND ("
         " (d.rule = 'one_success' AND {s} > 0)"
+        " OR (d.rule = 'one_failed' AND {f} > 0)"
         " OR ({d} = n.n_parents AND (d.rule = 'all_done'"
         "  OR (d.rule = 'none_failed' AND {f} = 0)"
+        "  OR (d.rule = 'all_failed' AND {f} = n.n_parents)"
         "  OR (d.rule = 'all_success' AND {s} = n.n_parents)))))"
     ).format(d="(n.n_done + d.cnt)",
              s="(n.n_success + CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END)",
@@ -405,7 +443,8 @@ class NodeTransitions:
     _COUNT_WHERE = (
         " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
         " RETURNING n.node_id, n.state, n.attempt, n.queue, n.n_parents, n.n_done,"
-        " n.n_success, n.n_failed, CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END AS s_cnt")
+        " n.n_success, n.n_failed, CASE WHEN %(o)s = 'success' THEN d.cnt ELSE 0 END AS s_cnt,"
+        " CASE WHEN %(o)s = 'failed' THEN d.cnt ELSE 0 END AS f_cnt")
     # One child: every primary key column is bound, so the plan is a unique-index lookup
     # whatever the statistics say (a fresh table has none, and with an array of children the
     # planner may read all of the run's rows instead).
@@ -549,8 +588,7 @@ class NodeTransitions:
             "UPDATE executions SET remaining = remaining - %s WHERE id=%s"
             " RETURNING remaining, status", (newly_final, run_id))
 
-    @staticmethod
-    def _remaining_collect(conn: Conn, cur: Any, run_id: str,
+    def _remaining_collect(self, conn: Conn, cur: Any, run_id: str,
                            effects: Effects) -> None:
         row = cur.fetchone()
         if row["remaining"] > 0:
@@ -558,11 +596,38 @@ class NodeTransitions:
         states = [r["state"] for r in conn.execute(
             "SELECT DISTINCT state FROM node_runs WHERE execution_id=%s", (run_id,))]
         final = RunStatus.CANCELED if row["status"] == RunStatus.CANCELED else run_status(states)
+        if final == RunStatus.FAILED and not self._failures_unrecovered(conn, run_id):
+            final = RunStatus.SUCCEEDED  # every failure was dealt with by a recovering handler
         conn.execute(
             "UPDATE executions SET status=%s, ended_at=clock_timestamp() WHERE id=%s",
             (final, run_id),
         )
         effects.events.append(event(run_id, None, final))
+        self._run_closed(conn, run_id, final, effects)
+
+    def _failures_unrecovered(self, conn: Conn, run_id: str) -> list[str]:
+        """Return the failed nodes of a run that no succeeded ``recovers`` child dealt with."""
+        head = conn.execute("SELECT workflow_id, version FROM executions WHERE id=%s",
+                            (run_id,)).fetchone()
+        assert head is not None  # the run being closed
+        plan = self.plan_for(conn, head["workflow_id"], head["version"])
+        rows = conn.execute(
+            "SELECT node_id, state FROM node_runs WHERE execution_id=%s"
+            " AND state IN ('failed', 'succeeded')" + ("" if plan.recoverers else
+                                                      " AND state = 'failed'"),
+            (run_id,)).fetchall()
+        return unrecovered([r["node_id"] for r in rows if r["state"] == NodeState.FAILED],
+                           [r["node_id"] for r in rows if r["state"] == NodeState.SUCCEEDED],
+                           plan.recoverers)
+
+    def _run_closed(self, conn: Conn, run_id: str, status: str, effects: Effects) -> None:
+        raise NotImplementedError  # RunStore's (flowcontrol.py): parents, on_failure, queues
+
+    def _enter_waiting(self, conn: Conn, run_id: str, idx: int, node_id: str, attempt: int,
+                       token: str, plan: RunPlan, outcome: Outcome, follow: Follow | None,
+                       params: dict[str, Any] | None, known: KnownOutputs | None,
+                       ) -> tuple[Effects, Claim | None]:
+        raise NotImplementedError  # RunStore's (flowcontrol.py)
 
     def _finalize_if_done(self, conn: Conn, run_id: str, newly_final: int,
                           effects: Effects) -> None:
@@ -578,10 +643,30 @@ class NodeTransitions:
 
 def _became_ready(rule: str, row: dict[str, Any]) -> bool:
     """Whether the count update in ``row`` is the one that made its child ready (and not an
-    earlier one: a ``one_success`` child stays queued while its other parents finish)."""
+    earlier one: a ``one_success`` or ``one_failed`` child stays queued while its other parents
+    finish)."""
     if rule == "one_success":
         return row["n_success"] > 0 and row["n_success"] == row["s_cnt"]
+    if rule == "one_failed":
+        return row["n_failed"] > 0 and row["n_failed"] == row["f_cnt"]
     return row["n_done"] == row["n_parents"]
+
+
+def _handler_inputs(conn: Conn, run_id: str, plan: RunPlan,
+                    parents: Sequence[str]) -> dict[str, Any]:
+    """Return an error handler's inputs: a succeeded parent's output, and for a parent that
+    failed (or was canceled) ``{"state": "failed", "error": ...}``."""
+    out: dict[str, Any] = {}
+    for r in conn.execute(
+            "SELECT node_id, state, error, output FROM node_runs"
+            " WHERE execution_id=%s AND idx = ANY(%s)"
+            " AND state IN ('succeeded', 'failed', 'canceled')",
+            (run_id, [plan.idx_of[p] for p in parents])):
+        if r["state"] == NodeState.SUCCEEDED:
+            out[r["node_id"]] = r["output"]
+        else:
+            out[r["node_id"]] = {"state": r["state"], "error": r["error"]}
+    return out
 
 
 def queue_for_type(type_name: str) -> str:

@@ -57,11 +57,12 @@ def test_the_sql_ready_rule_agrees_with_decide_counts(database_url) -> None:
     """The finishing statement queues a child in SQL; it must decide as ``decide_counts``."""
     import itertools
 
+    from nexusflow_kernel.model.document import TRIGGER_RULES
     from nexusflow_kernel.runstate.plan import RUN, WAIT, decide_counts
     from nexusflow_kernel.runstate.transitions import NodeTransitions
 
     cases = []
-    for rule in ("all_success", "all_done", "one_success", "none_failed"):
+    for rule in TRIGGER_RULES:  # every rule a flow may use
         for total in range(1, 5):
             for done, succ, failed in itertools.product(range(total), repeat=3):
                 if succ + failed > done or decide_counts(rule, total, done, succ, failed) != WAIT:

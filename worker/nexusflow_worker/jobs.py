@@ -22,7 +22,7 @@ from typing import Any
 
 from nexusflow_kernel.errors import ExpressionError, NexusFlowError, NodeExecutionError
 from nexusflow_kernel.masking import NO_MASKER, Masker, RunSecrets
-from nexusflow_kernel.nodes import Defer, NodeContext, NodeLog, get_node_type
+from nexusflow_kernel.nodes import Defer, NodeContext, NodeLog, Wait, get_node_type
 from nexusflow_kernel.runstate.db import get_pool, with_retry
 from nexusflow_kernel.runstate.plan import backoff_delay
 from nexusflow_kernel.runstate.store import RunStore
@@ -56,6 +56,24 @@ class Runtime:
         self.run_secrets: RunSecrets | None  # the maskers of runs (None: no store to read)
         self.secrets, self.run_secrets = _secret_resolvers(self.settings)
         self._leases: _LeaseKeeper | None = None
+        self._resume_key: bytes | None = None
+
+    def resume_token(self, run_id: str, node_id: str) -> str:
+        """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
+        under the secrets key, so any node of the run can template the URL before the wait
+        node waits, and only its SHA-256 is ever stored."""
+        import base64
+        import hashlib
+        import hmac
+
+        if self._resume_key is None:
+            from nexusflow_kernel.secrets import load_keys
+
+            key = load_keys(self.settings.secret_key, self.settings.data_dir)[0]
+            self._resume_key = hmac.new(key, b"nexusflow resume tokens", hashlib.sha256).digest()
+        digest = hmac.new(self._resume_key, f"{run_id}\x00{node_id}".encode(),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     @property
     def leases(self) -> _LeaseKeeper:
@@ -252,8 +270,12 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
 
     Whatever the outcome records is masked for every secret of the run (``masking.py``).
     """
+    from nexusflow_kernel.expressions import resume_urls
+
     masking = _Masking(rt, claim)
-    outcome = _run_claimed(rt, claim, masking)
+    # resume_url('W') in the node's templates and expressions: a wait node's callback URL
+    with resume_urls(_ResumeTokens(rt, claim, masking).url):
+        outcome = _run_claimed(rt, claim, masking)
     # Reading the run's secrets needs PostgreSQL, as recording does: the same patience.
     return with_retry(lambda: masking.outcome(outcome),
                       what=f"read the secrets of run {claim.run_id} to mask its record",
@@ -292,6 +314,7 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
                 log=log, deadline=(time.time() + timeout_s - (time.monotonic() - started))
                 if timeout_s else None,
                 resume_state=claim.resume_state, secrets=resolver,
+                resume_token=_ResumeTokens(rt, claim, masking).token,
             )
             result = node_type.run(ctx)
         finally:
@@ -302,6 +325,9 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         if isinstance(result, Defer):
             return Outcome("deferred", defer_until=result.until, resume_state=result.state,
                            duration_ms=duration)
+        if isinstance(result, Wait):  # no worker waits: the run state resolves the node
+            return Outcome("waiting", wait=result.kind, defer_until=result.until,
+                           resume_state=result.state, log=log.text(), duration_ms=duration)
         output, blob = _checked_output(result, rt.settings.max_output_bytes)
         return Outcome("succeeded", output=output, output_json=blob,
                        branch=node_type.branch(output), log=log.text(),
@@ -324,6 +350,35 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         logger.debug("node %s raised", claim.node_id, exc_info=True)
         return _failure(claim, node, f"{type(exc).__name__}: {exc}", True, log, rendered,
                         started)
+
+
+class _ResumeTokens:
+    """Resume tokens and URLs of the run's wait nodes, for one node attempt.
+
+    A token is a credential (whoever has it resumes the node), so each one this attempt
+    hands out is masked in everything the attempt records, like a resolved secret.
+    """
+
+    def __init__(self, rt: Runtime, claim: Claim, masking: _Masking) -> None:
+        self.rt, self.claim, self.masking = rt, claim, masking
+
+    def token(self, node_id: str) -> str:
+        node = self.claim.plan.nodes.get(node_id)
+        if node is None or node.type != "wait":
+            waits = sorted(n for n, v in self.claim.plan.nodes.items() if v.type == "wait")
+            raise ValueError(f"{node_id!r} is not a wait node of this flow (wait nodes: "
+                             f"{', '.join(waits) or 'none'})")
+        try:
+            value = self.rt.resume_token(self.claim.run_id, node_id)
+        except NexusFlowError as exc:
+            raise NodeExecutionError(f"resume tokens need the secrets key: {exc}",
+                                     retryable=False) from None
+        self.masking.found.append(value)
+        return value
+
+    def url(self, node_id: str) -> str:
+        base = (self.rt.settings.public_url or "").rstrip("/")
+        return f"{base}/nexusflow/hooks/resume/{self.token(node_id)}"
 
 
 def _failure(claim: Claim, node: Any, error: str, retryable: bool, log: NodeLog, rendered: Any,

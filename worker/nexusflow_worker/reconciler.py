@@ -6,7 +6,9 @@ PostgreSQL advisory lock):
   lost attempt and retried, or failed when it has no attempts left;
 - a queued node whose RQ job is missing from Redis (Redis restarted empty, a push that failed
   after the commit) is pushed again — the same job id, so a duplicate is harmless;
-- a scheduled node (retry wait or delay) that is due but whose job is gone is pushed.
+- a scheduled node (retry wait or delay) that is due but whose job is gone is pushed, and so
+  is the wake-up of a waiting node (an approval, a wait) whose timeout passed;
+- free pool slots are handed to waiting pooled nodes.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def reconcile_once(rt: Runtime, *, reclaim: bool = True) -> PassReport:
             if reclaim and report.waited_s < _OUTAGE_S:
                 _reclaim(rt, report)
             _repush(rt, report)
+            _grant_pools(rt)
             _drop_orphans(rt)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
@@ -122,6 +125,14 @@ def _drop_orphans(rt: Runtime) -> None:
             r.delete(*{f"rq:job:{m.decode().split(':')[0]}" for m in dead})
 
 
+def _grant_pools(rt: Runtime) -> None:
+    """Hand out pool slots that nobody handed out (a grant is also made whenever a pooled node
+    ends; this repairs whatever a crash between the two left)."""
+    effects = rt.store.grant_all_pools()
+    if effects.pushes or effects.events:
+        rt.broker.publish(effects.pushes, effects.events)
+
+
 def _repush(rt: Runtime, report: PassReport) -> None:
     rows = rt.store.stale_queued(rt.settings.requeue_grace_s)
     if not rows:
@@ -136,7 +147,7 @@ def _repush(rt: Runtime, report: PassReport) -> None:
         report.repushed += len(runs)
         rt.store.touch_queued([(r["run_id"], r["idx"]) for r in waiting])
         logger.info("pushed a run job for %d run(s) with nodes waiting", len(runs))
-    rows = [r for r in rows if r["state"] == "scheduled"]
+    rows = [r for r in rows if r["state"] in ("scheduled", "waiting")]  # due wake-ups
     if not rows:
         return
     ids = [job_id(r["run_id"], r["idx"], r["attempt"], r["wake"]) for r in rows]

@@ -1,0 +1,202 @@
+"""Sub-flows and ``on_failure`` flows are resolved, checked and pinned when a run starts.
+
+A node whose type names another flow (``NodeType.subflow_key``: the ``subflow`` node's
+``flow``), and a flow's ``on_failure``, name it by a ``.nxflow`` path or a stored workflow
+``{"workflow_id", "version"?}``. When a run starts, in its transaction, every such reference
+of the flow, and of the flows it calls, down the whole tree, is:
+
+- found: a path is relative to the scope's base folder (the server's root, or the working
+  directory of a notebook or the CLI) and may not leave it; the file must exist and compile;
+- filed like any flow run from a file: under ``file:<owner>:<real path>`` (the owner is the
+  caller's, as for the parent), new versions only when the file changed, and only as the
+  caller's role allows (the ``authorize`` callback; see docs/security.md); a stored workflow
+  needs the runner role on it;
+- checked for recursion: a flow that calls itself, directly or through others, is refused,
+  naming the node and field and the chain; so is a tree deeper than ``MAX_SUBFLOW_DEPTH``;
+- pinned: ``{node id: {workflow_id, version, source?, subflows?}}`` (``$on_failure`` for the
+  flow's ``on_failure``) is stored with the run, so a child starts the exact version that was
+  checked, whenever its node runs, and a retry or replay runs the same versions again.
+
+Nothing is stored when any of it fails: the whole start is one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import defaults
+from ..errors import FlowError, NodeConfigError, NotFoundError
+from ..model.compiler import compile_flow
+from ..nodes import get_node_type
+from .db import Conn
+from .runplan import RunPlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Binding, RunStore
+
+ON_FAILURE = "$on_failure"
+"""The key of the flow's ``on_failure`` pin (not a node id: node ids cannot hold ``$``)."""
+
+
+@dataclass(frozen=True)
+class SubflowScope:
+    """Where and as whom the references of a run are resolved."""
+
+    base_dir: str
+    """The folder ``.nxflow`` paths are relative to."""
+    base_name: str
+    """How messages name that folder (``the server's root``, ``the working directory``)."""
+    file_key: Callable[[str], str]
+    """The workflow key of a flow file, from its real path (the caller's owner)."""
+    actor: str | None = None
+    authorize: Callable[[Binding], None] | None = None
+    """Called before a flow is filed or a stored workflow is pinned; raises to refuse."""
+
+
+Chain = list[tuple[tuple[str, ...], str]]
+"""The flows above a reference, each ``(identities, name)``: ``file:<real path>`` and
+``workflow:<id>`` (a file has both; a flow that comes back under either is a cycle)."""
+
+
+def resolve_subflows(store: RunStore, conn: Conn, plan: RunPlan, scope: SubflowScope, *,
+                     identities: Chain, on_failure: bool = True) -> dict[str, Any]:
+    """Return the pins of ``plan``'s references (see the module docstring); ``identities``
+    name the flow itself for the recursion check."""
+    pins = _resolve_nodes(store, conn, plan, scope, identities, depth=0)
+    ref = plan.document.get("on_failure")
+    if on_failure and ref is not None:
+        pins[ON_FAILURE] = _pin(store, conn, ref, scope, [], depth=0, node_id=None,
+                                pointer="/on_failure", what="on_failure", nested_failure=False)
+    # (the error's source is set by the caller: the flow being started)
+    return pins
+
+
+def _resolve_nodes(store: RunStore, conn: Conn, plan: RunPlan, scope: SubflowScope,
+                   chain: Chain, depth: int) -> dict[str, Any]:
+    pins: dict[str, Any] = {}
+    for i, node in enumerate(plan.nodes.values()):
+        node_type = get_node_type(node.type)
+        key = node_type.subflow_key if node_type is not None else None
+        ref = node.config.get(key) if key else None
+        if ref is None:
+            continue
+        pins[node.id] = _pin(store, conn, ref, scope, chain, depth=depth + 1, node_id=node.id,
+                             pointer=f"/nodes/{i}/config/{key}", what=f"({node.type})")
+    return pins
+
+
+def _fault(node_id: str | None, what: str, pointer: str, message: str) -> NodeConfigError:
+    where = f"node {node_id!r} {what}" if node_id is not None else what
+    return NodeConfigError(f"{where}: {message}", pointer)
+
+
+def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chain, *,
+         depth: int, node_id: str | None, pointer: str, what: str,
+         nested_failure: bool = True) -> dict[str, Any]:
+    from .store import Binding
+
+    if depth > defaults.MAX_SUBFLOW_DEPTH:
+        raise _fault(node_id, what, pointer,
+                     f"sub-flows nest deeper than {defaults.MAX_SUBFLOW_DEPTH} levels "
+                     f"({' -> '.join(_names(chain))})")
+    pin: dict[str, Any] = {}
+    if isinstance(ref, str):
+        path = _find(ref, scope, node_id, what, pointer)
+        name = os.path.basename(path)
+        idents = [f"file:{path}"]
+        _check_cycle(chain, idents[0], name, node_id, what, pointer)
+        try:
+            compiled = compile_flow(Path(path))
+        except FlowError as exc:
+            raise _fault(node_id, what, pointer,
+                         f"{ref} does not compile: {exc.message}"
+                         + (f" (at {exc.pointer} of that flow)" if exc.pointer else "")
+                         ) from exc
+        authorize = scope.authorize
+        wid, version, _ = store.save_version(
+            conn, compiled, key=scope.file_key(path), actor=scope.actor,
+            authorize=None if authorize is None else (
+                lambda b: authorize(replace(b, source=ref, graph=compiled.document.data))))
+        pin["source"] = ref
+    elif isinstance(ref, dict) and isinstance(ref.get("workflow_id"), str):
+        wid = ref["workflow_id"]
+        try:
+            uuid.UUID(wid)
+        except ValueError:
+            raise _fault(node_id, what, pointer + "/workflow_id",
+                         f"{wid!r} is not a workflow id (a UUID)") from None
+        row = conn.execute(
+            "SELECT w.created_by, max(v.version) AS latest FROM workflows w"
+            " JOIN workflow_versions v ON v.workflow_id = w.id"
+            " WHERE w.id=%s AND w.deleted_at IS NULL GROUP BY w.id", (wid,)).fetchone()
+        if row is None:
+            raise _fault(node_id, what, pointer + "/workflow_id",
+                         f"workflow {wid} does not exist (or was deleted)")
+        version = ref.get("version") or row["latest"]
+        if not 1 <= version <= row["latest"]:
+            raise _fault(node_id, what, pointer + "/version",
+                         f"workflow {wid} has no version {version} (latest: {row['latest']})")
+        if scope.authorize is not None:
+            graph = conn.execute("SELECT graph_json FROM workflow_versions"
+                                 " WHERE workflow_id=%s AND version=%s",
+                                 (wid, version)).fetchone()
+            scope.authorize(Binding(conn, wid, False, False, row["latest"], row["created_by"],
+                                    source=f"workflow {wid}",
+                                    graph=graph["graph_json"] if graph else None))
+        name = f"workflow {wid}"
+        idents = []
+    else:
+        raise _fault(node_id, what, pointer,
+                     "must be a .nxflow path or {\"workflow_id\": ..., \"version\": ...}")
+    idents.append(f"workflow:{wid}")
+    _check_cycle(chain, idents[-1], name, node_id, what, pointer)
+    try:
+        plan = store.plan_for(conn, wid, version)
+    except NotFoundError as exc:
+        raise _fault(node_id, what, pointer, str(exc)) from None
+    pin.update({"workflow_id": str(wid), "version": int(version),
+                "name": plan.document.get("name")})
+    nested = _resolve_nodes(store, conn, plan, scope, chain + [(tuple(idents), name)], depth)
+    failure = plan.document.get("on_failure")
+    if nested_failure and failure is not None:
+        nested[ON_FAILURE] = _pin(store, conn, failure, scope, [], depth=0, node_id=None,
+                                  pointer="/on_failure", what=f"{ref!r} on_failure",
+                                  nested_failure=False)
+    if nested:
+        pin["subflows"] = nested
+    return pin
+
+
+def _find(ref: str, scope: SubflowScope, node_id: str | None, what: str, pointer: str) -> str:
+    """Return the real path of a ``.nxflow`` reference inside the scope's base folder."""
+    base = os.path.realpath(scope.base_dir)
+    path = os.path.realpath(os.path.join(base, ref))
+    if "\x00" in ref or not (path == base or path.startswith(base.rstrip(os.sep) + os.sep)):
+        raise _fault(node_id, what, pointer,
+                     f"{ref!r} is outside {scope.base_name}: a sub-flow path is relative to it "
+                     "and may not leave it")
+    if not os.path.isfile(path):
+        raise _fault(node_id, what, pointer, f"{ref} does not exist in {scope.base_name}")
+    return path
+
+
+def _check_cycle(chain: Chain, ident: str, name: str, node_id: str | None, what: str,
+                 pointer: str) -> None:
+    for i, (idents, _name) in enumerate(chain):
+        if ident in idents:
+            loop = _names(chain[i:]) + [name]
+            raise _fault(node_id, what, pointer,
+                         f"{name} calls itself ({' -> '.join(loop)}): a flow may not run "
+                         "itself as a sub-flow, directly or through others")
+
+
+def _names(chain: Chain) -> list[str]:
+    return [name for _idents, name in chain]
+
+
+__all__ = ["ON_FAILURE", "SubflowScope", "resolve_subflows"]
