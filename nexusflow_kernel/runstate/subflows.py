@@ -26,12 +26,12 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..errors import FlowError, NodeConfigError, NotFoundError
 from ..model.compiler import compile_flow
+from ..model.document import load
 from ..nodes import get_node_type
 from .db import Conn
 from .runplan import RunPlan
@@ -111,7 +111,7 @@ def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chai
         idents = [f"file:{path}"]
         _check_cycle(chain, idents[0], name, node_id, what, pointer)
         try:
-            compiled = compile_flow(Path(path))
+            compiled = compile_flow(load(path))
         except FlowError as exc:
             raise _fault(node_id, what, pointer,
                          f"{ref} does not compile: {exc.message}"
