@@ -150,3 +150,20 @@ class RunningService:
 
         headers = {"Authorization": f"token {token}"} if token else {}
         return httpx.Client(base_url=self.url + "nexusflow/api/", headers=headers, timeout=30)
+
+
+def diamond(*, a: dict | None = None, b: dict | None = None, c: dict | None = None,
+            d: dict | None = None, **top) -> dict:
+    """The design's diamond, ``A → (B ∥ C) → D``, defined once for every test.
+
+    By default: A doubles ``params['n']``, B adds one, C is a condition (``A > 10``) whose
+    ``true`` handle leads to D, and D (``none_failed``) reads B. Replace any node to vary it;
+    the C → D edge uses the ``true`` handle only while C is a condition.
+    """
+    a = a or node("A", expression="params['n'] * 2")
+    b = b or node("B", expression="inputs['A'] + 1")
+    c = c or node("C", "condition", expression="inputs['A'] > 10")
+    d = d or node("D", expression="inputs['B']", trigger_rule="none_failed")
+    c_to_d = ("C", "D", "true") if c["type"] == "condition" else ("C", "D")
+    return flow(a, b, c, d, edges=[("A", "B"), ("A", "C"), ("B", "D"), c_to_d],
+                **{"name": "diamond", **top})

@@ -8,16 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nftest
 from nftest import flow, node, wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def diamond(n: int = 1) -> dict:
-    return flow(node("A", expression=f"{n} * 2"), node("B", expression="inputs['A'] + 1"),
-                node("C", expression="inputs['A'] + 2"),
-                node("D", expression="inputs['B'] + inputs['C']"),
-                edges=[("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")], name="diamond")
+    """The diamond with a fixed A (a new ``n`` is a new version)."""
+    return nftest.diamond(a=node("A", expression=f"{n} * 2"))
 
 
 def test_extension_is_enabled_by_its_config_file() -> None:
@@ -107,11 +106,12 @@ async def test_runs_from_a_stored_version(api, engine, workers) -> None:
     assert final["status"] == "succeeded"
     code, run = await api("GET", f"runs/{run_id}")
     assert code == 200 and run == engine.get_run(run_id)
-    assert run["nodes"]["D"]["output"] == (6 + 1) + (6 + 2)
+    assert run["nodes"]["C"]["output"] is False  # 6 > 10: C's true branch skipped
+    assert run["nodes"]["D"]["output"] == 6 + 1
     code, logs = await api("GET", f"runs/{run_id}/nodes/D/logs")
     assert code == 200 and logs["attempts"][0]["attempt"] == 1
     code, out = await api("GET", f"runs/{run_id}/nodes/D/output")
-    assert out["output"] == 15 and out["state"] == "succeeded"
+    assert out["output"] == 7 and out["state"] == "succeeded"
     assert (await api("GET", f"runs/{run_id}/nodes/Z/logs"))[0] == 404
     code, listing = await api("GET", "runs", params={"workflow_id": wf["workflow_id"]})
     assert [r["run_id"] for r in listing["runs"]] == [run_id] and "nodes" not in listing["runs"][0]
@@ -134,7 +134,7 @@ async def test_run_from_a_file_path_and_filter_by_source(api, jp_root_dir, engin
     (folder / "d.nxflow").write_text(json.dumps(diamond(2)))
     code, started = await api("POST", "runs", {"path": "flows/d.nxflow"})
     assert code == 201, started
-    assert wait_run(engine, started["run_id"])["nodes"]["D"]["output"] == 11
+    assert wait_run(engine, started["run_id"])["nodes"]["D"]["output"] == 2 * 2 + 1
     code, listing = await api("GET", "runs", params={"source": "flows/d.nxflow"})
     assert [r["run_id"] for r in listing["runs"]] == [started["run_id"]]
     assert listing["runs"][0]["source"] == "flows/d.nxflow"

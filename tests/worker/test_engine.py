@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from nftest import flow, node, settings_env, wait_run
+from nftest import diamond, flow, node, settings_env, wait_run
 
 from nexusflow_kernel.errors import BackendUnavailable, CycleError, NotFoundError
 
@@ -26,13 +26,8 @@ def ts(value: str) -> float:
 
 def test_diamond_runs_b_and_c_in_parallel(engine, workers) -> None:
     workers.start(2)
-    doc = flow(
-        node("A", expression="params['n'] * 2"),
-        node("B", "sleep", seconds=1),
-        node("C", "sleep", seconds=1),
-        node("D", expression="[inputs['B']['slept_s'], inputs['C']['slept_s']]"),
-        edges=[("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")],
-    )
+    doc = diamond(b=node("B", "sleep", seconds=1), c=node("C", "sleep", seconds=1),
+                  d=node("D", expression="[inputs['B']['slept_s'], inputs['C']['slept_s']]"))
     run = wait_run(engine, engine.start_run(doc, inputs={"n": 21}))
     assert run["status"] == "succeeded", run
     n = run["nodes"]

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from nftest import flow, node
+from nftest import diamond, flow, node
 
 from nexusflow_kernel import defaults
 from nexusflow_kernel.errors import (
@@ -21,13 +21,6 @@ from nexusflow_kernel.errors import (
 )
 from nexusflow_kernel.model.compiler import compile_flow
 from nexusflow_kernel.model.document import dumps_canonical, loads, read_flow
-
-
-def diamond() -> dict:
-    return flow(node("A", expression="params['n'] * 2"), node("B", expression="inputs['A']"),
-                node("C", "condition", expression="inputs['A'] > 10"),
-                node("D", expression="inputs['B']", trigger_rule="none_failed"),
-                edges=[("A", "B"), ("A", "C"), ("B", "D"), ("C", "D", "true")])
 
 
 def test_diamond_compiles_in_topological_order() -> None:
