@@ -204,7 +204,8 @@ class Engine:
                   key: str | None = None,
                   authorize: Callable[[Binding], None] | None = None,
                   base_dir: str | None = None, base_name: str | None = None,
-                  file_key: Callable[[str], str] | None = None) -> str:
+                  file_key: Callable[[str], str] | None = None,
+                  files: Mapping[str, tuple[str, Any]] | None = None) -> str:
         """Compile, store and start a run; return its id. Nothing is stored if it fails.
 
         ``dedupe_key`` makes the start idempotent: the same key returns the same run.
@@ -217,7 +218,9 @@ class Engine:
         The flows the run's sub-flow nodes and ``on_failure`` name are resolved, checked and
         pinned in the same transaction (``runstate/subflows.py``): paths are relative to
         ``base_dir`` (default: the working directory; the server passes its root) and filed
-        with ``file_key`` (default: this process's user) under the same ``authorize``.
+        with ``file_key`` (default: this process's user) under the same ``authorize``;
+        ``files`` (relative path -> (real path, document)) stands in for a folder this process
+        does not have.
         """
         inputs = dict(inputs or {})
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
@@ -252,7 +255,7 @@ class Engine:
             assert wid is not None and ver is not None  # given, stored or looked up above
             pins = self._pin_subflows(conn, wid, ver, source, actor=actor, authorize=authorize,
                                       base_dir=base_dir, base_name=base_name,
-                                      file_key=file_key)
+                                      file_key=file_key, files=files)
             return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
                                          actor=actor, dedupe_key=dedupe_key, subflows=pins)
 
@@ -264,7 +267,8 @@ class Engine:
     def _pin_subflows(self, conn: Any, workflow_id: str, version: int, source: str | None, *,
                       actor: str | None, authorize: Callable[[Binding], None] | None,
                       base_dir: str | None, base_name: str | None,
-                      file_key: Callable[[str], str] | None) -> dict[str, Any]:
+                      file_key: Callable[[str], str] | None,
+                      files: Mapping[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
         """Resolve and pin what a version's nodes and ``on_failure`` call (nothing to do,
         and no query, for a flow that calls nothing)."""
         from .nodes import get_node_type
@@ -279,7 +283,8 @@ class Engine:
             base_dir=base_dir or os.getcwd(),
             base_name=base_name or ("the working directory" if base_dir is None
                                     else "the server's root folder"),
-            file_key=file_key or file_workflow_key, actor=actor, authorize=authorize)
+            file_key=file_key or file_workflow_key, actor=actor, authorize=authorize,
+            files=files)
         name = plan.document.get("name") or "flow"
         idents = [f"workflow:{workflow_id}"]
         if source:

@@ -123,6 +123,12 @@ class RemoteEngine:
                 body["source"] = source
                 if os.path.isabs(source):
                     body["file"] = os.path.realpath(source)
+            # The service has no files: send the sub-flows the flow calls by path too.
+            from .runstate.subflows import local_subflow_files
+
+            files = local_subflow_files(body["graph"], os.getcwd())
+            if files:
+                body["subflow_files"] = files
         elif workflow_id is not None:
             body["workflow_id"] = workflow_id
             if version is not None:
@@ -170,6 +176,44 @@ class RemoteEngine:
                             timeout=30.0 + wait_ms / 1000)
         return [(str(item["id"]), {k: v for k, v in item.items() if k != "id"})
                 for item in answer["events"]]
+
+    # ------------------------------------------------------------------ flow control
+    def waiting_node(self, run_id: str, node_id: str) -> dict[str, Any]:
+        """Return a node's state and what it waits for (``Engine.waiting_node``)."""
+        node = self.get_run(run_id, outputs=False)["nodes"].get(node_id)
+        if node is None:
+            raise NotFoundError(f"run {run_id} has no node {node_id!r}")
+        return {"state": node["state"], **(node.get("waiting") or {})}
+
+    def decide(self, run_id: str, node_id: str, approved: bool, *, comment: str | None = None,
+               actor: str | None = None, groups: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Approve or reject a waiting approval node as this token's user (the service
+        decides who that is and whether they may)."""
+        body: dict[str, Any] = {"approved": bool(approved)}
+        if comment is not None:
+            body["comment"] = comment
+        answer = self._call("POST", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/decision",
+                            body=body)
+        return dict(answer["decision"])
+
+    def child_runs(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"runs/{_seg(run_id)}/children")["children"])
+
+    def list_pools(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "pools")["pools"])
+
+    def get_pool(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"pools/{_seg(name)}"))
+
+    def set_pool(self, name: str, size: int, *, description: str | None = None,
+                 actor: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"size": size}
+        if description is not None:
+            body["description"] = description
+        return dict(self._call("PUT", f"pools/{_seg(name)}", body=body))
+
+    def delete_pool(self, name: str) -> None:
+        self._call("DELETE", f"pools/{_seg(name)}")
 
     def __repr__(self) -> str:
         return f"<RemoteEngine {self.url}>"

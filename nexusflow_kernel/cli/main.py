@@ -25,6 +25,7 @@ from ..errors import BackendUnavailable, FlowError, NexusFlowError
 FINAL = ("succeeded", "failed", "canceled")
 STATE_STYLE = {
     "pending": "dim", "queued": "cyan", "running": "yellow", "scheduled": "yellow",
+    "waiting": "blue",
     "succeeded": "green", "failed": "red", "skipped": "grey50", "canceled": "magenta",
 }
 
@@ -239,6 +240,24 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         console.print(Text(f"{node}: {error}"), soft_wrap=True)
 
 
+def _waits(waiting: dict[str, Any]) -> str:
+    """Say what a waiting node waits for, and how to end the wait."""
+    kind = waiting.get("kind")
+    if kind == "approval":
+        who = ", ".join(waiting.get("approvers") or []) or "anyone with the runner role"
+        text = f"waits for a decision ({who}): {waiting.get('message') or '(no message)'}"
+        text += " -- nexusflow approve|reject RUN NODE"
+    elif kind == "resume":
+        text = "waits for a callback on its resume URL"
+    elif kind == "subflow":
+        text = f"waits for its sub-flow run {waiting.get('child')}"
+    else:
+        text = f"waits ({kind})"
+    if waiting.get("timeout_at"):
+        text += f" (times out at {waiting['timeout_at']})"
+    return text
+
+
 def _exit_code(status: str) -> int:
     """0 for a run that succeeded (or, for ``show``, is still running), 1 otherwise."""
     return 1 if status in ("failed", "canceled") else 0
@@ -281,6 +300,11 @@ def show(run_id: str, as_json: bool) -> None:
         for node, info in result["nodes"].items():
             if info.get("output") is not None:
                 click.echo(f"{node}: {json.dumps(info['output'], default=str)[:200]}")
+            if info.get("waiting"):
+                click.echo(f"{node}: {_waits(info['waiting'])}")
+            if info.get("child_run"):
+                click.echo(f"{node}: sub-flow run {info['child_run']} (nexusflow show "
+                           f"{info['child_run']})")
     sys.exit(_exit_code(result["status"]))
 
 

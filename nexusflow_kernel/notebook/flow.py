@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DanglingEdgeError, DuplicateIdError, NotFoundError, UnknownNodeTypeError
 from ..model.document import TRIGGER_RULES, dumps_canonical, load_document, parse_flow_text, save
+from .flownodes import FlowControlNodes, flow_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model.compiler import CompiledFlow
@@ -40,7 +41,8 @@ LAYER_GAP_Y = 120
 NODE_GAP_X = 220
 """Horizontal distance between two nodes of one layer."""
 
-_NODE_FIELDS = ("label", "retry", "timeout", "trigger_rule", "position", "description")
+_NODE_FIELDS = ("label", "retry", "timeout", "trigger_rule", "position", "description",
+                "recovers", "pool")
 
 
 class NodeHandle:
@@ -79,6 +81,16 @@ class NodeHandle:
     def false(self) -> Branch:
         """The ``false`` output of a Condition node."""
         return self.branch("false")
+
+    @property
+    def approved(self) -> Branch:
+        """The ``approved`` output of an Approval node."""
+        return self.branch("approved")
+
+    @property
+    def rejected(self) -> Branch:
+        """The ``rejected`` output of an Approval node."""
+        return self.branch("rejected")
 
     def branch(self, handle: str) -> Branch:
         """Return the named output handle ``handle`` of this node."""
@@ -152,14 +164,20 @@ class Branch:
         return f"<output {self.handle!r} of node {self.node.id!r}>"
 
 
-class Flow:
-    """A flow document built in Python; the same document a ``.nxflow`` file holds."""
+class Flow(FlowControlNodes):
+    """A flow document built in Python; the same document a ``.nxflow`` file holds.
+
+    ``on_failure`` names a flow started when a run fails (a path or a stored workflow);
+    ``max_active_runs`` bounds the runs of this flow running at once (more wait, queued)."""
 
     def __init__(self, name: str = "flow", *, description: str | None = None,
-                 params: Mapping[str, Any] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, on_failure: Any = None,
+                 max_active_runs: int | None = None) -> None:
         self.name = name
         self.description = description
         self.params: dict[str, Any] = dict(params or {})
+        self.on_failure = None if on_failure is None else flow_reference(on_failure)
+        self.max_active_runs = max_active_runs
         self.metadata: dict[str, Any] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
         self._edges: list[dict[str, Any]] = []
@@ -172,10 +190,15 @@ class Flow:
     def node(self, type: str, id: str, *, label: str | None = None,
              retry: Mapping[str, Any] | None = None, timeout: float | None = None,
              trigger_rule: str | None = None, position: Mapping[str, float] | None = None,
-             description: str | None = None, **config: Any) -> NodeHandle:
+             description: str | None = None, recovers: bool | None = None,
+             pool: str | None = None, **config: Any) -> NodeHandle:
         """Add a node of any registered type; keyword arguments other than the node fields
-        (``label``, ``retry``, ``timeout``, ``trigger_rule``, ``position``, ``description``)
-        form its ``config``. Adding an id again replaces that node and keeps its edges."""
+        (``label``, ``retry``, ``timeout``, ``trigger_rule``, ``position``, ``description``,
+        ``recovers``, ``pool``) form its ``config``. Adding an id again replaces that node and
+        keeps its edges. ``trigger_rule="one_failed"`` (or ``"all_failed"``) makes an error
+        handler, which sees a failed parent as ``{"state": "failed", "error": ...}``;
+        ``recovers=True`` keeps the failures it handles from failing the run. ``pool`` names
+        a pool (``nexusflow pools set NAME SIZE``) that bounds its nodes across runs."""
         from ..nodes import get_node_type, node_types
 
         if not isinstance(id, str) or not id:
@@ -185,7 +208,8 @@ class Flow:
             raise UnknownNodeTypeError(f"node {id!r}: unknown type {type!r} (known: {known})")
         entry: dict[str, Any] = {"id": id, "type": type}
         for key, value in (("label", label), ("description", description), ("retry", retry),
-                           ("timeout", timeout), ("trigger_rule", trigger_rule)):
+                           ("timeout", timeout), ("trigger_rule", trigger_rule),
+                           ("recovers", recovers or None), ("pool", pool)):
             if value is not None:
                 entry["timeout_s" if key == "timeout" else key] = _check_field(id, key, value)
         if position is not None:
@@ -359,6 +383,10 @@ class Flow:
             data["params"] = copy.deepcopy(self.params)
         if self.metadata:
             data["metadata"] = copy.deepcopy(self.metadata)
+        if self.on_failure is not None:
+            data["on_failure"] = copy.deepcopy(self.on_failure)
+        if self.max_active_runs is not None:
+            data["max_active_runs"] = self.max_active_runs
         data["nodes"] = nodes
         data["edges"] = copy.deepcopy(self._edges)
         return json.loads(dumps_canonical(data))
@@ -393,7 +421,8 @@ class Flow:
         doc = load_document(dict(data), source=source)
         raw = doc.data
         f = cls(raw.get("name") or doc.name, description=raw.get("description"),
-                params=raw.get("params"))
+                params=raw.get("params"), on_failure=raw.get("on_failure"),
+                max_active_runs=raw.get("max_active_runs"))
         f.metadata = copy.deepcopy(raw.get("metadata") or {})
         f._replace(raw)
         return f
@@ -417,6 +446,8 @@ class Flow:
         self.name = raw.get("name") or self.name
         self.description = raw.get("description")
         self.params = copy.deepcopy(dict(raw.get("params") or {}))
+        self.on_failure = copy.deepcopy(raw.get("on_failure"))
+        self.max_active_runs = raw.get("max_active_runs")
         self._nodes = {n["id"]: copy.deepcopy(dict(n)) for n in raw.get("nodes") or []}
         self._edges = [copy.deepcopy(dict(e)) for e in raw.get("edges") or []]
         self._auto = {i for i, n in self._nodes.items() if "position" not in n}

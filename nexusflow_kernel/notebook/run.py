@@ -345,6 +345,42 @@ class Run:
             self.wait(timeout=timeout)
         return self
 
+    def approve(self, node_id: str, comment: str | None = None) -> dict[str, Any]:
+        """Approve the approval node ``node_id`` that waits in this run (as you; the node's
+        approvers, if it names any, decide); return the decision. ``RunStateError`` when it
+        does not wait for one (decided already, not reached yet, timed out)."""
+        return self.engine.decide(self.id, node_id, True, comment=comment)
+
+    def reject(self, node_id: str, comment: str | None = None) -> dict[str, Any]:
+        """Reject the approval node ``node_id`` that waits in this run; return the decision."""
+        return self.engine.decide(self.id, node_id, False, comment=comment)
+
+    @property
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Return the nodes that wait now, each with what it waits for (an approval's
+        message and approvers, a sub-flow's child run, a callback) and its timeout."""
+        return {k: v["waiting"] for k, v in self.info()["nodes"].items() if v.get("waiting")}
+
+    def children(self) -> list[Run]:
+        """Return the handles of this run's child runs (its sub-flows), oldest first."""
+        return [Run(c["run_id"], engine=self.engine) for c in self.engine.child_runs(self.id)]
+
+    def child(self, node_id: str) -> Run:
+        """Return the child run that the sub-flow node ``node_id`` started (the latest)."""
+        node = self.info()["nodes"].get(node_id)
+        if node is None:
+            raise NotFoundError(f"run {self.id} has no node {node_id!r}")
+        if not node.get("child_run"):
+            raise NotFoundError(f"node {node_id!r} of run {self.id} has started no child run "
+                                f"(it is {node['state']})")
+        return Run(node["child_run"], engine=self.engine)
+
+    @property
+    def parent(self) -> Run | None:
+        """Return the run whose sub-flow node started this one, or ``None``."""
+        parent = (self._header or self.info()).get("parent")
+        return Run(parent["run_id"], engine=self.engine) if parent else None
+
     def replay(self, *, wait: bool = False) -> Run:
         """Start a new run of the same flow version with the same inputs."""
         run = Run(self.engine.replay_run(self.id), engine=self.engine, flow=self.flow)

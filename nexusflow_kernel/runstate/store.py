@@ -45,6 +45,9 @@ class Binding:
     sub-flow or an ``on_failure`` flow; ``None``: the flow the caller started)."""
     graph: dict[str, Any] | None = None
     """The flow document that will run (to check what it needs, e.g. code nodes)."""
+    reference: bool = False
+    """A stored workflow named by id (a sub-flow): only the caller's role on it counts, never
+    who owns a file."""
 
 
 class RunStore(FlowControl, RunViews):

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..errors import FlowError, NodeConfigError, NotFoundError
 from ..model.compiler import compile_flow
-from ..model.document import load
+from ..model.document import load, load_document
 from ..nodes import get_node_type
 from .db import Conn
 from .runplan import RunPlan
@@ -56,6 +56,10 @@ class SubflowScope:
     actor: str | None = None
     authorize: Callable[[Binding], None] | None = None
     """Called before a flow is filed or a stored workflow is pinned; raises to refuse."""
+    files: Mapping[str, tuple[str, Any]] | None = None
+    """When set, the only flow files there are: normalized relative path -> (real absolute
+    path, flow document). A process without the files (the Nexus-Flow service) gets them
+    from the single-user server that has them."""
 
 
 Chain = list[tuple[tuple[str, ...], str]]
@@ -106,12 +110,13 @@ def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chai
                      f"({' -> '.join(_names(chain))})")
     pin: dict[str, Any] = {}
     if isinstance(ref, str):
-        path = _find(ref, scope, node_id, what, pointer)
+        path, given = _find(ref, scope, node_id, what, pointer)
         name = os.path.basename(path)
         idents = [f"file:{path}"]
         _check_cycle(chain, idents[0], name, node_id, what, pointer)
         try:
-            compiled = compile_flow(load(path))
+            compiled = compile_flow(load(path) if given is None
+                                    else load_document(given, source=ref))
         except FlowError as exc:
             raise _fault(node_id, what, pointer,
                          f"{ref} does not compile: {exc.message}"
@@ -147,7 +152,8 @@ def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chai
                                  (wid, version)).fetchone()
             scope.authorize(Binding(conn, wid, False, False, row["latest"], row["created_by"],
                                     source=f"workflow {wid}",
-                                    graph=graph["graph_json"] if graph else None))
+                                    graph=graph["graph_json"] if graph else None,
+                                    reference=True))
         name = f"workflow {wid}"
         idents = []
     else:
@@ -172,8 +178,28 @@ def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chai
     return pin
 
 
-def _find(ref: str, scope: SubflowScope, node_id: str | None, what: str, pointer: str) -> str:
-    """Return the real path of a ``.nxflow`` reference inside the scope's base folder."""
+def subflow_key(ref: str) -> str | None:
+    """Return the normalized relative path of a ``.nxflow`` reference (``None``: it leaves
+    the folder it is relative to, or is absolute)."""
+    if "\x00" in ref or os.path.isabs(ref):
+        return None
+    norm = os.path.normpath(ref)
+    return None if norm == ".." or norm.startswith("../") else norm
+
+
+def _find(ref: str, scope: SubflowScope, node_id: str | None, what: str,
+          pointer: str) -> tuple[str, Any]:
+    """Return the real path of a ``.nxflow`` reference inside the scope's base folder, and
+    its document when the scope was given the files (else ``None``: read it from disk)."""
+    if scope.files is not None:
+        key = subflow_key(ref)
+        if key is None:
+            raise _fault(node_id, what, pointer,
+                         f"{ref!r} is outside {scope.base_name}: a sub-flow path is relative "
+                         "to it and may not leave it")
+        if key not in scope.files:
+            raise _fault(node_id, what, pointer, f"{ref} does not exist in {scope.base_name}")
+        return scope.files[key]
     base = os.path.realpath(scope.base_dir)
     path = os.path.realpath(os.path.join(base, ref))
     if "\x00" in ref or not (path == base or path.startswith(base.rstrip(os.sep) + os.sep)):
@@ -182,7 +208,7 @@ def _find(ref: str, scope: SubflowScope, node_id: str | None, what: str, pointer
                      "and may not leave it")
     if not os.path.isfile(path):
         raise _fault(node_id, what, pointer, f"{ref} does not exist in {scope.base_name}")
-    return path
+    return path, None
 
 
 def _check_cycle(chain: Chain, ident: str, name: str, node_id: str | None, what: str,
@@ -199,4 +225,50 @@ def _names(chain: Chain) -> list[str]:
     return [name for _idents, name in chain]
 
 
-__all__ = ["ON_FAILURE", "SubflowScope", "resolve_subflows"]
+def referenced_paths(graph: Mapping[str, Any]) -> list[str]:
+    """Return the ``.nxflow`` paths a flow document names (its sub-flow nodes' and its
+    ``on_failure``), for whoever must gather the files before a start elsewhere."""
+    refs: list[str] = []
+    failure = graph.get("on_failure")
+    if isinstance(failure, str):
+        refs.append(failure)
+    for node in graph.get("nodes") or []:
+        node_type = get_node_type(str(node.get("type"))) if isinstance(node, dict) else None
+        key = node_type.subflow_key if node_type is not None else None
+        ref = (node.get("config") or {}).get(key) if key else None
+        if isinstance(ref, str):
+            refs.append(ref)
+    return refs
+
+
+def local_subflow_files(graph: Mapping[str, Any], base_dir: str,
+                        limit: int = 200) -> dict[str, dict[str, Any]]:
+    """Read the ``.nxflow`` files a flow calls, and those they call, from ``base_dir``:
+    ``{relative path: {"file": real path, "graph": document}}`` (what a process without the
+    files, the Nexus-Flow service, is sent). Missing or broken files are left out: the
+    service then names them, with the node and field that call them."""
+    from ..model.document import parse_flow_text
+
+    base = os.path.realpath(base_dir)
+    found: dict[str, dict[str, Any]] = {}
+    todo = referenced_paths(graph)
+    while todo and len(found) < limit:
+        key = subflow_key(todo.pop())
+        if key is None or key in found:
+            continue
+        path = os.path.realpath(os.path.join(base, key))
+        if not path.startswith(base.rstrip(os.sep) + os.sep):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                doc = parse_flow_text(fh.read(), source=key)
+        except (OSError, FlowError):
+            continue
+        if isinstance(doc, dict):
+            found[key] = {"file": path, "graph": doc}
+            todo.extend(referenced_paths(doc))
+    return found
+
+
+__all__ = ["ON_FAILURE", "SubflowScope", "local_subflow_files", "referenced_paths",
+           "resolve_subflows", "subflow_key"]

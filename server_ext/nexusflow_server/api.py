@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
@@ -20,7 +21,7 @@ from .live import check_path, read_flow
 CODE_NODE_TYPES = frozenset({"code", "python", "shell", "task"})
 """Node types that run user code; starting a flow holding one needs the ``execute`` action."""
 
-RUN_STATUSES = ("running", "succeeded", "failed", "canceled")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 
 RUN_TRIGGERS = ("manual", "notebook")
 """What a caller may record as the trigger of a run it starts (others are the triggers')."""
@@ -222,13 +223,33 @@ class RunsHandler(NexusFlowHandler):
                                               inputs, trigger)
         self.reply({"run_id": run_id}, 201)
 
-    async def _may_execute(self, graph: Any) -> None:
-        if not runs_code(graph):
-            return
-        ok = await ensure_async(self.authorizer.is_authorized(
-            self, self.current_user, "execute", "nexusflow:runs"))
-        if not ok:
+    async def _may_execute(self, graph: Any) -> bool:
+        """Raise 403 when ``graph`` runs code and the user may not; return whether they may
+        (for the sub-flows the run calls, checked when they are resolved)."""
+        ok = bool(await ensure_async(self.authorizer.is_authorized(
+            self, self.current_user, "execute", "nexusflow:runs")))
+        if runs_code(graph) and not ok:
             raise Forbidden("this flow runs code: starting it needs the 'execute' permission")
+        return ok
+
+    def _subflows(self, label: str, owner: str, may_execute: bool, *,
+                  files: Any = None) -> dict[str, Any]:
+        """Return ``start_run``'s arguments for the flows a run calls: found in this server's
+        root (or in ``files`` sent by the server that has them), filed for ``owner``, each
+        authorized as the caller (docs/security.md)."""
+        from nexusflow_kernel.engine import file_workflow_key
+
+        has_files = self.settings.get("serverapp") is not None
+        root = (getattr(self.contents_manager, "root_dir", None) or self.serverapp.root_dir
+                ) if has_files else None
+        return {
+            "authorize": lambda b: self._may_file(b, b.source or label, owner, may_execute),
+            "base_dir": root or "/", "files": files,
+            "base_name": "the server's root folder" if has_files or files is not None
+            else "the Nexus-Flow service (it has no files: run the flow from a single-user "
+                 "server)",
+            "file_key": lambda real: file_workflow_key(real, owner),
+        }
 
     async def _start_from_path(self, path: str, inputs: dict[str, Any]) -> str:
         path = check_path(path)
@@ -240,11 +261,17 @@ class RunsHandler(NexusFlowHandler):
         flow, live = await read_flow(self.serverapp, path)
         graph = flow if isinstance(flow, dict) else await self.sync(
             _parse, flow, path)
-        await self._may_execute(graph)
+        may_execute = await self._may_execute(graph)
         owner = self.nf.file_owner
+        from .flowcontrol import gather_subflow_files  # as the canvases have them, like graph
+
+        root = getattr(self.contents_manager, "root_dir", None) or self.serverapp.root_dir
+        files = subflow_files(await gather_subflow_files(
+            self.serverapp, graph, lambda p: os.path.realpath(os.path.join(root, p))) or {},
+            owner)
         run_id = await self.engine_do(lambda e: e.start_run(
             graph, inputs=inputs, trigger="manual", actor=self.user_name, source=path,
-            key=self.file_key(path), authorize=lambda b: self._may_file(b, path, owner)))
+            key=self.file_key(path), **self._subflows(path, owner, may_execute, files=files)))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
         return run_id
 
@@ -261,8 +288,9 @@ class RunsHandler(NexusFlowHandler):
         if isinstance(graph, str):
             graph = await self.sync(_parse, graph, source or "flow")
         document = await self.sync(load_document, graph, source=source)
-        await self._may_execute(document.data)
+        may_execute = await self._may_execute(document.data)
         owner = self.key_owner
+        files = subflow_files(field(body, "subflow_files", dict), owner)
         if file is not None:
             label = source or file
             key = workflow_key("file", check_file(file, "/file"), owner)
@@ -272,18 +300,27 @@ class RunsHandler(NexusFlowHandler):
         data = {**document.data, "name": document.name}
         run_id = await self.engine_do(lambda e: e.start_run(
             data, inputs=inputs, trigger=trigger, actor=self.user_name, source=source, key=key,
-            authorize=lambda b: self._may_file(b, label, owner)))
+            **self._subflows(label, owner, may_execute, files=files)))
         await self.audit("run.start", f"run:{run_id}", **({"path": source} if source else {}),
                          live=live, trigger=trigger)
         return run_id
 
-    def _may_file(self, binding: Any, path: str, owner: str) -> None:
+    def _may_file(self, binding: Any, path: str, owner: str, may_execute: bool = True) -> None:
         """Let this run be filed under the file's workflow, or refuse (403); in its transaction.
 
         A new workflow is the caller's (owner); an existing one needs the runner role for an
         unchanged flow and the editor role for a new version. The files' owner (a server's
-        user) owns the workflows of their files.
+        user) owns the workflows of their files. A sub-flow the run calls is checked the same
+        way (``binding.source`` names it); one named by workflow id needs the caller's runner
+        role on it, and one that runs code the 'execute' permission.
         """
+        if binding.graph is not None and not may_execute and runs_code(binding.graph):
+            raise Forbidden(f"sub-flow {path} runs code: starting it needs the 'execute' "
+                            "permission")
+        if binding.reference:
+            if rbac.allows(self.role_on(binding.workflow_id, conn=binding.conn), "run"):
+                return
+            raise Forbidden(f"the run calls {path}, and you have no runner role on it")
         if binding.created:
             self.nf.store().grant(binding.workflow_id, self.user_name, "owner", self.user_name,
                                   conn=binding.conn)
@@ -308,13 +345,35 @@ class RunsHandler(NexusFlowHandler):
                             inputs: dict[str, Any], trigger: str = "manual") -> str:
         await self.require(workflow_id, "run")
         flow = await self.engine_do(lambda e: e.get_workflow(workflow_id, version))
-        await self._may_execute(flow["graph"])
+        may_execute = await self._may_execute(flow["graph"])
         run_id = await self.engine_do(lambda e: e.start_run(
             workflow_id=workflow_id, version=flow["version"], inputs=inputs, trigger=trigger,
-            actor=self.user_name))
+            actor=self.user_name,
+            **self._subflows(f"workflow {workflow_id}", self.key_owner, may_execute)))
         await self.audit("run.start", f"run:{run_id}", workflow_id=workflow_id,
                          version=flow["version"])
         return run_id
+
+
+def subflow_files(value: dict[str, Any] | None, owner: str) -> dict[str, tuple[str, Any]] | None:
+    """Check the ``subflow_files`` a forwarding server sent with a flow: ``{relative path:
+    {"file": real absolute path, "graph": document}}``; return the engine's ``files``."""
+    from nexusflow_kernel.runstate.subflows import subflow_key
+
+    if value is None:
+        return None
+    if len(value) > 200:
+        raise BadRequest("'subflow_files' may hold 200 files at most", "/subflow_files")
+    out: dict[str, tuple[str, Any]] = {}
+    for rel, item in value.items():
+        where = f"/subflow_files/{rel}"
+        key = subflow_key(rel) if isinstance(rel, str) else None
+        if key is None or not isinstance(item, dict) or not isinstance(item.get("graph"), dict):
+            raise BadRequest("each sub-flow file is {\"file\": path, \"graph\": document} "
+                             "under its relative path", where)
+        out[key] = (check_file(field(item, "file", str, required=True, where=where),
+                               where + "/file"), item["graph"])
+    return out
 
 
 def _parse(text: str | bytes, path: str) -> Any:

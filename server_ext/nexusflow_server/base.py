@@ -18,6 +18,7 @@ from nexusflow_kernel.errors import (
     FlowError,
     NexusFlowError,
     NotFoundError,
+    PermissionDenied,
     RunStateError,
 )
 
@@ -52,7 +53,7 @@ def error_status(exc: BaseException) -> int | None:
 
     if isinstance(exc, BadRequest):
         return exc.status
-    if isinstance(exc, Forbidden):
+    if isinstance(exc, (Forbidden, PermissionDenied)):
         return 403
     if isinstance(exc, NotFoundError):
         return 404

@@ -169,6 +169,11 @@ class ForwardHandler(_Forwarding, ErrorMixin, ExtensionHandlerMixin, APIHandler)
             flow = flow.decode("utf-8", "replace")
         sent = {k: v for k, v in body.items() if k != "path"}
         sent.update(graph=flow, source=path, file=self.real_path(path), live=live)
+        from .flowcontrol import gather_subflow_files  # the sub-flows it calls: files too
+
+        files = await gather_subflow_files(self.serverapp, flow, self.real_path)
+        if files:
+            sent["subflow_files"] = files
         return json.dumps(sent).encode(), True
 
     def _runs_query(self, query: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, live, status, streaming, webhooks
+from . import admin, api, flowcontrol, live, status, streaming, webhooks
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -40,6 +40,10 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/runs/{{run_id}}/replay", api.RunReplayHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/logs", api.NodeLogsHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/output", api.NodeOutputHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/decision", flowcontrol.DecisionHandler),
+    (f"{API}/runs/{{run_id}}/children", flowcontrol.ChildRunsHandler),
+    (f"{API}/pools", flowcontrol.PoolsHandler),
+    (f"{API}/pools/{{name}}", flowcontrol.PoolHandler),
     (f"{API}/runs/{{run_id}}/event-log", status.RunEventLogHandler),
     (f"{API}/runs/{{run_id}}/events", streaming.RunEventsSocket),
     (f"{API}/events", streaming.AllEventsSocket),
@@ -49,11 +53,12 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/workers", status.WorkersHandler),
     (f"{API}/documents/live", live.LiveDocumentHandler),
     (f"{API}/documents/patch", live.DocumentPatchHandler),
+    ("/nexusflow/hooks/resume/{token}", flowcontrol.ResumeReceiver),
     ("/nexusflow/hooks/{hook_id}", webhooks.WebhookReceiver),
 ]
 """``(OpenAPI-style path template, handler class)``: the OpenAPI test checks both sides."""
 
-PUBLIC = {webhooks.WebhookReceiver}
+PUBLIC = {webhooks.WebhookReceiver, flowcontrol.ResumeReceiver}
 """Handlers that Jupyter does not authenticate (they verify signatures themselves)."""
 
 WEBSOCKETS = {streaming.RunEventsSocket, streaming.AllEventsSocket}
