@@ -118,6 +118,14 @@ class RunStore(FlowControl, RunViews):
         return workflow_id, version, True
 
     @staticmethod
+    def reference_binding(conn: Conn, workflow_id: str, latest: int, created_by: str | None,
+                          *, source: str, graph: dict[str, Any] | None) -> Binding:
+        """Return the ``Binding`` an ``authorize`` callback gets for a stored workflow that a
+        run calls by id (a sub-flow): nothing is filed, only the caller's role counts."""
+        return Binding(conn, workflow_id, False, False, latest, created_by, source=source,
+                       graph=graph, reference=True)
+
+    @staticmethod
     def _workflow_for_key(conn: Conn, key: str | None, name: str,
                           actor: str | None) -> tuple[str, bool]:
         """Return ``(workflow id, created)``: the live workflow filed under ``key``, or a new one.

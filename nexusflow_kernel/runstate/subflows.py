@@ -26,18 +26,30 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import defaults
 from ..errors import FlowError, NodeConfigError, NotFoundError
-from ..model.compiler import compile_flow
+from ..model.compiler import CompiledFlow, compile_flow
 from ..model.document import load, load_document
 from ..nodes import get_node_type
 from .db import Conn
 from .runplan import RunPlan
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import Binding, RunStore
+
+class _Store(Protocol):
+    """What resolving needs of ``RunStore`` (named here, so this module needs no import of
+    the store, which calls it)."""
+
+    def save_version(self, conn: Conn, compiled: CompiledFlow, *, key: str | None = None,
+                     actor: str | None = None,
+                     authorize: Callable[[Any], None] | None = None) -> tuple[str, int, bool]: ...
+
+    def plan_for(self, conn: Conn, workflow_id: Any, version: int) -> RunPlan: ...
+
+    def reference_binding(self, conn: Conn, workflow_id: str, latest: int,
+                          created_by: str | None, *, source: str,
+                          graph: dict[str, Any] | None) -> Any: ...
 
 ON_FAILURE = "$on_failure"
 """The key of the flow's ``on_failure`` pin (not a node id: node ids cannot hold ``$``)."""
@@ -54,8 +66,9 @@ class SubflowScope:
     file_key: Callable[[str], str]
     """The workflow key of a flow file, from its real path (the caller's owner)."""
     actor: str | None = None
-    authorize: Callable[[Binding], None] | None = None
-    """Called before a flow is filed or a stored workflow is pinned; raises to refuse."""
+    authorize: Callable[[Any], None] | None = None
+    """Called with a ``store.Binding`` before a flow is filed or a stored workflow is pinned;
+    raises to refuse."""
     files: Mapping[str, tuple[str, Any]] | None = None
     """When set, the only flow files there are: normalized relative path -> (real absolute
     path, flow document). A process without the files (the Nexus-Flow service) gets them
@@ -67,7 +80,7 @@ Chain = list[tuple[tuple[str, ...], str]]
 ``workflow:<id>`` (a file has both; a flow that comes back under either is a cycle)."""
 
 
-def resolve_subflows(store: RunStore, conn: Conn, plan: RunPlan, scope: SubflowScope, *,
+def resolve_subflows(store: _Store, conn: Conn, plan: RunPlan, scope: SubflowScope, *,
                      identities: Chain, on_failure: bool = True) -> dict[str, Any]:
     """Return the pins of ``plan``'s references (see the module docstring); ``identities``
     name the flow itself for the recursion check."""
@@ -80,7 +93,7 @@ def resolve_subflows(store: RunStore, conn: Conn, plan: RunPlan, scope: SubflowS
     return pins
 
 
-def _resolve_nodes(store: RunStore, conn: Conn, plan: RunPlan, scope: SubflowScope,
+def _resolve_nodes(store: _Store, conn: Conn, plan: RunPlan, scope: SubflowScope,
                    chain: Chain, depth: int) -> dict[str, Any]:
     pins: dict[str, Any] = {}
     for i, node in enumerate(plan.nodes.values()):
@@ -99,11 +112,9 @@ def _fault(node_id: str | None, what: str, pointer: str, message: str) -> NodeCo
     return NodeConfigError(f"{where}: {message}", pointer)
 
 
-def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chain, *,
+def _pin(store: _Store, conn: Conn, ref: Any, scope: SubflowScope, chain: Chain, *,
          depth: int, node_id: str | None, pointer: str, what: str,
          nested_failure: bool = True) -> dict[str, Any]:
-    from .store import Binding
-
     if depth > defaults.MAX_SUBFLOW_DEPTH:
         raise _fault(node_id, what, pointer,
                      f"sub-flows nest deeper than {defaults.MAX_SUBFLOW_DEPTH} levels "
@@ -150,10 +161,9 @@ def _pin(store: RunStore, conn: Conn, ref: Any, scope: SubflowScope, chain: Chai
             graph = conn.execute("SELECT graph_json FROM workflow_versions"
                                  " WHERE workflow_id=%s AND version=%s",
                                  (wid, version)).fetchone()
-            scope.authorize(Binding(conn, wid, False, False, row["latest"], row["created_by"],
-                                    source=f"workflow {wid}",
-                                    graph=graph["graph_json"] if graph else None,
-                                    reference=True))
+            scope.authorize(store.reference_binding(
+                conn, wid, row["latest"], row["created_by"], source=f"workflow {wid}",
+                graph=graph["graph_json"] if graph else None))
         name = f"workflow {wid}"
         idents = []
     else:

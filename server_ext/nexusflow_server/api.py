@@ -17,6 +17,7 @@ from nexusflow_kernel.nodes import get_node_type
 from . import rbac
 from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
 from .live import check_path, read_flow
+from .subflowfiles import gather_subflow_files
 
 CODE_NODE_TYPES = frozenset({"code", "python", "shell", "task"})
 """Node types that run user code; starting a flow holding one needs the ``execute`` action."""
@@ -263,7 +264,6 @@ class RunsHandler(NexusFlowHandler):
             _parse, flow, path)
         may_execute = await self._may_execute(graph)
         owner = self.nf.file_owner
-        from .flowcontrol import gather_subflow_files  # as the canvases have them, like graph
 
         root = getattr(self.contents_manager, "root_dir", None) or self.serverapp.root_dir
         files = subflow_files(await gather_subflow_files(

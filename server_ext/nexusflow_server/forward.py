@@ -42,6 +42,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler, websocket_
 from .base import BadRequest, ErrorMixin, Forbidden, field, parse_json
 from .live import check_path, read_flow
 from .service.auth import SERVER_TOKEN_HEADER
+from .subflowfiles import gather_subflow_files
 
 API = "nexusflow/api/"
 
@@ -169,7 +170,6 @@ class ForwardHandler(_Forwarding, ErrorMixin, ExtensionHandlerMixin, APIHandler)
             flow = flow.decode("utf-8", "replace")
         sent = {k: v for k, v in body.items() if k != "path"}
         sent.update(graph=flow, source=path, file=self.real_path(path), live=live)
-        from .flowcontrol import gather_subflow_files  # the sub-flows it calls: files too
 
         files = await gather_subflow_files(self.serverapp, flow, self.real_path)
         if files:
