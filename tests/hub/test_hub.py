@@ -2,7 +2,7 @@
 
 JupyterHub (PyPI) with configurable-http-proxy (npm, installed into tests/hub/node_modules from
 tests/hub/package-lock.json), the dummy authenticator and the simple local-process spawner,
-started with tests/hub/jupyterhub_config.py, the configuration docs/jupyterhub.md describes.
+started with deploy/jupyterhub/jupyterhub_config.py, the configuration docs/jupyterhub.md describes.
 Everything goes through the Hub's public URL and the Hub's auth: each user logs in with the
 login form and asks the Hub for an API token, which their single-user server checks with the
 Hub. A shared worker runs the flows of both users.
@@ -32,7 +32,7 @@ from nftest import WorkerPool, flow, node, settings_env
 from nexusflow_kernel.procs import free_port
 
 HERE = Path(__file__).parent
-CONFIG = HERE / "jupyterhub_config.py"
+CONFIG = HERE.parents[1] / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 CHP = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
 API = "nexusflow/api"
 
@@ -120,7 +120,7 @@ class Hub:
 
 @pytest.fixture
 def hub(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
-    """Start JupyterHub with tests/hub/jupyterhub_config.py; stop it and its servers after."""
+    """Start JupyterHub with deploy/jupyterhub/jupyterhub_config.py; stop it and its servers after."""
     proxy = _ensure_proxy()
     _empty_tables(settings.database_url)
     state = Path(tempfile.mkdtemp(prefix="nf-hub-"))

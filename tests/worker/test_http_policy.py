@@ -4,7 +4,7 @@ In the documented Hub setup the single-user servers got ``NEXUSFLOW_ALLOW_PRIVAT
 but the workers did not, so http nodes reached 127.0.0.1:5432, :6379 and
 ``[::ffff:127.0.0.1]``. Now the workers default to refusing private addresses whenever the
 backends are configured (shared), and the Hub configuration sets the policy on the workers
-too. A worker started exactly as ``tests/hub/jupyterhub_config.py`` starts it refuses every
+too. A worker started exactly as ``deploy/jupyterhub/jupyterhub_config.py`` starts it refuses every
 address of the issue and of the SSRF list (notes S10): loopback in all its spellings, private
 and metadata ranges, a name resolving to loopback, a redirect to loopback, a DNS-rebinding
 name, and non-HTTP schemes. A stub resolver (a ``sitecustomize`` on the worker's path) plays
@@ -35,7 +35,7 @@ from nexusflow_kernel.nodes.base import NodeContext
 from nexusflow_kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-HUB_CONFIG = ROOT / "tests" / "hub" / "jupyterhub_config.py"
+HUB_CONFIG = ROOT / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 
 PUBLIC_SINK = "93.184.216.34"
 """A public address the stub routes to the 'public' test server."""
