@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from nexusflow_kernel.cli.secrets import secrets_cli
 from nexusflow_kernel.errors import NotFoundError
 from nexusflow_kernel.secrets import (
     SecretKeyError,
@@ -17,7 +18,6 @@ from nexusflow_kernel.secrets import (
     generate_key,
     mask,
     mask_value,
-    secrets_cli,
 )
 
 
