@@ -215,8 +215,33 @@ class RemoteEngine:
     def delete_pool(self, name: str) -> None:
         self._call("DELETE", f"pools/{_seg(name)}")
 
+    @property
+    def secrets(self) -> RemoteSecrets:
+        """The secrets as the service lets this token's user see and change them."""
+        return RemoteSecrets(self)
+
     def __repr__(self) -> str:
         return f"<RemoteEngine {self.url}>"
+
+
+class RemoteSecrets:
+    """``SecretStore``'s write-only part (set, list, delete) through the service's API."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        self._engine = engine
+
+    def set(self, name: str, value: str, *, actor: str | None = None,
+            groups: Any = None) -> None:
+        body: dict[str, Any] = {"value": value}
+        if groups is not None:
+            body["groups"] = list(groups)
+        self._engine._call("PUT", f"secrets/{_seg(name)}", body=body)
+
+    def list(self) -> list[dict[str, Any]]:
+        return list(self._engine._call("GET", "secrets")["secrets"])
+
+    def delete(self, name: str) -> None:
+        self._engine._call("DELETE", f"secrets/{_seg(name)}")
 
 
 def _seg(value: str) -> str:
@@ -286,4 +311,4 @@ def local_workers_allowed(engine: Engine | RemoteEngine, what: str) -> None:
             "run the flow")
 
 
-__all__ = ["RemoteEngine", "live_workers", "local_workers_allowed", "open_engine"]
+__all__ = ["RemoteEngine", "RemoteSecrets", "live_workers", "local_workers_allowed", "open_engine"]

@@ -8,12 +8,19 @@ import sys
 
 import click
 
+from ..remote import RemoteEngine, RemoteSecrets
 from ..secrets import SecretStore, check_name, generate_key
 from ..settings import Settings
+from .main import handle_errors
 
 
-def _store() -> SecretStore:
-    return SecretStore(Settings.from_env())
+def _store() -> SecretStore | RemoteSecrets:
+    """Return the secrets: through the Nexus-Flow service when NEXUSFLOW_SERVICE_URL is set
+    (a JupyterHub user's terminal: the service checks who may change what), else the store."""
+    settings = Settings.from_env()
+    if settings.service_url:
+        return RemoteEngine(settings).secrets
+    return SecretStore(settings)
 
 
 @click.group("secrets")
@@ -31,6 +38,7 @@ def secrets_cli() -> None:
               help="Scope the secret to a JupyterHub group (repeatable): only runs of its "
               "members may read it.")
 @click.option("--unscoped", is_flag=True, help="Remove the secret's group scope.")
+@handle_errors
 def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool) -> None:
     """Store the secret NAME; the value comes from --value, standard input, or a prompt."""
     check_name(name)
@@ -46,6 +54,7 @@ def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool) 
 
 @secrets_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
 def _list(as_json: bool) -> None:
     """List secret names (values are never shown)."""
     rows = _store().list()
@@ -59,6 +68,7 @@ def _list(as_json: bool) -> None:
 
 @secrets_cli.command("delete")
 @click.argument("name")
+@handle_errors
 def _delete(name: str) -> None:
     """Delete the secret NAME."""
     _store().delete(name)

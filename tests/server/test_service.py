@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nftest import flow, node
@@ -137,5 +138,17 @@ def test_notebooks_and_the_cli_reach_runs_through_the_service(service, tokens, k
     listed = subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", "runs", "--json"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result["run_id"] in listed.stdout, listed.stderr
+    def cli(*args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60, **kw)
+
+    made = cli("secrets", "set", "CLI_SECRET", "--group", "staff", input="s3cret-value\n")
+    assert made.returncode != 0 and "own groups" in made.stderr  # alice is in no group
+    assert cli("secrets", "set", "CLI_SECRET", input="s3cret-value\n").returncode == 0
+    shown = cli("secrets", "list", "--json")
+    assert "CLI_SECRET" in shown.stdout and "s3cret-value" not in shown.stdout
+    assert cli("secrets", "delete", "CLI_SECRET").returncode == 0
+    gone = cli("secrets", "delete", "CLI_SECRET")
+    assert gone.returncode == 2 and "no secret" in gone.stderr
     # nothing of the backends was started or written by those clients
     assert not (tmp_path / "cli-data").exists() and not (tmp_path / "none").exists()
