@@ -102,10 +102,17 @@ class ExpressionError(NexusFlowError):
 
 
 class NodeExecutionError(NexusFlowError):
-    """A node failed while running; ``retryable`` says whether another attempt may help."""
+    """A node failed while running; ``retryable`` says whether another attempt may help.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    ``retry_after`` (seconds) is the least the next attempt must wait, when the other side
+    said so (an HTTP ``Retry-After``); the worker waits at least that long, within the node's
+    ``retry.max_backoff_s``.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True,
+                 retry_after: float | None = None) -> None:
         self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(message)
 
 

@@ -129,11 +129,14 @@ def unrecovered(failed: Iterable[str], succeeded: Iterable[str],
     return [n for n in failed if not any(c in ok for c in recoverers.get(n, ()))]
 
 
-def backoff_delay(attempt: int, retry: dict | None, *, rng: random.Random | None = None) -> float:
+def backoff_delay(attempt: int, retry: dict | None, *, rng: random.Random | None = None,
+                  retry_after: float | None = None) -> float:
     """Return the wait before attempt ``attempt + 1`` after attempt ``attempt`` failed.
 
     ``backoff_s * factor ** (attempt - 1)``, capped at ``max_backoff_s``, then spread by
     ``jitter`` (a fraction: 0.1 means up to 10 % shorter, never longer than the cap).
+    ``retry_after`` (what the other side asked for, an HTTP ``Retry-After``) makes it at least
+    that long, within the same cap: a node never waits longer than its policy allows.
     """
     from .. import defaults
 
@@ -145,4 +148,6 @@ def backoff_delay(attempt: int, retry: dict | None, *, rng: random.Random | None
     delay = min(cap, base * factor ** max(0, attempt - 1))
     if jitter:
         delay *= 1.0 - jitter * (rng or random).random()
+    if retry_after is not None and retry_after > delay:
+        delay = min(cap, float(retry_after))
     return max(0.0, delay)

@@ -344,7 +344,8 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         return _failure(claim, node, str(exc), False, log, rendered, started)
     except NodeExecutionError as exc:
         rt.leases.release()
-        return _failure(claim, node, str(exc), exc.retryable, log, rendered, started)
+        return _failure(claim, node, str(exc), exc.retryable, log, rendered, started,
+                        retry_after=exc.retry_after)
     except Exception as exc:  # user-facing failure of any other kind: recorded, retried
         rt.leases.release()
         logger.debug("node %s raised", claim.node_id, exc_info=True)
@@ -382,13 +383,14 @@ class _ResumeTokens:
 
 
 def _failure(claim: Claim, node: Any, error: str, retryable: bool, log: NodeLog, rendered: Any,
-             started: float, *, status: str = "failed") -> Outcome:
+             started: float, *, status: str = "failed",
+             retry_after: float | None = None) -> Outcome:
     # Cut after masking (run_claimed): a cut through a secret would leave part of it.
     return Outcome(
         status, error=error, retryable=retryable,
         log=log.text(), input=_input_record(claim, rendered),
         duration_ms=(time.monotonic() - started) * 1000,
-        retry_delay=backoff_delay(claim.attempt, node.retry),
+        retry_delay=backoff_delay(claim.attempt, node.retry, retry_after=retry_after),
     )
 
 
