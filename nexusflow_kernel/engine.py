@@ -339,11 +339,32 @@ class Engine:
                                     status=status)
 
     def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        """Return the node's attempts, the running one last with its log so far."""
         attempts = self.store.node_attempts(run_id, node_id)
+        running = self._running_attempt(run_id, node_id, attempts)
+        if running is not None:
+            attempts.append(running)
         if not attempts:
             return attempts
         masker = self._masker(run_id)
         return [masker.value(a) if masker else a for a in attempts]
+
+    def _running_attempt(self, run_id: str, node_id: str,
+                         recorded: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Return the attempt still running, from the log its worker keeps in Redis (none
+        once the attempt is recorded, or when Redis does not answer: the record is the truth)."""
+        try:
+            live = self.broker.live_log(str(run_id), node_id)
+        except Exception as exc:  # the log so far is a courtesy, never a reason to fail a read
+            logger.debug("no live log of %s in run %s: %s", node_id, run_id, exc)
+            return None
+        if live is None or not isinstance(live.get("attempt"), int):
+            return None
+        if any(a.get("attempt") == live["attempt"] for a in recorded):
+            return None
+        return {"attempt": live["attempt"], "status": "running", "input": None, "output": None,
+                "error": None, "log": str(live.get("log") or ""), "worker": None,
+                "duration_ms": None, "started_at": None, "ended_at": None}
 
     def cancel_run(self, run_id: str) -> None:
         """Cancel a run: nothing new starts; running nodes stop at once.

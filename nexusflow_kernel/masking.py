@@ -65,6 +65,7 @@ class Masker:
         forms: set[str] = set()
         for value in self.values:
             forms |= variants(value)
+        self._forms = tuple(sorted(forms))
         # Longest first: a secret that contains another is masked whole.
         self._pattern = re.compile("|".join(
             re.escape(f) for f in sorted(forms, key=lambda f: (-len(f), f)))) if forms else None
@@ -82,6 +83,26 @@ class Masker:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
+
+    def settled(self, text: str) -> str:
+        """Return ``text`` masked, less a tail that may be the start of a value still arriving.
+
+        For text shown while it grows (a running node's streamed log): a secret that has
+        arrived only in part is not yet a match, so its beginning would show. The tail held
+        back is the longest end of the text that begins some form of a value.
+        """
+        masked = self.text(text)
+        if not self._forms or not masked:
+            return masked
+        last, hold = masked[-1], 0
+        for form in self._forms:
+            # ends of ``masked`` that are a beginning of ``form``: where form has the last char
+            at = form.find(last, 0, len(form) - 1)
+            while at != -1:
+                if at + 1 > hold and masked.endswith(form[:at + 1]):
+                    hold = at + 1
+                at = form.find(last, at + 1, len(form) - 1)
+        return masked[:len(masked) - hold] if hold else masked
 
     def value(self, value: Any) -> Any:
         """Return a copy of a JSON-like ``value`` with the values masked in strings and keys."""

@@ -43,7 +43,11 @@ class NodeLog:
     """Collects a node attempt's log lines (stored with the attempt, masked for secrets).
 
     ``mask`` (the worker's masker of the run) is applied to each write before it is split
-    into stamped lines, so a value that spans lines (a PEM key) is masked whole.
+    into stamped lines, so a value that spans lines (a PEM key) is masked whole. Text that
+    arrives in pieces (a model's answer, token by token) goes through ``stream``: the pieces
+    form one stamped block, masked whole when it closes (at the next ``write`` or ``text``),
+    so a secret cut across two pieces is still masked. ``live`` (set by the worker) is told
+    after each write, so a running node's log can be shown while it grows.
     """
 
     def __init__(self, limit: int = 256 * 1024,
@@ -53,16 +57,57 @@ class NodeLog:
         self._limit = limit
         self._cut = False
         self.mask = mask
+        self.live: Callable[[NodeLog], None] | None = None
+        self._open: list[str] = []  # pieces of the streamed block, as they came
+        self._open_size = 0
+        self._open_stamp = ""
 
     def __call__(self, message: str, *args: Any) -> None:
         self.write(message % args if args else message)
 
     def write(self, text: str) -> None:
-        text = str(text)
-        if self.mask is not None:
-            text = self.mask(text)
-        for line in text.splitlines() or [""]:
-            stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        self._close()
+        self._add(str(text), time.strftime("%H:%M:%S"))
+        self._tell()
+
+    def stream(self, piece: str) -> None:
+        """Append ``piece`` to the open streamed block (opened by the first piece)."""
+        if not piece:
+            return
+        if not self._open:
+            self._open_stamp = time.strftime("%H:%M:%S")
+        room = self._limit - self._size - self._open_size
+        if room <= 0:
+            return
+        self._open.append(piece[:room])
+        self._open_size += min(len(piece), room)
+        self._tell()
+
+    def end_stream(self) -> None:
+        """Close the open streamed block (its lines join the log)."""
+        self._close()
+
+    def text(self) -> str:
+        """Return the log so far, the open streamed block included."""
+        if not self._open:
+            return "\n".join(self.lines)
+        return "\n".join([*self.lines, *self._stamped(self._masked("".join(self._open)),
+                                                      self._open_stamp)])
+
+    def _close(self) -> None:
+        if self._open:
+            block, self._open, self._open_size = "".join(self._open), [], 0
+            self._add(block, self._open_stamp)
+
+    def _masked(self, text: str) -> str:
+        return self.mask(text) if self.mask is not None else text
+
+    @staticmethod
+    def _stamped(text: str, stamp: str) -> list[str]:
+        return [f"{stamp} {line}" for line in text.splitlines() or [""]]
+
+    def _add(self, text: str, stamp: str) -> None:
+        for stamped in self._stamped(self._masked(text), stamp):
             if self._size + len(stamped) > self._limit:
                 if not self._cut:
                     self.lines.append("[log cut: over the size limit]")
@@ -71,8 +116,9 @@ class NodeLog:
             self._size += len(stamped) + 1
             self.lines.append(stamped)
 
-    def text(self) -> str:
-        return "\n".join(self.lines)
+    def _tell(self) -> None:
+        if self.live is not None:
+            self.live(self)
 
 
 @dataclass

@@ -78,6 +78,15 @@ def events_key(run_id: str) -> str:
 ALL_EVENTS_KEY = f"{defaults.KEY_PREFIX}:events"
 
 
+def live_log_key(run_id: str, node_id: str) -> str:
+    """Return the key of a running node's log so far (``Broker.set_live_log``)."""
+    return f"{defaults.KEY_PREFIX}:run:{run_id}:live-log:{node_id}"
+
+
+LIVE_LOG_TTL_S = 120
+"""How long a running node's log so far stays in Redis after its last write."""
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -387,6 +396,23 @@ class Broker:
                       approximate=True)
             pipe.xadd(ALL_EVENTS_KEY, {"e": blob}, maxlen=defaults.ALL_RUNS_STREAM_MAXLEN,
                       approximate=True)
+
+    def set_live_log(self, run_id: str, node_id: str, attempt: int, log: str) -> None:
+        """Keep the log so far of a running attempt (already masked), for readers while it
+        runs; the attempt's record replaces it when the node ends."""
+        blob = json.dumps({"attempt": attempt, "log": log}, separators=(",", ":"))
+        self.redis.set(live_log_key(run_id, node_id), blob, ex=LIVE_LOG_TTL_S)
+
+    def live_log(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        """Return ``{"attempt", "log"}`` of the node's running attempt, or ``None``."""
+        raw = self.redis.get(live_log_key(run_id, node_id))
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def read_events(self, key: str, after: str = "0-0", *, block_ms: int | None = None,
                     count: int = 1000) -> list[tuple[str, dict[str, Any]]]:

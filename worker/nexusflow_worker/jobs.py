@@ -31,6 +31,8 @@ from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 
+from .livelog import LiveLog
+
 logger = logging.getLogger(__name__)
 
 
@@ -288,6 +290,7 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
     node = claim.plan.nodes[claim.node_id]
     node_type = get_node_type(node.type)
     log = NodeLog(mask=masking.text)
+    log.live = LiveLog(rt.broker, claim.run_id, claim.node_id, claim.attempt, masking.masker)
     started = time.monotonic()
     timeout_s = float(node.timeout_s) if node.timeout_s else None
     names = {"inputs": claim.inputs, "params": claim.params}
