@@ -112,6 +112,15 @@ class Settings:
     public_url: str | None = None
     """The Jupyter server's URL as external systems reach it (``NEXUSFLOW_PUBLIC_URL``):
     ``resume_url()`` gives a wait node's callback URL under it (a path without it)."""
+    ai_base_url: str | None = None
+    """OpenAI-compatible endpoint (``NEXUSFLOW_AI_BASE_URL``, e.g. ``https://api.openai.com/v1``):
+    the default ``base_url`` of ``ai`` nodes run by workers with these settings, and the model
+    "describe a flow" asks (docs/ai.md)."""
+    ai_model: str | None = None
+    """Model that "describe a flow" asks (``NEXUSFLOW_AI_MODEL``)."""
+    ai_key_secret: str | None = None
+    """Name of the stored secret holding the API key "describe a flow" sends
+    (``NEXUSFLOW_AI_KEY_SECRET``); unset: no key (a local server)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -153,6 +162,9 @@ class Settings:
             service_token=(env.get("NEXUSFLOW_SERVICE_TOKEN") or env.get("JUPYTERHUB_API_TOKEN")
                            or None),
             public_url=env.get("NEXUSFLOW_PUBLIC_URL") or None,
+            ai_base_url=env.get("NEXUSFLOW_AI_BASE_URL") or None,
+            ai_model=env.get("NEXUSFLOW_AI_MODEL") or None,
+            ai_key_secret=env.get("NEXUSFLOW_AI_KEY_SECRET") or None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -198,6 +210,11 @@ class Settings:
             env["NEXUSFLOW_SERVICE_URL"] = self.service_url
         if self.public_url:
             env["NEXUSFLOW_PUBLIC_URL"] = self.public_url
+        for name, value in (("NEXUSFLOW_AI_BASE_URL", self.ai_base_url),
+                            ("NEXUSFLOW_AI_MODEL", self.ai_model),
+                            ("NEXUSFLOW_AI_KEY_SECRET", self.ai_key_secret)):
+            if value:
+                env[name] = value
         for name, url in self.connections.items():
             env[f"NEXUSFLOW_CONNECTION_{name.upper()}"] = url
         for name in self.trusted_connections:

@@ -79,8 +79,16 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
                     key=lambda e: json_pointer(e.absolute_path))
     if errors:
         err = errors[0]
+        message = err.message
+        if _secret_only(err.schema):
+            # A value where only a secret reference goes is most likely the secret itself:
+            # the message must not repeat it (jsonschema's messages quote the value).
+            field = err.absolute_path[-1] if err.absolute_path else "the value"
+            message = (f"{field} must be a stored secret, {{\"$secret\": \"NAME\"}}, never the "
+                       "value itself (store it with `nexusflow secrets set NAME`; the value given "
+                       "is not shown)")
         raise NodeConfigError(
-            f"node {node.id!r} ({node.type}): {err.message}",
+            f"node {node.id!r} ({node.type}): {message}",
             base + "/config" + json_pointer(err.absolute_path),
             source=source,
         )
@@ -88,6 +96,12 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
         raise NodeConfigError(
             f"node {node.id!r} ({node.type}): {message}", base + "/config" + pointer, source=source
         )
+
+
+def _secret_only(schema: Any) -> bool:
+    """Whether ``schema`` accepts only a ``{"$secret": NAME}`` reference."""
+    return (isinstance(schema, dict) and schema.get("type") == "object"
+            and set(schema.get("properties") or ()) == {"$secret"})
 
 
 def compile_flow(document: FlowDocument) -> CompiledFlow:

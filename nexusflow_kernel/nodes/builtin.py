@@ -1,15 +1,17 @@
-"""Register the core node types: Transform, Condition, Delay, HTTP Request, Database Query."""
+"""Register the core node types: Transform, Condition, Delay, HTTP Request, Database Query, AI."""
 
 from __future__ import annotations
 
 from . import register
+from .ai import AiNode
 from .db_query import DbQueryNode
 from .http import HttpNode
 from .logic import ConditionNode, DelayNode, TransformNode
 
-CORE_TYPES = (TransformNode, ConditionNode, DelayNode, HttpNode, DbQueryNode)
+CORE_TYPES = (TransformNode, ConditionNode, DelayNode, HttpNode, DbQueryNode, AiNode)
 
 for _node_type in CORE_TYPES:
     register(_node_type)
 
-__all__ = ["CORE_TYPES", "ConditionNode", "DbQueryNode", "DelayNode", "HttpNode", "TransformNode"]
+__all__ = ["CORE_TYPES", "AiNode", "ConditionNode", "DbQueryNode", "DelayNode", "HttpNode",
+           "TransformNode"]
