@@ -25,9 +25,14 @@ function pretty(value: JSONValue | undefined): string {
   return value === undefined ? '—' : JSON.stringify(value, null, 2);
 }
 
+/** How often a running node's attempts are loaded again (its log grows while it runs). */
+export const RUNNING_RELOAD_MS = 500;
+
 /**
- * Load the attempts again whenever the node's state or attempt changes. While another node's
- * (or run's) attempts load, none are shown: never the previous node's under this one's name.
+ * Load the attempts again whenever the node's state or attempt changes, and every
+ * RUNNING_RELOAD_MS while it runs (the running attempt's log so far: a model's answer
+ * streaming in). While another node's (or run's) attempts load, none are shown: never the
+ * previous node's under this one's name; a reload of the same node keeps what is shown.
  */
 function useAttempts(
   load: AttemptsLoader,
@@ -42,12 +47,15 @@ function useAttempts(
   });
   const [slow, setSlow] = useState(false);
   const of = `${runId}/${nodeId}`;
-  const key = `${of}/${run?.state}/${run?.attempt}`;
+  const running = run?.state === 'running';
+  const [tick, setTick] = useState(0);
+  const key = `${of}/${run?.state}/${run?.attempt}${running ? `/${tick}` : ''}`;
   const last = useRef(key);
   useEffect(() => {
     last.current = key;
     setSlow(false);
     const timer = window.setTimeout(() => setSlow(true), 1000);
+    let again: number | undefined;
     load(runId, nodeId)
       .then(
         attempts => {
@@ -61,8 +69,17 @@ function useAttempts(
           }
         }
       )
-      .finally(() => window.clearTimeout(timer));
-    return () => window.clearTimeout(timer);
+      .finally(() => {
+        window.clearTimeout(timer);
+        // One load at a time: the next starts a moment after this one answered.
+        if (running && last.current === key) {
+          again = window.setTimeout(() => setTick(n => n + 1), RUNNING_RELOAD_MS);
+        }
+      });
+    return () => {
+      window.clearTimeout(timer);
+      window.clearTimeout(again);
+    };
   }, [key, load]);
   const mine = loaded.of === of;
   return { attempts: mine ? loaded.attempts : null, error: mine ? loaded.error : null, slow };

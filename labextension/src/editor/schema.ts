@@ -98,6 +98,12 @@ export function isSecretRef(value: any): value is { $secret: string } {
   return value !== null && typeof value === 'object' && typeof value.$secret === 'string';
 }
 
+/** Whether a field takes only a `{"$secret": NAME}` reference (never a typed value). */
+export function isSecretOnly(schema: Schema): boolean {
+  const props = schema.properties;
+  return schema.type === 'object' && !!props && Object.keys(props).length === 1 && '$secret' in props;
+}
+
 /** Return the config a new node of this schema starts with (the schema's defaults). */
 export function defaultsOf(schema: Schema): JSONObject {
   const out: JSONObject = {};

@@ -5,7 +5,7 @@
  */
 import React, { useEffect, useState } from 'react';
 import type { JSONObject, JSONValue } from '../graph.js';
-import { isSecretRef, Schema, validate } from './schema.js';
+import { isSecretOnly, isSecretRef, Schema, validate } from './schema.js';
 
 interface IFieldProps {
   name: string;
@@ -54,6 +54,8 @@ function Field(props: IFieldProps): JSX.Element {
   const { name, schema, value, required, errors, secrets, onChange } = props;
   const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
   const secret = isSecretRef(value);
+  // A field that takes only a stored secret (an AI node's API key): never a typed value.
+  const secretOnly = isSecretOnly(schema);
   const [draft, setDraft] = useState<string | null>(null);
   const label = schema.title ?? name;
   let control: JSX.Element;
@@ -75,6 +77,8 @@ function Field(props: IFieldProps): JSX.Element {
         ))}
       </select>
     );
+  } else if (secretOnly && value === undefined) {
+    control = <span className="nf-help">none</span>;
   } else if (schema.enum) {
     control = (
       <select
@@ -149,7 +153,8 @@ function Field(props: IFieldProps): JSX.Element {
     control = <JsonField {...props} />;
   }
   const canSecret =
-    type === 'string' && !schema.enum && !/code|script|expression|query|sql/i.test(name) && secrets !== null;
+    (secretOnly || (type === 'string' && !schema.enum && !/code|script|expression|query|sql/i.test(name))) &&
+    secrets !== null;
   return (
     <div className={`nf-field${errors.length ? ' nf-invalid' : ''}`} data-field={name}>
       <label className="nf-label">
@@ -164,7 +169,7 @@ function Field(props: IFieldProps): JSX.Element {
               onChange(secret ? undefined : { $secret: (secrets ?? [])[0] ?? 'NAME' })
             }
           >
-            {secret ? 'use a value' : 'use a secret'}
+            {secret ? (secretOnly ? 'remove' : 'use a value') : 'use a secret'}
           </button>
         )}
       </label>
