@@ -366,6 +366,17 @@ class Engine:
                 "error": None, "log": str(live.get("log") or ""), "worker": None,
                 "duration_ms": None, "started_at": None, "ended_at": None}
 
+    def describe_flow(self, request: str, *, name: str | None = None) -> dict[str, Any]:
+        """Ask the configured model (``ai_base_url``, ``ai_model``, ``ai_key_secret``) for a
+        flow that does what ``request`` says; return the proposal ``{"flow", "model", "usage",
+        "attempts", "faults"}``. Nothing is saved or run (docs/ai.md)."""
+        from .describe import configured_model, describe_flow
+        from .secrets import SecretStore
+
+        secrets = SecretStore(self.pool, settings=self.settings)
+        model = configured_model(self.settings, secret=secrets.get)
+        return describe_flow(request, model, name=name).to_dict()
+
     def cancel_run(self, run_id: str) -> None:
         """Cancel a run: nothing new starts; running nodes stop at once.
 

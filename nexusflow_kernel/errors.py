@@ -11,7 +11,8 @@ The hierarchy::
      │    ├── DanglingEdgeError       an edge names a node that does not exist
      │    ├── CycleError              the graph has a cycle (listed)
      │    ├── UnknownNodeTypeError    a node type that is not in the registry
-     │    └── NodeConfigError         a node's config is wrong for its type
+     │    ├── NodeConfigError         a node's config is wrong for its type
+     │    └── DescribeError           a model's answer to "describe a flow" is not a runnable flow
      ├── ExpressionError              an expression does not parse or raises
      ├── NodeExecutionError           a node failed while running
      │    └── NodeTimeoutError        a node ran past its timeout
@@ -101,6 +102,21 @@ class ExpressionError(NexusFlowError):
     """An expression or ``{{ template }}`` failed to parse or to evaluate."""
 
 
+class DescribeError(FlowError):
+    """The model's answer to "describe a flow" is not a runnable flow, even after it was shown
+    the compiler's error once. ``answer`` is its last answer (text), ``attempts`` each answer's
+    fault (``{"message", "pointer"}``); nothing of the answer is applied."""
+
+    def __init__(self, message: str, pointer: str = "", *, answer: str = "",
+                 attempts: list[dict[str, str]] | None = None) -> None:
+        self.answer = answer
+        self.attempts = attempts or []
+        super().__init__(message, pointer, source="model answer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "answer": self.answer, "attempts": self.attempts}
+
+
 class NodeExecutionError(NexusFlowError):
     """A node failed while running; ``retryable`` says whether another attempt may help.
 
@@ -154,6 +170,7 @@ __all__ = [
     "BackendUnavailable",
     "CycleError",
     "DanglingEdgeError",
+    "DescribeError",
     "DuplicateIdError",
     "ExpressionError",
     "FlowError",

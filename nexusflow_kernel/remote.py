@@ -167,6 +167,12 @@ class RemoteEngine:
     def list_workflows(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "workflows")["workflows"])
 
+    def describe_flow(self, request: str, *, name: str | None = None) -> dict[str, Any]:
+        """Ask the service's model for a flow (``Engine.describe_flow``); the service holds the
+        endpoint and the key."""
+        body = {"text": request, **({"name": name} if name else {})}
+        return dict(self._call("POST", "describe", body=body, timeout=300.0))
+
     def read_events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
                     count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Return a run's events after a stream id (the service waits up to ``block_ms``)."""
@@ -252,7 +258,7 @@ def _seg(value: str) -> str:
 
 _FLOW_ERRORS = {name: getattr(errors, name) for name in (
     "FlowSyntaxError", "FlowSchemaError", "FlowLimitError", "DuplicateIdError",
-    "DanglingEdgeError", "UnknownNodeTypeError", "NodeConfigError")}
+    "DanglingEdgeError", "UnknownNodeTypeError", "NodeConfigError", "DescribeError")}
 
 
 def _error(resp: httpx.Response, url: str) -> NexusFlowError:

@@ -260,6 +260,16 @@ class Flow(FlowControlNodes):
         return self.node("db_query", id, connection=connection, sql=sql, read_only=read_only,
                          **fields)
 
+    def ai(self, id: str, prompt: str, model: str, *, key_secret: str | None = None,
+           **fields: Any) -> NodeHandle:
+        """Add an AI node: ``prompt`` (a ``{{ template }}``) to ``model`` on an OpenAI-compatible
+        server (``base_url``, default the workers' ``NEXUSFLOW_AI_BASE_URL``), the key in the
+        stored secret ``key_secret``; ``system``, ``json_schema``, ``temperature``,
+        ``max_tokens``, ``stream`` and the others of its schema as keywords (docs/ai.md)."""
+        if key_secret is not None:
+            fields["api_key"] = {"$secret": key_secret}
+        return self.node("ai", id, prompt=prompt, model=model, **fields)
+
     def code(self, id: str, source: str, language: str = "python", **fields: Any) -> NodeHandle:
         """Add a Code node (Python or bash run in the sandbox)."""
         return self.node("code", id, source=source, language=language, **fields)
@@ -426,6 +436,45 @@ class Flow(FlowControlNodes):
         f.metadata = copy.deepcopy(raw.get("metadata") or {})
         f._replace(raw)
         return f
+
+    @classmethod
+    def from_text(cls, text: str, *, name: str | None = None, model: str | None = None,
+                  base_url: str | None = None, key_secret: str | None = None,
+                  settings: Settings | None = None) -> Flow:
+        """Ask a chat model for a flow that does what ``text`` says; return it as a ``Flow``.
+
+        The model gets the node-type catalog and must answer a flow the compiler accepts (it
+        is asked once more with the compiler's error); otherwise ``DescribeError`` says what
+        is wrong, where, and holds the answer (``.answer``). Nothing runs: look at the flow,
+        change it, then ``run()`` it. The model is ``NEXUSFLOW_AI_BASE_URL`` and
+        ``NEXUSFLOW_AI_MODEL`` with the key in the stored secret ``NEXUSFLOW_AI_KEY_SECRET``,
+        or ``base_url``, ``model`` and ``key_secret`` given here; with
+        ``NEXUSFLOW_SERVICE_URL`` the service asks its own model (docs/ai.md)::
+
+            f = Flow.from_text("Every morning fetch https://api.example.com/orders and "
+                               "summarize the new ones with gpt-4o-mini")
+        """
+        from dataclasses import replace
+
+        from ..settings import Settings
+
+        settings = settings or Settings.from_env()
+        settings = replace(settings, ai_model=model or settings.ai_model,
+                           ai_base_url=base_url or settings.ai_base_url,
+                           ai_key_secret=key_secret or settings.ai_key_secret)
+        if settings.service_url and not (model or base_url or key_secret):
+            from ..remote import RemoteEngine
+
+            remote = RemoteEngine(settings)
+            try:
+                flow = remote.describe_flow(text, name=name)["flow"]
+            finally:
+                remote.close()
+        else:
+            from ..describe import configured_model, describe_flow
+
+            flow = describe_flow(text, configured_model(settings), name=name).flow
+        return cls.from_dict(flow)
 
     @classmethod
     def load(cls, path: str | Path) -> Flow:

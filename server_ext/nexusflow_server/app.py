@@ -87,6 +87,21 @@ class NexusFlow(ExtensionApp):
         "(NEXUSFLOW_ALLOW_PRIVATE_HTTP); default: only with the embedded services. Passed to "
         "the workers this server supervises; shared workers read their own setting.",
     )
+    ai_base_url = Unicode(
+        None, allow_none=True, config=True,
+        help="OpenAI-compatible endpoint that 'describe a flow' asks, and the default base_url "
+        "of ai nodes on the workers this server supervises (NEXUSFLOW_AI_BASE_URL), e.g. "
+        "https://api.openai.com/v1 or http://127.0.0.1:11434/v1 (docs/ai.md).",
+    )
+    ai_model = Unicode(
+        None, allow_none=True, config=True,
+        help="Model that 'describe a flow' asks (NEXUSFLOW_AI_MODEL).",
+    )
+    ai_key_secret = Unicode(
+        None, allow_none=True, config=True,
+        help="Name of the stored (unscoped) secret holding the API key 'describe a flow' sends "
+        "(NEXUSFLOW_AI_KEY_SECRET); unset: no key. The browser never sends a key.",
+    )
     default_role = Enum(
         ["none", *ROLES], config=True,
         help="Role every user has on a workflow without an explicit grant "
@@ -209,6 +224,9 @@ class NexusFlow(ExtensionApp):
                 base.allow_private_http if self.allow_private_http is None
                 else self.allow_private_http
             ),
+            "ai_base_url": self.ai_base_url or base.ai_base_url,
+            "ai_model": self.ai_model or base.ai_model,
+            "ai_key_secret": self.ai_key_secret or base.ai_key_secret,
         }
         return replace(base, **overrides)
 

@@ -39,7 +39,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             403: "Not allowed", 404: "Not found", 409: "Conflict with the run's state or a "
             "replayed delivery", 413: "Body too large", 415: "Unsupported content type",
             422: "The flow does not compile (pointer names the fault)",
-            429: "Rate limited (see Retry-After)", 503: "A backend is unavailable"}
+            429: "Rate limited (see Retry-After)", 502: "The configured model could not be asked",
+            503: "A backend is unavailable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -135,6 +136,10 @@ def _schemas() -> dict[str, Any]:
         "Attempt": _obj(["attempt"], attempt={"type": "integer"}, status={"type": "string"},
                         error={}, log={"type": ["string", "null"]}, input={}, output={},
                         duration_ms={"type": ["number", "null"]}),
+        "Proposal": _obj(["flow", "model", "attempts"], flow=_ref("FlowDocument"),
+                         model={"type": "string"}, usage=_ANY_OBJ,
+                         attempts={"type": "integer", "minimum": 1, "maximum": 2},
+                         faults={"type": "array", "items": _ANY_OBJ}),
         "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
         "Role": _obj(["principal", "role"], principal={"type": "string"},
                      role={"enum": ["viewer", "runner", "editor", "owner"]}),
@@ -167,6 +172,24 @@ def _paths() -> dict[str, Any]:
         "/nexusflow/api/node-types": {"get": _op(
             "The node-type catalog with each type's config JSON Schema",
             {"200": _json(_list("node_types", _ANY_OBJ))}, errors=(403,), tag="meta")},
+        "/nexusflow/api/describe": {
+            "get": _op("Whether 'describe a flow' has a model, and which (never the key)",
+                       {"200": _json(_obj(["configured"], configured={"type": "boolean"},
+                                          model={"type": ["string", "null"]},
+                                          base_url={"type": ["string", "null"]}))},
+                       errors=(403,), tag="ai"),
+            "post": _op(
+                "Describe a flow: the server's configured model proposes a flow document for "
+                "the words given (the compiler checked it; nothing is saved or run)",
+                {"200": _json(_ref("Proposal"))},
+                body=_body(_obj(["text"], text={"type": "string", "minLength": 1,
+                                                "maxLength": 8000},
+                                name={"type": "string", "maxLength": 200})),
+                errors=(400, 403, 413, 415, 422, 502), tag="ai",
+                description="422: the model's answer did not compile, also when asked again "
+                            "with the compiler's error; the body holds the error (message, "
+                            "pointer), the answer and each attempt's fault."),
+        },
         "/nexusflow/api/workflows": {
             "get": _op("List workflows (latest version of each)",
                        {"200": _json(_list("workflows", _ref("WorkflowVersion")))},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, flowcontrol, live, status, streaming, webhooks
+from . import admin, api, describe, flowcontrol, live, status, streaming, webhooks
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -19,6 +19,7 @@ def _p(template: str) -> str:
 ROUTES: list[tuple[str, type]] = [
     (f"{API}/openapi.json", admin.OpenAPIHandler),
     (f"{API}/node-types", admin.NodeTypesHandler),
+    (f"{API}/describe", describe.DescribeHandler),
     (f"{API}/workflows", api.WorkflowsHandler),
     (f"{API}/workflows/{{workflow_id}}", api.WorkflowHandler),
     (f"{API}/workflows/{{workflow_id}}/versions", api.VersionsHandler),

@@ -27,7 +27,7 @@ def _text(nb) -> str:
 
 def test_every_notebook_is_tested():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["durable.ipynb", "etl.ipynb", "quickstart.ipynb"]
+    assert names == ["ai.ipynb", "durable.ipynb", "etl.ipynb", "quickstart.ipynb"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
@@ -71,3 +71,44 @@ def test_durable(notebook_env, engine, tmp_path: Path):
     assert run["status"] == "succeeded"
     attempts = engine.node_attempts(run["run_id"], "crunch")
     assert len(attempts) >= 2 and attempts[-1]["status"] == "succeeded"
+
+
+def test_ai(notebook_env, engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The AI notebook against the fake OpenAI-compatible server: two ai nodes (one streamed,
+    one JSON), then a flow described in words, checked and run."""
+    from aifake import FakeModel, Reply
+
+    described = {"schema": 1, "name": "described",
+                 "params": {"city": {"type": "string", "default": "Lyon"}},
+                 "nodes": [{"id": "ask", "type": "ai", "config": {
+                               "model": "fake", "prompt": "One fact about {{ params['city'] }}"}},
+                           {"id": "shout", "type": "transform",
+                            "config": {"expression": "inputs['ask']['text'].upper()"}}],
+                 "edges": [{"id": "ask-shout", "source": "ask", "target": "shout"}]}
+
+    def answer(req) -> Reply:
+        fmt = req.body.get("response_format") or {}
+        if fmt.get("json_schema", {}).get("name") == "flow":
+            return Reply.json(described)
+        if fmt:
+            return Reply.json({"about_city": True})
+        return Reply("Lyon has a silk museum.", delay_s=0.05)
+
+    with FakeModel() as fake:
+        fake.fallback = answer
+        monkeypatch.setenv("NEXUSFLOW_AI_BASE_URL", fake.url)
+        monkeypatch.setenv("NEXUSFLOW_AI_MODEL", "fake")
+        nb = execute_notebook("ai.ipynb", tmp_path)
+        requests = list(fake.requests)
+    assert "ai: all checks passed" in _text(nb)
+    assert sum(1 for o in _outputs(nb) if WIDGET_MIME in o.get("data", {})) >= 2
+    kinds = [(r.body.get("response_format") or {}).get("json_schema", {}).get("name")
+             for r in requests]
+    assert kinds.count("flow") == 1 and kinds.count("answer") == 1, kinds
+    assert sum(1 for r in requests if r.body.get("stream")) == 2  # fact, and the described ask
+    names = {r["name"]: r["status"] for r in engine.list_runs(limit=100)}
+    assert names["city-facts"] == "succeeded" and names["described"] == "succeeded", names
+    (run,) = [r for r in engine.list_runs(limit=100) if r["name"] == "described"]
+    assert engine.get_run(run["run_id"])["nodes"]["shout"]["output"] == \
+        "LYON HAS A SILK MUSEUM."
+
