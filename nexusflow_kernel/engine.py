@@ -19,6 +19,7 @@ from typing import Any
 
 from rq.command import send_stop_job_command
 
+from .debugging import DebugLoop
 from .errors import BackendUnavailable, NexusFlowError, NodeConfigError, NotFoundError
 from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
@@ -76,8 +77,13 @@ def file_workflow_key(path: str | Path, owner: str | None = None) -> str:
     return workflow_key("file", os.path.realpath(path), owner or local_owner())
 
 
-class Engine:
-    """Start, control and read runs; store workflows and their versions."""
+PIN_TRIGGERS = frozenset({"manual", "notebook"})
+"""The only triggers whose runs may use pinned outputs (started by hand, to try a flow)."""
+
+
+class Engine(DebugLoop):
+    """Start, control and read runs; store workflows and their versions; the debug loop
+    (``debugging.py``: a node's recorded context, resuming with a fix, one-node tests)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         configured = settings or Settings.from_env()
@@ -205,10 +211,13 @@ class Engine:
                   authorize: Callable[[Binding], None] | None = None,
                   base_dir: str | None = None, base_name: str | None = None,
                   file_key: Callable[[str], str] | None = None,
-                  files: Mapping[str, tuple[str, Any]] | None = None) -> str:
+                  files: Mapping[str, tuple[str, Any]] | None = None,
+                  use_pins: bool = False, cache: bool = True) -> str:
         """Compile, store and start a run; return its id. Nothing is stored if it fails.
 
         ``dedupe_key`` makes the start idempotent: the same key returns the same run.
+        ``use_pins``: nodes with a pinned output give it instead of running (runs started by
+        hand only, never by a trigger). ``cache=False``: no node is served from the cache.
 
         A ``flow`` without ``workflow_id`` is filed under ``key``: by default the file it came
         from (``source``) or its name, for this process's user (:func:`local_owner`). The
@@ -224,6 +233,11 @@ class Engine:
         """
         inputs = dict(inputs or {})
         json.dumps(inputs)  # inputs must be JSON: fail here, before anything is stored
+        if use_pins and trigger not in PIN_TRIGGERS:
+            raise NexusFlowError(f"a {trigger} run never uses pinned outputs: pins are for "
+                                 "runs started by hand")
+        options = {k: v for k, v in (("use_pins", use_pins), ("cache", cache))
+                   if v != (k == "cache")}
         compiled: CompiledFlow | None = None
         if flow is not None:
             compiled = _compiled(flow)
@@ -256,8 +270,13 @@ class Engine:
             pins = self._pin_subflows(conn, wid, ver, source, actor=actor, authorize=authorize,
                                       base_dir=base_dir, base_name=base_name,
                                       file_key=file_key, files=files)
-            return self.store.create_run(conn, wid, ver, inputs, trigger=trigger, source=source,
-                                         actor=actor, dedupe_key=dedupe_key, subflows=pins)
+            run_id, effects = self.store.create_run(conn, wid, ver, inputs, trigger=trigger,
+                                                    source=source, actor=actor,
+                                                    dedupe_key=dedupe_key, subflows=pins)
+            if options:  # a run made by this transaction (not one found by its dedupe key)
+                conn.execute("UPDATE executions SET options=%s WHERE id=%s"
+                             " AND created_at = now()", (jsonb(options), run_id))
+            return run_id, effects
 
         run_id, effects = with_retry(lambda: run_tx(self.pool, tx), what="start the run",
                                      deadline_s=15)

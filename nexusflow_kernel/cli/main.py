@@ -122,9 +122,12 @@ def validate(flow: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--detach", is_flag=True, help="Start the run and print its id.")
 @click.option("--timeout", type=float, default=None, help="Stop waiting after N seconds.")
+@click.option("--use-pins", is_flag=True,
+              help="Nodes with a pinned output give it instead of running.")
+@click.option("--no-cache", is_flag=True, help="Serve no node from the result cache.")
 @handle_errors
 def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach: bool,
-        timeout: float | None) -> None:
+        timeout: float | None, use_pins: bool, no_cache: bool) -> None:
     """Run a flow file and show its progress; exit 0 only when it succeeded."""
     from ..model.compiler import compile_flow
     from ..model.document import load
@@ -140,7 +143,8 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
     sup = LocalWorkers(workers, settings=engine.settings) if workers and not detach else None
     try:
         run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
-                                  source=str(flow.resolve()))
+                                  source=str(flow.resolve()), use_pins=use_pins,
+                                  cache=not no_cache)
         if detach:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
             return
@@ -320,11 +324,33 @@ def cancel(run_id: str) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--from", "from_node", default=None, help="Run this node and all after it again.")
+@click.option("--update", is_flag=True,
+              help="Run them with the flow's current version (the run's .nxflow file, or "
+              "--flow, else the latest stored version), keeping what succeeded.")
+@click.option("--flow", "flow_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --update: the flow file to take the version from.")
 @handle_errors
-def retry(run_id: str, from_node: str | None) -> None:
+def retry(run_id: str, from_node: str | None, update: bool, flow_file: Path | None) -> None:
     """Retry a finished run from its failed nodes (or from a chosen node), in the same run."""
-    _engine().retry_run(run_id, from_node)
+    if flow_file is not None and not update:
+        raise click.UsageError("--flow goes with --update")
+    engine = _engine()
+    if not update:
+        engine.retry_run(run_id, from_node)
+        click.echo(run_id)
+        return
+    if flow_file is None:
+        source = engine.get_run(run_id, outputs=False)["source"] or ""
+        if source.endswith(".nxflow") and os.path.isabs(source) and os.path.isfile(source):
+            flow_file = Path(source)
+    done = engine.retry_updated(run_id, flow_file, from_node=from_node)
     click.echo(run_id)
+    what = f"from {flow_file}" if flow_file is not None else "latest stored"
+    click.echo(f"version {done['version']} ({what}; was {done['previous_version']}): "
+               f"running again {', '.join(done['rerun'])}", err=True)
+    if done["stale"]:
+        click.echo(f"kept outputs of changed nodes {', '.join(done['stale'])} (retry --from "
+                   "one of them to run it again)", err=True)
 
 
 @main.command()

@@ -214,6 +214,10 @@ class Node:
     """When this node succeeds, its parents' failures no longer fail the run."""
     pool: str | None = None
     """The pool whose size bounds how many nodes run in it at once (across runs)."""
+    pin: dict[str, Any] | None = None
+    """Pinned output ``{"output": ...}``: a run started with pins uses it instead of running."""
+    cache: dict[str, Any] | None = None
+    """``{"ttl_s": N}``: serve a recent result of the same work instead of running."""
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Node:
@@ -228,6 +232,8 @@ class Node:
             trigger_rule=raw.get("trigger_rule") or "all_success",
             recovers=bool(raw.get("recovers", False)),
             pool=raw.get("pool"),
+            pin=raw.get("pin"),
+            cache=raw.get("cache"),
         )
 
 

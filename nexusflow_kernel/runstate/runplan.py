@@ -74,6 +74,11 @@ class PlanCache:
                 self._items.move_to_end(key)
             return plan
 
+    def forget(self, key: tuple[str, int]) -> None:
+        """Drop a plan (its version was rolled back: the number may be reused)."""
+        with self._lock:
+            self._items.pop(key, None)
+
     def put(self, key: tuple[str, int], plan: RunPlan) -> None:
         with self._lock:
             self._items[key] = plan

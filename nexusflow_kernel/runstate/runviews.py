@@ -47,6 +47,7 @@ class RunViews:
                 "run_id": str(row["parent_run"]), "node_id": row["parent_node"],
                 "item": row["parent_item"]},
             "depth": row["depth"],
+            "options": row.get("options") or {},
         }
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
@@ -59,7 +60,8 @@ class RunViews:
             nodes = {}
             for r in conn.execute(
                 "SELECT node_id, state, attempt, started_at, ended_at, duration_ms, error,"
-                " branch, CASE WHEN state = 'waiting' THEN resume_state END AS waits, due_at"
+                " branch, CASE WHEN state = 'waiting' THEN resume_state END AS waits, due_at,"
+                " version, cached_from, pinned"
                 + (", output" if outputs else "") +
                 " FROM node_runs WHERE execution_id=%s ORDER BY idx", (run_id,)):
                 nodes[r["node_id"]] = {
@@ -67,7 +69,12 @@ class RunViews:
                     "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
                     "duration_ms": r["duration_ms"], "error": r["error"],
                     "output": r.get("output"),
+                    "version": r["version"] or out["version"],
                 }
+                if r["state"] == "succeeded" and r["cached_from"]:
+                    nodes[r["node_id"]]["cached_from"] = r["cached_from"]
+                if r["state"] == "succeeded" and r["pinned"]:
+                    nodes[r["node_id"]]["pinned"] = True
                 if r["waits"] is not None:
                     nodes[r["node_id"]]["waiting"] = waiting_view(r["waits"], r["due_at"])
             for child in self._children(conn, run_id):
@@ -121,8 +128,9 @@ class RunViews:
             self.run_header(conn, run_id)
             rows = conn.execute(
                 "SELECT attempt, status, input, output, error, log, worker, duration_ms,"
-                " started_at, ended_at FROM node_logs WHERE execution_id=%s AND node_id=%s"
-                " ORDER BY attempt", (run_id, node_id)).fetchall()
+                " started_at, ended_at, cached_from, pinned FROM node_logs"
+                " WHERE execution_id=%s AND node_id=%s ORDER BY attempt",
+                (run_id, node_id)).fetchall()
             if not rows and conn.execute(
                     "SELECT 1 FROM node_runs WHERE execution_id=%s AND node_id=%s",
                     (run_id, node_id)).fetchone() is None:

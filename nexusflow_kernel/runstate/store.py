@@ -20,6 +20,7 @@ from ..transport.broker import event
 from .db import Conn, Pool, jsonb
 from .flowcontrol import FlowControl
 from .plan import POOL_QUEUE, NodeState, RunStatus
+from .resume import RunUpdates
 from .runplan import PlanCache, RunPlan
 from .runviews import RunViews
 from .transitions import Effects, Outcome, queue_for_type
@@ -50,7 +51,7 @@ class Binding:
     who owns a file."""
 
 
-class RunStore(FlowControl, RunViews):
+class RunStore(FlowControl, RunViews, RunUpdates):
     """Reads and writes run state; one per process, thread-safe (pooled connections)."""
 
     def __init__(self, pool: Pool) -> None:

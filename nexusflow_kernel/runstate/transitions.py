@@ -86,6 +86,12 @@ class Outcome:
     """``output`` as JSON text, when the worker has it (to hand it on to children)."""
     wait: str | None = None
     """For status ``waiting``: what the node waits for (``Wait.kind``)."""
+    cache_key: str | None = None
+    """The node's cache key, when it ran and has a ``cache`` field (it may serve later runs)."""
+    cached_from: dict[str, Any] | None = None
+    """``{run_id, node_id}`` of the result this attempt was served from the cache."""
+    pinned: bool = False
+    """The node's pinned output stood in for running it (a run started with pins)."""
 
 
 @dataclass
@@ -395,15 +401,16 @@ class NodeTransitions:
             "WITH u AS (UPDATE node_runs SET state=%(s)s, attempt=%(na)s, tries=tries+%(inc)s,"
             " lease_token=NULL, lease_until=NULL, output=%(o)s, branch=%(b)s, error=%(e)s,"
             " resume_state=%(rs)s, due_at=to_timestamp(%(due)s), duration_ms=%(d)s,"
+            " cache_key=%(ck)s, cached_from=%(cf)s, pinned=%(pin)s,"
             " enqueued_at=CASE WHEN %(due)s::float8 IS NULL THEN enqueued_at"
             "  ELSE clock_timestamp() END,"
             " ended_at=CASE WHEN %(fin)s THEN clock_timestamp() ELSE ended_at END"
             " WHERE execution_id=%(r)s AND idx=%(i)s AND state='running' AND lease_token=%(t)s"
             " RETURNING worker, started_at)"
             " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
-            " error, log, worker, duration_ms, started_at)"
+            " error, log, worker, duration_ms, started_at, cached_from, pinned)"
             " SELECT %(r)s, %(n)s, %(a)s, %(ls)s, %(in)s, %(o)s, %(e)s, %(log)s, u.worker,"
-            " %(d)s, u.started_at FROM u WHERE %(logged)s"
+            " %(d)s, u.started_at, %(cf)s, %(pin)s FROM u WHERE %(logged)s"
             " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING",
             {"s": new_state, "na": next_attempt, "inc": 1 if retrying else 0,
              "o": jsonb(outcome.output) if new_state == NodeState.SUCCEEDED else None,
@@ -412,7 +419,10 @@ class NodeTransitions:
              "due": due, "d": outcome.duration_ms, "fin": new_state in FINAL_STATES,
              "r": run_id, "i": idx, "t": token, "n": node_id, "a": attempt, "ls": status,
              "in": jsonb(outcome.input), "log": outcome.log or None,
-             "logged": status not in ("deferred", "waiting")},
+             "logged": status not in ("deferred", "waiting"),
+             "ck": outcome.cache_key if new_state == NodeState.SUCCEEDED else None,
+             "cf": jsonb(outcome.cached_from) if outcome.cached_from is not None else None,
+             "pin": outcome.pinned},
         )
 
     # Whether a pending child is ready once its counters are updated: the RUN case of

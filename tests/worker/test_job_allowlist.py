@@ -35,6 +35,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
+from nexusflow_kernel.runstate.nodetests import TEST_JOB_FUNC
 from nexusflow_kernel.transport.broker import JOB_FUNC, RUN_JOB_FUNC
 
 CANARY = '''\
@@ -240,6 +241,8 @@ def test_our_function_with_foreign_arguments_is_refused(settings, start_worker) 
         q.enqueue(JOB_FUNC, str(uuid.uuid4()), 0, 1, "extra"),
         q.enqueue(RUN_JOB_FUNC, str(uuid.uuid4()), "default", kwargs_from_attacker=1),
         q.enqueue(RUN_JOB_FUNC, str(uuid.uuid4()), "../../etc"),
+        q.enqueue(TEST_JOB_FUNC, "'; DROP TABLE node_tests; --"),
+        q.enqueue(TEST_JOB_FUNC, str(uuid.uuid4()), "extra"),
     ]
     for i, job in enumerate(bad, 1):
         assert_refused(worker, r, job.id, "argument", count=i)

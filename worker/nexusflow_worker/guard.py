@@ -34,9 +34,11 @@ from rq.results import Result
 from rq.utils import decode_redis_hash, now
 
 from nexusflow_kernel import defaults
+from nexusflow_kernel.runstate.nodetests import TEST_JOB_FUNC
 from nexusflow_kernel.transport.broker import JOB_FUNC, RUN_JOB_FUNC
 
 from .jobs import execute_node, execute_run
+from .nodetests import execute_test
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,17 @@ def _run_job_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     return _run_id(args[0])
 
 
+def _test_job_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    if kwargs or len(args) != 1:
+        return "the arguments are not (test_id,)"
+    return None if _run_id(args[0]) is None else f"argument test_id {str(args[0])[:80]!r} " \
+        "is not a test id"
+
+
 ALLOWED: dict[str, tuple[Callable[..., Any], Callable[..., str | None]]] = {
     JOB_FUNC: (execute_node, _node_job_args),
     RUN_JOB_FUNC: (execute_run, _run_job_args),
+    TEST_JOB_FUNC: (execute_test, _test_job_args),
 }
 """The only functions a worker runs: RQ name -> (function, check of its arguments)."""
 

@@ -32,6 +32,7 @@ from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 
 from .livelog import LiveLog
+from .reuse import Reuse
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,11 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         if node_type is None:
             raise NodeExecutionError(f"node type {node.type!r} is not installed on this worker",
                                      retryable=False)
+        reuse = Reuse(rt, claim, node)  # a pinned output or a cached result: no run
+        reused = reuse.pinned(node_type)
+        if reused is not None:
+            rt.leases.release()
+            return reused
         # The node's timeout covers its templates too (a template can take long). Where no
         # alarm can reach (not the main thread) the evaluator watches the deadline itself.
         armed = _alarm.arm(gen, timeout_s)
@@ -311,6 +317,10 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
                 deadline=(started + timeout_s) if timeout_s and not armed else None)
             resolver = masking.resolver if rt.secrets is not None else None
             config = _resolve_secrets(rendered, resolver)
+            cache_key = reuse.key(node_type, config, resolver)
+            reused = reuse.cached(cache_key, node_type, rendered)
+            if reused is not None:
+                return reused
             ctx = NodeContext(
                 run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt,
                 config=config, inputs=claim.inputs, params=claim.params, settings=rt.settings,
@@ -334,7 +344,8 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         output, blob = _checked_output(result, rt.settings.max_output_bytes)
         return Outcome("succeeded", output=output, output_json=blob,
                        branch=node_type.branch(output), log=log.text(),
-                       input=_input_record(claim, rendered), duration_ms=duration)
+                       input=_input_record(claim, rendered), duration_ms=duration,
+                       cache_key=cache_key)
     except _Interrupt as intr:
         rt.leases.release()
         # A lost lease is the worker's trouble, not the node's: it counts as a lost attempt.
