@@ -32,6 +32,7 @@ from .flownodes import FlowControlNodes, flow_reference
 if TYPE_CHECKING:  # pragma: no cover
     from ..model.compiler import CompiledFlow
     from ..settings import Settings
+    from .debug import NodeTest
     from .live import LiveLink
     from .run import Run
     from .tasks import Task
@@ -42,7 +43,7 @@ NODE_GAP_X = 220
 """Horizontal distance between two nodes of one layer."""
 
 _NODE_FIELDS = ("label", "retry", "timeout", "trigger_rule", "position", "description",
-                "recovers", "pool")
+                "recovers", "pool", "pin", "cache")
 
 
 class NodeHandle:
@@ -191,14 +192,18 @@ class Flow(FlowControlNodes):
              retry: Mapping[str, Any] | None = None, timeout: float | None = None,
              trigger_rule: str | None = None, position: Mapping[str, float] | None = None,
              description: str | None = None, recovers: bool | None = None,
-             pool: str | None = None, **config: Any) -> NodeHandle:
+             pool: str | None = None, pin: Mapping[str, Any] | None = None,
+             cache: Mapping[str, Any] | float | None = None, **config: Any) -> NodeHandle:
         """Add a node of any registered type; keyword arguments other than the node fields
         (``label``, ``retry``, ``timeout``, ``trigger_rule``, ``position``, ``description``,
-        ``recovers``, ``pool``) form its ``config``. Adding an id again replaces that node and
-        keeps its edges. ``trigger_rule="one_failed"`` (or ``"all_failed"``) makes an error
-        handler, which sees a failed parent as ``{"state": "failed", "error": ...}``;
-        ``recovers=True`` keeps the failures it handles from failing the run. ``pool`` names
-        a pool (``nexusflow pools set NAME SIZE``) that bounds its nodes across runs."""
+        ``recovers``, ``pool``, ``pin``, ``cache``) form its ``config``. Adding an id again
+        replaces that node and keeps its edges. ``trigger_rule="one_failed"`` (or
+        ``"all_failed"``) makes an error handler, which sees a failed parent as
+        ``{"state": "failed", "error": ...}``; ``recovers=True`` keeps the failures it handles
+        from failing the run. ``pool`` names a pool (``nexusflow pools set NAME SIZE``) that
+        bounds its nodes across runs. ``pin={"output": ...}`` is used instead of running the
+        node in runs started with pins; ``cache=600`` (or ``{"ttl_s": 600}``) serves a result
+        of the same work from the last 10 minutes instead of running the node."""
         from ..nodes import get_node_type, node_types
 
         if not isinstance(id, str) or not id:
@@ -209,7 +214,8 @@ class Flow(FlowControlNodes):
         entry: dict[str, Any] = {"id": id, "type": type}
         for key, value in (("label", label), ("description", description), ("retry", retry),
                            ("timeout", timeout), ("trigger_rule", trigger_rule),
-                           ("recovers", recovers or None), ("pool", pool)):
+                           ("recovers", recovers or None), ("pool", pool), ("pin", pin),
+                           ("cache", cache)):
             if value is not None:
                 entry["timeout_s" if key == "timeout" else key] = _check_field(id, key, value)
         if position is not None:
@@ -515,19 +521,90 @@ class Flow(FlowControlNodes):
     # ------------------------------------------------------------------ running
     def run(self, inputs: Mapping[str, Any] | None = None, *, wait: bool = True,
             workers: int | str | None = None, timeout: float | None = None,
-            progress: bool = True, settings: Settings | None = None) -> Run:
+            progress: bool = True, settings: Settings | None = None, use_pins: bool = False,
+            cache: bool = True) -> Run:
         """Start a run and return its ``Run`` handle.
 
         ``wait=True`` shows progress and returns when the run is over, raising ``RunFailed``
         if it failed; ``wait=False`` returns at once. ``workers=N`` starts N temporary local
         workers for this run; ``workers="auto"`` starts two workers kept for the kernel's
         life, only when no worker serves the queue. By default running workers are expected
-        (JupyterLab's server extension supervises local ones).
+        (JupyterLab's server extension supervises local ones). ``use_pins=True``: nodes with
+        a pinned output (``pin``) give it instead of running. ``cache=False``: no node is
+        served from the cache.
         """
         from .run import start_run
 
         return start_run(self, inputs, wait=wait, workers=workers, timeout=timeout,
-                         progress=progress, settings=settings)
+                         progress=progress, settings=settings, use_pins=use_pins, cache=cache)
+
+    # ------------------------------------------------------------------ the debug loop
+    def test(self, node: str | NodeHandle, inputs: Mapping[str, Any] | None = None, *,
+             params: Mapping[str, Any] | None = None, timeout: float = 60.0,
+             settings: Settings | None = None) -> NodeTest:
+        """Run one node on a worker, as it is in this flow now, outside any run; return the
+        result (``status``, ``output``, ``error``, ``log``).
+
+        ``inputs`` are its parents' outputs by parent id; by default those the node had in
+        the latest run of this flow, as recorded. ``params`` default to that run's inputs,
+        else the flow's param defaults.
+        """
+        from .debug import test_node
+        from .run import get_engine
+
+        node_id = node.id if isinstance(node, NodeHandle) else node
+        entry = self.to_dict()
+        node_doc = next(n for n in entry["nodes"] if n["id"] == self._node(node_id)["id"])
+        engine = get_engine(settings)
+        workflow_id = engine.workflow_for_key(self._workflow_key())
+        from_run = None
+        if inputs is None or params is None:
+            from_run = engine.latest_node_run(workflow_id, node_id) if workflow_id else None
+            recorded = engine.node_context(from_run, node_id) if from_run else None
+            if inputs is None:
+                parents = [e["source"] for e in self._edges if e["target"] == node_id]
+                if recorded is None and parents:
+                    raise NotFoundError(
+                        f"node {node_id!r} has not run yet, so there are no recorded inputs "
+                        f"to test it with: pass inputs={{...}} (its parents: "
+                        f"{', '.join(parents)})")
+                inputs = recorded["inputs"] if recorded else {}
+            if params is None:
+                params = recorded["params"] if recorded else {
+                    k: v["default"] for k, v in self.params.items() if "default" in v}
+        return test_node(engine, node_doc, inputs=inputs, params=params or {}, flow=entry,
+                         workflow_id=workflow_id, source=self._source(), from_run=from_run,
+                         timeout=timeout)
+
+    def pin(self, node: str | NodeHandle, output: Any, *, from_run: str | None = None) -> Flow:
+        """Pin ``output`` on a node: runs started with ``use_pins=True`` use it instead of
+        running the node (triggers never do). ``output`` may be a run's ``outputs[...]``."""
+        from datetime import UTC, datetime
+
+        node_id = node.id if isinstance(node, NodeHandle) else node
+        json.dumps(output, allow_nan=False)  # a pin is JSON, like every output
+        pin: dict[str, Any] = {"output": copy.deepcopy(output),
+                               "pinned_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if from_run:
+            pin["from_run"] = from_run
+        self._node(node_id)["pin"] = pin
+        self._changed()
+        return self
+
+    def unpin(self, node: str | NodeHandle) -> Flow:
+        """Remove a node's pinned output."""
+        node_id = node.id if isinstance(node, NodeHandle) else node
+        self._node(node_id).pop("pin", None)
+        self._changed()
+        return self
+
+    def _workflow_key(self) -> str:
+        """Return the key the runs of this flow are filed under (see ``Engine.start_run``)."""
+        from ..engine import file_workflow_key, local_owner, workflow_key
+
+        if self.path is not None:
+            return file_workflow_key(self.path.resolve())
+        return workflow_key("name", self.name, local_owner())
 
     # ------------------------------------------------------------------ canvas
     def widget(self, *, height: int = 360) -> Any:
@@ -624,6 +701,8 @@ def _check_field(node_id: str, key: str, value: Any) -> Any:
         return {"max_attempts": value}
     if key == "position":
         return {"x": float(value["x"]), "y": float(value["y"])}
+    if key == "cache" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"ttl_s": value}
     return copy.deepcopy(value)
 
 

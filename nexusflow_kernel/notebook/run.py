@@ -22,6 +22,7 @@ from ..workers import LocalWorkers
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
     from ..model.compiler import CompiledFlow
+    from .debug import NodeDebug
 
 
 class Runnable(Protocol):
@@ -97,7 +98,7 @@ def get_engine(settings: Settings | None = None) -> Engine | RemoteEngine:
 
 def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
               workers: int | str | None, timeout: float | None, progress: bool,
-              settings: Settings | None) -> Run:
+              settings: Settings | None, use_pins: bool = False, cache: bool = True) -> Run:
     """Start ``flow`` (see ``Flow.run``) and return its handle."""
     compiled = flow.validate()  # a flow with errors raises before anything is stored
     engine = get_engine(settings)
@@ -112,7 +113,7 @@ def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
         raise RunStalled(_no_workers(engine))
     source = str(flow.path.resolve()) if flow.path is not None else None
     run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
-                              trigger="notebook")
+                              trigger="notebook", use_pins=use_pins, cache=cache)
     run = Run(run_id, engine=engine, flow=flow, workers=local)
     if wait:
         run.wait(timeout=timeout, progress=progress)
@@ -204,6 +205,8 @@ class Run:
         self.flow = flow
         self._workers = workers
         self._header: dict[str, Any] | None = None
+        self.last_update: dict[str, Any] | None = None
+        """What the last ``retry(update=True)`` did: version, nodes run again, stale nodes."""
 
     @classmethod
     def attach(cls, run_id: str, *, settings: Settings | None = None) -> Run:
@@ -333,11 +336,26 @@ class Run:
         self.engine.cancel_run(self.id)
         return self
 
-    def retry(self, from_node: str | None = None, *, wait: bool = False,
-              workers: int | None = None, timeout: float | None = None) -> Run:
+    def retry(self, from_node: str | None = None, *, update: bool = False,
+              flow: Runnable | None = None, wait: bool = False, workers: int | None = None,
+              timeout: float | None = None) -> Run:
         """Run the failed, skipped and canceled nodes again (or everything from ``from_node``)
-        in this same run; ``wait=True`` waits like ``flow.run``."""
-        self.engine.retry_run(self.id, from_node)
+        in this same run; ``wait=True`` waits like ``flow.run``.
+
+        ``update=True`` runs them with the flow's current version: ``flow`` (default: the
+        ``Flow`` this run was started from in this kernel, else the run's ``.nxflow`` file,
+        else the latest stored version), stored as a new version when it changed. Nodes that
+        succeeded keep their outputs; a flow that no longer fits them is refused, naming the
+        node (``IncompatibleUpdate``). ``run.last_update`` says what ran again.
+        """
+        if update:
+            source = flow if flow is not None else self.flow
+            doc: Any = source.validate() if source is not None else self._source_file()
+            self.last_update = self.engine.retry_updated(self.id, doc, from_node=from_node)
+            if flow is not None:
+                self.flow = flow
+        else:
+            self.engine.retry_run(self.id, from_node)
         if workers:
             local_workers_allowed(self.engine, f"run.retry(workers={workers!r})")
             self._workers = LocalWorkers(workers, settings=self.engine.settings)
@@ -380,6 +398,22 @@ class Run:
         """Return the run whose sub-flow node started this one, or ``None``."""
         parent = (self._header or self.info()).get("parent")
         return Run(parent["run_id"], engine=self.engine) if parent else None
+
+    def _source_file(self) -> Path | None:
+        """Return the run's flow file when it was started from one that still exists."""
+        source = self.info()["source"]
+        if source and source.endswith(".nxflow") and Path(source).is_absolute() \
+                and Path(source).is_file():
+            return Path(source)
+        return None
+
+    def debug(self, node_id: str) -> NodeDebug:
+        """Return what node ``node_id`` saw in this run (its recorded inputs, params, rendered
+        config and code) with ``run_here()`` to run it again in this kernel (see
+        ``NodeDebug``). Works for any run, of any status; nothing is written to the run."""
+        from .debug import NodeDebug
+
+        return NodeDebug(self.engine.node_context(self.id, node_id), engine=self.engine)
 
     def replay(self, *, wait: bool = False) -> Run:
         """Start a new run of the same flow version with the same inputs."""

@@ -85,6 +85,35 @@ def as_task(fn: Any) -> Task:
     return Task(fn)
 
 
+def call_task(fn: Callable[..., Any], inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """Call ``fn`` as the ``python_task`` node calls it on a worker: a parameter called
+    ``inputs`` gets every parent's output, ``params`` the run's inputs, any other name the
+    output of the parent with that id, else the run input with that name, else its default.
+
+    The worker binds the same way inside the sandbox (``task_node.task_program``); a test
+    checks that the two agree.
+    """
+    target = fn.fn if isinstance(fn, Task) else fn
+    kwargs: dict[str, Any] = {}
+    for p in inspect.signature(target).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name == "inputs":
+            kwargs[p.name] = inputs
+        elif p.name == "params":
+            kwargs[p.name] = params
+        elif p.name in inputs:
+            kwargs[p.name] = inputs[p.name]
+        elif p.name in params:
+            kwargs[p.name] = params[p.name]
+        elif p.default is p.empty:
+            known = ", ".join(sorted(set(inputs) | set(params))) or "none"
+            raise TypeError(
+                f"task {target.__name__}(): no parent node and no run input is called "
+                f"{p.name!r} (parents and inputs: {known}; 'inputs' and 'params' get them all)")
+    return target(**kwargs)
+
+
 # ---------------------------------------------------------------------- shipping by value
 def _function_source(fn: Any, who: str) -> str:
     if not isinstance(fn, types.FunctionType):
@@ -204,4 +233,4 @@ def ship_source(fn: Any) -> str:
     return "".join(parts)
 
 
-__all__ = ["Task", "TaskError", "as_task", "ship_source", "task"]
+__all__ = ["Task", "TaskError", "as_task", "call_task", "ship_source", "task"]
