@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import NexusFlowError, NodeConfigError
+from .errors import NexusFlowError, NodeConfigError, NotFoundError
 from .masking import Masker, secret_refs
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowInput, load_document, read_flow
@@ -157,13 +157,16 @@ class DebugLoop:
     def start_test(self, node: Mapping[str, Any], *, inputs: Mapping[str, Any] | None = None,
                    params: Mapping[str, Any] | None = None,
                    flow: Mapping[str, Any] | None = None, workflow_id: str | None = None,
-                   source: str | None = None, from_run: str | None = None,
-                   actor: str | None = None) -> str:
+                   key: str | None = None, source: str | None = None,
+                   from_run: str | None = None, actor: str | None = None) -> str:
         """Queue a test of one node (a flow document's node entry) and return its id.
 
         The node runs on a worker of its type's queue with ``inputs`` (parents' outputs by
         parent id) and ``params``, outside any run; its output, log and error are masked for
-        every secret the node, or ``flow`` (the document it belongs to), names.
+        every secret the node, or ``flow`` (the document it belongs to), names. Without
+        ``inputs`` (or ``params``) it gets those the node had in ``from_run``, by default the
+        latest run of its workflow (``workflow_id``, or the one filed under ``key``) in which
+        it ran; a node with parents and no such run needs ``inputs``.
         """
         entry = dict(node)
         entry.pop("pin", None)  # a test runs the node itself
@@ -174,13 +177,17 @@ class DebugLoop:
                 {"schema": 1, "name": "test", "nodes": [entry], "edges": []}))
         except NexusFlowError as exc:
             raise NodeConfigError(f"node {entry.get('id')!r} cannot be tested: {exc}") from None
-        inputs, params = dict(inputs or {}), dict(params or {})
+        node_doc = compiled.document.data["nodes"][0]
+        if workflow_id is None and key is not None:
+            workflow_id = self.store.workflow_for_key(key)
+        if inputs is None or params is None:
+            inputs, params, from_run = self._test_inputs(node_doc["id"], inputs, params, flow,
+                                                         workflow_id, from_run)
+        inputs, params = dict(inputs), dict(params)
         json.dumps([inputs, params])  # JSON or a TypeError now
         names = set(RunPlan.build(compiled.document.data, compiled.plan()).secret_names)
         if flow:
-            names |= secret_refs(flow)
-            names |= set(compile_secret_names(flow))
-        node_doc = compiled.document.data["nodes"][0]
+            names |= secret_refs(flow) | set(compile_secret_names(flow))
         test_id = run_tx(self.pool, lambda conn: create_test(
             conn, node=node_doc, inputs=inputs, params=params, secret_names=sorted(names),
             workflow_id=workflow_id, source=source, from_run=from_run, actor=actor))
@@ -189,6 +196,28 @@ class DebugLoop:
                            failure_ttl=3600, job_id=test_job_id(test_id),
                            description=f"nexusflow test of node {node_doc['id']}")
         return test_id
+
+    def _test_inputs(self, node_id: str, inputs: Mapping[str, Any] | None,
+                     params: Mapping[str, Any] | None, flow: Mapping[str, Any] | None,
+                     workflow_id: str | None, from_run: str | None,
+                     ) -> tuple[Mapping[str, Any], Mapping[str, Any], str | None]:
+        """Fill in a test's missing inputs and params from the node's latest recorded run."""
+        run = from_run or (self.latest_node_run(workflow_id, node_id) if workflow_id else None)
+        recorded = self.node_context(run, node_id) if run else None
+        if inputs is None:
+            parents = [e.get("source") for e in (flow or {}).get("edges") or []
+                       if isinstance(e, Mapping) and e.get("target") == node_id]
+            if recorded is None and parents:
+                named = ", ".join(map(str, parents))
+                raise NotFoundError(
+                    f"node {node_id!r} has not run yet, so there are no recorded inputs to "
+                    f"test it with: give its inputs (its parents: {named})")
+            inputs = recorded["inputs"] if recorded else {}
+        if params is None:
+            defaults = {k: v["default"] for k, v in ((flow or {}).get("params") or {}).items()
+                        if isinstance(v, Mapping) and "default" in v}
+            params = recorded["params"] if recorded else defaults
+        return inputs, params, run if recorded else from_run
 
     def get_test(self, test_id: str) -> dict[str, Any]:
         """Return a node test: status (queued, running, succeeded, failed), output, error, log."""

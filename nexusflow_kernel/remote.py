@@ -105,7 +105,8 @@ class RemoteEngine:
                   trigger: str = "manual", actor: str | None = None,
                   source: str | None = None, dedupe_key: str | None = None,
                   key: str | None = None,
-                  authorize: Callable[[Any], None] | None = None) -> str:
+                  authorize: Callable[[Any], None] | None = None,
+                  use_pins: bool = False, cache: bool = True) -> str:
         """Start a run at the service; return its id (``Engine.start_run``'s arguments).
 
         The flow compiles here first (a flow with errors never leaves this process). A flow
@@ -115,6 +116,10 @@ class RemoteEngine:
         from .engine import _compiled, _file_source
 
         body: dict[str, Any] = {"inputs": dict(inputs or {}), "trigger": trigger}
+        if use_pins:
+            body["use_pins"] = True
+        if not cache:
+            body["cache"] = False
         if flow is not None:
             compiled = _compiled(flow)
             source = source or _file_source(compiled)
@@ -225,6 +230,69 @@ class RemoteEngine:
     def secrets(self) -> RemoteSecrets:
         """The secrets as the service lets this token's user see and change them."""
         return RemoteSecrets(self)
+
+    # ------------------------------------------------------------------ the debug loop
+    def node_context(self, run_id: str, node_id: str) -> dict[str, Any]:
+        """Return what a node of a run saw, as recorded (``Engine.node_context``)."""
+        return dict(self._call("GET", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/context"))
+
+    def retry_updated(self, run_id: str, flow: FlowLike | None = None, *,
+                      from_node: str | None = None, actor: str | None = None,
+                      authorize: Callable[[Any], None] | None = None,
+                      subflow_scope: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Resume a finished run with the flow's current version (``Engine.retry_updated``);
+        ``actor``, ``authorize`` and ``subflow_scope`` are the service's to decide."""
+        body: dict[str, Any] = {"update": True}
+        if from_node is not None:
+            body["from_node"] = from_node
+        if flow is not None:
+            body.update(self._flow_body(flow))
+        return dict(self._call("POST", f"runs/{_seg(run_id)}/retry", body=body))
+
+    def start_test(self, node: Mapping[str, Any], *, inputs: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None,
+                   flow: Mapping[str, Any] | None = None, workflow_id: str | None = None,
+                   key: str | None = None, source: str | None = None,
+                   from_run: str | None = None, actor: str | None = None) -> str:
+        """Queue a one-node test at the service; return its id (``Engine.start_test``). The
+        flow is filed by its file (``source``) or name at the service, not by ``key``."""
+        body: dict[str, Any] = {"node_id": node.get("id"), "node": dict(node), "wait_s": 0}
+        for name, value in (("inputs", inputs), ("params", params), ("run_id", from_run),
+                            ("workflow_id", workflow_id if flow is None else None)):
+            if value is not None:
+                body[name] = dict(value) if isinstance(value, Mapping) else value
+        if flow is not None:
+            body.update(self._flow_body(flow, source=source))
+        return str(self._call("POST", "tests", body=body)["test_id"])
+
+    def get_test(self, test_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"tests/{_seg(test_id)}"))
+
+    def wait_test(self, test_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll a test until it is over, at most ``timeout`` seconds; return it as it is."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            test = self.get_test(test_id)
+            if test["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+                return test
+            time.sleep(min(0.3, max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _flow_body(flow: Any, source: str | None = None) -> dict[str, Any]:
+        """Return the request fields that send a flow whole (``graph``, ``source``, ``file``)."""
+        from .engine import _compiled, _file_source
+
+        compiled = _compiled(flow)
+        source = source or _file_source(compiled)
+        body: dict[str, Any] = {"graph": {**compiled.document.data,
+                                          "name": compiled.document.name}}
+        if source:
+            body["source"] = source
+            if os.path.isabs(source):
+                body["file"] = os.path.realpath(source)
+        return body
 
     def __repr__(self) -> str:
         return f"<RemoteEngine {self.url}>"

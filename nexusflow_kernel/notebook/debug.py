@@ -31,6 +31,7 @@ from .tasks import Task, TaskError, call_task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
+    from ..remote import RemoteEngine
 
 
 _STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -130,7 +131,7 @@ class NodeDebug:
     now (``missing`` names the parents without one).
     """
 
-    def __init__(self, context: Mapping[str, Any], *, engine: Engine) -> None:
+    def __init__(self, context: Mapping[str, Any], *, engine: Engine | RemoteEngine) -> None:
         self.context = dict(context)
         self.engine = engine
         c = self.context
@@ -305,29 +306,37 @@ class NodeTest:
         return "\n".join(lines)
 
 
-def test_node(engine: Engine, node: Mapping[str, Any], *, inputs: Mapping[str, Any],
-              params: Mapping[str, Any], flow: Mapping[str, Any] | None = None,
-              workflow_id: str | None = None, source: str | None = None,
-              from_run: str | None = None, timeout: float = 60.0) -> NodeTest:
+def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
+              inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+              flow: Mapping[str, Any] | None = None, key: str | None = None,
+              source: str | None = None, from_run: str | None = None,
+              timeout: float = 60.0) -> NodeTest:
     """Queue a test of ``node`` on a worker and wait for it (``NodeTestTimeout`` after
-    ``timeout`` seconds, or at once when no worker serves the node's queue)."""
+    ``timeout`` seconds, or at once when no worker serves the node's queue). ``inputs`` and
+    ``params`` default to those of the node's latest run (see ``Engine.start_test``)."""
+    from ..remote import RemoteEngine
     from ..runstate.transitions import queue_for_type
     from ..workers import worker_count
 
     queue = queue_for_type(str(node.get("type")))
     name = engine.settings.sandbox_queue_name if queue == "sandbox" else None
+
+    def workers() -> int:
+        if isinstance(engine, RemoteEngine):
+            return engine.worker_count()  # the service knows its workers (one queue count)
+        return worker_count(engine.settings, redis=engine.redis, queue=name)
+
     waited = time.monotonic() + WORKER_WAIT_S  # one may be starting
-    while worker_count(engine.settings, redis=engine.redis, queue=name) == 0 \
-            and time.monotonic() < waited:
+    while workers() == 0 and time.monotonic() < waited:
         time.sleep(0.2)
-    if worker_count(engine.settings, redis=engine.redis, queue=name) == 0:
+    if workers() == 0:
         raise NodeTestTimeout(
             f"no worker serves the {queue!r} queue, so node {node.get('id')!r} cannot be tested"
             " now: start workers with `nexusflow worker`"
             + (" --queues default,sandbox" if queue == "sandbox" else "")
             + " (JupyterLab's Nexus-Flow extension starts local ones)")
-    test_id = engine.start_test(node, inputs=inputs, params=params, flow=flow,
-                                workflow_id=workflow_id, source=source, from_run=from_run)
+    test_id = engine.start_test(node, inputs=inputs, params=params, flow=flow, key=key,
+                                source=source, from_run=from_run)
     data = engine.wait_test(test_id, timeout)
     if data["status"] in ("queued", "running"):
         raise NodeTestTimeout(f"the test of node {node.get('id')!r} is still {data['status']} "

@@ -553,27 +553,11 @@ class Flow(FlowControlNodes):
         from .run import get_engine
 
         node_id = node.id if isinstance(node, NodeHandle) else node
+        self._node(node_id)
         entry = self.to_dict()
-        node_doc = next(n for n in entry["nodes"] if n["id"] == self._node(node_id)["id"])
-        engine = get_engine(settings)
-        workflow_id = engine.workflow_for_key(self._workflow_key())
-        from_run = None
-        if inputs is None or params is None:
-            from_run = engine.latest_node_run(workflow_id, node_id) if workflow_id else None
-            recorded = engine.node_context(from_run, node_id) if from_run else None
-            if inputs is None:
-                parents = [e["source"] for e in self._edges if e["target"] == node_id]
-                if recorded is None and parents:
-                    raise NotFoundError(
-                        f"node {node_id!r} has not run yet, so there are no recorded inputs "
-                        f"to test it with: pass inputs={{...}} (its parents: "
-                        f"{', '.join(parents)})")
-                inputs = recorded["inputs"] if recorded else {}
-            if params is None:
-                params = recorded["params"] if recorded else {
-                    k: v["default"] for k, v in self.params.items() if "default" in v}
-        return test_node(engine, node_doc, inputs=inputs, params=params or {}, flow=entry,
-                         workflow_id=workflow_id, source=self._source(), from_run=from_run,
+        node_doc = next(n for n in entry["nodes"] if n["id"] == node_id)
+        return test_node(get_engine(settings), node_doc, inputs=inputs, params=params,
+                         flow=entry, key=self._workflow_key(), source=self._source(),
                          timeout=timeout)
 
     def pin(self, node: str | NodeHandle, output: Any, *, from_run: str | None = None) -> Flow:

@@ -161,6 +161,8 @@ class RollbackHandler(NexusFlowHandler):
 
 class RunsHandler(NexusFlowHandler):
     auth_resource = "nexusflow:runs"
+    run_options: dict[str, bool] = {}
+    """``use_pins`` and ``cache`` of the run being started (from the request body)."""
 
     @authorized
     async def get(self) -> None:
@@ -208,6 +210,8 @@ class RunsHandler(NexusFlowHandler):
         version = field(body, "version", int)
         inputs = field(body, "inputs", dict, default={})
         trigger = field(body, "trigger", str, default="manual")
+        self.run_options = {"use_pins": field(body, "use_pins", bool, default=False),
+                            "cache": field(body, "cache", bool, default=True)}
         if sum(x is not None for x in (path, workflow_id, graph)) != 1:
             raise BadRequest("give exactly one of 'path', 'graph' or 'workflow_id'", "/path")
         if version is not None and version < 1:
@@ -271,7 +275,8 @@ class RunsHandler(NexusFlowHandler):
             owner)
         run_id = await self.engine_do(lambda e: e.start_run(
             graph, inputs=inputs, trigger="manual", actor=self.user_name, source=path,
-            key=self.file_key(path), **self._subflows(path, owner, may_execute, files=files)))
+            key=self.file_key(path), **self._subflows(path, owner, may_execute, files=files),
+            **self.run_options))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
         return run_id
 
@@ -300,7 +305,7 @@ class RunsHandler(NexusFlowHandler):
         data = {**document.data, "name": document.name}
         run_id = await self.engine_do(lambda e: e.start_run(
             data, inputs=inputs, trigger=trigger, actor=self.user_name, source=source, key=key,
-            **self._subflows(label, owner, may_execute, files=files)))
+            **self._subflows(label, owner, may_execute, files=files), **self.run_options))
         await self.audit("run.start", f"run:{run_id}", **({"path": source} if source else {}),
                          live=live, trigger=trigger)
         return run_id
@@ -349,7 +354,8 @@ class RunsHandler(NexusFlowHandler):
         run_id = await self.engine_do(lambda e: e.start_run(
             workflow_id=workflow_id, version=flow["version"], inputs=inputs, trigger=trigger,
             actor=self.user_name,
-            **self._subflows(f"workflow {workflow_id}", self.key_owner, may_execute)))
+            **self._subflows(f"workflow {workflow_id}", self.key_owner, may_execute),
+            **self.run_options))
         await self.audit("run.start", f"run:{run_id}", workflow_id=workflow_id,
                          version=flow["version"])
         return run_id
@@ -414,8 +420,14 @@ class RunCancelHandler(RunBase):
 class RunRetryHandler(RunBase):
     @authorized
     async def post(self, run_id: str) -> None:
-        from_node = field(self.body(), "from_node", str)
+        body = self.body()
+        from_node = field(body, "from_node", str)
         run = await self.run_for(run_id, "run")
+        if field(body, "update", bool, default=False):  # with the flow's current version
+            from .debugapi import retry_with_update
+
+            self.reply(await retry_with_update(self, run, body), 202)
+            return
         if from_node is not None and from_node not in (await self.engine_do(
                 lambda e: e.get_run(run["run_id"], outputs=False)))["nodes"]:
             raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")

@@ -10,13 +10,15 @@ and scopes, exactly as if they had called it themselves. Responses come back unc
 
 What stays here is what only this server has, the user's files:
 
-- ``documents/live`` and ``documents/patch`` (the live collaborative documents) are served
+- ``documents/live`` and ``documents/patch`` (the live collaborative documents) and a node's
+  debug notebook (``runs/{id}/nodes/{node}/notebook``, written next to the flow) are served
   here as without a service;
 - ``POST runs {"path"}`` reads the file (the live document when it is open, as the canvas
   shows it) here and sends the flow itself to the service (``graph``, with ``file``: its real
   path, which files the run under the file's workflow) together with this server's own token
   (``X-NexusFlow-Server-Token``), which proves whose file it is when someone the server is
-  shared with runs it;
+  shared with runs it; ``POST tests`` and ``POST runs/{id}/retry`` (``update``) name their
+  flow by ``path`` the same way;
 - ``GET runs?path=`` becomes ``?file=`` the same way.
 
 Event websockets are relayed: this server opens the same websocket at the service with the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,6 +50,9 @@ from .subflowfiles import gather_subflow_files
 API = "nexusflow/api/"
 
 _PASS_HEADERS = ("Content-Type", "Retry-After")
+
+_RETRY = re.compile(r"runs/[^/]+/retry")
+"""A retry may name its flow by ``path`` too (``update``: resume with the file's version)."""
 
 
 class ServiceClient:
@@ -131,8 +137,8 @@ class ForwardHandler(_Forwarding, ErrorMixin, ExtensionHandlerMixin, APIHandler)
         query = [(k, v.decode("utf-8", "replace")) for k, values in
                  self.request.query_arguments.items() for v in values]
         proof = False
-        if path == "runs" and method == "POST":
-            body, proof = await self._run_body(body or b"")
+        if method == "POST" and (path in ("runs", "tests") or _RETRY.fullmatch(path)):
+            body, proof = await self._run_body(body or b"")  # also a test's, a retry's flow
         elif path == "runs" and method == "GET" and any(k == "path" for k, _ in query):
             query, proof = self._runs_query(query), True
         headers = self.upstream_headers(proof=proof)

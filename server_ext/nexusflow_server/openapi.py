@@ -74,6 +74,10 @@ _RUN = _param("run_id", schema=_ID)
 _NODE = _param("node_id")
 _VERSION_Q = _param("version", "query", {"type": "integer", "minimum": 1}, False)
 _GRAPH = {"oneOf": [_ref("FlowDocument"), {"type": "string", "description": "flow JSON text"}]}
+_RUN_OPTIONS = {"use_pins": {"type": "boolean", "description": "nodes with a pinned output "
+                             "give it instead of running (runs started by hand only)"},
+                "cache": {"type": "boolean", "description": "false: no node is served from the "
+                          "result cache"}}
 _TRIGGER_VERSION = {"type": "integer", "minimum": 1,
                     "description": "pin a version (default: the latest at each start)"}
 
@@ -140,6 +144,23 @@ def _schemas() -> dict[str, Any]:
                          model={"type": "string"}, usage=_ANY_OBJ,
                          attempts={"type": "integer", "minimum": 1, "maximum": 2},
                          faults={"type": "array", "items": _ANY_OBJ}),
+        "RunUpdate": _obj(["run_id", "version"], run_id=_ID, version={"type": "integer"},
+                          previous_version={"type": "integer"},
+                          rerun={"type": "array", "items": {"type": "string"}},
+                          added={"type": "array", "items": {"type": "string"}},
+                          removed={"type": "array", "items": {"type": "string"}},
+                          stale={"type": "array", "items": {"type": "string"}}),
+        "NodeContext": _obj(["run_id", "node_id", "inputs", "params"], run_id=_ID,
+                            node_id={"type": "string"}, type={"type": "string"},
+                            state={"type": "string"}, version={"type": "integer"},
+                            recorded={"type": "boolean"}, inputs=_ANY_OBJ, params=_ANY_OBJ,
+                            config={"type": ["object", "null"]}, node=_ANY_OBJ,
+                            code={"type": ["string", "null"]}, error={}),
+        "NodeTest": _obj(["test_id", "status"], test_id=_ID,
+                         status={"enum": ["queued", "running", "succeeded", "failed"]},
+                         node_id={"type": "string"}, output={}, error={},
+                         log={"type": ["string", "null"]},
+                         duration_ms={"type": ["number", "null"]}),
         "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
         "Role": _obj(["principal", "role"], principal={"type": "string"},
                      role={"enum": ["viewer", "runner", "editor", "owner"]}),
@@ -299,8 +320,9 @@ def _paths() -> dict[str, Any]:
                         "when open), a flow sent whole, or a stored workflow version",
                         {"201": _json(_ref("RunId"), "Started")},
                         body=_body({"oneOf": [
-                            _obj(["path"], path={"type": "string"}, inputs=_ANY_OBJ),
-                            _obj(["graph"], graph=_GRAPH, inputs=_ANY_OBJ,
+                            _obj(["path"], path={"type": "string"}, inputs=_ANY_OBJ,
+                                 **_RUN_OPTIONS),
+                            _obj(["graph"], graph=_GRAPH, inputs=_ANY_OBJ, **_RUN_OPTIONS,
                                  source={"type": "string", "description": "where it came "
                                          "from (recorded as the run's source)"},
                                  file={"type": "string", "description": "the file's real "
@@ -309,7 +331,8 @@ def _paths() -> dict[str, Any]:
                                  trigger={"enum": ["manual", "notebook"]}),
                             _obj(["workflow_id"], workflow_id=_ID,
                                  version={"type": "integer", "minimum": 1},
-                                 inputs=_ANY_OBJ, trigger={"enum": ["manual", "notebook"]})]}),
+                                 inputs=_ANY_OBJ, trigger={"enum": ["manual", "notebook"]},
+                                 **_RUN_OPTIONS)]}),
                         errors=(400, 403, 404, 413, 415, 422, 503), tag="runs")},
         "/nexusflow/api/runs/{run_id}": {"get": _op(
             "Get a run with every node's state and output (as `nexusflow run --json`)",
@@ -318,10 +341,40 @@ def _paths() -> dict[str, Any]:
             "Cancel a run", {"202": _json(_ref("RunId"), "Canceling")}, params=[_RUN],
             errors=(400, 403, 404, 409), tag="runs")},
         "/nexusflow/api/runs/{run_id}/retry": {"post": _op(
-            "Retry a finished run's failed nodes, or re-run from a node (same run id)",
-            {"202": _json(_ref("RunId"), "Retrying")}, params=[_RUN],
-            body=_body(_obj(from_node={"type": "string"}), required=False),
-            errors=(400, 403, 404, 409, 415), tag="runs")},
+            "Retry a finished run's failed nodes, or re-run from a node (same run id); with "
+            "update, with the flow's current version (a .nxflow path of this server, a flow "
+            "sent whole, else the latest stored version), keeping what succeeded",
+            {"202": _json({"oneOf": [_ref("RunId"), _ref("RunUpdate")]}, "Retrying")},
+            params=[_RUN],
+            body=_body(_obj(from_node={"type": "string"}, update={"type": "boolean"},
+                            path={"type": "string"}, graph=_GRAPH, file={"type": "string"},
+                            source={"type": "string"}), required=False),
+            errors=(400, 403, 404, 409, 415, 422), tag="runs")},
+        "/nexusflow/api/runs/{run_id}/nodes/{node_id}/context": {"get": _op(
+            "What a node saw, as recorded: its inputs, params, rendered config and code "
+            "(masked like the run's record)", {"200": _json(_ref("NodeContext"))},
+            params=[_RUN, _NODE], tag="debug")},
+        "/nexusflow/api/runs/{run_id}/nodes/{node_id}/notebook": {"post": _op(
+            "Write the node's debug notebook (<flow>-<node>-debug.ipynb) next to the flow, or "
+            "find it", {"200": _json(_obj(["path", "created"], path={"type": "string"},
+                                          created={"type": "boolean"}), "There already"),
+                        "201": _json(_obj(["path", "created"], path={"type": "string"},
+                                          created={"type": "boolean"}), "Written")},
+            params=[_RUN, _NODE], body=_body(_obj(["path"], path={"type": "string"})),
+            errors=(400, 403, 404, 415), tag="debug")},
+        "/nexusflow/api/tests": {"post": _op(
+            "Test one node on a worker, outside any run, with the inputs of its latest run "
+            "or the ones given; wait up to wait_s for the result",
+            {"201": _json(_ref("NodeTest"), "Queued (and maybe done)")},
+            body=_body(_obj(["node_id"], node_id={"type": "string"}, node=_ANY_OBJ,
+                            path={"type": "string"}, graph=_GRAPH, file={"type": "string"},
+                            source={"type": "string"}, workflow_id=_ID, inputs=_ANY_OBJ,
+                            params=_ANY_OBJ, run_id=_ID,
+                            wait_s={"type": "number", "minimum": 0, "maximum": 60})),
+            errors=(400, 403, 404, 413, 415, 422, 503), tag="debug")},
+        "/nexusflow/api/tests/{test_id}": {"get": _op(
+            "A node test: status, output, error and log", {"200": _json(_ref("NodeTest"))},
+            params=[_param("test_id", schema=_ID)], tag="debug")},
         "/nexusflow/api/runs/{run_id}/replay": {"post": _op(
             "Start a new run with the same version and inputs",
             {"201": _json(_ref("RunId"), "Started")}, params=[_RUN],

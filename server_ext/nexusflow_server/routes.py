@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, describe, flowcontrol, live, status, streaming, webhooks
+from . import admin, api, debugapi, describe, flowcontrol, live, status, streaming, webhooks
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -45,6 +45,10 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/runs/{{run_id}}/children", flowcontrol.ChildRunsHandler),
     (f"{API}/pools", flowcontrol.PoolsHandler),
     (f"{API}/pools/{{name}}", flowcontrol.PoolHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/context", debugapi.NodeContextHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/notebook", debugapi.DebugNotebookHandler),
+    (f"{API}/tests", debugapi.TestsHandler),
+    (f"{API}/tests/{{test_id}}", debugapi.TestHandler),
     (f"{API}/runs/{{run_id}}/event-log", status.RunEventLogHandler),
     (f"{API}/runs/{{run_id}}/events", streaming.RunEventsSocket),
     (f"{API}/events", streaming.AllEventsSocket),
@@ -64,7 +68,7 @@ PUBLIC = {webhooks.WebhookReceiver, flowcontrol.ResumeReceiver}
 
 WEBSOCKETS = {streaming.RunEventsSocket, streaming.AllEventsSocket}
 
-FILES = {live.LiveDocumentHandler, live.DocumentPatchHandler}
+FILES = {live.LiveDocumentHandler, live.DocumentPatchHandler, debugapi.DebugNotebookHandler}
 """Handlers of the user's own files (the live collaborative documents): served by the
 single-user server always, never by the Nexus-Flow service (which has no files)."""
 
