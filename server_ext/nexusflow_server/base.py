@@ -328,6 +328,17 @@ class NexusFlowHandler(ErrorMixin, ExtensionHandlerMixin, APIHandler):
         await self.sync(self.nf.store().audit, self.user_name, action, resource, detail)
 
 
+def caller_token(handler: Any) -> str | None:
+    """Return the token to call the service with: the caller's own Hub token (header, or their
+    browser session's OAuth token), else the server's configured service token."""
+    hub_auth = getattr(handler.identity_provider, "hub_auth", None)
+    if hub_auth is not None:
+        token = hub_auth.get_token(handler)  # header, ?token= (websockets), or OAuth cookie
+        if token:
+            return str(token)
+    return handler.extensionapp.service_client().token  # type: ignore[no-any-return]
+
+
 class PublicHandler(ErrorMixin, ExtensionHandlerMixin, JupyterHandler):
     """Base of the public (webhook) handlers: no Jupyter login, no XSRF cookie."""
 

@@ -42,7 +42,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, websocket_connect
 
-from .base import BadRequest, ErrorMixin, Forbidden, field, parse_json
+from .base import BadRequest, ErrorMixin, Forbidden, caller_token, field, parse_json
 from .live import check_path, read_flow
 from .service.auth import SERVER_TOKEN_HEADER
 from .subflowfiles import gather_subflow_files
@@ -74,17 +74,6 @@ class ServiceClient:
 
     async def close(self) -> None:
         await self.http.aclose()
-
-
-def caller_token(handler: Any) -> str | None:
-    """Return the token to call the service with: the caller's own Hub token (header, or their
-    browser session's OAuth token), else the server's configured service token."""
-    hub_auth = getattr(handler.identity_provider, "hub_auth", None)
-    if hub_auth is not None:
-        token = hub_auth.get_token(handler)  # header, ?token= (websockets), or OAuth cookie
-        if token:
-            return str(token)
-    return handler.extensionapp.service_client().token  # type: ignore[no-any-return]
 
 
 class _Forwarding:
