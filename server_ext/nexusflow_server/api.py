@@ -420,14 +420,8 @@ class RunCancelHandler(RunBase):
 class RunRetryHandler(RunBase):
     @authorized
     async def post(self, run_id: str) -> None:
-        body = self.body()
-        from_node = field(body, "from_node", str)
+        from_node = field(self.body(), "from_node", str)
         run = await self.run_for(run_id, "run")
-        if field(body, "update", bool, default=False):  # with the flow's current version
-            from .debugapi import retry_with_update
-
-            self.reply(await retry_with_update(self, run, body), 202)
-            return
         if from_node is not None and from_node not in (await self.engine_do(
                 lambda e: e.get_run(run["run_id"], outputs=False)))["nodes"]:
             raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")

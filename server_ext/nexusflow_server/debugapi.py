@@ -30,9 +30,9 @@ from jupyter_server.auth.decorator import authorized
 from nexusflow_kernel.engine import workflow_key
 from nexusflow_kernel.errors import NotFoundError, RunStateError
 
-from . import rbac
+from . import api, rbac
 from .api import RunBase, _parse, check_file, runs_code
-from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
+from .base import BadRequest, Forbidden, NexusFlowHandler, caller_token, check_uuid, field
 from .live import check_path, read_flow
 
 MAX_WAIT_S = 60.0
@@ -129,6 +129,20 @@ async def retry_with_update(handler: RunBase, run: dict[str, Any],
     await handler.audit("run.retry", f"run:{run_id}", from_node=from_node, update=True,
                         version=done["version"], previous_version=done["previous_version"])
     return done
+
+
+class RunRetryHandler(api.RunRetryHandler):
+    """``POST runs/{id}/retry``: as ``api.RunRetryHandler``; with ``"update": true``, with the
+    flow's current version (``retry_with_update``)."""
+
+    @authorized
+    async def post(self, run_id: str) -> None:
+        body = self.body()
+        if not field(body, "update", bool, default=False):
+            await super().post(run_id)
+            return
+        run = await self.run_for(run_id, "run")
+        self.reply(await retry_with_update(self, run, body), 202)
 
 
 class NodeContextHandler(RunBase):
@@ -256,8 +270,6 @@ class DebugNotebookHandler(RunBase):
             return await self.engine_do(lambda e: e.node_context(run["run_id"], node_id))
         from urllib.parse import quote
 
-        from .forward import caller_token
-
         client = self.nf.service_client()
         token = caller_token(self)
         resp = await client.http.get(
@@ -273,5 +285,6 @@ class DebugNotebookHandler(RunBase):
         return json.loads(resp.content)
 
 
-__all__ = ["DebugNotebookHandler", "NodeContextHandler", "TestHandler", "TestsHandler",
+__all__ = ["DebugNotebookHandler", "NodeContextHandler", "RunRetryHandler", "TestHandler",
+           "TestsHandler",
            "flow_of", "notebook_path", "retry_with_update"]

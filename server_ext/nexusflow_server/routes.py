@@ -37,7 +37,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/runs", api.RunsHandler),
     (f"{API}/runs/{{run_id}}", api.RunHandler),
     (f"{API}/runs/{{run_id}}/cancel", api.RunCancelHandler),
-    (f"{API}/runs/{{run_id}}/retry", api.RunRetryHandler),
+    (f"{API}/runs/{{run_id}}/retry", debugapi.RunRetryHandler),
     (f"{API}/runs/{{run_id}}/replay", api.RunReplayHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/logs", api.NodeLogsHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/output", api.NodeOutputHandler),
