@@ -34,7 +34,29 @@ export interface INodeRunState {
 export interface IRun {
   run_id: string;
   status: string;
-  nodes: { [id: string]: INodeRunState };
+  name?: string;
+  workflow_id?: string;
+  version?: number;
+  parent?: { run_id: string; node_id: string; item?: number | null } | null;
+  nodes: { [id: string]: INodeRunState & { waiting?: IWaiting; child_run?: string; error?: string | null } };
+}
+
+/** What a waiting node waits for (GET runs/{id}: nodes[id].waiting). */
+export interface IWaiting {
+  kind: 'subflow' | 'approval' | 'resume' | string;
+  message?: string;
+  approvers?: string[];
+  since?: string;
+  timeout_at?: string;
+  child?: string;
+}
+
+/** An approval's decision (the node's output). */
+export interface IDecision {
+  approved: boolean;
+  decided_by: string;
+  decided_at: string;
+  comment?: string;
 }
 
 export interface IRunEvent {
@@ -103,6 +125,15 @@ export const api = {
   cancel: (runId: string) => post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/cancel`),
   retry: (runId: string) =>
     post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/retry`).then(r => r.run_id),
+  decide: (runId: string, nodeId: string, approved: boolean, comment?: string) =>
+    post<{ decision: IDecision }>(
+      `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/decision`,
+      comment ? { approved, comment } : { approved }
+    ).then(r => r.decision),
+  workflow: (workflowId: string, version?: number) =>
+    request<{ graph: JSONObject; name: string; version: number }>(
+      `workflows/${encodeURIComponent(workflowId)}${version ? `?version=${version}` : ''}`
+    ),
   logs: (runId: string, nodeId: string) =>
     request<{ attempts: IAttempt[] }>(
       `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/logs`

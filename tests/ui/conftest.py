@@ -46,8 +46,9 @@ class Lab:
     root: Path
     log: Path
 
-    def run_script(self, scenario: str, timeout: float = 120, **env: str) -> dict:
-        """Run one browser scenario of labextension/ui-tests/canvas.mjs; return its result."""
+    def run_script(self, scenario: str, timeout: float = 120, *, script: str = "canvas.mjs",
+                   **env: str) -> dict:
+        """Run one browser scenario of labextension/ui-tests/``script``; return its result."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         full_env = dict(
             os.environ,
@@ -58,7 +59,7 @@ class Lab:
             **env,
         )
         proc = subprocess.run(
-            ["node", str(UI_TESTS / "canvas.mjs"), scenario],
+            ["node", str(UI_TESTS / script), scenario],
             cwd=UI_TESTS,
             env=full_env,
             capture_output=True,

@@ -5,6 +5,7 @@
 import React, { memo, useEffect } from 'react';
 import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyflow/react';
 import type { IFlowNode } from '../graph.js';
+import { NodeRunActions } from './nodeactions.js';
 import { phase, publicState } from './phase.js';
 import type { INodeLook, INodeRun, IPeer } from './types.js';
 
@@ -61,6 +62,7 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
       {(problem || unknown) && (
         <div className="nf-node-problem">{problem ?? `unknown type '${node.type}'`}</div>
       )}
+      <NodeRunActions node={node} run={run} />
       {peers.length > 0 && (
         <div className="nf-node-peers">
           {peers.map(p => (

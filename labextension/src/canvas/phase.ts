@@ -11,6 +11,7 @@ export function publicState(run?: INodeRun): string {
     case 'scheduled':
       return 'queued';
     case 'running':
+    case 'waiting':
     case 'succeeded':
     case 'failed':
     case 'skipped':
@@ -36,6 +37,7 @@ export function phase(run?: INodeRun): string {
 export const PHASE_COLORS: { [phase: string]: string } = {
   running: '#f59e0b',
   retrying: '#f59e0b',
+  waiting: '#6366f1',
   succeeded: '#16a34a',
   failed: '#dc2626',
   skipped: '#d1d5db'

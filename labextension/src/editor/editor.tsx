@@ -3,7 +3,7 @@
  * document, with the palette, the inspector and the run toolbar around it. Each concern is a
  * hook or a panel of its own file; this component only wires them together.
  */
-import React, { useCallback, useMemo, useRef, useState } from 'react';
+import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import {
   Background,
   BackgroundVariant,
@@ -15,6 +15,7 @@ import {
   ReactFlowProvider
 } from '@xyflow/react';
 import { api } from '../api.js';
+import { INodeActions, NodeActions } from '../canvas/actions.js';
 import { NodeDetails } from '../canvas/details.js';
 import { flowEdges } from '../canvas/edges.js';
 import { NxNode, nodeTypes } from '../canvas/nodeview.js';
@@ -25,6 +26,7 @@ import { Banners } from './banners.js';
 import { useCatalog, useSecretNames } from './catalog.js';
 import { useClipboard } from './clipboard.js';
 import { useConnect } from './connect.js';
+import { DrillView, IDrillStep } from './drill.js';
 import { InvalidDoc } from './invalid.js';
 import { useKeyboard } from './keyboard.js';
 import { useLayout } from './layout.js';
@@ -33,6 +35,7 @@ import { useNotice } from './notice.js';
 import { Palette, usePaletteDrop } from './palette.js';
 import { usePresence } from './presence.js';
 import { drawableEdges, flowProblems } from './problems.js';
+import { useRunDetails } from './rundetails.js';
 import { useRunView } from './runview.js';
 import { useSelection } from './selection.js';
 import { ICanvasSettings } from './settings.js';
@@ -58,6 +61,29 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
   const { peers, byNode } = usePresence(doc, selection.nodes);
   const [logsFor, setLogsFor] = useState<string | null>(null);
   const wrapper = useRef<HTMLDivElement>(null);
+  const details = useRunDetails(view.runId, flow.nodes, view.nodes);
+  const [trail, setTrail] = useState<IDrillStep[]>([]);
+  useEffect(() => setTrail([]), [view.runId]);
+  const openChild = useCallback((step: IDrillStep) => setTrail(t => [...t, step]), []);
+  const actions: INodeActions = useMemo(
+    () => ({
+      decide: (nodeId, approved, comment) =>
+        view.runId
+          ? api
+              .decide(view.runId, nodeId, approved, comment || undefined)
+              .then(() => undefined)
+              .catch(err => notify((err as Error).message))
+          : Promise.resolve(),
+      drill: nodeId => {
+        const childRun = details.get(nodeId)?.childRun;
+        if (childRun) {
+          openChild({ runId: childRun, nodeId });
+        }
+      },
+      extra: nodeId => details.get(nodeId)
+    }),
+    [view.runId, details, notify, openChild]
+  );
 
   const drawable = useMemo(() => drawableEdges(flow), [flow]);
   const onCycles = useMemo(() => nodesOnCycles(flow.nodes.map(n => n.id), drawable), [flow, drawable]);
@@ -123,6 +149,7 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
       <div className="nf-body">
         <Palette catalog={catalog} reload={reloadCatalog} onAdd={t => addNode(t)} />
         <div className="nf-canvas" ref={wrapper} tabIndex={0} onKeyDown={onKeyDown} {...drop}>
+          <NodeActions.Provider value={actions}>
           <ReactFlow<NxNode, Edge>
             nodes={rfNodes}
             edges={rfEdges}
@@ -152,6 +179,16 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
             )}
             <Controls />
           </ReactFlow>
+          </NodeActions.Provider>
+          {trail.length > 0 && (
+            <DrillView
+              trail={trail}
+              types={catalog.types}
+              onBack={() => setTrail(t => t.slice(0, -1))}
+              onOpen={openChild}
+              notify={notify}
+            />
+          )}
           {flow.nodes.length === 0 && (
             <div className="nf-empty">Drag a node type from the palette onto the canvas to start.</div>
           )}

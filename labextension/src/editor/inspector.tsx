@@ -6,7 +6,7 @@ import { NxFlowDoc } from '../model.js';
 import type { INodeRun } from '../canvas/types.js';
 import { SchemaForm } from './schemaform.js';
 
-const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed'];
+const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed', 'one_failed', 'all_failed'];
 
 function NumberInput({
   label,
@@ -126,6 +126,32 @@ export function Inspector({
           ))}
         </select>
       </div>
+      <div className="nf-field">
+        <label className="nf-label">
+          <input
+            type="checkbox"
+            aria-label="Recovers"
+            checked={node.recovers === true}
+            onChange={e => update({ recovers: e.target.checked ? true : undefined })}
+          />{' '}
+          Recovers
+        </label>
+        <div className="nf-help">
+          An error handler (trigger rule one_failed or all_failed) that, when it succeeds, keeps
+          its parents’ failures from failing the run.
+        </div>
+      </div>
+      <div className="nf-field">
+        <label className="nf-label">Pool</label>
+        <input
+          className="nf-input"
+          aria-label="Pool"
+          value={(node.pool as string | undefined) ?? ''}
+          placeholder="none"
+          onChange={e => update({ pool: e.target.value || undefined })}
+        />
+        <div className="nf-help">At most the pool’s size of its nodes run at once, across all runs.</div>
+      </div>
       <NumberInput label="Timeout (s)" value={node.timeout_s} onChange={v => update({ timeout_s: v })} />
       <NumberInput
         label="Max attempts"
@@ -163,6 +189,24 @@ export function FlowInspector({ doc, flow }: { doc: NxFlowDoc; flow: IFlow }): J
           onChange={e => doc.setMeta('description', e.target.value || undefined)}
         />
       </div>
+      <div className="nf-field">
+        <label className="nf-label">On failure, run</label>
+        <input
+          className="nf-input"
+          aria-label="On failure flow"
+          placeholder="alerts/notify.nxflow"
+          value={typeof flow.on_failure === 'string' ? flow.on_failure : ''}
+          onChange={e => doc.setMeta('on_failure', e.target.value || undefined)}
+        />
+        <div className="nf-help">
+          A flow started when a run of this one fails, with params run_id, flow and failed_nodes.
+        </div>
+      </div>
+      <NumberInput
+        label="Max active runs"
+        value={flow.max_active_runs as number | undefined}
+        onChange={v => doc.setMeta('max_active_runs', v)}
+      />
       <div className="nf-section">Run inputs (params)</div>
       <SchemaForm
         schema={{ type: 'object', properties: { params: { type: 'object', title: 'params' } } }}

@@ -31,7 +31,6 @@ function eventTime(at: string | number | undefined): number | null {
 export function useRunView(doc: NxFlowDoc): [IRunView, (runId: string | null) => void] {
   const [shared, setShared] = useState<string | null>(doc.runId);
   const [picked, setPicked] = useState<string | null>(null);
-  const [view, setView] = useState<IRunView>(EMPTY);
   useEffect(() => {
     const onChange = () => {
       if (doc.runId !== shared) {
@@ -42,7 +41,13 @@ export function useRunView(doc: NxFlowDoc): [IRunView, (runId: string | null) =>
     doc.ystate.observe(onChange);
     return () => doc.ystate.unobserve(onChange);
   }, [doc, shared]);
-  const runId = picked ?? shared;
+  const view = useFollowedRun(picked ?? shared);
+  return [view, (id: string | null) => setPicked(id)];
+}
+
+/** Follow one run's events (any run: the one shown, or a sub-flow's child run drilled into). */
+export function useFollowedRun(runId: string | null): IRunView {
+  const [view, setView] = useState<IRunView>(EMPTY);
   useEffect(() => {
     if (!runId) {
       setView(EMPTY);
@@ -89,5 +94,5 @@ export function useRunView(doc: NxFlowDoc): [IRunView, (runId: string | null) =>
     );
     return () => stream.close();
   }, [runId]);
-  return [view, (id: string | null) => setPicked(id)];
+  return view;
 }

@@ -1,0 +1,154 @@
+/**
+ * Drill down: a sub-flow's child run, opened from its node, over the canvas. The child flow's
+ * graph (the workflow version the run ran) is drawn read-only with the same node view and
+ * glow, following the child run's events live; its own sub-flows open the same way (a trail
+ * of runs, "Back" goes up one), its waiting approvals can be decided, and a node click shows
+ * the node's attempts.
+ */
+import React, { useEffect, useMemo, useState } from 'react';
+import { Background, Controls, ReactFlow, ReactFlowProvider } from '@xyflow/react';
+import { api, INodeType } from '../api.js';
+import { INodeActions, NodeActions } from '../canvas/actions.js';
+import { NodeDetails } from '../canvas/details.js';
+import { flowEdges } from '../canvas/edges.js';
+import { NxNode, nodeTypes } from '../canvas/nodeview.js';
+import type { IFlow } from '../graph.js';
+import { useRunDetails } from './rundetails.js';
+import { useFollowedRun } from './runview.js';
+
+/** One run of the trail: the child run, and the node of the run above that started it. */
+export interface IDrillStep {
+  runId: string;
+  nodeId: string;
+}
+
+interface IChildFlow {
+  name: string;
+  graph: IFlow;
+}
+
+export interface IDrillProps {
+  trail: readonly IDrillStep[];
+  types: ReadonlyMap<string, INodeType> | null;
+  onBack: () => void;
+  onOpen: (step: IDrillStep) => void;
+  notify: (message: string) => void;
+}
+
+export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps): JSX.Element {
+  const step = trail[trail.length - 1];
+  const runId = step.runId;
+  const [child, setChild] = useState<IChildFlow | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [logsFor, setLogsFor] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    setChild(null);
+    setError(null);
+    setLogsFor(null);
+    api
+      .run(runId)
+      .then(run => api.workflow(run.workflow_id!, run.version).then(wf => ({ run, wf })))
+      .then(({ run, wf }) => {
+        if (live) {
+          setChild({ name: run.name ?? wf.name, graph: wf.graph as unknown as IFlow });
+        }
+      })
+      .catch(err => live && setError((err as Error).message));
+    return () => {
+      live = false;
+    };
+  }, [runId]);
+  const view = useFollowedRun(runId);
+  const flowNodes = child?.graph.nodes ?? [];
+  const details = useRunDetails(runId, flowNodes, view.nodes);
+  const actions: INodeActions = useMemo(
+    () => ({
+      decide: (nodeId, approved, comment) =>
+        api
+          .decide(runId, nodeId, approved, comment || undefined)
+          .then(() => undefined)
+          .catch(err => notify((err as Error).message)),
+      drill: nodeId => {
+        const childRun = details.get(nodeId)?.childRun;
+        if (childRun) {
+          onOpen({ runId: childRun, nodeId });
+        }
+      },
+      extra: nodeId => details.get(nodeId)
+    }),
+    [runId, details, onOpen, notify]
+  );
+  const nodes: NxNode[] = useMemo(
+    () =>
+      flowNodes.map(node => ({
+        id: node.id,
+        type: 'nx' as const,
+        position: node.position ?? { x: 0, y: 0 },
+        selected: node.id === logsFor,
+        draggable: false,
+        connectable: false,
+        data: {
+          node,
+          typeInfo: types?.get(node.type),
+          catalogLoaded: !!types,
+          run: view.nodes.get(node.id),
+          peers: []
+        }
+      })),
+    [flowNodes, types, view, logsFor]
+  );
+  const edges = useMemo(() => {
+    const ids = new Set(flowNodes.map(n => n.id));
+    const list = (child?.graph.edges ?? []).filter(e => ids.has(e.source) && ids.has(e.target));
+    return flowEdges(list, view.nodes);
+  }, [child, flowNodes, view]);
+  return (
+    <div className="nf-drill" data-drill-run={runId} data-drill-status={view.status ?? ''}>
+      <div className="nf-drill-head">
+        <button className="nf-btn" data-action="drill-back" onClick={onBack}>
+          ← Back
+        </button>
+        <span className="nf-help">
+          {trail.map(s => s.nodeId).join(' › ')} ›
+        </span>
+        <b>{child?.name ?? 'sub-flow'}</b>
+        <span className="nf-help">run {runId.slice(0, 8)}</span>
+        {view.status && <span className={`nf-pill nf-pill-${view.status}`}>{view.status}</span>}
+        {!logsFor && <span className="nf-help">Click a node for its output and logs.</span>}
+      </div>
+      {error && <div className="nf-field-error">Cannot open the sub-flow run: {error}</div>}
+      <div className="nf-drill-body">
+        <NodeActions.Provider value={actions}>
+          <ReactFlowProvider key={child ? runId : `${runId}-loading`}>
+            <ReactFlow<NxNode>
+              nodes={nodes}
+              edges={edges}
+              nodeTypes={nodeTypes}
+              nodesDraggable={false}
+              nodesConnectable={false}
+              fitView
+              fitViewOptions={{ maxZoom: 1, padding: 0.2 }}
+              onNodeClick={(_, n) => setLogsFor(n.id)}
+              onPaneClick={() => setLogsFor(null)}
+              proOptions={{ hideAttribution: true }}
+              minZoom={0.1}
+            >
+              <Background gap={16} />
+              <Controls showInteractive={false} />
+            </ReactFlow>
+          </ReactFlowProvider>
+        </NodeActions.Provider>
+      </div>
+      {logsFor && (
+        <NodeDetails
+          runId={runId}
+          nodeId={logsFor}
+          run={view.nodes.get(logsFor)}
+          load={api.logs}
+          onClose={() => setLogsFor(null)}
+        />
+      )}
+    </div>
+  );
+}

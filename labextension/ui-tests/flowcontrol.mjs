@@ -1,0 +1,155 @@
+// Browser scenarios of flow control on the canvas (issue #20), run by pytest (tests/ui)
+// against a live JupyterLab: `node flowcontrol.mjs <scenario>`. Prints `RESULT <json>`.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const LAB = process.env.LAB_URL;
+const TOKEN = process.env.LAB_TOKEN;
+const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
+const FILE = process.env.FLOW_FILE || 'flow.nxflow';
+const TIMEOUT = 60000;
+
+function log(...args) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function openPage(browser, workspace, file = FILE) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', err => errors.push(String(err)));
+  page.on('console', msg => {
+    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
+      errors.push(msg.text());
+    }
+  });
+  page.errors = errors;
+  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
+  await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
+  return page;
+}
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log('screenshot', file);
+}
+
+/** The canvas's own nodes (not those of a drill-down over it). */
+const MAIN = '.nf-canvas > .react-flow';
+
+function nodeState(page, id, state, scope = MAIN) {
+  return page.waitForFunction(
+    ([s, i, st]) => document.querySelector(`${s} [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
+    [scope, id, state],
+    { timeout: TIMEOUT }
+  );
+}
+
+function statesIn(page, scope) {
+  return page.$$eval(`${scope} [data-node-id]`, els =>
+    Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+  );
+}
+
+const scenarios = {
+  /** Run a flow whose node S is a sub-flow; open S's child run from the node: its own graph,
+   *  glowing live from the child's events; Back returns to the parent. */
+  async drill(browser) {
+    const page = await openPage(browser, 'drill');
+    await page.click('[data-action="run"]');
+    // The child holds its middle node for a few seconds: drill in while it runs.
+    await nodeState(page, 'S', 'waiting');
+    const button = await page.waitForSelector(`${MAIN} [data-node-id="S"] [data-action="drill"]`, {
+      timeout: TIMEOUT
+    });
+    const childRun = await button.getAttribute('data-child-run');
+    await button.click();
+    const drill = `.nf-drill[data-drill-run="${childRun}"]`;
+    await page.waitForSelector(`${drill} [data-node-id]`, { timeout: TIMEOUT });
+    const glowWhileRunning = await statesIn(page, drill);
+    await shot(page, 'drill-running');
+    // The child finishes: its nodes turn green in the drill-down, the parent's S after it.
+    await page.waitForFunction(
+      d => {
+        const els = Array.from(document.querySelectorAll(`${d} [data-node-id]`));
+        return els.length > 0 && els.every(e => e.getAttribute('data-state') === 'succeeded');
+      },
+      drill,
+      { timeout: TIMEOUT }
+    );
+    const childStates = await statesIn(page, drill);
+    const childStatus = await page.$eval(drill, e => e.getAttribute('data-drill-status'));
+    // A node of the child: its details come from the child run.
+    await page.click(`${drill} .react-flow__node[data-id="square"] .nf-node-title`);
+    await page.waitForSelector(`${drill} .nf-logs pre`, { timeout: 10000 });
+    const output = await page.$eval(`${drill} .nf-logs`, e => e.textContent);
+    await shot(page, 'drill-done');
+    await page.click('[data-action="drill-back"]');
+    await page.waitForSelector('.nf-drill', { state: 'detached', timeout: 10000 });
+    await nodeState(page, 'after', 'succeeded');
+    const parentStates = await statesIn(page, MAIN);
+    return { childRun, glowWhileRunning, childStates, childStatus, output, parentStates, errors: page.errors };
+  },
+
+  /** Run a flow with an approval; every open canvas shows Approve / Reject on the waiting
+   *  node; one approves with a comment; the approved branch runs, the other is skipped, and
+   *  the buttons leave every canvas. */
+  async approve(browser) {
+    const page = await openPage(browser, 'approve');
+    const other = await openPage(browser, 'approve-watcher');
+    await page.click('[data-action="run"]');
+    await nodeState(page, 'ask', 'waiting');
+    await nodeState(other, 'ask', 'waiting');
+    const bar = `${MAIN} [data-node-id="ask"] [data-approval]`;
+    await page.waitForSelector(`${bar} [data-action="approve"]`, { timeout: TIMEOUT });
+    await other.waitForSelector(`${bar} [data-action="approve"]`, { timeout: TIMEOUT });
+    const message = await page.$eval(`${bar} .nf-node-message`, e => e.textContent);
+    const watcherMessage = await other.$eval(`${bar} .nf-node-message`, e => e.textContent);
+    await shot(other, 'approve-waiting-watcher');
+    await page.fill(`${bar} input[aria-label="Decision comment"]`, 'checked the numbers');
+    await shot(page, 'approve-waiting');
+    await page.click(`${bar} [data-action="approve"]`);
+    await nodeState(page, 'pay', 'succeeded');
+    await nodeState(page, 'stop', 'skipped');
+    await nodeState(other, 'pay', 'succeeded');
+    const buttonsLeft = (await page.$$(bar)).length + (await other.$$(bar)).length;
+    const states = await statesIn(page, MAIN);
+    await page.click(`${MAIN} .react-flow__node[data-id="ask"] .nf-node-title`);
+    await page.waitForSelector('.nf-logs pre', { timeout: 10000 });
+    const details = await page.$eval('.nf-logs', e => e.textContent);
+    await shot(page, 'approve-done');
+    return { message, watcherMessage, states, buttonsLeft, details, errors: [...page.errors, ...other.errors] };
+  }
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
+});
+const timer = setTimeout(() => {
+  console.error('scenario timed out');
+  process.exit(3);
+}, 150000);
+try {
+  const result = await scenarios[name](browser);
+  console.log('RESULT ' + JSON.stringify(result));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) {
+      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
+    }
+  }
+} finally {
+  clearTimeout(timer);
+  await browser.close();
+}
