@@ -258,7 +258,15 @@ class NodeDebug:
         if self.missing:
             lines.append(f"  parents without an output: {', '.join(self.missing)}")
         lines.append(f"  params: {_short(self.params)}")
-        lines.append(f"  config: {_short(self.config)}")
+        shown = {k: v for k, v in self.config.items() if k not in ("source", "function")} \
+            if self.source is not None else self.config
+        if shown:
+            lines.append(f"  config: {_short(shown)}")
+        if self.source is not None:
+            head = next((ln.strip() for ln in self.source.splitlines()
+                         if ln.startswith(("def ", "async def "))), "")
+            size = len(self.source.splitlines())
+            lines.append(f"  source: {head or 'code'} … ({size} lines: .source)")
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.masked:

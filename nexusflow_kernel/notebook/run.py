@@ -52,6 +52,9 @@ class RunFailed(NexusFlowError):
         self.status = status
         self.node = node
         self.error = error
+        self.run: Run | None = None
+        """The handle of the run (set when a ``Run`` raised this): ``failure.run.debug(node)``,
+        ``failure.run.retry(update=True)`` with the flow it was started from."""
         what = f"run {run_id}" + (f" of flow {name!r}" if name else "")
         if status == "canceled":
             message = f"{what} was canceled"
@@ -269,7 +272,9 @@ class Run:
             return None
         failed = [(k, v) for k, v in data["nodes"].items() if v["state"] == "failed"]
         node, error = (failed[0][0], failed[0][1]["error"]) if failed else (None, None)
-        return RunFailed(self.id, data["status"], node, error, name=data["name"])
+        failure = RunFailed(self.id, data["status"], node, error, name=data["name"])
+        failure.run = self
+        return failure
 
     def events(self, after: str = "0-0", block_ms: int | None = None
                ) -> list[tuple[str, dict[str, Any]]]:

@@ -27,7 +27,7 @@ def _text(nb) -> str:
 
 def test_every_notebook_is_tested():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["ai.ipynb", "durable.ipynb", "etl.ipynb", "quickstart.ipynb"]
+    assert names == ["ai.ipynb", "debug.ipynb", "durable.ipynb", "etl.ipynb", "quickstart.ipynb"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
@@ -112,3 +112,18 @@ def test_ai(notebook_env, engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert engine.get_run(run["run_id"])["nodes"]["shout"]["output"] == \
         "LYON HAS A SILK MUSEUM."
 
+
+def test_debug(notebook_env, engine, tmp_path: Path):
+    """The debug loop top to bottom: a run fails in a node, run.debug gives the recorded
+    inputs, the fix is applied and retry(update=True) ends the same run succeeded without
+    running again the nodes that had succeeded (issue #15)."""
+    nb = execute_notebook("debug.ipynb", tmp_path, timeout=300)
+    text = _text(nb)
+    assert "debug: all checks passed" in text
+    assert "KeyError: 'amount'" in text and "<task summarize>" in text  # the real traceback
+    runs = [r for r in engine.list_runs(limit=100) if r["name"] == "debugdemo"]
+    assert len(runs) == 3 and all(r["status"] == "succeeded" for r in runs)
+    first = runs[-1]  # the run that failed, then was resumed in place
+    assert [a["status"] for a in engine.node_attempts(first["run_id"], "summarize")] == [
+        "failed", "succeeded"]
+    assert len(engine.node_attempts(first["run_id"], "orders")) == 1
