@@ -104,13 +104,17 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
 @handle_errors
 def validate(flow: Path) -> None:
-    """Check that a flow compiles; print its nodes in run order."""
+    """Check that a flow compiles, and the sub-flow files it calls (relative to the working
+    directory, as a run of it would find them); print its nodes in run order."""
     from ..model.compiler import compile_flow
     from ..model.document import load
+    from ..runstate.subflows import check_subflow_files
 
     compiled = compile_flow(load(flow))
+    calls = check_subflow_files(compiled.document, os.getcwd())
     click.echo(f"ok: {compiled.document.name}: {len(compiled.order)} nodes, "
-               f"{len(compiled.document.edges)} edges; order: {' '.join(compiled.order)}")
+               f"{len(compiled.document.edges)} edges; order: {' '.join(compiled.order)}"
+               + (f"; {calls} sub-flow file(s) checked" if calls else ""))
 
 
 @main.command()

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from .. import defaults
 from ..errors import FlowError, NodeConfigError, NotFoundError
 from ..model.compiler import CompiledFlow, compile_flow
-from ..model.document import load, load_document
+from ..model.document import FlowDocument, load, load_document
 from ..nodes import get_node_type
 from .db import Conn
 from .runplan import RunPlan
@@ -177,12 +177,16 @@ def _pin(store: _Store, conn: Conn, ref: Any, scope: SubflowScope, chain: Chain,
         raise _fault(node_id, what, pointer, str(exc)) from None
     pin.update({"workflow_id": str(wid), "version": int(version),
                 "name": plan.document.get("name")})
-    nested = _resolve_nodes(store, conn, plan, scope, chain + [(tuple(idents), name)], depth)
-    failure = plan.document.get("on_failure")
-    if nested_failure and failure is not None:
-        nested[ON_FAILURE] = _pin(store, conn, failure, scope, [], depth=0, node_id=None,
-                                  pointer="/on_failure", what=f"{ref!r} on_failure",
-                                  nested_failure=False)
+    try:  # a fault inside the called flow is named from here: this node, then its own
+        nested = _resolve_nodes(store, conn, plan, scope, chain + [(tuple(idents), name)],
+                                depth)
+        failure = plan.document.get("on_failure")
+        if nested_failure and failure is not None:
+            nested[ON_FAILURE] = _pin(store, conn, failure, scope, [], depth=0, node_id=None,
+                                      pointer="/on_failure", what="on_failure",
+                                      nested_failure=False)
+    except NodeConfigError as exc:
+        raise _fault(node_id, what, pointer, f"in {name}: {exc.message}") from exc
     if nested:
         pin["subflows"] = nested
     return pin
@@ -235,6 +239,67 @@ def _names(chain: Chain) -> list[str]:
     return [name for _idents, name in chain]
 
 
+def check_subflow_files(document: FlowDocument, base_dir: str,
+                        base_name: str = "the working directory") -> int:
+    """Check, with no database, the ``.nxflow`` files a flow calls and those they call: each
+    exists inside ``base_dir``, compiles, does not call itself, and the nesting is within
+    ``MAX_SUBFLOW_DEPTH``; raise ``NodeConfigError`` naming the node and field as a start
+    would (``nexusflow validate``). Return how many references were checked. Stored workflows
+    named by id need the database: the start checks them."""
+    scope = SubflowScope(base_dir=base_dir, base_name=base_name, file_key=str)
+    chain: Chain = []
+    if document.source:
+        root = os.path.realpath(document.source)
+        chain = [((f"file:{root}",), os.path.basename(root))]
+    try:
+        return _check_document(document, scope, chain, 0)
+    except NodeConfigError as exc:
+        if exc.source is None and document.source:
+            raise NodeConfigError(exc.message, exc.pointer, source=document.source) from exc
+        raise
+
+
+def _check_document(document: FlowDocument, scope: SubflowScope, chain: Chain,
+                    depth: int) -> int:
+    refs: list[tuple[str | None, str, str, str]] = []
+    for i, node in enumerate(document.nodes):
+        node_type = get_node_type(node.type)
+        key = node_type.subflow_key if node_type is not None else None
+        ref = node.config.get(key) if key else None
+        if isinstance(ref, str):
+            refs.append((node.id, f"({node.type})", f"/nodes/{i}/config/{key}", ref))
+    failure = document.data.get("on_failure")
+    if isinstance(failure, str) and depth == 0:
+        refs.append((None, "on_failure", "/on_failure", failure))
+    checked = 0
+    for node_id, what, pointer, ref in refs:
+        nested = node_id is not None
+        if nested and depth + 1 > defaults.MAX_SUBFLOW_DEPTH:
+            raise _fault(node_id, what, pointer,
+                         f"sub-flows nest deeper than {defaults.MAX_SUBFLOW_DEPTH} levels "
+                         f"({' -> '.join(_names(chain))})")
+        path, _given = _find(ref, scope, node_id, what, pointer)
+        name = os.path.basename(path)
+        if nested:
+            _check_cycle(chain, f"file:{path}", name, node_id, what, pointer)
+        try:
+            child = load(path)
+            compile_flow(child)
+        except FlowError as exc:
+            raise _fault(node_id, what, pointer,
+                         f"{ref} does not compile: {exc.message}"
+                         + (f" (at {exc.pointer} of that flow)" if exc.pointer else "")
+                         ) from exc
+        checked += 1
+        if nested:
+            try:
+                checked += _check_document(child, scope, chain + [((f"file:{path}",), name)],
+                                           depth + 1)
+            except NodeConfigError as exc:
+                raise _fault(node_id, what, pointer, f"in {name}: {exc.message}") from exc
+    return checked
+
+
 def referenced_paths(graph: Mapping[str, Any]) -> list[str]:
     """Return the ``.nxflow`` paths a flow document names (its sub-flow nodes' and its
     ``on_failure``), for whoever must gather the files before a start elsewhere."""
@@ -280,5 +345,5 @@ def local_subflow_files(graph: Mapping[str, Any], base_dir: str,
     return found
 
 
-__all__ = ["ON_FAILURE", "SubflowScope", "local_subflow_files", "referenced_paths",
-           "resolve_subflows", "subflow_key"]
+__all__ = ["ON_FAILURE", "SubflowScope", "check_subflow_files", "local_subflow_files",
+           "referenced_paths", "resolve_subflows", "subflow_key"]

@@ -73,3 +73,40 @@ async def test_the_canvas_api_is_forwarded_to_the_service(api, jp_ws_fetch, jp_r
     with pytest.raises(Exception) as refused:
         await jp_ws_fetch("nexusflow", "api", "runs", run_id, "events")
     assert "404" in str(refused.value)
+
+
+async def test_subflows_of_a_forwarded_run_come_with_the_flow(api, jp_root_dir, service,
+                                                              alice_token, workers) -> None:
+    """The service has no files: the forwarding server reads the sub-flows a flow calls (and
+    theirs) and sends them along; they are filed for the file's owner, as the caller."""
+    (jp_root_dir / "lib").mkdir()
+    (jp_root_dir / "lib" / "inner.nxflow").write_text(json.dumps(flow(
+        node("i", expression="params['x'] * 10"), name="inner")))
+    (jp_root_dir / "lib" / "outer.nxflow").write_text(json.dumps(flow(
+        {"id": "in", "type": "subflow",
+         "config": {"flow": "lib/inner.nxflow", "inputs": {"x": "{{ params['x'] + 1 }}"}}},
+        name="outer")))
+    (jp_root_dir / "top.nxflow").write_text(json.dumps(flow(
+        {"id": "S", "type": "subflow", "config": {"flow": "lib/outer.nxflow",
+                                                  "inputs": {"x": 4}}}, name="top")))
+    workers.start(1)
+    status, started = await api("POST", "runs", {"path": "top.nxflow"})
+    assert status == 201, started
+    with service.client(alice_token) as direct:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            run = direct.get(f"runs/{started['run_id']}").json()
+            if run["status"] in ("succeeded", "failed", "canceled"):
+                break
+            assert asyncio.get_running_loop().time() < deadline, run
+            await asyncio.sleep(0.2)
+        assert run["status"] == "succeeded", run
+        assert run["nodes"]["S"]["output"] == {"in": {"i": 50}}
+        child = direct.get(f"runs/{run['nodes']['S']['child_run']}").json()
+        assert child["created_by"] == "alice" and child["source"] == "lib/outer.nxflow"
+    # A missing sub-flow is named, with its node and field, by the service.
+    (jp_root_dir / "top.nxflow").write_text(json.dumps(flow(
+        {"id": "S", "type": "subflow", "config": {"flow": "lib/gone.nxflow"}}, name="top")))
+    status, err = await api("POST", "runs", {"path": "top.nxflow"})
+    assert status == 422 and err["pointer"] == "/nodes/0/config/flow", err
+    assert "lib/gone.nxflow does not exist" in err["message"]

@@ -99,7 +99,9 @@ def test_missing_and_recursive_subflows_are_refused_at_start(engine, tmp_path) -
     # Through another flow.
     write(tmp_path / "a.nxflow", flow(subflow("call_b", "b.nxflow"), name="a"))
     write(tmp_path / "b.nxflow", flow(subflow("call_a", "a.nxflow"), name="b"))
-    with pytest.raises(NodeConfigError, match=r"a.nxflow -> b.nxflow -> a.nxflow"):
+    with pytest.raises(NodeConfigError, match=r"node 'call_b' \(subflow\): in b.nxflow: "
+                                              r"node 'call_a' \(subflow\): a.nxflow calls "
+                                              r"itself \(a.nxflow -> b.nxflow -> a.nxflow\)"):
         engine.start_run(tmp_path / "a.nxflow", base_dir=str(tmp_path))
     # A path may not leave the folder it is relative to.
     outside = write(tmp_path / "in" / "o.nxflow", flow(subflow("S", "../p.nxflow"), name="o"))

@@ -51,3 +51,36 @@ def test_pools_from_the_command_line(engine, settings) -> None:
     assert cli(settings, "pools", "delete", "api").returncode == 0
     missing = cli(settings, "pools", "delete", "api")
     assert missing.returncode == 2 and "no pool 'api'" in missing.stderr
+
+
+def test_validate_checks_the_subflow_files_without_a_database(tmp_path) -> None:
+    from nftest import flow
+
+    def write(name: str, *nodes: dict) -> None:
+        (tmp_path / name).write_text(json.dumps(flow(*nodes, name=name.split(".")[0])))
+
+    def sub(id: str, ref: str) -> dict:
+        return {"id": id, "type": "subflow", "config": {"flow": ref}}
+
+    def validate(name: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "NEXUSFLOW_DATA_DIR": str(tmp_path / "data")}
+        return subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", "validate", name],
+                              env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    write("leaf.nxflow", node("x", expression="1"))
+    write("mid.nxflow", sub("m", "leaf.nxflow"))
+    write("top.nxflow", sub("t", "mid.nxflow"))
+    ok = validate("top.nxflow")
+    assert ok.returncode == 0, ok.stderr
+    assert "2 sub-flow file(s) checked" in ok.stdout
+    write("a.nxflow", sub("to_b", "b.nxflow"))
+    write("b.nxflow", sub("to_a", "a.nxflow"))
+    loop = validate("a.nxflow")
+    assert loop.returncode == 2
+    assert ("a.nxflow at /nodes/0/config/flow: node 'to_b' (subflow): in b.nxflow: node "
+            "'to_a' (subflow): a.nxflow calls itself (a.nxflow -> b.nxflow -> a.nxflow)"
+            ) in loop.stderr
+    write("gone.nxflow", sub("g", "missing.nxflow"))
+    missing = validate("gone.nxflow")
+    assert missing.returncode == 2 and "/nodes/0/config/flow" in missing.stderr
+    assert "missing.nxflow does not exist in the working directory" in missing.stderr
