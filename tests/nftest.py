@@ -19,7 +19,9 @@ class WorkerPool:
         self.settings = settings
         self.procs: list = []
 
-    def start(self, processes: int = 2, *extra: str):
+    def start(self, processes: int = 2, *extra: str, ready_timeout: float = 90.0):
+        """Start ``nexusflow worker --processes N`` and return once all N serve (each has
+        registered in Redis), so a test never races the workers' start on a busy machine."""
         import subprocess
 
         from nexusflow_kernel.workers import worker_argv
@@ -29,7 +31,35 @@ class WorkerPool:
             env=settings_env(self.settings), start_new_session=True,
         )
         self.procs.append(proc)
+        self._wait_ready(proc, processes, ready_timeout)
         return proc
+
+    def _wait_ready(self, proc, processes: int, timeout: float) -> None:
+        import time
+
+        import psutil
+        import redis
+        from rq import Worker
+
+        conn = redis.Redis.from_url(self.settings.redis_url)
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the workers exited with status {proc.returncode}")
+                try:
+                    mine = {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+                except psutil.NoSuchProcess:
+                    mine = set()
+                ready = [w for w in Worker.all(connection=conn) if w.pid in mine]
+                if len(ready) >= processes:
+                    return
+                if time.monotonic() > end:
+                    raise AssertionError(f"{len(ready)} of {processes} workers registered "
+                                         f"within {timeout:g} s")
+                time.sleep(0.05)
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         import signal
