@@ -178,8 +178,9 @@ def test_running_container_shows_the_hardening(sandbox_image: str) -> None:
     ctx = make_ctx(
         {
             "language": "python",
-            "source": "import time\ntime.sleep(2)\noutput = 1",
-            "timeout_s": 10,
+            # Long enough to be inspected while it runs, even on a busy machine.
+            "source": "import time\ntime.sleep(6)\noutput = 1",
+            "timeout_s": 30,
             "memory_mb": 128,
             "cpus": 0.5,
         }
@@ -188,7 +189,7 @@ def test_running_container_shows_the_hardening(sandbox_image: str) -> None:
     thread = threading.Thread(target=lambda: result.update(out=CodeNode().run(ctx)))
     thread.start()
     try:
-        deadline = time.time() + 5
+        deadline = time.time() + 20
         while not (ids := containers_of(ctx.run_id)) and time.time() < deadline:
             time.sleep(0.05)
         assert ids, "the container never showed up"
