@@ -13,7 +13,16 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def test_one_failed_runs_at_the_first_failure_and_sees_the_error(engine, workers) -> None:
+def invariants(engine, settings, run_ids: list[str]) -> None:
+    from nexusflow_worker.chaos import check_invariants, wait_rq_idle
+
+    wait_rq_idle(engine.redis, settings)
+    rep = check_invariants(engine.pool, engine.redis, settings, run_ids, store=engine.store)
+    assert rep.ok, str(rep)
+
+
+def test_one_failed_runs_at_the_first_failure_and_sees_the_error(engine, settings,
+                                                                  workers) -> None:
     workers.start(2)
     doc = flow(
         node("bad", expression="1 / 0"),
@@ -22,7 +31,8 @@ def test_one_failed_runs_at_the_first_failure_and_sees_the_error(engine, workers
         node("all_failed", "noop", trigger_rule="all_failed"),
         edges=[("bad", "handler"), ("slow", "handler"), ("bad", "all_failed"),
                ("slow", "all_failed")])
-    run = wait_run(engine, engine.start_run(doc), timeout=60)
+    run_id = engine.start_run(doc)
+    run = wait_run(engine, run_id, timeout=60)
     n = run["nodes"]
     assert n["handler"]["state"] == "succeeded"
     # It ran while 'slow' still held its worker: it did not wait for every parent.
@@ -32,6 +42,7 @@ def test_one_failed_runs_at_the_first_failure_and_sees_the_error(engine, workers
     assert "slow" not in n["handler"]["output"]  # not finished when the handler ran
     assert n["all_failed"]["state"] == "skipped"  # 'slow' succeeded
     assert run["status"] == "failed"  # a handler that does not recover changes nothing
+    invariants(engine, settings, [run_id])  # the handler started after a parent failed
 
 
 def test_all_failed_runs_when_every_parent_failed(engine, workers) -> None:

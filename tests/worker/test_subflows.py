@@ -35,7 +35,8 @@ def runs_count(engine) -> int:
         return conn.execute("SELECT count(*) AS n FROM executions").fetchone()["n"]
 
 
-def test_subflow_by_path_is_a_child_run_and_outputs_its_sinks(engine, workers, tmp_path) -> None:
+def test_subflow_by_path_is_a_child_run_and_outputs_its_sinks(engine, settings, workers,
+                                                               tmp_path) -> None:
     workers.start(2)
     write(tmp_path / "flows" / "child.nxflow", child_doc())
     parent = write(tmp_path / "parent.nxflow", flow(
@@ -64,6 +65,12 @@ def test_subflow_by_path_is_a_child_run_and_outputs_its_sinks(engine, workers, t
     attempts = engine.node_attempts(run_id, "S")
     assert [a["status"] for a in attempts] == ["succeeded"]
     assert "sub-flow run" in attempts[0]["log"] and child_id in attempts[0]["log"]
+    from nexusflow_worker.chaos import check_invariants, wait_rq_idle
+
+    wait_rq_idle(engine.redis, settings)
+    rep = check_invariants(engine.pool, engine.redis, settings, [run_id, child_id],
+                           store=engine.store)
+    assert rep.ok, str(rep)
 
 
 def test_subflow_by_workflow_id_pins_the_version(engine, workers) -> None:

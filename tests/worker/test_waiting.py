@@ -39,7 +39,8 @@ def busy_workers(engine) -> int:
     return sum(1 for w in Worker.all(connection=engine.redis) if w.get_current_job_id())
 
 
-def test_approval_waits_without_a_worker_and_takes_the_decided_branch(engine, workers) -> None:
+def test_approval_waits_without_a_worker_and_takes_the_decided_branch(engine, settings,
+                                                                     workers) -> None:
     workers.start(1)
     run_id = engine.start_run(approval_flow(), inputs={"amount": 120})
     info = wait_state(engine, run_id, "ask", "waiting")
@@ -69,6 +70,11 @@ def test_approval_waits_without_a_worker_and_takes_the_decided_branch(engine, wo
         engine.decide(run_id, "pay", True, actor="alice")
     with pytest.raises(NotFoundError):
         engine.decide(run_id, "nope", True, actor="alice")
+    from nexusflow_worker.chaos import check_invariants, wait_rq_idle
+
+    wait_rq_idle(engine.redis, settings)
+    rep = check_invariants(engine.pool, engine.redis, settings, [run_id], store=engine.store)
+    assert rep.ok, str(rep)
 
 
 def test_rejection_approvers_and_a_decision_too_early(engine, workers) -> None:

@@ -165,8 +165,16 @@ def _check_run(rep: InvariantReport, run_id: str, plan: Any,
                 t = first_success.get(p)
                 return t is not None and t <= start
 
+            def failed_by(p: str, start: Any = start) -> bool:
+                t = rows[p]["ended_at"] if rows[p]["state"] in ("failed", "canceled") else None
+                return t is not None and t <= start
+
             if rule == "one_success":
                 good = any(succeeded_by(p) for p in parents)
+            elif rule == "one_failed":  # an error handler: at the first failure
+                good = any(failed_by(p) for p in parents)
+            elif rule == "all_failed":
+                good = all(failed_by(p) for p in parents)
             elif rule in ("all_done", "none_failed"):
                 good = all(done_by(p) for p in parents)
             else:
