@@ -19,16 +19,18 @@ class WorkerPool:
         self.settings = settings
         self.procs: list = []
 
-    def start(self, processes: int = 2, *extra: str, ready_timeout: float = 90.0):
+    def start(self, processes: int = 2, *extra: str, ready_timeout: float = 90.0,
+              env: dict[str, str] | None = None):
         """Start ``nexusflow worker --processes N`` and return once all N serve (each has
-        registered in Redis), so a test never races the workers' start on a busy machine."""
+        registered in Redis), so a test never races the workers' start on a busy machine.
+        ``extra``: more options; ``env`` replaces the environment made from the settings."""
         import subprocess
 
         from nexusflow_kernel.workers import worker_argv
 
         proc = subprocess.Popen(
             worker_argv(processes, grace_s=10, extra=extra),
-            env=settings_env(self.settings), start_new_session=True,
+            env=env or settings_env(self.settings), start_new_session=True,
         )
         self.procs.append(proc)
         self._wait_ready(proc, processes, ready_timeout)

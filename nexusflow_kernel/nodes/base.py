@@ -177,6 +177,9 @@ class NodeType:
     subflow_key: ClassVar[str | None] = None
     """The config key that names another flow to run (a ``.nxflow`` path or a workflow
     reference); the engine resolves and pins it when the run starts."""
+    runs_code: ClassVar[bool] = False
+    """Whether the node runs user code under the workers' code isolation (``code``, ``@task``):
+    a run checks that the workers serving its queue can run code before it starts."""
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(pointer inside config, message)`` for faults the schema cannot see."""

@@ -30,6 +30,7 @@ from nexusflow_kernel.runstate.transitions import Claim, Follow, KnownOutputs, O
 from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
+from nexusflow_kernel.transport.presence import advertise, alive_key
 
 from .livelog import LiveLog
 from .reuse import Reuse
@@ -60,6 +61,9 @@ class Runtime:
         self.secrets, self.run_secrets = _secret_resolvers(self.settings)
         self._leases: _LeaseKeeper | None = None
         self._resume_key: bytes | None = None
+        self.advert: Callable[[], str] | None = None
+        """What this worker serves and how it runs code (``presence.advert``); set by
+        ``run_worker``. Without one, the worker is only marked alive."""
 
     def resume_token(self, run_id: str, node_id: str) -> str:
         """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
@@ -445,11 +449,6 @@ def _resolve_secrets(value: Any, resolver: Callable[[str], str] | None) -> Any:
     return value
 
 
-def alive_key(worker_name: str) -> str:
-    """Return the Redis key a live worker process keeps refreshing."""
-    return f"nexusflow:alive:{worker_name}"
-
-
 class _LeaseKeeper:
     """One thread per worker process that renews the lease of the node being run.
 
@@ -491,7 +490,8 @@ class _LeaseKeeper:
         alive_ttl = max(10, int(3 * s.heartbeat_s))
         while True:
             try:  # tells the reconciler this worker lives (its RQ jobs are not orphans)
-                self.rt.broker.redis.set(alive_key(self.rt.worker_name), 1, ex=alive_ttl)
+                advertise(self.rt.broker.redis, self.rt.worker_name,
+                          self.rt.advert() if self.rt.advert else None, alive_ttl)
             except Exception as exc:
                 logger.debug("could not mark the worker alive: %s", exc)
             forced = self._wake.wait(s.heartbeat_s)

@@ -13,9 +13,11 @@ from rq.timeouts import BaseDeathPenalty
 
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import get_redis
+from nexusflow_kernel.transport.presence import withdraw
 
 from .guard import GuardedJob, GuardedWorker
 from .jobs import Runtime, runtime, set_runtime
+from .presence import Advert
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,16 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     cls = ForkingNodeWorker if fork else NodeWorker
     worker = cls(queue_names(rt.settings, queues), connection=connection,
                  serializer=JSONSerializer, job_class=GuardedJob, name=name or rt.worker_name)
-    _ = rt.leases  # start the lease keeper now: it also marks this worker alive in Redis
+    advert = rt.advert = Advert(rt.settings, rt.worker_name, queues)
+    _ = rt.leases  # start the lease keeper now: it marks this worker alive, with its advert
     # RQ installs its own SIGTERM handler (warm shutdown: the node in hand finishes).
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     logger.info("worker %s (pid %s) serving %s", worker.name, os.getpid(), queues)
-    return worker.work(burst=burst, with_scheduler=False, logging_level=log_level)
+    try:
+        return worker.work(burst=burst, with_scheduler=False, logging_level=log_level)
+    finally:
+        advert.stop()
+        try:  # gone now, not when the alive key expires
+            withdraw(connection, rt.worker_name)
+        except Exception as exc:
+            logger.debug("could not withdraw the worker advert: %s", exc)

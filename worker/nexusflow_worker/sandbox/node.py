@@ -33,6 +33,7 @@ class CodeNode(NodeType):
     category = "advanced"
     queue = "sandbox"
     effectful = True
+    runs_code = True
     template_exempt: ClassVar[tuple[str, ...]] = ("source",)
     """Code is never a template: a run input would become code (the code gets them as JSON)."""
     config_schema: ClassVar[dict[str, Any]] = {

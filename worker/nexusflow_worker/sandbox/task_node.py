@@ -70,6 +70,7 @@ class PythonTaskNode(NodeType):
                    "and run inputs.")
     category = "advanced"
     effectful = True
+    runs_code = True
     template_exempt: ClassVar[tuple[str, ...]] = ("source",)
     """Code is never a template: a run input would become code (the function gets them)."""
     config_schema: ClassVar[dict[str, Any]] = {
