@@ -29,6 +29,8 @@ _EXPORTS = {
     "CompiledFlow": "model.compiler",
     "Flow": "notebook.flow",
     "LocalWorkers": "workers",
+    "WorkersCannotRun": "workers",
+    "live_workers": "workers",
     "Run": "notebook.run",
     "RunFailed": "notebook.run",
     "Task": "notebook.tasks",
@@ -52,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .notebook.run import Run, RunFailed
     from .notebook.tasks import Task, TaskError, task
     from .settings import Settings
-    from .workers import LocalWorkers
+    from .workers import LocalWorkers, WorkersCannotRun, live_workers
 
 __all__ = sorted(_EXPORTS)
 

@@ -37,6 +37,10 @@ RECONCILE_INTERVAL_S = 2.0
 REQUEUE_GRACE_S = 5.0
 """How long a queued node may be missing from Redis before the reconciler pushes it again."""
 
+NO_WORKER_WAIT_S = 15.0
+"""How long ``nexusflow run`` and a notebook's ``run.wait()`` follow a run whose queued node no
+live worker serves before they give up (the run is kept: start a worker, then wait again)."""
+
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 """Largest node output stored, in bytes of JSON; a bigger one fails the node."""
 

@@ -29,7 +29,9 @@ from .runstate.store import Binding, RunStore
 from .runstate.transitions import Effects
 from .services import resolve_backends
 from .settings import Settings
-from .transport.broker import ALL_EVENTS_KEY, Broker, check_redis, events_key
+from .transport import presence
+from .transport.broker import ALL_EVENTS_KEY, Broker, check_redis, event, events_key
+from .transport.presence import WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +326,77 @@ class Engine(DebugLoop):
         return self.store.workflow_for_key(key)
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
+        """Return a run with its nodes; a queued node that no live worker can take (nobody
+        serves its queue) says so in ``waiting``: ``{"kind": "worker", "queue", "message"}``,
+        the message saying what to start (a node in state ``waiting`` says what it waits for
+        the same way)."""
         run = self.store.get_run(run_id, outputs=outputs)
-        return self._masker(run_id, run).value(run)
+        run = self._masker(run_id, run).value(run)
+        if run["status"] == "running" and any(
+                n["state"] == "queued" for n in run["nodes"].values()):
+            for item in self.waiting(run_id):
+                run["nodes"][item["node"]]["waiting"] = _worker_wait(item)
+        return run
+
+    # ------------------------------------------------------------------ waiting nodes
+    def waiting(self, run_id: str | None = None, *,
+                live: list[WorkerInfo] | None = None) -> list[dict[str, Any]]:
+        """Return the queued nodes (of ``run_id``, or of every running run) that no live
+        worker serves: ``{"run", "node", "idx", "attempt", "queue", "message"}`` each."""
+        if live is None:
+            try:
+                live = presence.live_workers(self.redis)
+            except Exception:  # Redis away: say nothing rather than something wrong
+                logger.debug("cannot read the live workers", exc_info=True)
+                return []
+        served = {q for w in live for q in w.queues}
+        unserved = [q for q in presence.QUEUES if q not in served]
+        if not unserved:
+            return []
+        # A plugin type's own queue name goes through the default queue (Broker.queue_for).
+        lane = "CASE WHEN n.queue = 'sandbox' THEN 'sandbox' ELSE 'default' END"
+        sql = (f"SELECT n.execution_id::text AS run_id, n.node_id, n.idx, n.attempt, {lane}"
+               " AS lane FROM node_runs n")
+        if run_id is not None:
+            _check_uuid(run_id, "run")
+            sql += f" WHERE n.execution_id = %s AND n.state = 'queued' AND {lane} = ANY(%s)"
+            args: tuple[Any, ...] = (run_id, unserved)
+        else:
+            sql += (" JOIN executions e ON e.id = n.execution_id WHERE n.state = 'queued'"
+                    f" AND e.status = 'running' AND {lane} = ANY(%s)")
+            args = (unserved,)
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql + " ORDER BY n.execution_id, n.idx LIMIT 1000", args
+                                ).fetchall()
+        return [{"run": r["run_id"], "node": r["node_id"], "idx": r["idx"],
+                 "attempt": r["attempt"], "queue": r["lane"],
+                 "message": presence.no_worker_message(r["lane"])} for r in rows]
+
+    def report_waiting(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Append a ``waiting`` event, once per node attempt, for each queued node that no live
+        worker serves (of ``run_id``, or of every running run); return every such node.
+
+        The event is ``{"run", "node", "state": "queued", "attempt", "at", "waiting":
+        {"kind": "worker", "queue": "sandbox", "message": "waiting: no live worker serves
+        queue 'sandbox' (start ...)"}}``: canvases, the CLI and notebooks show the message
+        until the node's next event.
+        """
+        items = self.waiting(run_id)
+        if not items:
+            return items
+        pipe = self.redis.pipeline(transaction=False)
+        for item in items:
+            pipe.set(f"{events_key(item['run'])}:waiting:{item['idx']}:{item['attempt']}",
+                     item["queue"], nx=True, ex=24 * 3600)
+        fresh = [item for item, new in zip(items, pipe.execute(), strict=True) if new]
+        events = []
+        for item in fresh:
+            ev = event(item["run"], item["node"], "queued", item["attempt"])
+            ev["waiting"] = _worker_wait(item)
+            events.append(ev)
+        if events:
+            self.broker.publish(events=events)
+        return items
 
     def _masker(self, run_id: str, head: Mapping[str, Any] | None = None) -> Masker:
         """Return the masker of a run (``head``: its header, when already read).
@@ -523,6 +594,11 @@ class Engine(DebugLoop):
     def read_all_events(self, after: str = "$", block_ms: int | None = None,
                         count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         return self.broker.read_events(ALL_EVENTS_KEY, after, block_ms=block_ms, count=count)
+
+
+def _worker_wait(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what a queued node nobody serves shows in ``waiting`` (as waiting nodes do)."""
+    return {"kind": "worker", "queue": item["queue"], "message": item["message"]}
 
 
 def backend_advice(settings: Settings, backend: str) -> str:

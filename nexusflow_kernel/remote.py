@@ -151,6 +151,15 @@ class RemoteEngine:
                                                    "source": source, "status": status})
         return list(answer["runs"])
 
+    def report_waiting(self, run_id: str) -> list[dict[str, Any]]:
+        """Return the run's queued nodes that no live worker serves, as ``Engine`` does (the
+        service computes them and announces them to canvases itself)."""
+        nodes = self.get_run(run_id, outputs=False)["nodes"]
+        return [{"run": run_id, "node": node_id, "queue": wait.get("queue", "default"),
+                 "message": wait.get("message", "")}
+                for node_id, info in nodes.items()
+                if isinstance(wait := info.get("waiting"), dict) and wait.get("kind") == "worker"]
+
     def node_attempts(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
         answer = self._call("GET", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/logs")
         return list(answer["attempts"])

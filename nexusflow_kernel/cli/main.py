@@ -1,7 +1,8 @@
 """The ``nexusflow`` command line.
 
 Errors print one line and exit non-zero: 1 a run that did not succeed, 2 bad input (the flow,
-an argument), 3 a backend that cannot be reached. More commands come from other packages
+an argument) or workers that cannot run it, 3 a backend that cannot be reached, 4 a run left
+waiting for a worker nobody runs (it goes on). More commands come from other packages
 through the entry point group ``nexusflow.commands`` (``worker``, ``sandbox``, ...).
 """
 
@@ -21,6 +22,10 @@ from typing import Any
 import click
 
 from ..errors import BackendUnavailable, FlowError, NexusFlowError
+
+
+class RunWaiting(NexusFlowError):
+    """``nexusflow run`` gave up on a run whose queued node no live worker serves."""
 
 FINAL = ("succeeded", "failed", "canceled")
 STATE_STYLE = {
@@ -46,6 +51,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), 2)
         except BackendUnavailable as exc:
             _fail(str(exc), 3)
+        except RunWaiting as exc:
+            _fail(str(exc), 4)
         except NexusFlowError as exc:
             _fail(str(exc), 2)
         except ValueError as exc:  # bad settings values
@@ -132,20 +139,37 @@ def validate(flow: Path) -> None:
 @handle_errors
 def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach: bool,
         timeout: float | None, use_pins: bool, no_cache: bool) -> None:
-    """Run a flow file and show its progress; exit 0 only when it succeeded."""
+    """Run a flow file and show its progress; exit 0 only when it succeeded.
+
+    With ``--workers N`` the temporary workers serve every queue the flow needs (``sandbox``
+    too when it has code nodes). A node that no live worker can take is reported at once
+    ("waiting: no live worker serves queue ..."); after a while the command gives up (exit 4)
+    and the run goes on.
+    """
     from ..model.compiler import compile_flow
     from ..model.document import load
+    from ..remote import RemoteEngine, local_workers_allowed
+    from ..workers import (
+        LocalWorkers,
+        check_code_isolation,
+        isolation_choice,
+        live_workers,
+        queues_needed,
+    )
 
     compiled = compile_flow(load(flow))  # fail fast, before any service starts
     engine = _engine()
     engine.check()
-    from ..remote import local_workers_allowed
-    from ..workers import LocalWorkers
-
+    sup = None
     if workers and not detach:
         local_workers_allowed(engine, f"--workers {workers}")
-    sup = LocalWorkers(workers, settings=engine.settings) if workers and not detach else None
+        sup = LocalWorkers(workers, settings=engine.settings, queues=list(queues_needed(compiled)))
     try:
+        if sup is not None:
+            sup.wait_ready(timeout=60)
+        if not isinstance(engine, RemoteEngine):  # the service's workers are its own to check
+            check_code_isolation(compiled, live_workers(engine.settings, redis=engine.redis),
+                                 isolation_choice(engine.configured))
         run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
                                   source=str(flow.resolve()), use_pins=use_pins,
                                   cache=not no_cache)
@@ -162,18 +186,42 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
 
 def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
           timeout: float | None) -> dict[str, Any]:
-    """Follow a run's events until it ends; draw a live table on a terminal."""
+    """Follow a run's events until it ends; draw a live table on a terminal.
+
+    Every second it asks which queued nodes no live worker serves: they show as waiting (on
+    stderr, once each, when there is no table) and after ``NO_WORKER_WAIT_S`` of that the
+    wait ends with ``RunWaiting``.
+    """
     from rich.console import Console
     from rich.live import Live
 
+    from ..defaults import NO_WORKER_WAIT_S
+
     deadline = time.monotonic() + timeout if timeout else None
     states: dict[str, tuple[str, int]] = {n: ("pending", 0) for n in order}
+    waiting: dict[str, str] = {}
+    told: set[tuple[str, str]] = set()
     cursor = "0-0"
     console = Console(stderr=True)
     show = live and console.is_terminal
-    with Live(_table(states), console=console, refresh_per_second=8,
+    last_check, stuck_since = 0.0, None
+    with Live(_table(states, waiting), console=console, refresh_per_second=8,
               transient=False) if show else _nullcontext() as view:
         while True:
+            now = time.monotonic()
+            if now - last_check >= 1.0:
+                last_check = now
+                waiting = {w["node"]: w["message"] for w in engine.report_waiting(run_id)}
+                stuck_since = (stuck_since or now) if waiting else None
+                for node, message in waiting.items():
+                    if view is None and (node, message) not in told:
+                        told.add((node, message))
+                        click.echo(f"{node}: {message}", err=True)
+                if stuck_since is not None and now - stuck_since > NO_WORKER_WAIT_S:
+                    node, message = next(iter(waiting.items()))
+                    raise RunWaiting(f"run {run_id} gave up after {NO_WORKER_WAIT_S:g} s: node "
+                                     f"{node!r} is {message}; the run goes on: see `nexusflow "
+                                     f"show {run_id}`")
             items = engine.read_events(run_id, cursor, block_ms=500)
             run_state = None
             for entry_id, ev in items:
@@ -182,15 +230,17 @@ def _wait(engine: Any, run_id: str, order: tuple[str, ...], *, live: bool,
                     run_state = ev["state"]
                 else:
                     states[ev["node"]] = (ev["state"], ev.get("attempt") or 0)
+                    if ev.get("state") != "queued":
+                        waiting.pop(ev["node"], None)
             if view is not None:
-                view.update(_table(states))
+                view.update(_table(states, waiting))
             if run_state in FINAL or not items:
                 result = engine.get_run(run_id)
                 if result["status"] in FINAL:
                     if view is not None:
                         states.update({k: (v["state"], v["attempts"])
                                        for k, v in result["nodes"].items()})
-                        view.update(_table(states))
+                        view.update(_table(states, {}))
                     return result
             if deadline and time.monotonic() > deadline:
                 raise NexusFlowError(f"run {run_id} did not finish within {timeout:g} s "
@@ -205,17 +255,20 @@ class _nullcontext:
         return None
 
 
-def _table(states: dict[str, tuple[str, int]]) -> Any:
+def _table(states: dict[str, tuple[str, int]], waiting: dict[str, str]) -> Any:
     from rich.table import Table
 
     done = sum(1 for s, _ in states.values() if s in ("succeeded", "failed", "skipped",
                                                       "canceled"))
-    table = Table(title=f"{done}/{len(states)} nodes done", show_edge=False)
+    caption = "\n".join(sorted(set(waiting.values()))) or None
+    table = Table(title=f"{done}/{len(states)} nodes done", show_edge=False, caption=caption,
+                  caption_style="bold yellow")
     table.add_column("node")
     table.add_column("state")
     table.add_column("attempt", justify="right")
     for node, (state, attempt) in list(states.items())[:40]:
-        table.add_row(node, f"[{STATE_STYLE.get(state, '')}]{state}", str(attempt or ""))
+        shown = "waiting" if node in waiting else state
+        table.add_row(node, f"[{STATE_STYLE.get(shown, '')}]{shown}", str(attempt or ""))
     if len(states) > 40:
         table.add_row(f"... {len(states) - 40} more", "", "")
     return table
@@ -259,6 +312,8 @@ def _waits(waiting: dict[str, Any]) -> str:
         text = "waits for a callback on its resume URL"
     elif kind == "subflow":
         text = f"waits for its sub-flow run {waiting.get('child')}"
+    elif kind == "worker":  # queued, and no live worker serves its queue
+        return str(waiting.get("message"))
     else:
         text = f"waits ({kind})"
     if waiting.get("timeout_at"):

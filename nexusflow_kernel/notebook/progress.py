@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 from typing import Any
 
@@ -28,6 +29,10 @@ def _counts(data: dict[str, Any]) -> tuple[int, int, str]:
         text += f"; running {', '.join(running)}"
     if failed:
         text += f"; failed {', '.join(failed)}"
+    waits = {n["waiting"].get("message") for n in nodes.values()
+             if isinstance(n.get("waiting"), dict) and n["state"] == "queued"}
+    for message in sorted(w for w in waits if w):  # what a queued node has no worker for
+        text += f"; {message}"
     return done, len(nodes), text
 
 
@@ -70,7 +75,7 @@ class WidgetProgress:
         self.bar.max = max(1, total)
         self.bar.value = done
         self.bar.bar_style = self.COLORS.get(data["status"], "info")
-        self.label.value = f"<b>{data['name']}</b> {data['status']}: {text}"
+        self.label.value = html.escape(f"{data['name']} {data['status']}: {text}")
 
     def close(self) -> None:
         pass

@@ -14,10 +14,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import remote
+from ..defaults import NO_WORKER_WAIT_S
 from ..errors import NexusFlowError, NotFoundError
-from ..remote import RemoteEngine, live_workers, local_workers_allowed, open_engine
+from ..remote import RemoteEngine, local_workers_allowed, open_engine
 from ..settings import Settings, mask_url
-from ..workers import LocalWorkers
+from ..transport.presence import no_worker_message, serving
+from ..workers import (
+    LocalWorkers,
+    WorkersCannotRun,
+    check_code_isolation,
+    isolation_choice,
+    live_workers,
+    queues_needed,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
@@ -39,8 +49,8 @@ class Runnable(Protocol):
 FINAL = ("succeeded", "failed", "canceled")
 NODE_FINAL = ("succeeded", "failed", "skipped", "canceled")
 
-STALL_S = 15.0
-"""How long ``wait`` lets a run sit still with no worker serving its queue before giving up."""
+STALL_S = NO_WORKER_WAIT_S
+"""How long ``wait`` follows a run whose queued node no live worker serves before giving up."""
 
 
 class RunFailed(NexusFlowError):
@@ -102,65 +112,105 @@ def get_engine(settings: Settings | None = None) -> Engine | RemoteEngine:
 def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
               workers: int | str | None, timeout: float | None, progress: bool,
               settings: Settings | None, use_pins: bool = False, cache: bool = True) -> Run:
-    """Start ``flow`` (see ``Flow.run``) and return its handle."""
+    """Start ``flow`` (see ``Flow.run``) and return its handle.
+
+    Temporary workers (``workers=N`` or ``"auto"``) serve every queue the flow needs. Before
+    anything is stored, the live workers are checked: a queue nobody serves refuses a waiting
+    run (``RunStalled``), and code nodes that the workers cannot run, or would run otherwise
+    than this kernel's ``NEXUSFLOW_CODE_ISOLATION`` asks, raise ``WorkersCannotRun``.
+    """
     compiled = flow.validate()  # a flow with errors raises before anything is stored
     engine = get_engine(settings)
+    needed = list(queues_needed(compiled))
     local = None
     if workers == "auto":
-        _auto_workers(engine)
-        workers = None
+        _auto_workers(engine, needed)
     elif workers:
         local_workers_allowed(engine, f"flow.run(workers={workers!r})")
-        local = LocalWorkers(int(workers), settings=engine.settings)
-    elif wait and not _some_worker(engine, within_s=WORKER_WAIT_S):
-        raise RunStalled(_no_workers(engine))
-    source = str(flow.path.resolve()) if flow.path is not None else None
-    run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
-                              trigger="notebook", use_pins=use_pins, cache=cache)
+        local = LocalWorkers(int(workers), settings=engine.settings, queues=needed)
+    try:
+        if local is not None:
+            local.wait_ready(timeout=60)
+        _check_workers(engine, compiled, needed, wait=wait)
+        source = str(flow.path.resolve()) if flow.path is not None else None
+        run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
+                                  trigger="notebook", use_pins=use_pins, cache=cache)
+    except BaseException:
+        if local is not None:
+            local.stop()
+        raise
     run = Run(run_id, engine=engine, flow=flow, workers=local)
+    for widget in getattr(flow, "_widgets", ()):  # the flow's inline canvases show it live
+        widget.follow(run)
     if wait:
         run.wait(timeout=timeout, progress=progress)
     return run
 
 
-WORKER_WAIT_S = 5.0
-"""How long ``flow.run`` waits for a worker to appear (one may be starting) before refusing."""
+WORKER_WAIT_S = 10.0
+"""How long ``flow.run`` waits for a worker to appear on each queue before it refuses
+(JupyterLab's take a few seconds to start after the server)."""
 
 
-def _some_worker(engine: Engine | RemoteEngine, within_s: float) -> bool:
+def _check_workers(engine: Engine | RemoteEngine, compiled: CompiledFlow, queues: list[str],
+                   *, wait: bool) -> None:
+    """Refuse a run the live workers would leave waiting (when ``wait``), or whose code nodes
+    they cannot run as asked. The service's workers are the service's to check."""
+    within = WORKER_WAIT_S if wait else 0.0
+    if isinstance(engine, RemoteEngine):
+        if wait and not _some_remote_worker(engine, within):
+            raise RunStalled(_no_workers(engine))
+        return
+    end = time.monotonic() + within
+    while True:
+        live = live_workers(engine.settings, redis=engine.redis)
+        missing = [q for q in queues if not serving(live, q)]
+        if not missing or time.monotonic() >= end:
+            break
+        time.sleep(0.2)
+    if missing and wait:
+        raise RunStalled(_no_workers(engine, missing[0]))
+    check_code_isolation(compiled, live, isolation_choice(engine.configured))
+
+
+def _some_remote_worker(engine: RemoteEngine, within_s: float) -> bool:
     end = time.monotonic() + within_s
     while True:
-        if live_workers(engine) > 0:
+        if remote.live_workers(engine) > 0:
             return True
         if time.monotonic() >= end:
             return False
         time.sleep(0.2)
 
 
-_shared: dict[str, LocalWorkers] = {}
+_shared: dict[tuple[str, tuple[str, ...]], LocalWorkers] = {}
 
 
-def _auto_workers(engine: Engine | RemoteEngine, processes: int = 2) -> LocalWorkers | None:
-    """Start workers kept for this kernel's life when none serve the queue (``"auto"``)."""
-    key = engine.settings.redis_url or ""
+def _auto_workers(engine: Engine | RemoteEngine, queues: list[str], processes: int = 2) -> None:
+    """Start workers kept for this kernel's life for the queues no live worker serves
+    (``workers="auto"``), and wait until they serve them."""
+    if isinstance(engine, RemoteEngine):
+        if remote.live_workers(engine) == 0:
+            local_workers_allowed(engine, "flow.run(workers='auto') found no worker")
+        return
+    live = live_workers(engine.settings, redis=engine.redis)
+    missing = tuple(q for q in queues if not serving(live, q))
+    if not missing:
+        return
+    key = (engine.settings.redis_url or "", missing)
     mine = _shared.get(key)
-    if mine is not None and mine.running:
-        return mine
-    if live_workers(engine) > 0:
-        return None
-    local_workers_allowed(engine, "flow.run(workers='auto') found no worker")
-    _shared[key] = LocalWorkers(processes, settings=engine.settings)
-    return _shared[key]
+    if mine is None or not mine.running:
+        mine = _shared[key] = LocalWorkers(processes, settings=engine.settings, queues=missing)
+    mine.wait_ready(timeout=60)
 
 
-def _no_workers(engine: Engine | RemoteEngine) -> str:
+def _no_workers(engine: Engine | RemoteEngine, queue: str = "default") -> str:
     if isinstance(engine, RemoteEngine):
         return (f"no worker serves the Nexus-Flow service at {engine.url}: its workers are "
                 "down or busy starting; ask whoever runs the service")
-    return (f"no worker serves the queue {engine.settings.queue_name!r} on "
-            f"{mask_url(engine.settings.redis_url)}: start workers with `nexusflow worker` "
-            "(JupyterLab's Nexus-Flow extension starts local ones), or pass workers=2 "
-            "(or workers='auto') to flow.run() to start temporary ones")
+    return (f"{no_worker_message(queue)} on {mask_url(engine.settings.redis_url)}; "
+            "JupyterLab's Nexus-Flow extension starts local workers, or pass workers=2 (or "
+            "workers='auto') to flow.run() to start temporary ones for this run")
 
 
 # ---------------------------------------------------------------------- the handle
@@ -310,15 +360,14 @@ class Run:
                                      f"Run.attach({self.id!r}).wait()")
                 if now - last_check > 2.0:
                     last_check = now
-                    if self._workers is None or not self._workers.running:
-                        if live_workers(self.engine) == 0:
-                            idle_since = idle_since or now
-                            if now - idle_since > STALL_S:
-                                raise RunStalled(f"run {self.id} is waiting: "
-                                                 + _no_workers(self.engine)
-                                                 + f"; then Run.attach({self.id!r}).wait()")
-                        else:
-                            idle_since = None
+                    waiting = self.engine.report_waiting(self.id)
+                    idle_since = (idle_since or now) if waiting else None
+                    if idle_since is not None and now - idle_since > NO_WORKER_WAIT_S:
+                        w = waiting[0]
+                        raise RunStalled(
+                            f"run {self.id} is waiting: node {w['node']!r}: "
+                            + _no_workers(self.engine, w.get("queue", "default"))
+                            + f"; the run goes on: Run.attach({self.id!r}).wait() later")
                 block = 500 if deadline is None else max(1, min(500, int(
                     (deadline - now) * 1000)))
                 items = self.events(after, block_ms=block)
@@ -363,7 +412,9 @@ class Run:
             self.engine.retry_run(self.id, from_node)
         if workers:
             local_workers_allowed(self.engine, f"run.retry(workers={workers!r})")
-            self._workers = LocalWorkers(workers, settings=self.engine.settings)
+            queues = list(queues_needed(self.flow.validate())) if self.flow is not None \
+                else ["default", "sandbox"]
+            self._workers = LocalWorkers(workers, settings=self.engine.settings, queues=queues)
         if wait:
             self.wait(timeout=timeout)
         return self
@@ -467,4 +518,5 @@ def runs(flow: Runnable | None = None, *, limit: int = 20,
 
 
 __all__ = ["NotFoundError", "Outputs", "Run", "RunFailed", "RunStalled", "RunTimeout",
+           "WorkersCannotRun",
            "get_engine", "runs", "start_run"]

@@ -83,7 +83,9 @@ class FlowWidget(anywidget.AnyWidget):
     catalog = traitlets.Dict().tag(sync=True)
     """Node type -> ``{title, output_handles}``."""
     states = traitlets.Dict().tag(sync=True)
-    """Node id -> ``{state, attempt, error}`` of the run shown."""
+    """Node id -> ``{state, attempt, error}`` of the run shown (plus ``waiting``, what the
+    node waits for: ``{kind, message, ...}``, e.g. ``kind: "worker"`` while a queued node's
+    queue has no live worker)."""
     run_id = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     """The run's status (empty when no run is shown)."""
@@ -162,7 +164,7 @@ class FlowWidget(anywidget.AnyWidget):
 
     def _apply_snapshot(self, run: Followable) -> str:
         data = run.info()
-        self.states = {k: {"state": v["state"], "attempt": v["attempts"], "error": v["error"]}
+        self.states = {k: _state(v["state"], v["attempts"], v["error"], v.get("waiting"))
                        for k, v in data["nodes"].items() if v["state"] != "pending"}
         self.status = data["status"]
         return data["status"]
@@ -197,12 +199,21 @@ class FlowWidget(anywidget.AnyWidget):
                     if ev.get("state") in FINAL:
                         final = ev["state"]
                     continue
-                states[node] = {"state": ev.get("state"), "attempt": ev.get("attempt"),
-                                "error": ev.get("error")}
+                states[node] = _state(ev.get("state"), ev.get("attempt"), ev.get("error"),
+                                      ev.get("waiting"))
             self.states = states
             if final is not None:
                 self._apply_snapshot(run)  # PostgreSQL has the last word
                 return
+
+
+def _state(state: Any, attempt: Any, error: Any, waiting: Any = None) -> dict[str, Any]:
+    """One node's entry in ``states``; ``waiting`` only while the node waits for something
+    (a worker on its queue, an approval, a callback): ``{kind, message, ...}``."""
+    entry = {"state": state, "attempt": attempt, "error": error}
+    if waiting:
+        entry["waiting"] = waiting
+    return entry
 
 
 __all__ = ["FlowWidget", "node_catalog"]

@@ -71,7 +71,8 @@ class NexusFlow(ExtensionApp):
     worker_command = List(
         Unicode(), config=True,
         help="Command that starts the local worker; default: this Python's "
-        "`-m nexusflow_worker --processes N`.",
+        "`-m nexusflow_worker --processes N --queues default,sandbox` (every queue a flow "
+        "may need).",
     )
     worker_restart_backoff_s = Float(
         1.0, config=True, help="First delay before a dead worker restarts."
@@ -142,6 +143,10 @@ class NexusFlow(ExtensionApp):
     )
     trigger_poll_s = Float(
         1.0, config=True, help="How often schedules and queue triggers are polled."
+    )
+    waiting_poll_s = Float(
+        2.0, config=True,
+        help="How often running runs are checked for queued nodes no live worker serves.",
     )
     queue_claim_idle_s = Float(
         60.0, config=True,
@@ -330,7 +335,7 @@ class NexusFlow(ExtensionApp):
             return list(self.worker_command)
         from nexusflow_kernel.workers import worker_argv
 
-        return worker_argv(self.local_worker_processes)
+        return worker_argv(self.local_worker_processes, queues=("default", "sandbox"))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.ready = asyncio.Event()
@@ -364,7 +369,18 @@ class NexusFlow(ExtensionApp):
 
             self.trigger_loops = TriggerLoops(self)
             self._tasks.append(asyncio.create_task(self.trigger_loops.run()))
+        self._tasks.append(asyncio.create_task(self._report_waiting()))
         self.ready.set()
+
+    async def _report_waiting(self) -> None:
+        """Say, in the run's event stream, when a queued node has no live worker to take it
+        (``Engine.report_waiting``): the canvas shows the sentence on the node."""
+        while not self.stopping.is_set():
+            try:
+                await self.run_sync(self.engine().report_waiting)
+            except Exception as exc:  # Redis or PostgreSQL away: the next pass tries again
+                self.log.debug("Nexus-Flow: waiting report failed: %s", exc)
+            await asyncio.sleep(self.waiting_poll_s)
 
     async def stop_extension(self) -> None:
         self.stopping.set()
