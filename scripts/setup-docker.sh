@@ -10,6 +10,7 @@
 # Environment:
 #   NEXUSFLOW_DOCKERD_LOG   where dockerd logs (default: /var/log/nexusflow-dockerd.log)
 #   NEXUSFLOW_DOCKER_WAIT_S how long to wait for the engine (default: 60)
+#   NEXUSFLOW_DOCKER_NONINTERACTIVE  set: never prompt for a sudo password, fail instead
 set -euo pipefail
 
 log_file="${NEXUSFLOW_DOCKERD_LOG:-/var/log/nexusflow-dockerd.log}"
@@ -18,12 +19,28 @@ wait_s="${NEXUSFLOW_DOCKER_WAIT_S:-60}"
 say() { echo "setup-docker: $*" >&2; }
 
 sudo_if_needed() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif [ -n "${NEXUSFLOW_DOCKER_NONINTERACTIVE:-}" ]; then
+        sudo -n "$@" 2>/dev/null || {
+            say "this needs root (sudo asks for a password): run sudo bash scripts/setup-docker.sh"
+            exit 1
+        }
+    else
+        sudo "$@"
+    fi
 }
 
 engine_answers() {
     command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1
 }
+
+if [ "$(id -u)" -ne 0 ] && [ -n "${NEXUSFLOW_DOCKER_NONINTERACTIVE:-}" ] &&
+    ! engine_answers && ! sudo -n true 2>/dev/null; then
+    say "no Docker engine answers, and making one needs root (sudo asks for a password):"
+    say "run sudo bash scripts/setup-docker.sh"
+    exit 1
+fi
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
@@ -40,14 +57,16 @@ if engine_answers; then
     exit 0
 fi
 
-if [ -z "${DOCKER_HOST:-}" ] || [ "${DOCKER_HOST}" = "unix:///var/run/docker.sock" ]; then
-    if ! pgrep -x dockerd >/dev/null 2>&1; then
-        say "starting dockerd (log: ${log_file})"
-        mkdir -p "$(dirname "${log_file}")"
-        sudo_if_needed setsid dockerd --bridge=none --iptables=false --ip6tables=false \
-            >>"${log_file}" 2>&1 </dev/null &
-        disown || true
-    fi
+if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix:///var/run/docker.sock" ]; then
+    say "DOCKER_HOST=${DOCKER_HOST} does not answer, and it is not an engine this script starts"
+    exit 1
+fi
+if ! pgrep -x dockerd >/dev/null 2>&1; then
+    say "starting dockerd (log: ${log_file})"
+    mkdir -p "$(dirname "${log_file}")"
+    sudo_if_needed setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+        >>"${log_file}" 2>&1 </dev/null &
+    disown || true
 fi
 
 deadline=$((SECONDS + wait_s))
