@@ -98,3 +98,39 @@ def test_a_subflow_and_its_child_run_in_a_notebook(env, workers, tmp_path, monke
     kid = run.child("S")
     assert kid.outputs["square"] == 49 and kid.parent is not None and kid.parent.id == run.id
     assert [c.id for c in run.children()] == [kid.id]
+
+
+def test_error_handlers_pools_and_run_limits_in_a_notebook(env, workers, tmp_path,
+                                                           monkeypatch) -> None:
+    from nexusflow_kernel.notebook.run import get_engine, runs
+
+    monkeypatch.chdir(tmp_path)
+    get_engine().set_pool("nb", 1)
+    alert = nf.Flow("alert")
+    alert.transform("seen", "[f['id'] for f in params['failed_nodes']]")
+    alert.save(tmp_path / "alert.nxflow")
+    f = nf.Flow("guarded", max_active_runs=1, on_failure=alert)
+    bad = f.transform("bad", "1 / 0", pool="nb")
+    bad >> f.transform("fix", "'division by zero' in inputs['bad']['error']",
+                       trigger_rule="one_failed", recovers=True)
+    f.transform("other", "2", pool="nb")
+    started(workers, env, 2)
+    first, second = f.run(wait=False), f.run(wait=False)
+    assert second.status == "queued"  # max_active_runs=1: it waits for the first
+    first.wait(timeout=60, progress=False)
+    second.wait(timeout=60, progress=False)
+    assert first.status == "succeeded"  # the handler recovered the failure
+    assert first.outputs["fix"] is True
+    assert first.nodes["bad"]["state"] == "failed"
+    # No alert: the run succeeded. Without the recovering handler it fails, and alerts.
+    f.remove("fix")
+    failed = f.run(wait=False)
+    assert failed.wait(timeout=60, progress=False, raise_on_failure=False).status == "failed"
+    deadline = time.monotonic() + 30
+    while True:
+        alerts = [r for r in runs(limit=50) if r["trigger"] == "on_failure"]
+        if alerts and alerts[0]["status"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, alerts
+        time.sleep(0.2)
+    assert nf.Run.attach(alerts[0]["run_id"]).outputs["seen"] == ["bad"]
