@@ -186,6 +186,8 @@ class Flow(FlowControlNodes):
         self._live: LiveLink | None = None
         self._widgets: list[Any] = []
         self.path: Path | None = None
+        self._synced: dict[str, Any] | None = None
+        """The document as last read from or written to ``path`` (the merge base of a link)."""
 
     # ------------------------------------------------------------------ nodes
     def node(self, type: str, id: str, *, label: str | None = None,
@@ -427,8 +429,10 @@ class Flow(FlowControlNodes):
     def save(self, path: str | Path) -> Path:
         """Write the canonical ``.nxflow`` document to ``path`` and return the path."""
         path = Path(path)
-        save(self.to_dict(), path)
+        document = self.to_dict()
+        save(document, path)
         self.path = path
+        self._synced = document
         return path
 
     @classmethod
@@ -494,6 +498,7 @@ class Flow(FlowControlNodes):
             raise FlowSyntaxError(f"cannot read file: {exc.strerror}", source=str(path)) from None
         f = cls.from_dict(parse_flow_text(text, source=str(path)), source=str(path))
         f.path = path
+        f._synced = f.to_dict()
         return f
 
     def _replace(self, raw: Mapping[str, Any]) -> None:
@@ -604,30 +609,51 @@ class Flow(FlowControlNodes):
 
         return mimebundle(self, include, exclude)
 
-    def link(self, path: str | Path, *, server: Any = None, push: bool = True) -> LiveLink:
+    def link(self, path: str | Path, *, server: Any = None, push: bool = True,
+             force: bool = False) -> LiveLink:
         """Link this flow to ``path`` as open in JupyterLab: from now on every change made
         here is sent to the live collaborative document (open canvases show it within a
-        second). ``push=False`` links without sending the current flow."""
+        second). ``push=False`` links without sending the current flow.
+
+        Linking merges: this flow's changes since it was loaded from (or saved to) that file
+        go to the live document, a collaborator's changes made meanwhile stay and come into
+        this flow, and where both changed the same thing theirs is kept and the clash is
+        warned about (``LinkConflict``, also in ``link.conflicts``); ``force=True`` sends
+        ours instead. A flow that was never in that file merges from nothing: what it adds
+        arrives, and a node both sides have but differently is a clash.
+        """
         from .live import LiveLink
 
-        self._live = LiveLink.connect(path, server=server)
+        link = LiveLink.connect(path, server=server)
+        if self._synced is not None and self.path is not None and _same_file(self.path, link):
+            link.last = self._synced
+        self._live = link
         if push:
-            self._live.push(self.to_dict())
-        return self._live
+            self._adopt(link.push(self.to_dict(), force=force))
+        return link
 
     def unlink(self) -> None:
         """Stop sending changes to the linked document."""
         self._live = None
 
-    def push(self) -> dict[str, Any]:
-        """Send this flow's changes to the linked live document; return the server's answer."""
-        return self._require_link().push(self.to_dict())
+    def push(self, *, force: bool = False) -> dict[str, Any]:
+        """Merge this flow's changes into the linked live document (see ``link``); return the
+        server's answer (``conflicts``: the clashes, kept as the canvas has them unless
+        ``force``). The flow becomes the merged document."""
+        return self._adopt(self._require_link().push(self.to_dict(), force=force))
 
     def pull(self) -> Flow:
         """Replace this flow with the linked document as the canvas has it now."""
         data = self._require_link().pull()
         self._replace(data)
         return self
+
+    def _adopt(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Take the document a push left on the server (collaborators' changes included)."""
+        document = answer.get("document")
+        if document and document != self.to_dict():
+            self._replace(document)
+        return answer
 
     def _require_link(self) -> LiveLink:
         if self._live is None:
@@ -638,7 +664,7 @@ class Flow(FlowControlNodes):
 
     def _changed(self) -> None:
         if self._live is not None and self._live.auto:
-            self._live.push(self.to_dict())
+            self._adopt(self._live.push(self.to_dict()))
         for widget in self._widgets:
             widget.set_flow(self)
 
@@ -649,6 +675,16 @@ class Flow(FlowControlNodes):
 
 
 # ---------------------------------------------------------------------- helpers
+def _same_file(local: Path, link: LiveLink) -> bool:
+    """Whether ``link`` is to the file ``local`` (as the Jupyter server names it)."""
+    from .live import contents_path
+
+    try:
+        return contents_path(local, link.server) == link.path
+    except (NotFoundError, OSError):
+        return False
+
+
 def _output_handles(type_name: str) -> tuple[str, ...]:
     from ..nodes import get_node_type
 

@@ -158,6 +158,104 @@ def diff_ops(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, 
     return ops
 
 
+# ---------------------------------------------------------------------- merging
+_TOP = ("name", "description", "params")
+_MISSING = object()
+
+
+class LinkConflict(UserWarning):
+    """A push met changes a collaborator made to the same nodes or fields: theirs were kept."""
+
+
+def merge3(base: dict[str, Any] | None, ours: dict[str, Any], theirs: dict[str, Any] | None,
+           *, force: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Merge this kernel's document ``ours`` into the live document ``theirs``, both changed
+    from ``base`` (the document as this kernel last had it in sync; ``None``: an empty one).
+
+    What only one side changed is taken from it: a collaborator's edits survive, ours arrive.
+    Where both changed the same top-level field, node field or edge differently, theirs is
+    kept (``force``: ours) and the clash is listed as ``{"what", "id", "field", "ours",
+    "theirs"}``. Return the merged document and the clashes.
+    """
+    base, theirs = base or {}, theirs if theirs is not None else {}
+    conflicts: list[dict[str, Any]] = []
+
+    def pick(what: str, ident: str, field: str | None, b: Any, o: Any, t: Any) -> Any:
+        if o == b or o == t:
+            return t
+        if t == b:
+            return o
+        conflicts.append({"what": what, "id": ident, "field": field,
+                          "ours": None if o is _MISSING else o,
+                          "theirs": None if t is _MISSING else t})
+        return o if force else t
+
+    merged: dict[str, Any] = {k: v for k, v in theirs.items() if k not in ("nodes", "edges")}
+    for key in _TOP:
+        value = pick("flow", key, None, base.get(key, _MISSING), ours.get(key, _MISSING),
+                     theirs.get(key, _MISSING))
+        if value is _MISSING:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    for key in ("schema", "name"):
+        merged.setdefault(key, ours.get(key))
+
+    def by_id(doc: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
+        return {item["id"]: item for item in doc.get(key) or []}
+
+    nodes = []
+    b_nodes, o_nodes, t_nodes = by_id(base, "nodes"), by_id(ours, "nodes"), by_id(theirs, "nodes")
+    for node_id in _ordered(t_nodes, o_nodes, b_nodes):
+        b, o, t = (d.get(node_id, _MISSING) for d in (b_nodes, o_nodes, t_nodes))
+        if _MISSING in (o, t) or _MISSING is b:
+            node = pick("node", node_id, None, b, o, t)  # added or deleted on a side
+        else:  # present everywhere: field by field, so a move and an edit both survive
+            node = {}
+            for field in _ordered(t, o, b):
+                value = pick("node", node_id, field, b.get(field, _MISSING),
+                             o.get(field, _MISSING), t.get(field, _MISSING))
+                if value is not _MISSING:
+                    node[field] = value
+        if node is not _MISSING:
+            nodes.append(node)
+    edges = []
+    b_edges, o_edges, t_edges = by_id(base, "edges"), by_id(ours, "edges"), by_id(theirs, "edges")
+    for edge_id in _ordered(t_edges, o_edges, b_edges):
+        edge = pick("edge", edge_id, None, *(d.get(edge_id, _MISSING)
+                                             for d in (b_edges, o_edges, t_edges)))
+        if edge is not _MISSING:
+            edges.append(edge)
+    kept = {n["id"] for n in nodes}  # an edge whose node went away on the other side goes too
+    merged["nodes"] = nodes
+    merged["edges"] = [e for e in edges if e["source"] in kept and e["target"] in kept]
+    return merged, conflicts
+
+
+def _ordered(*maps: dict[str, Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for m in maps:
+        seen.update(dict.fromkeys(m))
+    return list(seen)
+
+
+def describe_conflicts(path: str, conflicts: list[dict[str, Any]], *, forced: bool) -> str:
+    """Return one sentence per clash, and what to do about it."""
+    lines = []
+    for c in conflicts:
+        where = {"flow": f"the flow's {c['id']}", "edge": f"edge {c['id']!r}",
+                 "node": f"node {c['id']!r}" + (f" {c['field']}" if c["field"] else "")}[c["what"]]
+        ours = "deleted" if c["ours"] is None else json.dumps(c["ours"], default=str)[:80]
+        theirs = "deleted" if c["theirs"] is None else json.dumps(c["theirs"], default=str)[:80]
+        lines.append(f"{where}: here {ours}, on the canvas {theirs}")
+    done = "Yours overwrote theirs (force=True)." if forced else (
+        "Kept the canvas's: flow.push(force=True) sends yours, or change them again here.")
+    many = len(conflicts) != 1
+    return (f"{path}: {len(conflicts)} change{'s' * many} made here clash{'' if many else 'es'} "
+            "with a collaborator's since this flow last synced: " + "; ".join(lines)
+            + f". {done}")
+
+
 class LiveLink:
     """A flow's link to one ``.nxflow`` document of one Jupyter server."""
 
@@ -167,8 +265,10 @@ class LiveLink:
         self.auto = True
         """Whether every change of the flow is pushed at once."""
         self.last: dict[str, Any] | None = None
-        """The document as the server last answered it (what the next push diffs against)."""
+        """The document as this kernel and the server last agreed on it (the merge base)."""
         self.live: bool | None = None
+        self.conflicts: list[dict[str, Any]] = []
+        """The clashes of the last push (see ``merge3``)."""
 
     @classmethod
     def connect(cls, path: str | Path, *, server: ServerInfo | str | None = None) -> LiveLink:
@@ -209,6 +309,15 @@ class LiveLink:
                 f"{body.get('message') or body}")
         return body
 
+    def _live_document(self) -> dict[str, Any] | None:
+        """Return the document as open canvases have it now (``None``: no such file yet)."""
+        try:
+            body = self._request("GET", "live", params={"path": self.path})
+        except NotFoundError:
+            return None
+        self.live = bool(body.get("live"))
+        return body["document"]
+
     def pull(self) -> dict[str, Any]:
         """Return the document as open canvases have it now (or as saved when none is open)."""
         body = self._request("GET", "live", params={"path": self.path})
@@ -216,25 +325,38 @@ class LiveLink:
         self.last = body["document"]
         return body["document"]
 
-    def push(self, document: dict[str, Any]) -> dict[str, Any]:
-        """Send what changed since the last push or pull; return the server's answer."""
-        if self.last is None:
-            try:
-                self.pull()
-            except NotFoundError:
-                self.last = None
-        ops = diff_ops(self.last, document)
-        if not ops and self.last is not None:
-            return {"path": self.path, "live": self.live, "applied": 0, "document": self.last}
-        body = self._request("POST", "patch",
-                             json={"path": self.path, "ops": ops, "create": True})
-        self.live = bool(body.get("live"))
-        self.last = body.get("document", document)
+    def push(self, document: dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+        """Merge ``document`` into the live one and send the result; return the server's
+        answer, whose ``document`` is the flow as everyone has it now.
+
+        The merge base is the document as last pushed or pulled (see ``merge3``): what a
+        collaborator changed meanwhile is kept, and a change of ours that clashes with one of
+        theirs is not sent but listed in ``conflicts`` (also in the answer) and warned about
+        with ``LinkConflict``; ``force=True`` sends ours instead.
+        """
+        theirs = self._live_document()
+        merged, conflicts = merge3(self.last, document, theirs, force=force)
+        self.conflicts = conflicts
+        ops = diff_ops(theirs, merged)
+        if not ops and theirs is not None:
+            self.last = theirs
+            body = {"path": self.path, "live": self.live, "applied": 0, "document": theirs}
+        else:
+            body = self._request("POST", "patch",
+                                 json={"path": self.path, "ops": ops, "create": True})
+            self.live = bool(body.get("live"))
+            self.last = body.get("document", merged)
+        body["conflicts"] = conflicts
+        if conflicts:
+            import warnings
+
+            warnings.warn(describe_conflicts(self.path, conflicts, forced=force), LinkConflict,
+                          stacklevel=3)
         return body
 
     def __repr__(self) -> str:
         return f"<LiveLink {self.path} on {self.server.url}>"
 
 
-__all__ = ["LiveLink", "LiveLinkError", "ServerInfo", "diff_ops", "find_server",
-           "running_servers"]
+__all__ = ["LinkConflict", "LiveLink", "LiveLinkError", "ServerInfo", "diff_ops", "find_server",
+           "merge3", "running_servers"]

@@ -137,3 +137,42 @@ def test_a_node_added_from_the_kernel_appears_on_the_open_canvas(lab, monkeypatc
     node_c = next(n for n in saved["nodes"] if n["id"] == "C")
     assert node_c["label"] == "added from the kernel"
     assert node_c["position"] == {"x": 0, "y": 280}
+
+
+def test_a_stale_link_merges_with_what_a_collaborator_did_meanwhile(lab, monkeypatch) -> None:
+    """Load a flow, a collaborator moves a node and relabels another on the open canvas, then
+    link: the move stays, our own new node arrives, and the clash is reported, not applied."""
+    from nexusflow_kernel.notebook.live import LinkConflict
+
+    path = lab.root / "merged.nxflow"
+    path.write_text(dumps_canonical(LINKED))
+    page = BrowserScenario(lab.url, lab.token, "live", lab.log, FLOW_FILE="merged.nxflow",
+                           EXPECT_NODES="2", NEW_ID="Z", EXPECT_EDGES="1")
+    try:
+        page.wait_ready()  # the canvas has the file open: the document is a live room
+        monkeypatch.setenv("NEXUSFLOW_SERVER_URL", lab.url)
+        monkeypatch.setenv("NEXUSFLOW_SERVER_TOKEN", lab.token)
+        monkeypatch.chdir(lab.root)
+        stale = nf.Flow.load("merged.nxflow")  # read before the collaborator's edits
+        collaborator = nf.Flow("merged")
+        collaborator.link("merged.nxflow", push=False)
+        collaborator.pull()
+        collaborator["B"].set(position={"x": 260, "y": 200})  # each change is live at once
+        collaborator["A"].set(label="theirs")
+        stale["A"].set(label="ours")  # the same field: a clash
+        stale.transform("Z", "2", position={"x": 0, "y": 300})  # ours alone
+        with pytest.warns(LinkConflict, match="node 'A' label: here \"ours\", on the canvas "
+                          "\"theirs\""):
+            link = stale.link("merged.nxflow")
+        result = page.result()
+    finally:
+        page.stop()
+    # Z reached the open canvas (the page may hold the earlier test's canvas too)
+    assert link.live is True and {"A", "B", "Z"} <= set(result["after"])
+    assert result["errors"] == []
+    live = {n["id"]: n for n in link.pull()["nodes"]}  # the room, as every canvas shows it
+    assert sorted(live) == ["A", "B", "Z"]
+    assert live["B"]["position"] == {"x": 260, "y": 200}  # did not jump back
+    assert live["A"]["label"] == "theirs"  # the clash was not applied
+    assert live["Z"]["position"] == {"x": 0, "y": 300}
+    assert stale["B"].node["position"] == {"x": 260, "y": 200}  # the kernel has the merge

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +18,13 @@ import pytest
 
 import nexusflow_kernel as nf
 from nexusflow_kernel.errors import BackendUnavailable, NotFoundError
-from nexusflow_kernel.notebook.live import LiveLinkError, diff_ops, find_server
+from nexusflow_kernel.notebook.live import (
+    LinkConflict,
+    LiveLinkError,
+    diff_ops,
+    find_server,
+    merge3,
+)
 
 TOKEN = "secret-token"
 
@@ -179,3 +186,90 @@ def test_diff_ops():
         {"op": "delete_node", "id": "B"},
         {"op": "put_node", "node": {"id": "A", "label": "x"}},
     ]
+
+
+# ---------------------------------------------------------------- merging with collaborators
+def _node(node_id: str, x: float = 0, **extra) -> dict:
+    return {"id": node_id, "type": "transform", "position": {"x": x, "y": 0},
+            "config": {"expression": "1"}, **extra}
+
+
+def _doc(*nodes: dict, edges=()) -> dict:
+    return {"schema": 1, "name": "m", "nodes": list(nodes),
+            "edges": [{"id": f"{s}-{t}", "source": s, "target": t} for s, t in edges]}
+
+
+def test_merge3_keeps_each_sides_changes_and_lists_clashes():
+    base = _doc(_node("A"), _node("B"), _node("C"), edges=[("A", "B")])
+    ours = _doc(_node("A", label="mine"), _node("B", x=5), _node("D"), edges=[("A", "B")])
+    theirs = _doc(_node("A", x=100), _node("B", x=9), _node("C"), _node("E"),
+                  edges=[("A", "B"), ("A", "E")])
+    merged, conflicts = merge3(base, ours, theirs)
+    nodes = {n["id"]: n for n in merged["nodes"]}
+    assert nodes["A"]["position"] == {"x": 100, "y": 0} and nodes["A"]["label"] == "mine"
+    assert nodes["B"]["position"] == {"x": 9, "y": 0}  # both moved B: theirs kept
+    assert "C" not in nodes  # we deleted C, they did not touch it
+    assert {"D", "E"} <= set(nodes)  # each side's new node
+    assert {e["id"] for e in merged["edges"]} == {"A-B", "A-E"}
+    assert conflicts == [{"what": "node", "id": "B", "field": "position",
+                          "ours": {"x": 5, "y": 0}, "theirs": {"x": 9, "y": 0}}]
+    forced, _ = merge3(base, ours, theirs, force=True)
+    assert next(n for n in forced["nodes"] if n["id"] == "B")["position"] == {"x": 5, "y": 0}
+
+
+def test_merge3_edits_against_a_deletion_keep_the_deletion_and_say_so():
+    base = _doc(_node("A"), _node("B"), edges=[("A", "B")])
+    ours = _doc(_node("A"), _node("B", label="edited"), edges=[("A", "B")])
+    theirs = _doc(_node("A"))
+    merged, conflicts = merge3(base, ours, theirs)
+    assert [n["id"] for n in merged["nodes"]] == ["A"] and merged["edges"] == []
+    assert conflicts == [{"what": "node", "id": "B", "field": None,
+                          "ours": _node("B", label="edited"), "theirs": None}]
+
+
+def test_a_stale_link_keeps_a_collaborators_move(server, tmp_path):
+    """Load, a collaborator moves a node on the canvas, then link: the node stays moved."""
+    path = tmp_path / "root" / "flows" / "m.nxflow"
+    nf.Flow.from_dict(_doc(_node("A"), _node("B"), edges=[("A", "B")])).save(path)
+    server.docs["flows/m.nxflow"] = _doc(_node("A"), _node("B"), edges=[("A", "B")])
+    f = nf.Flow.load("flows/m.nxflow")  # read from the file
+    server.docs["flows/m.nxflow"]["nodes"][1]["position"] = {"x": 300, "y": 40}  # moved
+    f["A"].set(expression="2")  # our own change, before linking
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no clash: no warning
+        link = f.link("flows/m.nxflow")
+    live = {n["id"]: n for n in server.docs["flows/m.nxflow"]["nodes"]}
+    assert live["B"]["position"] == {"x": 300, "y": 40}  # the collaborator's move survived
+    assert live["A"]["config"] == {"expression": "2"}  # ours arrived
+    assert f["B"].node["position"] == {"x": 300, "y": 40}  # and the kernel has theirs now
+    assert link.conflicts == []
+    posts = [ops for method, _p, ops in server.requests if method == "POST"]
+    assert posts[-1] == [{"op": "put_node", "node": live["A"]}]  # nothing else was sent
+
+
+def test_a_clash_is_reported_not_applied_unless_forced(server):
+    server.docs["flows/c.nxflow"] = _doc(_node("A"), _node("B"))
+    f = nf.Flow("c")
+    f.link("flows/c.nxflow", push=False)
+    f.pull()
+    f.unlink()  # edited offline for a while
+    f["B"].set(label="ours")
+    server.docs["flows/c.nxflow"]["nodes"][1]["label"] = "theirs"  # a collaborator, meanwhile
+    link = f.link("flows/c.nxflow", push=False)
+    link.last = {"schema": 1, "name": "m", "nodes": [_node("A"), _node("B")], "edges": []}
+    with pytest.warns(LinkConflict, match=r"1 change made here clashes .* node 'B' label: "
+                      r"here \"ours\", on the canvas \"theirs\". Kept the canvas's: "
+                      r"flow.push\(force=True\) sends yours"):
+        answer = f.push()
+    assert answer["conflicts"][0]["field"] == "label"
+    assert server.docs["flows/c.nxflow"]["nodes"][1]["label"] == "theirs"
+    assert f["B"].node["label"] == "theirs"  # the kernel took the canvas's
+    f["B"].set(label="ours again")  # a new change of ours is ours alone: it goes out
+    assert server.docs["flows/c.nxflow"]["nodes"][1]["label"] == "ours again"
+    server.docs["flows/c.nxflow"]["nodes"][1]["label"] = "theirs again"
+    f.unlink()
+    f["B"].set(label="forced")
+    f._live = link
+    with pytest.warns(LinkConflict, match="Yours overwrote theirs"):
+        f.push(force=True)
+    assert server.docs["flows/c.nxflow"]["nodes"][1]["label"] == "forced"
