@@ -2,7 +2,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { IAttempt } from './canvas/types.js';
-import type { JSONObject, JSONValue } from './graph.js';
+import type { IFlow, JSONObject, JSONValue } from './graph.js';
 
 export type { IAttempt };
 
@@ -71,7 +71,7 @@ export interface IRunEvent {
 
 /** An error from the server, with a message meant for the user. */
 export class ApiError extends Error {
-  constructor(message: string, readonly status: number | null) {
+  constructor(message: string, readonly status: number | null, readonly body: any = null) {
     super(message);
   }
 }
@@ -101,7 +101,7 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
       );
     }
     const message = body?.message ?? body?.error ?? body?.reason ?? response.statusText;
-    throw new ApiError(String(message || `HTTP ${response.status}`), response.status);
+    throw new ApiError(String(message || `HTTP ${response.status}`), response.status, body);
   }
   return body as T;
 }
@@ -114,7 +114,49 @@ function post<T>(path: string, body: JSONValue = {}): Promise<T> {
   });
 }
 
+/** What "describe a flow" answers (the server's model proposed a flow the compiler accepted). */
+export interface IProposal {
+  flow: IFlow;
+  model: string;
+  usage: { prompt_tokens: number | null; completion_tokens: number | null };
+  attempts: number;
+  faults: { message: string; pointer: string }[];
+}
+
+/** Whether the server has a model for "describe a flow". */
+export interface IDescribeInfo {
+  configured: boolean;
+  model: string | null;
+  base_url: string | null;
+}
+
+/** A refused description: the compiler's error, where, and the model's last answer. */
+export class DescribeFailed extends ApiError {
+  constructor(
+    message: string,
+    readonly pointer: string,
+    readonly answer: string,
+    readonly attempts: { message: string; pointer: string }[]
+  ) {
+    super(message, 422);
+  }
+}
+
+async function describe(text: string): Promise<IProposal> {
+  try {
+    return await post<IProposal>('describe', { text });
+  } catch (err) {
+    const body = err instanceof ApiError ? err.body : null;
+    if (err instanceof ApiError && err.status === 422 && body?.error === 'DescribeError') {
+      throw new DescribeFailed(body.message, body.pointer ?? '', body.answer ?? '', body.attempts ?? []);
+    }
+    throw err;
+  }
+}
+
 export const api = {
+  describeInfo: () => request<IDescribeInfo>('describe'),
+  describe,
   nodeTypes: () => request<{ node_types: INodeType[] }>('node-types').then(r => r.node_types),
   secrets: () => request<{ secrets: { name: string }[] }>('secrets').then(r => r.secrets),
   startRun: (path: string, inputs: JSONObject) =>

@@ -133,7 +133,21 @@ export class NxFlowDoc extends YDocument<INxFlowChange> {
       }, false);
       return;
     }
-    const flow = canonicalFlow(data);
+    this._load(canonicalFlow(data), false);
+  }
+
+  /**
+   * Replace the whole flow with `flow` (a described flow accepted): one undoable step, kept
+   * apart from the edits before and after it, so one undo takes the whole flow back.
+   */
+  replaceFlow(flow: IFlow): void {
+    this.undoManager.stopCapturing();
+    this._load(canonicalFlow(flow), true);
+    this.undoManager.stopCapturing();
+  }
+
+  /** Make the document hold `flow`, changing only what differs. */
+  private _load(flow: IFlow, undoable: boolean): void {
     this.transact(() => {
       const top: { [key: string]: any } = {};
       for (const [k, v] of Object.entries(flow)) {
@@ -157,7 +171,7 @@ export class NxFlowDoc extends YDocument<INxFlowChange> {
           this.nodes.set(id, new Y.Map(Object.entries(node)));
         }
       }
-    }, false);
+    }, undoable);
   }
 
   /** Add nodes and edges in one undoable step. */

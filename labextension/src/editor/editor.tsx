@@ -26,6 +26,7 @@ import { Banners } from './banners.js';
 import { useCatalog, useSecretNames } from './catalog.js';
 import { useClipboard } from './clipboard.js';
 import { useConnect } from './connect.js';
+import { DescribePanel } from './describe.js';
 import { DrillView, IDrillStep } from './drill.js';
 import { InvalidDoc } from './invalid.js';
 import { useKeyboard } from './keyboard.js';
@@ -192,6 +193,7 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
           {flow.nodes.length === 0 && (
             <div className="nf-empty">Drag a node type from the palette onto the canvas to start.</div>
           )}
+          <DescribePanel doc={doc} shownNodes={flow.nodes.length} types={catalog.types} />
         </div>
         <SidePanel
           doc={doc} flow={flow} selected={selection.nodes} catalog={catalog} secrets={secrets}
