@@ -235,6 +235,10 @@ const scenarios = {
         }).length;
       });
     const visibleAsRendered = await visible();
+    // The smallest text of a node title as drawn (font size times the canvas's zoom).
+    const textPx = await page.$$eval(`${scope} [data-node-id]`, els =>
+      Math.min(...els.map(e => parseFloat(getComputedStyle(e).fontSize) * (e.getBoundingClientRect().width / e.offsetWidth)))
+    );
     await shot(page, 'notebook-widget-as-rendered');
     await page.click(`${scope} .react-flow__controls-fitview`);
     await page.waitForTimeout(500);
@@ -242,7 +246,7 @@ const scenarios = {
     const screenshot = await shot(page, 'notebook-widget');
     return {
       states: result, seen, runStatus, shownMs, runMs, glow, outputs, visibleAsRendered,
-      visibleAfterFit, screenshot, errors: page.errors
+      visibleAfterFit, textPx, screenshot, errors: page.errors
     };
   },
 

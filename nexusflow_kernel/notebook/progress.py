@@ -56,7 +56,8 @@ class TextProgress:
 
 
 class WidgetProgress:
-    """An ipywidgets progress bar with a one-line status, updated in place."""
+    """An ipywidgets progress bar with a one-line status, updated in place, above the run's
+    inline canvas when none of the flow's canvases is on show (they follow the run)."""
 
     COLORS = {"succeeded": "success", "failed": "danger", "canceled": "warning"}
 
@@ -68,7 +69,11 @@ class WidgetProgress:
                                  layout=w.Layout(width="240px"))
         self.label = w.HTML(value=f"<code>{run.id}</code> starting…")
         self.box = w.HBox([self.bar, self.label])
-        display(self.box)
+        flow = getattr(run, "flow", None)
+        shown = [] if flow is not None and getattr(flow, "_widgets", None) else [run.widget()]
+        # Sent on the kernel's IOPub channel while the cell waits: the bar moves, the canvas
+        # (its follower thread) glows, before the cell ends.
+        display(w.VBox([self.box, *shown]) if shown else self.box)
 
     def update(self, data: dict[str, Any]) -> None:
         done, total, text = _counts(data)

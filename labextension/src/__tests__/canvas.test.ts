@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { flowEdges } from '../canvas/edges.js';
 import { phase, publicState } from '../canvas/phase.js';
 import { attemptsOf } from '../notebook/comm.js';
-import { fitViewport, NODE_BOX } from '../notebook/fit.js';
+import { fitViewport, MIN_READABLE_ZOOM, NODE_BOX } from '../notebook/fit.js';
 
 test('the glow phase tells a retry from a first attempt', () => {
   assert.equal(phase(undefined), 'idle');
@@ -64,6 +64,33 @@ test('the notebook canvas fits every node into its area', () => {
   assert.ok(v.zoom <= 1.25 && v.zoom >= 0.2);
   assert.equal(fitViewport(nodes, 0, 360), null); // an output area with no size yet
   assert.equal(fitViewport([], 800, 360), null);
+});
+
+test('a flow too big for the notebook canvas stays readable: a floor on the zoom, from its top', () => {
+  // 1 -> 7 -> 1, as the notebook lays it out: 7 nodes side by side are 1540 px wide
+  const nodes = [
+    { id: 'A', type: 't', position: { x: 0, y: 0 } },
+    ...[0, 1, 2, 3, 4, 5, 6].map(i => ({
+      id: `M${i}`,
+      type: 't',
+      position: { x: (i - 3) * 220, y: 120 }
+    })),
+    { id: 'Z', type: 't', position: { x: 0, y: 240 } }
+  ];
+  const v = fitViewport(nodes, 800, 360)!;
+  assert.equal(v.zoom, MIN_READABLE_ZOOM); // fitting all would take ~0.4: 13 px text at ~5 px
+  assert.ok(13 * v.zoom >= 9.5);
+  assert.ok(v.y >= 0 && 240 * v.zoom + v.y + NODE_BOX.height * v.zoom <= 360); // fits down
+  assert.ok(Math.abs(0 * v.zoom + v.x + (NODE_BOX.width * v.zoom) / 2 - 400) < 1); // centered
+  // a chain of 9, too tall at that zoom: it starts with its first node, at the top
+  const chain = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(i => ({
+    id: `N${i}`,
+    type: 't',
+    position: { x: 0, y: i * 120 }
+  }));
+  const t = fitViewport(chain, 800, 360)!;
+  assert.equal(t.zoom, MIN_READABLE_ZOOM);
+  assert.equal(0 * t.zoom + t.y, 12);
 });
 
 test("the kernel's reply becomes attempts or an error with its message", () => {

@@ -10,7 +10,15 @@ import type { IFlowNode } from '../graph.js';
 /** The largest box a node takes (`.nf-node` is at most 220 px wide, about 70 px high). */
 export const NODE_BOX = { width: 220, height: 70 };
 
-/** Return the viewport that shows every node of `nodes` in a `width` x `height` area. */
+/**
+ * The smallest zoom the fit uses, so node text stays readable (13 px titles at least ~10 px): a
+ * flow too big for the area at this zoom starts at its top and is panned or zoomed by hand
+ * (the fit-view control still shows all of it).
+ */
+export const MIN_READABLE_ZOOM = 0.75;
+
+/** Return the viewport that shows every node of `nodes` in a `width` x `height` area, or as
+ *  much as fits at a readable zoom (centered across, from the top down). */
 export function fitViewport(nodes: readonly IFlowNode[], width: number, height: number): Viewport | null {
   if (!nodes.length || !width || !height) {
     return null;
@@ -21,8 +29,10 @@ export function fitViewport(nodes: readonly IFlowNode[], width: number, height: 
   const minY = Math.min(...ys);
   const spanX = Math.max(...xs) + NODE_BOX.width - minX;
   const spanY = Math.max(...ys) + NODE_BOX.height - minY;
-  const zoom = Math.max(0.2, Math.min(1.25, 0.85 * Math.min(width / spanX, height / spanY)));
-  return { x: (width - spanX * zoom) / 2 - minX * zoom, y: (height - spanY * zoom) / 2 - minY * zoom, zoom };
+  const fitted = 0.85 * Math.min(width / spanX, height / spanY);
+  const zoom = Math.max(MIN_READABLE_ZOOM, Math.min(1.25, fitted));
+  const top = spanY * zoom <= height ? (height - spanY * zoom) / 2 : 12;
+  return { x: (width - spanX * zoom) / 2 - minX * zoom, y: top - minY * zoom, zoom };
 }
 
 /** Keep the flow fitted into `area` (again when its nodes move or the area resizes). */
