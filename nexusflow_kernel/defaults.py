@@ -47,6 +47,9 @@ MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
 """Largest log text kept per attempt; the rest is cut with a marker."""
 
+IO_SLOTS = 64
+"""I/O-bound map items (HTTP, SQL) one worker process keeps waiting at once, in threads."""
+
 DEFAULT_MAX_ATTEMPTS = 1
 """Attempts per node when the node has no ``retry``."""
 

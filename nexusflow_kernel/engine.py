@@ -331,6 +331,7 @@ class Engine(DebugLoop):
         the message saying what to start (a node in state ``waiting`` says what it waits for
         the same way)."""
         run = self.store.get_run(run_id, outputs=outputs)
+        self._add_item_counts(run)
         run = self._masker(run_id, run).value(run)
         if run["status"] == "running" and any(
                 n["state"] == "queued" for n in run["nodes"].values()):
@@ -397,6 +398,48 @@ class Engine(DebugLoop):
         if events:
             self.broker.publish(events=events)
         return items
+
+    def _add_item_counts(self, run: dict[str, Any]) -> None:
+        """Give each map node of ``run`` its item counts (``items``: total, done, failed...)."""
+        plan = self.store.plans.get((str(run["workflow_id"]), int(run["version"])))
+        if plan is None:
+            with self.pool.connection() as conn:
+                plan = self.store.plan_for(conn, run["workflow_id"], run["version"])
+        if not any(n.type == "map" for n in plan.nodes.values()):
+            return
+        for idx, counts in self.store.map_progress(run["run_id"]).items():
+            node = run["nodes"].get(plan.order[idx])
+            if node is not None:
+                node["items"] = counts
+
+    def map_items(self, run_id: str, node_id: str, *, offset: int = 0, limit: int = 50,
+                  state: str | None = None) -> dict[str, Any]:
+        """Return one page of a map node's items: ``{total, counts, offset, items}``, each item
+        ``{index, state, attempts, item, output, error, worker, duration_ms, started_at,
+        ended_at}`` (secrets masked); ``state`` keeps only the items in that state."""
+        idx = self._map_idx(run_id, node_id)
+        page = self.store.map_items(run_id, idx, offset=max(0, int(offset)),
+                                    limit=max(1, min(int(limit), 1000)), state=state)
+        return self._masker(run_id).value(page)
+
+    def map_item(self, run_id: str, node_id: str, index: int) -> dict[str, Any]:
+        """Return one item of a map node with its log and every attempt (secrets masked)."""
+        idx = self._map_idx(run_id, node_id)
+        found = self.store.map_item_attempts(run_id, idx, int(index))
+        if found is None:
+            raise NotFoundError(f"map {node_id!r} of run {run_id} has no item {index}")
+        return self._masker(run_id).value(found)
+
+    def _map_idx(self, run_id: str, node_id: str) -> int:
+        with self.pool.connection() as conn:
+            head = self.store.run_header(conn, run_id)
+            plan = self.store.plan_for(conn, head["workflow_id"], head["version"])
+        if node_id not in plan.idx_of:
+            raise NotFoundError(f"run {run_id} has no node {node_id!r}")
+        if plan.nodes[node_id].type != "map":
+            raise NotFoundError(f"node {node_id!r} of run {run_id} is a "
+                                f"{plan.nodes[node_id].type} node, not a map: it has no items")
+        return plan.idx_of[node_id]
 
     def _masker(self, run_id: str, head: Mapping[str, Any] | None = None) -> Masker:
         """Return the masker of a run (``head``: its header, when already read).
@@ -484,7 +527,9 @@ class Engine(DebugLoop):
                 "WITH RECURSIVE tree(id) AS (SELECT %s::uuid UNION"
                 " SELECT e.id FROM executions e JOIN tree t ON e.parent_run = t.id)"
                 " SELECT DISTINCT job FROM node_runs WHERE execution_id IN (SELECT id FROM tree)"
-                " AND state='running' AND job IS NOT NULL", (run_id,)).fetchall()
+                " AND state='running' AND job IS NOT NULL UNION SELECT DISTINCT job"
+                " FROM map_leases WHERE execution_id IN (SELECT id FROM tree)"
+                " AND job IS NOT NULL", (run_id,)).fetchall()
         for r in running:  # a forking worker stops the work-horse at once
             try:
                 send_stop_job_command(self.redis, r["job"])

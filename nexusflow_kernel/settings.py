@@ -87,6 +87,8 @@ class Settings:
     reconcile_interval_s: float = defaults.RECONCILE_INTERVAL_S
     requeue_grace_s: float = defaults.REQUEUE_GRACE_S
     max_output_bytes: int = defaults.MAX_OUTPUT_BYTES
+    io_slots: int = defaults.IO_SLOTS
+    """I/O-bound map items a worker process keeps waiting at once (``NEXUSFLOW_IO_SLOTS``)."""
     connections: dict[str, str] = field(default_factory=dict)
     """Named database connections for ``db_query`` nodes (``NEXUSFLOW_CONNECTION_<NAME>``)."""
     trusted_connections: frozenset[str] = frozenset()
@@ -153,6 +155,7 @@ class Settings:
             max_output_bytes=int(
                 _env_float("NEXUSFLOW_MAX_OUTPUT_BYTES", defaults.MAX_OUTPUT_BYTES)
             ),
+            io_slots=max(1, int(_env_float("NEXUSFLOW_IO_SLOTS", defaults.IO_SLOTS))),
             connections=connections,
             trusted_connections=trusted,
             allow_private_http=_env_choice("NEXUSFLOW_ALLOW_PRIVATE_HTTP"),
@@ -197,6 +200,7 @@ class Settings:
             "NEXUSFLOW_RECONCILE_INTERVAL_S": repr(self.reconcile_interval_s),
             "NEXUSFLOW_REQUEUE_GRACE_S": repr(self.requeue_grace_s),
             "NEXUSFLOW_MAX_OUTPUT_BYTES": str(self.max_output_bytes),
+            "NEXUSFLOW_IO_SLOTS": str(self.io_slots),
             "NEXUSFLOW_ALLOW_PRIVATE_HTTP": "1" if self.allows_private_http() else "0",
             "NEXUSFLOW_CODE_ISOLATION": self.code_isolation,
         }

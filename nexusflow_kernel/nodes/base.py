@@ -143,10 +143,16 @@ class NodeContext:
     secrets: Callable[[str], str] | None = None
     resume_token: Callable[[str], str] | None = None
     """Return the resume token of a ``wait`` node of this run (``None``: no secrets key)."""
+    names: dict[str, Any] = field(default_factory=dict)
+    """More names for the node's expressions and templates: a map item's ``item`` and
+    ``index`` (``inputs`` and ``params`` are always there)."""
 
     @property
     def idempotency_key(self) -> str:
-        """Return the key that stays the same across every attempt of this node in this run."""
+        """Return the key that stays the same across every attempt of this node in this run
+        (of this item, for a map item)."""
+        if "index" in self.names:
+            return f"{self.run_id}:{self.node_id}:{self.names['index']}"
         return f"{self.run_id}:{self.node_id}"
 
     def remaining(self, default: float) -> float:
@@ -180,6 +186,12 @@ class NodeType:
     runs_code: ClassVar[bool] = False
     """Whether the node runs user code under the workers' code isolation (``code``, ``@task``):
     a run checks that the workers serving its queue can run code before it starts."""
+    io_bound: ClassVar[bool] = False
+    """Whether an attempt mostly waits on the network or another server (HTTP, SQL): a worker
+    runs such map items concurrently in threads instead of one after another."""
+    map_item: ClassVar[bool] = True
+    """Whether a map node may run this type once per item (not a map itself, nor a type that
+    waits without a worker)."""
 
     def check_config(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(pointer inside config, message)`` for faults the schema cannot see."""

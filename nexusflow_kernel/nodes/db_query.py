@@ -63,6 +63,7 @@ class DbQueryNode(NodeType):
     description = "Run one parameterised SQL statement on a configured PostgreSQL connection."
     category = "core"
     effectful = True
+    io_bound = True
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Database Query",

@@ -84,6 +84,7 @@ class SubflowNode(NodeType):
     """Run another flow as a child run and output its sink nodes' outputs."""
 
     name = "subflow"
+    map_item = False  # it waits without a worker: a node, not a map item
     title = "Sub-flow"
     description = ("Run another flow as a child run (its inputs become the child's params); "
                    "outputs the child's last nodes' outputs. Waits without holding a worker.")
@@ -134,6 +135,7 @@ class ApprovalNode(NodeType):
     """Wait for a person to approve or reject; take the ``approved`` or ``rejected`` branch."""
 
     name = "approval"
+    map_item = False  # it waits without a worker: a node, not a map item
     title = "Approval"
     description = ("Wait for a person to approve or reject (canvas buttons, REST, notebook, "
                    "CLI); the untaken branch is skipped. Holds no worker while it waits.")
@@ -193,6 +195,7 @@ class WaitNode(NodeType):
     """Wait for an external system to call back on the node's resume URL."""
 
     name = "wait"
+    map_item = False  # it waits without a worker: a node, not a map item
     title = "Wait for callback"
     description = ("Wait until an external system POSTs JSON to this node's resume URL "
                    "({{ resume_url('ID') }} in any node of the run); the body is the output. "

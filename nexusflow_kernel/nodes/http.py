@@ -168,6 +168,7 @@ class HttpNode(NodeType):
     description = "Call an HTTP API; the output holds status, headers, json and text."
     category = "core"
     effectful = True
+    io_bound = True
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "HTTP Request",

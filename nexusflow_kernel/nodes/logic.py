@@ -30,8 +30,9 @@ MAX_DELAY_S = 366 * 86400
 
 
 def expression_names(ctx: NodeContext) -> dict[str, Any]:
-    """Return the names an expression of this node sees."""
-    return {"inputs": ctx.inputs, "params": ctx.params}
+    """Return the names an expression of this node sees (a map item's ``item`` and ``index``
+    too)."""
+    return {"inputs": ctx.inputs, "params": ctx.params, **ctx.names}
 
 
 def _expression_faults(config: Mapping[str, Any], exempt: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -124,6 +125,7 @@ class DelayNode(NodeType):
     title = "Delay / Timer"
     description = "Wait some seconds, or until a date and time; no worker is held while waiting."
     category = "core"
+    map_item = False  # it lets go of the worker and resumes later: a node, not an item
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Delay / Timer",

@@ -19,6 +19,7 @@ from ..model.compiler import CompiledFlow
 from ..transport.broker import event
 from .db import Conn, Pool, jsonb
 from .flowcontrol import FlowControl
+from .maps import MapTransitions
 from .plan import POOL_QUEUE, NodeState, RunStatus
 from .resume import RunUpdates
 from .runplan import PlanCache, RunPlan
@@ -51,7 +52,7 @@ class Binding:
     who owns a file."""
 
 
-class RunStore(FlowControl, RunViews, RunUpdates):
+class RunStore(FlowControl, MapTransitions, RunViews, RunUpdates):
     """Reads and writes run state; one per process, thread-safe (pooled connections)."""
 
     def __init__(self, pool: Pool) -> None:
@@ -304,6 +305,7 @@ class RunStore(FlowControl, RunViews, RunUpdates):
     def cancel(self, run_id: str) -> Effects:
         """Cancel a running (or queued) run, and the child runs its nodes wait for."""
         with self.pool.connection() as conn, conn.transaction():
+            self.lock_maps(conn, run_id)
             run = conn.execute("SELECT status FROM executions WHERE id=%s FOR UPDATE",
                                (run_id,)).fetchone()
             if run is None:
@@ -334,7 +336,8 @@ class RunStore(FlowControl, RunViews, RunUpdates):
         pools = {r["pool"] for r in rows if r["pool"]}
         if pools:
             self._grant_pools(conn, pools, effects)
-        self._finalize_if_done(conn, run_id, len(rows), effects)
+        ended_maps = self.cancel_maps(conn, run_id, effects)
+        self._finalize_if_done(conn, run_id, len(rows) + ended_maps, effects)
 
     def retry(self, run_id: str, from_node: str | None = None) -> Effects:
         """Re-open a finished run: failed/canceled/skipped nodes (or ``from_node`` on) go again."""
@@ -367,6 +370,9 @@ class RunStore(FlowControl, RunViews, RunUpdates):
             graph = nx.DiGraph((p, c) for p, kids in plan.children.items() for c, _ in kids)
             graph.add_nodes_from(plan.order)
             reset = {from_node} | nx.descendants(graph, from_node)
+            # Maps from that node on run all their items again (a plain retry re-runs only
+            # the items that did not succeed).
+            self.forget_maps(conn, run_id, [plan.idx_of[n] for n in reset])
         else:
             reset = {n for n, (s, _b) in states.items() if s != NodeState.SUCCEEDED}
             if not reset:

@@ -102,7 +102,8 @@ class Push:
     at: float | None = None
     wake: bool = False
     ready: int = 0
-    """When > 0 this is not one node but ``ready`` nodes of the run waiting on ``queue``."""
+    """When > 0 this is not one node but ``ready`` nodes of the run waiting on ``queue`` (map
+    items, too); with ``at``, a run job pushed when that time comes."""
     force: bool = False
     """Push a run job even if enough seem to be waiting already (the reconciler's repair)."""
 
@@ -283,7 +284,7 @@ class Broker:
         now = time.monotonic()
         kept = []
         for p in pushes:
-            if p.ready and not p.force:
+            if p.ready and not p.force and p.at is None:
                 seen = self._waiting_hint.get((p.run_id, p.queue))
                 if seen is not None and now - seen[0] < WAITING_HINT_S and \
                         seen[1] >= min(p.ready, self.live_workers(p.queue)):
@@ -296,6 +297,13 @@ class Broker:
         waiting = self._waiting_run_jobs([p for p in pushes if p.ready and not p.force])
         for p in pushes:
             queue = self.queue_for(p.queue)
+            if p.ready and p.at is not None and p.at > time.time() + 0.05:
+                # A run job wanted later (a map item waits for its retry): it waits with the
+                # node jobs that are due later, and is pushed (forced) when it is due.
+                jid = f"nf-{p.run_id.replace('-', '')}-r{uuid.uuid4().hex[:10]}"
+                pipe.hset(DUE_JOBS_KEY, jid, json.dumps([p.run_id, -1, 0, p.queue, False]))
+                pipe.zadd(DUE_KEY, {jid: p.at})
+                continue
             if p.ready:
                 # Enough run jobs to keep every worker on this run, counting those that wait
                 # in RQ already (a wide lattice would otherwise queue thousands that find
@@ -353,8 +361,10 @@ class Broker:
             # dropped here, not allowed to fail the jobs taken out with it.
             try:
                 run, idx, attempt, queue, wake = json.loads(blob)
+                # idx -1: a run job that waited (a map item's retry), else a node job
                 pushes.append(Push(str(run), int(idx), int(attempt), str(queue),
-                                   wake=bool(wake)))
+                                   wake=bool(wake), ready=int(int(idx) < 0),
+                                   force=int(idx) < 0))
             except (ValueError, TypeError) as exc:
                 logger.warning("dropped a waiting node job that does not parse (%s): %.200r",
                                exc, blob)

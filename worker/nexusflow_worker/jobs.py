@@ -18,20 +18,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nexusflow_kernel.errors import ExpressionError, NexusFlowError, NodeExecutionError
 from nexusflow_kernel.masking import NO_MASKER, Masker, RunSecrets
 from nexusflow_kernel.nodes import Defer, NodeContext, NodeLog, Wait, get_node_type
 from nexusflow_kernel.runstate.db import get_pool, with_retry
+from nexusflow_kernel.runstate.maps import ItemBatch, is_map
 from nexusflow_kernel.runstate.plan import backoff_delay
 from nexusflow_kernel.runstate.store import RunStore
-from nexusflow_kernel.runstate.transitions import Claim, Follow, KnownOutputs, Outcome
+from nexusflow_kernel.runstate.transitions import Claim, Effects, Follow, KnownOutputs, Outcome
 from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 from nexusflow_kernel.transport.presence import advertise, alive_key
 
+from .items import ItemLease, ItemLoop, ItemRun, io_pool, open_map
 from .livelog import LiveLog
 from .reuse import Reuse
 
@@ -54,6 +57,7 @@ class Runtime:
         self.settings = resolve_backends(settings)
         self.pool = get_pool(self.settings.database_url)  # type: ignore[arg-type]
         self.store = RunStore(self.pool)
+        self.store.max_output_bytes = self.settings.max_output_bytes
         self.broker = Broker(self.settings, buffer_events=True)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.secrets: Callable[[str], str] | None
@@ -64,6 +68,7 @@ class Runtime:
         self.advert: Callable[[], str] | None = None
         """What this worker serves and how it runs code (``presence.advert``); set by
         ``run_worker``. Without one, the worker is only marked alive."""
+        self._io_pool: ThreadPoolExecutor | None = None
 
     def resume_token(self, run_id: str, node_id: str) -> str:
         """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
@@ -88,6 +93,13 @@ class Runtime:
         if self._leases is None:
             self._leases = _LeaseKeeper(self)
         return self._leases
+
+    @property
+    def io_pool(self) -> ThreadPoolExecutor:
+        """The threads that wait on I/O-bound map items (``Settings.io_slots`` of them)."""
+        if self._io_pool is None:
+            self._io_pool = io_pool(self.settings)
+        return self._io_pool
 
 
 _runtime: Runtime | None = None
@@ -176,27 +188,69 @@ def execute_run(run_id: str, queue: str = "default") -> str:
             return rt.store.claim_next(conn, run_id, None, follow, known=known)
 
     claim = with_retry(first, what=f"claim a ready node of run {run_id}")
-    if claim is None:
-        return "no ready node"
-    _publish(rt, (), [event(run_id, claim.node_id, "running", claim.attempt)])
-    return _work(rt, claim, queue, job, known)
+    if claim is not None:
+        _publish(rt, (), [event(run_id, claim.node_id, "running", claim.attempt)])
+    return _work(rt, claim, queue, job, known, run_id=run_id)
 
 
 def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
-          known: KnownOutputs | None = None) -> str:
-    """Run ``claim``, record it, and go on with the run's next ready node while there is one.
+          known: KnownOutputs | None = None, *, run_id: str | None = None) -> str:
+    """Run ``claim``, record it, and go on with the run's next ready node while there is one;
+    then with the items of the run's maps that are ready (``items.ItemLoop``).
 
     ``known`` keeps the outputs seen on the way, so a child's inputs rarely need a query.
     """
     budget_end = time.monotonic() + FOLLOW_BUDGET_S
     known = known if known is not None else KnownOutputs()
-    done_nodes = 0
-    while claim is not None:
-        outcome = run_claimed(rt, claim)
-        follow = None
-        if time.monotonic() < budget_end:
-            follow = Follow(uuid.uuid4().hex, rt.worker_name, rt.settings.lease_s, queue, job)
+    loop = ItemLoop(rt, _run_item, _publish, queue, job, budget_end, known)
+    done_nodes = done_items = 0
+    run_id = claim.run_id if claim is not None else run_id
+    plan = claim.plan if claim is not None else None
+    params = claim.params if claim is not None else None
+    while True:
+        if claim is None:
+            # No node ready: items of the run's maps, if it has any (a plan read once).
+            if run_id is None or (plan is not None and not _has_maps(plan)):
+                break
+            batch = loop.claim(run_id, plan, params)
+            if batch is None:
+                break
+            plan, params = batch.plan, batch.params
+            step = loop.run(batch)
+            done_items += step.items
+            claim = step.nxt
+            if step.stopped:
+                break
+            continue
+        plan, params = claim.plan, claim.params
         current = claim
+        if is_map(claim.plan, claim.node_id):
+            follow = loop.follow()
+            reused, cache_key = _map_reused(rt, claim)
+            opened = (Effects(), None, None, reused) if reused is not None else \
+                open_map(rt, claim, follow, known, loop.take, cache_key=cache_key)
+            if opened is None:
+                logger.warning("lease of map %s in run %s was lost", claim.node_id, claim.run_id)
+                break
+            effects, batch, nxt, ended = opened
+            if ended is None:  # the map has items: run those this job claimed
+                done_nodes += 1
+                if follow is None:
+                    effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1,
+                                               force=True))
+                _publish(rt, effects.pushes, effects.events)
+                claim = nxt
+                if batch is not None:
+                    step = loop.run(batch)
+                    done_items += step.items
+                    claim = claim or step.nxt
+                    if step.stopped:
+                        break
+                continue
+            outcome = _masked(rt, claim, ended)
+        else:
+            outcome = run_claimed(rt, claim)
+            follow = loop.follow()  # the budget as it is once the node ran
         done = with_retry(lambda: rt.store.finish(current, outcome, follow=follow,  # noqa: B023
                                                   known=known),
                           what=f"record node {current.node_id!r} of run {current.run_id}",
@@ -211,9 +265,39 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
         if follow is None:
             # Out of budget: whatever is still ready goes to the next free worker.
             effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1, force=True))
+            _publish(rt, effects.pushes, effects.events)
+            break
         _publish(rt, effects.pushes, effects.events)
     rt.broker.flush_events()
-    return f"{done_nodes} node(s) done"
+    if not done_nodes and not done_items:
+        return "no ready node"
+    return f"{done_nodes} node(s), {done_items} item(s) done"
+
+
+def _map_reused(rt: Runtime, claim: Claim) -> tuple[Outcome | None, str | None]:
+    """A map node's pinned output or cached result (then it has no items), else its cache key
+    (kept with its items: the map's result serves later runs when it succeeds)."""
+    node = claim.plan.nodes[claim.node_id]
+    map_type = get_node_type(node.type)
+    assert map_type is not None
+    reuse = Reuse(rt, claim, node)
+    pinned = reuse.pinned(map_type)
+    if pinned is not None:
+        return pinned, None
+    masking = _Masking(rt, claim)
+    key = reuse.key(map_type, node.config, masking.resolver if rt.secrets else None)
+    return reuse.cached(key, map_type, node.config), key
+
+
+def _has_maps(plan: Any) -> bool:
+    return any(n.type == "map" for n in plan.nodes.values())
+
+
+def _masked(rt: Runtime, claim: Claim, outcome: Outcome) -> Outcome:
+    masking = _Masking(rt, claim)
+    return with_retry(lambda: masking.outcome(outcome),
+                      what=f"read the secrets of run {claim.run_id} to mask its record",
+                      deadline_s=600)
 
 
 def _publish(rt: Runtime, pushes: Any, events: Any) -> None:
@@ -239,6 +323,10 @@ class _Masking:
         if isinstance(value, str):
             self.found.append(value)
         return value
+
+    def needed(self) -> bool:
+        """Whether the record may hold a secret (the flow names one, or one was resolved)."""
+        return bool(self.found) or bool(self.claim.plan.secret_names)
 
     def masker(self) -> Masker:
         """Return the masker of everything this attempt records (resolved when first needed)."""
@@ -272,9 +360,11 @@ class _Masking:
             resume_state=m.value(outcome.resume_state))
 
 
-def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
+def run_claimed(rt: Runtime, claim: Claim, item: ItemRun | None = None) -> Outcome:
     """Run the claimed node with its heartbeat and timeout; return its ``Outcome``.
 
+    With ``item``, one item of a map node: its inline node, with ``item`` and ``index``
+    among the names; its batch's lease is kept elsewhere (``items.ItemLoop``).
     Whatever the outcome records is masked for every secret of the run (``masking.py``).
     """
     from nexusflow_kernel.expressions import resume_urls
@@ -282,25 +372,37 @@ def run_claimed(rt: Runtime, claim: Claim) -> Outcome:
     masking = _Masking(rt, claim)
     # resume_url('W') in the node's templates and expressions: a wait node's callback URL
     with resume_urls(_ResumeTokens(rt, claim, masking).url):
-        outcome = _run_claimed(rt, claim, masking)
+        outcome = _run_claimed(rt, claim, masking, item)
+    if not masking.needed():
+        return masking.outcome(outcome)
     # Reading the run's secrets needs PostgreSQL, as recording does: the same patience.
     return with_retry(lambda: masking.outcome(outcome),
                       what=f"read the secrets of run {claim.run_id} to mask its record",
                       deadline_s=600)
 
 
-def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
+def _run_item(rt: Any, claim: Claim, item: ItemRun) -> Outcome:
+    return run_claimed(rt, claim, item)
+
+
+def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
+                 item: ItemRun | None = None) -> Outcome:
     from nexusflow_kernel.expressions import render_templates
 
-    node = claim.plan.nodes[claim.node_id]
+    node = item.node if item is not None else claim.plan.nodes[claim.node_id]
     node_type = get_node_type(node.type)
     log = NodeLog(mask=masking.text)
-    log.live = LiveLog(rt.broker, claim.run_id, claim.node_id, claim.attempt, masking.masker)
+    if item is None:  # an item's log is kept with the item, not streamed
+        log.live = LiveLog(rt.broker, claim.run_id, claim.node_id, claim.attempt,
+                           masking.masker)
     started = time.monotonic()
     timeout_s = float(node.timeout_s) if node.timeout_s else None
     names = {"inputs": claim.inputs, "params": claim.params}
+    if item is not None:
+        names.update(item.names)
     rendered: Any = None
-    gen = rt.leases.watch(claim)
+    gen = rt.leases.watch(claim) if item is None else item.gen
+    let_go = rt.leases.release if item is None else _nothing
     armed = False
     try:
         if node_type is None:
@@ -309,11 +411,11 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
         reuse = Reuse(rt, claim, node)  # a pinned output or a cached result: no run
         reused = reuse.pinned(node_type)
         if reused is not None:
-            rt.leases.release()
+            let_go()
             return reused
         # The node's timeout covers its templates too (a template can take long). Where no
         # alarm can reach (not the main thread) the evaluator watches the deadline itself.
-        armed = _alarm.arm(gen, timeout_s)
+        armed = gen is not None and _alarm.arm(gen, timeout_s)
         try:
             rendered = render_templates(
                 node.config, names, exempt=node_type.template_exempt,
@@ -332,16 +434,23 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
                 if timeout_s else None,
                 resume_state=claim.resume_state, secrets=resolver,
                 resume_token=_ResumeTokens(rt, claim, masking).token,
+                names=item.names if item is not None else {},
             )
             result = node_type.run(ctx)
         finally:
             if armed:
                 _alarm.disarm()
-            rt.leases.release()
+            let_go()
         duration = (time.monotonic() - started) * 1000
         if isinstance(result, Defer):
+            if item is not None:
+                raise NodeExecutionError(f"a map item cannot wait ({node.type} returned a "
+                                         "Defer)", retryable=False)
             return Outcome("deferred", defer_until=result.until, resume_state=result.state,
                            duration_ms=duration)
+        if isinstance(result, Wait) and item is not None:
+            raise NodeExecutionError(f"a map item cannot wait ({node.type} waits for "
+                                     f"{result.kind})", retryable=False)
         if isinstance(result, Wait):  # no worker waits: the run state resolves the node
             return Outcome("waiting", wait=result.kind, defer_until=result.until,
                            resume_state=result.state, log=log.text(), duration_ms=duration)
@@ -351,21 +460,21 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking) -> Outcome:
                        input=_input_record(claim, rendered), duration_ms=duration,
                        cache_key=cache_key)
     except _Interrupt as intr:
-        rt.leases.release()
+        let_go()
         # A lost lease is the worker's trouble, not the node's: it counts as a lost attempt.
         status = {"canceled": "canceled", "lease": "lost"}.get(intr.kind, "failed")
         retryable = intr.kind in ("timeout", "lease")
         return _failure(claim, node, intr.reason, retryable, log, rendered, started,
                         status=status)
     except ExpressionError as exc:
-        rt.leases.release()
+        let_go()
         return _failure(claim, node, str(exc), False, log, rendered, started)
     except NodeExecutionError as exc:
-        rt.leases.release()
+        let_go()
         return _failure(claim, node, str(exc), exc.retryable, log, rendered, started,
                         retry_after=exc.retry_after)
     except Exception as exc:  # user-facing failure of any other kind: recorded, retried
-        rt.leases.release()
+        let_go()
         logger.debug("node %s raised", claim.node_id, exc_info=True)
         return _failure(claim, node, f"{type(exc).__name__}: {exc}", True, log, rendered,
                         started)
@@ -398,6 +507,10 @@ class _ResumeTokens:
     def url(self, node_id: str) -> str:
         base = (self.rt.settings.public_url or "").rstrip("/")
         return f"{base}/nexusflow/hooks/resume/{self.token(node_id)}"
+
+
+def _nothing() -> None:
+    pass
 
 
 def _failure(claim: Claim, node: Any, error: str, retryable: bool, log: NodeLog, rendered: Any,
@@ -465,6 +578,7 @@ class _LeaseKeeper:
         self._claim: Claim | None = None
         self._gen = 0
         self._last_ok = 0.0
+        self._items: dict[str, ItemLease] = {}  # map item batches running here, by token
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nexusflow-lease", daemon=True)
         self._thread.start()
@@ -485,6 +599,43 @@ class _LeaseKeeper:
         """Renew (and so learn of a cancel) now rather than at the next heartbeat."""
         self._wake.set()
 
+    def watch_items(self, batch: ItemBatch) -> ItemLease:
+        """Keep renewing a batch of map items (one token) until ``drop_items``; its
+        ``status`` turns ``canceled`` or ``lost`` when renewing says so. An item running in
+        the main thread is interrupted then (through the lease's ``gen``)."""
+        with self._lock:
+            self._gen += 1
+            lease = ItemLease(batch.run_id, batch.idx, batch.token, self._gen)
+            self._items[batch.token] = lease
+            return lease
+
+    def drop_items(self, lease: ItemLease) -> None:
+        with self._lock:
+            self._items.pop(lease.token, None)
+
+    def _renew_items(self) -> None:
+        s = self.rt.settings
+        with self._lock:
+            leases = list(self._items.values())
+        if not leases:
+            return
+        try:
+            found = self.rt.store.renew_items([x.token for x in leases], s.lease_s)
+        except Exception as exc:  # PostgreSQL away: the items' leases run out as a node's
+            logger.warning("lease renewal of %d item batch(es) failed: %s", len(leases), exc)
+            return
+        for lease in leases:
+            status = found.get(lease.token)
+            if status == "running" or lease.status != "running":
+                continue
+            with self._lock:
+                if lease.token not in self._items:
+                    continue  # recorded meanwhile
+            lease.status = "lost" if status is None else "canceled"
+            _alarm.interrupt(lease.gen, _Interrupt(
+                "lease lost to another worker" if status is None else "run canceled",
+                "lease" if status is None else "canceled"))
+
     def _loop(self) -> None:
         s = self.rt.settings
         alive_ttl = max(10, int(3 * s.heartbeat_s))
@@ -496,6 +647,7 @@ class _LeaseKeeper:
                 logger.debug("could not mark the worker alive: %s", exc)
             forced = self._wake.wait(s.heartbeat_s)
             self._wake.clear()
+            self._renew_items()
             with self._lock:
                 claim, gen, last_ok = self._claim, self._gen, self._last_ok
             if claim is None or (not forced and time.monotonic() - last_ok < s.heartbeat_s * 0.5):

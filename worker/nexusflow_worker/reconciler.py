@@ -8,7 +8,10 @@ PostgreSQL advisory lock):
   after the commit) is pushed again — the same job id, so a duplicate is harmless;
 - a scheduled node (retry wait or delay) that is due but whose job is gone is pushed, and so
   is the wake-up of a waiting node (an approval, a wait) whose timeout passed;
-- free pool slots are handed to waiting pooled nodes.
+- free pool slots are handed to waiting pooled nodes;
+- map items work the same way: an item whose lease expired is recorded as a lost attempt
+  and retried (the map ends if it was its last item), and a map with items ready but no
+  claim for a while gets a run job again.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ def reconcile_once(rt: Runtime, *, reclaim: bool = True) -> PassReport:
         try:
             if reclaim and report.waited_s < _OUTAGE_S:
                 _reclaim(rt, report)
+                _reclaim_items(rt, report)
             _repush(rt, report)
             _grant_pools(rt)
+            _repush_maps(rt, report)
             _drop_orphans(rt)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
@@ -78,6 +83,26 @@ def _reclaim(rt: Runtime, report: PassReport) -> None:
         rt.broker.publish(effects.pushes, effects.events)
         if row["job"]:
             _forget_started(rt, row["job"])
+
+
+def _reclaim_items(rt: Runtime, report: PassReport) -> None:
+    for row in rt.store.expired_items():
+        effects = rt.store.reclaim_items(row["run_id"], row["idx"], row["token"])
+        if effects is None:
+            continue
+        report.reclaimed += 1
+        logger.warning("items of map #%s in run %s lost their worker; recorded as lost",
+                       row["idx"], row["run_id"])
+        rt.broker.publish(effects.pushes, effects.events)
+
+
+def _repush_maps(rt: Runtime, report: PassReport) -> None:
+    rows = rt.store.stale_maps(rt.settings.requeue_grace_s)
+    if rows:
+        rt.broker.publish([Push(r["run_id"], -1, 0, r["queue"], ready=1, force=True)
+                           for r in rows])
+        report.repushed += len(rows)
+        logger.info("pushed a run job for %d map(s) with items waiting", len(rows))
 
 
 def _forget_started(rt: Runtime, jid: str) -> None:
