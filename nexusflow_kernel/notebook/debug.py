@@ -327,12 +327,11 @@ def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
     from ..workers import worker_count
 
     queue = queue_for_type(str(node.get("type")))
-    name = engine.settings.sandbox_queue_name if queue == "sandbox" else None
 
     def workers() -> int:
         if isinstance(engine, RemoteEngine):
             return engine.worker_count()  # the service knows its workers (one queue count)
-        return worker_count(engine.settings, redis=engine.redis, queue=name)
+        return worker_count(engine.settings, redis=engine.redis, queue=queue)  # logical
 
     waited = time.monotonic() + WORKER_WAIT_S  # one may be starting
     while workers() == 0 and time.monotonic() < waited:

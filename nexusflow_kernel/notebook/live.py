@@ -160,7 +160,7 @@ def diff_ops(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, 
 
 # ---------------------------------------------------------------------- merging
 _TOP = ("name", "description", "params")
-_MISSING = object()
+_MISSING: Any = object()
 
 
 class LinkConflict(UserWarning):
@@ -340,7 +340,8 @@ class LiveLink:
         ops = diff_ops(theirs, merged)
         if not ops and theirs is not None:
             self.last = theirs
-            body = {"path": self.path, "live": self.live, "applied": 0, "document": theirs}
+            body: dict[str, Any] = {"path": self.path, "live": self.live, "applied": 0,
+                                    "document": theirs}
         else:
             body = self._request("POST", "patch",
                                  json={"path": self.path, "ops": ops, "create": True})
