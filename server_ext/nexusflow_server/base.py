@@ -32,6 +32,10 @@ T = TypeVar("T")
 MAX_BODY_DEPTH = 80
 """Deepest JSON nesting accepted in a request body (a flow may nest 64 levels)."""
 
+SERVER_TOKEN_HEADER = "X-NexusFlow-Server-Token"
+"""The header a forwarding user server proves itself with to the service (``forward.py`` sends
+it, ``service/auth.py`` checks it): the contract between the two sides lives below both."""
+
 
 class BadRequest(NexusFlowError):
     """The request is malformed; ``pointer`` names the faulty field of the body or query."""

@@ -42,9 +42,16 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, websocket_connect
 
-from .base import BadRequest, ErrorMixin, Forbidden, caller_token, field, parse_json
+from .base import (
+    SERVER_TOKEN_HEADER,
+    BadRequest,
+    ErrorMixin,
+    Forbidden,
+    caller_token,
+    field,
+    parse_json,
+)
 from .live import check_path, read_flow
-from .service.auth import SERVER_TOKEN_HEADER
 from .subflowfiles import gather_subflow_files
 
 API = "nexusflow/api/"

@@ -22,7 +22,7 @@ from jupyter_server.auth import Authorizer, IdentityProvider, User
 from tornado import web
 from traitlets import Instance, default
 
-SERVER_TOKEN_HEADER = "X-NexusFlow-Server-Token"
+from ..base import SERVER_TOKEN_HEADER
 
 
 class ServiceUser(User):
