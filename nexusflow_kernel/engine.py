@@ -458,10 +458,11 @@ class Engine(DebugLoop):
         if not names:
             return NO_MASKER
         if self._run_secrets is None:
+            from .connections import run_values
             from .secrets import SecretStore
 
-            self._run_secrets = RunSecrets(SecretStore(self.pool, settings=self.settings)
-                                           .value_for_run)
+            self._run_secrets = RunSecrets(run_values(SecretStore(self.pool,
+                                                                  settings=self.settings)))
         return self._run_secrets.masker(str(run_id), names)
 
     def list_runs(self, *, limit: int = 50, workflow_id: str | None = None,

@@ -152,14 +152,16 @@ def secret_refs(value: Any) -> set[str]:
 class RunSecrets:
     """The maskers of runs: the values of the secrets each run's flow names, kept briefly.
 
-    ``resolve(name, run_id)`` returns a secret's value as the run may read it, or ``None``
+    ``resolve(name, run_id)`` returns a secret's value as the run may read it (a list of
+    values for a connection, named ``connection:NAME``), or ``None``
     when the run could not have read it (no such secret, a group scope the run's user is not
     in): such a value never entered the run. Values live only in this process's memory, for
     ``ttl_s`` (a secret changed meanwhile is masked in both values when the node in hand
     resolved the new one; an old value a run picked up before a change is masked while cached).
     """
 
-    def __init__(self, resolve: Callable[[str, str], str | None], *, ttl_s: float = 30.0,
+    def __init__(self, resolve: Callable[[str, str], str | list[str] | None], *,
+                 ttl_s: float = 30.0,
                  size: int = 256) -> None:
         self._resolve = resolve
         self._ttl_s = ttl_s
@@ -180,8 +182,11 @@ class RunSecrets:
             if hit is not None and hit[0] > now:
                 self._items.move_to_end(key)
                 return hit[1]
-        values = [self._resolve(name, run_id) for name in sorted(names)]
-        masker = Masker(v for v in values if v is not None)
+        values: list[str] = []
+        for name in sorted(names):  # a connection (``connection:NAME``) has several values
+            found = self._resolve(name, run_id)
+            values += found if isinstance(found, list) else [] if found is None else [found]
+        masker = Masker(values)
         with self._lock:
             self._items[key] = (now + self._ttl_s, masker)
             self._items.move_to_end(key)

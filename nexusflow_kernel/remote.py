@@ -240,6 +240,11 @@ class RemoteEngine:
         """The secrets as the service lets this token's user see and change them."""
         return RemoteSecrets(self)
 
+    @property
+    def connections(self) -> RemoteConnections:
+        """The connections as the service lets this token's user see and change them."""
+        return RemoteConnections(self)
+
     # ------------------------------------------------------------------ the debug loop
     def node_context(self, run_id: str, node_id: str) -> dict[str, Any]:
         """Return what a node of a run saw, as recorded (``Engine.node_context``)."""
@@ -327,6 +332,32 @@ class RemoteSecrets:
         self._engine._call("DELETE", f"secrets/{_seg(name)}")
 
 
+class RemoteConnections:
+    """``ConnectionStore``'s metadata side (add, list, test, remove) through the service."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        self._engine = engine
+
+    def add(self, name: str, *, env: str = "", actor: str | None = None,
+            **fields: Any) -> dict[str, Any]:
+        body = {k: v for k, v in fields.items() if v is not None}
+        if "groups" in body:
+            body["groups"] = list(body["groups"])
+        return dict(self._engine._call("PUT", f"connections/{_seg(name)}", body=body,
+                                       params={"env": env or None}))
+
+    def list(self, *, env: str | None = None) -> list[dict[str, Any]]:
+        return list(self._engine._call("GET", "connections",
+                                       params={"env": env or None})["connections"])
+
+    def test(self, name: str, env: str = "") -> dict[str, Any]:
+        return dict(self._engine._call("POST", f"connections/{_seg(name)}/test",
+                                       params={"env": env or None}))
+
+    def remove(self, name: str, env: str = "") -> None:
+        self._engine._call("DELETE", f"connections/{_seg(name)}", params={"env": env or None})
+
+
 def _seg(value: str) -> str:
     from urllib.parse import quote
 
@@ -394,4 +425,5 @@ def local_workers_allowed(engine: Engine | RemoteEngine, what: str) -> None:
             "run the flow")
 
 
-__all__ = ["RemoteEngine", "RemoteSecrets", "live_workers", "local_workers_allowed", "open_engine"]
+__all__ = ["RemoteConnections", "RemoteEngine", "RemoteSecrets", "live_workers",
+           "local_workers_allowed", "open_engine"]

@@ -23,7 +23,8 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,55 @@ KEY_FILE_NAME = "secret.key"
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 _FORMAT = b"\x01"  # ciphertext layout: format byte, 4-byte key id, 12-byte nonce, GCM output
 _SCRYPT_SALT = b"nexusflow-secrets-v1"
+
+
+ENV_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+"""Environment names (``dev``, ``prod``, ``staging-eu``); ``''`` stands for every environment."""
+
+
+def check_env(env: str) -> str:
+    """Return ``env`` if it is a valid environment name or ``''``, else raise."""
+    if env == "" or (isinstance(env, str) and ENV_PATTERN.match(env)):
+        return env
+    raise NexusFlowError(
+        f"environment name {env!r} is invalid: lower-case letters, digits, '_' and '-', "
+        "starting with a letter, at most 63")
+
+
+def secret_associated(env: str, name: str) -> str:
+    """Return the associated data a secret's ciphertext is bound to (its name, and its
+    environment's when it has one: a ciphertext copied onto another name or environment does
+    not decrypt)."""
+    return f"{env}:{name}" if env else name
+
+
+def connection_associated(env: str, name: str) -> str:
+    """Return the associated data a connection's ciphertext is bound to."""
+    return f"connection:{env}:{name}"
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """A column of ciphertexts under the secrets key, for whoever re-encrypts them all
+    (``nexusflow secrets rotate-key``): ``SELECT <key columns>, <column> FROM <table>``, decrypt
+    each with ``associated(*key values)``, encrypt again with the same associated data."""
+
+    table: str
+    key: tuple[str, ...]
+    column: str
+    associated: Callable[..., str]
+
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("nexusflow_secrets", ("env", "name"), "ciphertext", secret_associated),
+    EncryptedColumn("nexusflow_connections", ("env", "name"), "ciphertext",
+                    connection_associated),
+    EncryptedColumn("nexusflow_webhooks", ("hook_id",), "secret",
+                    lambda hook_id: f"webhook:{hook_id}"),
+    EncryptedColumn("nexusflow_webhooks", ("hook_id",), "previous_secret",
+                    lambda hook_id: f"webhook:{hook_id}"),
+)
+"""Every ciphertext column Nexus-Flow keeps (a NULL value is skipped)."""
 
 
 class SecretKeyError(NexusFlowError):
@@ -212,96 +262,120 @@ class SecretStore:
         return self._cipher
 
     def set(self, name: str, value: str, *, actor: str | None = None,
-            groups: Iterable[str] | None = None) -> None:
+            groups: Iterable[str] | None = None, env: str = "") -> None:
         """Store ``value`` under ``name`` (encrypted), replacing any earlier value.
 
         ``groups`` scopes the secret to those Hub groups (``[]``: unscoped); ``None`` keeps
-        the scope an existing secret has (a new one is unscoped).
+        the scope an existing secret has (a new one is unscoped). ``env``: the environment
+        whose value this is (``''``: the value of every environment without its own).
         """
         check_name(name)
+        check_env(env)
         if not isinstance(value, str):
             raise NexusFlowError(f"the value of secret {name!r} must be a string")
         scope = None if groups is None else sorted({check_group(g) for g in groups})
-        blob = self.cipher.encrypt(value, name)
+        blob = self.cipher.encrypt(value, secret_associated(env, name))
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO nexusflow_secrets (name, ciphertext, created_by, updated_by,"
-                " scope_groups) VALUES (%s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
-                " ON CONFLICT (name) DO UPDATE SET"
+                "INSERT INTO nexusflow_secrets (env, name, ciphertext, created_by, updated_by,"
+                " scope_groups) VALUES (%s, %s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
+                " ON CONFLICT (env, name) DO UPDATE SET"
                 " ciphertext = EXCLUDED.ciphertext, updated_at = now(),"
                 " updated_by = EXCLUDED.updated_by,"
                 " scope_groups = COALESCE(%s::text[], nexusflow_secrets.scope_groups)",
-                (name, blob, actor, actor, scope, scope),
+                (env, name, blob, actor, actor, scope, scope),
             )
             conn.commit()
 
-    def list(self, *, usable_by: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Return secrets' names, scopes and timestamps (never a value), sorted by name.
+    def list(self, *, usable_by: Iterable[str] | None = None,
+             env: str | None = None) -> list[dict[str, Any]]:
+        """Return secrets' names, environments, scopes and timestamps (never a value), sorted
+        by name then environment.
 
         With ``usable_by`` (a user's groups), only the secrets a run of that user may read:
         the unscoped ones and those scoped to one of the groups. ``None``: every secret.
+        ``env``: only that environment's values and the ones of every environment (``''``).
         """
         from psycopg.rows import dict_row
 
-        sql = ("SELECT name, created_at, created_by, updated_at, updated_by,"
-               " scope_groups AS groups FROM nexusflow_secrets")
-        args: tuple[Any, ...] = ()
+        sql = ("SELECT name, env, created_at, created_by, updated_at, updated_by,"
+               " scope_groups AS groups FROM nexusflow_secrets WHERE true")
+        args: builtins.list[Any] = []
         if usable_by is not None:
-            sql += " WHERE scope_groups = '{}' OR scope_groups && %s::text[]"
-            args = (sorted(set(usable_by)),)
+            sql += " AND (scope_groups = '{}' OR scope_groups && %s::text[])"
+            args.append(sorted(set(usable_by)))
+        if env is not None:
+            sql += " AND env IN ('', %s)"
+            args.append(env)
         with self._pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(sql + " ORDER BY name",
+            rows = conn.cursor(row_factory=dict_row).execute(sql + " ORDER BY name, env",
                                                              args).fetchall()
             conn.commit()
         return [_row_dict(r) for r in rows]
 
-    def groups_of(self, name: str) -> builtins.list[str] | None:
+    def groups_of(self, name: str, env: str = "") -> builtins.list[str] | None:
         """Return the scope groups of secret ``name`` (``[]``: unscoped; ``None``: no secret)."""
         from psycopg.rows import tuple_row
 
         with self._pool.connection() as conn:
             row = conn.cursor(row_factory=tuple_row).execute(
-                "SELECT scope_groups FROM nexusflow_secrets WHERE name = %s", (name,)).fetchone()
+                "SELECT scope_groups FROM nexusflow_secrets WHERE name = %s AND env = %s",
+                (name, env)).fetchone()
             conn.commit()
         return None if row is None else list(row[0] or [])
 
-    def delete(self, name: str) -> None:
-        """Delete the secret ``name``; raise ``NotFoundError`` if there is none."""
+    def delete(self, name: str, env: str = "") -> None:
+        """Delete the secret ``name`` (of ``env``); raise ``NotFoundError`` if there is none."""
         with self._pool.connection() as conn:
-            cur = conn.execute("DELETE FROM nexusflow_secrets WHERE name = %s", (name,))
+            cur = conn.execute("DELETE FROM nexusflow_secrets WHERE name = %s AND env = %s",
+                               (name, env))
             conn.commit()
         if cur.rowcount == 0:
-            raise NotFoundError(f"no secret named {name!r}")
+            where = f" in environment {env!r}" if env else ""
+            raise NotFoundError(f"no secret named {name!r}{where}")
 
-    def get(self, name: str, *, run_id: str | None = None) -> str:
+    def get(self, name: str, *, run_id: str | None = None, env: str | None = None) -> str:
         """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none.
 
-        A group-scoped secret is returned only to a run whose user (``created_by``) is in one
-        of its groups, as last recorded from the Hub in ``nexusflow_principals``; the run is
-        ``run_id`` or, in a worker, the run of the current RQ job. Otherwise (no run, a user
-        outside the groups, a trigger-started run) ``SecretScopeError`` is raised.
+        The value is the environment's own (``env``, by default the environment of the run)
+        or else the one of every environment. A group-scoped secret is returned only to a run
+        whose user (``created_by``) is in one of its groups, as last recorded from the Hub in
+        ``nexusflow_principals``; the run is ``run_id`` or, in a worker, the run of the
+        current RQ job. Otherwise (no run, a user outside the groups, a trigger-started run)
+        ``SecretScopeError`` is raised.
         """
         from psycopg.rows import tuple_row
 
+        run_id = run_id or current_run_id()
+        if env is None:
+            env = self.run_env(run_id)
         with self._pool.connection() as conn:
             row = conn.cursor(row_factory=tuple_row).execute(
-                "SELECT ciphertext, scope_groups FROM nexusflow_secrets WHERE name = %s", (name,)
+                "SELECT ciphertext, scope_groups, env FROM nexusflow_secrets"
+                " WHERE name = %s AND env IN ('', %s) ORDER BY env DESC LIMIT 1", (name, env)
             ).fetchone()
             conn.commit()
         if row is None:
-            raise NotFoundError(f"no secret named {name!r} (set it with `nexusflow secrets set`)")
+            where = f" (in environment {env!r} or for every environment)" if env else ""
+            raise NotFoundError(f"no secret named {name!r}{where} (set it with `nexusflow "
+                                "secrets set`)")
         if row[1]:
-            self._check_scope(name, list(row[1]), run_id or current_run_id())
-        return self.cipher.decrypt(row[0], name)
+            self._check_scope(name, list(row[1]), run_id)
+        return self.cipher.decrypt(row[0], secret_associated(row[2], name))
 
-    def _check_scope(self, name: str, groups: Iterable[str], run_id: str | None) -> None:
+    def run_env(self, run_id: str | None) -> str:
+        """Return the environment run ``run_id`` runs in (``''`` with no run)."""
+        return ""
+
+    def _check_scope(self, name: str, groups: Iterable[str], run_id: str | None,
+                     what: str = "secret") -> None:
         """Raise ``SecretScopeError`` unless the run's user is in one of ``groups``."""
         from psycopg.rows import tuple_row
 
         need = ", ".join(groups)
         if run_id is None:
             raise SecretScopeError(
-                f"secret {name!r} is scoped to group(s) {need}: only a run may read it")
+                f"{what} {name!r} is scoped to group(s) {need}: only a run may read it")
         with self._pool.connection() as conn:
             row = conn.cursor(row_factory=tuple_row).execute(
                 "SELECT e.created_by, p.groups FROM executions e LEFT JOIN nexusflow_principals p"
@@ -311,7 +385,7 @@ class SecretStore:
         user, user_groups = (row[0], list(row[1] or ())) if row else (None, [])
         if not set(groups) & set(user_groups):
             raise SecretScopeError(
-                f"secret {name!r} is scoped to group(s) {need}; the run's user {user!r} is not "
+                f"{what} {name!r} is scoped to group(s) {need}; the run's user {user!r} is not "
                 "in any of them")
 
     def value_for_run(self, name: str, run_id: str) -> str | None:
@@ -348,6 +422,11 @@ __all__ = [
     "SecretKeyError",
     "SecretScopeError",
     "SecretStore",
+    "ENCRYPTED_COLUMNS",
+    "EncryptedColumn",
+    "check_env",
+    "connection_associated",
+    "secret_associated",
     "check_group",
     "check_name",
     "current_run_id",

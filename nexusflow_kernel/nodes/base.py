@@ -141,6 +141,12 @@ class NodeContext:
     resume_state: dict[str, Any] | None = None
     """State saved by a previous ``Defer`` of this node, or ``None`` on a first start."""
     secrets: Callable[[str], str] | None = None
+    connections: Callable[[str], Any] | None = None
+    """Return a stored connection (``connections.Connection``: ``kind``, ``url``, ``headers``,
+    ``trusted``) in the run's environment; its values are masked in the record. ``None``:
+    no store (``db_query`` then reads ``NEXUSFLOW_CONNECTION_<NAME>`` only)."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """The variables of the run's environment (``env['NAME']`` in expressions)."""
     resume_token: Callable[[str], str] | None = None
     """Return the resume token of a ``wait`` node of this run (``None``: no secrets key)."""
     names: dict[str, Any] = field(default_factory=dict)
@@ -207,6 +213,12 @@ class NodeType:
         from ..masking import secret_refs
 
         return secret_refs(config)
+
+    def connection_names(self, config: Mapping[str, Any]) -> set[str]:
+        """Return the stored connections a node of this type may resolve with ``config``
+        (their passwords are masked in everything the run records, like secrets)."""
+        name = config.get("connection")
+        return {name} if isinstance(name, str) and "{{" not in name else set()
 
     def branch(self, output: Any) -> str | None:
         """Return the output handle taken for ``output`` (only for types with handles)."""

@@ -1,10 +1,12 @@
 """The Database Query node: one parameterised SQL statement on a named PostgreSQL connection.
 
-Connections come from ``NEXUSFLOW_CONNECTION_<NAME>`` (``Settings.connections``), never from
-the metadata database. Values always travel as bind parameters, and the statement is sent with
-the extended query protocol (psycopg pipeline mode), which the server refuses for more than one
-statement, so ``'; DROP TABLE ...`` can neither be injected nor stacked. ``{{ }}`` templates
-are refused in ``sql`` (they would write values into the SQL text) and never rendered there.
+Connections are stored ones (``nexusflow connections add``, encrypted, resolved by the worker in
+the run's environment: ``connections.py``), or else, for single-user setups,
+``NEXUSFLOW_CONNECTION_<NAME>`` on the workers (``Settings.connections``). Values always travel
+as bind parameters, and the statement is sent with the extended query protocol (psycopg pipeline
+mode), which the server refuses for more than one statement, so ``'; DROP TABLE ...`` can
+neither be injected nor stacked. ``{{ }}`` templates are refused in ``sql`` (they would write
+values into the SQL text) and never rendered there.
 
 A read-only node runs in a READ ONLY transaction that is rolled back, never committed (large
 objects, which PostgreSQL lets a read-only transaction create, go with it). A connection whose
@@ -115,15 +117,27 @@ class DbQueryNode(NodeType):
             faults.insert(0, ("/sql", TEMPLATE_IN_SQL))
         return faults
 
-    def _url(self, ctx: NodeContext, name: str) -> str:
+    def _url(self, ctx: NodeContext, name: str) -> tuple[str, bool]:
+        """Return the connection's URL and whether it is trusted: the stored connection of the
+        run's environment, else the one of every environment, else the worker's variable."""
+        stored = ctx.connections(name) if ctx.connections is not None else None
+        if stored is not None:
+            if stored.kind != "postgres":
+                raise NodeExecutionError(
+                    f"node {ctx.node_id!r}: connection {name!r} is an {stored.kind} connection, "
+                    "not a postgres one", retryable=False)
+            return stored.url, bool(stored.trusted)
         connections = ctx.settings.connections or {}
         url = connections.get(name.lower())
         if url:
-            return url
+            return url, name.lower() in ctx.settings.trusted_connections
         known = ", ".join(sorted(connections)) or "none"
         raise NodeExecutionError(
-            f"node {ctx.node_id!r}: unknown database connection {name!r} (configured: {known}; "
-            f"set NEXUSFLOW_CONNECTION_{name.upper()} to add it)",
+            f"node {ctx.node_id!r}: unknown database connection {name!r} (configured: "
+            f"{known}; none stored" + (" for this environment" if ctx.connections is not None
+                                       else "")
+            + f"): add it with `nexusflow connections add {name} --kind postgres --url ...` "
+            f"(or NEXUSFLOW_CONNECTION_{name.upper()} on the workers)",
             retryable=False,
         )
 
@@ -134,8 +148,7 @@ class DbQueryNode(NodeType):
         name = str(config["connection"])
         if _template_in_sql(config["sql"]):  # a version saved before the compiler refused it
             raise NodeExecutionError(f"node {ctx.node_id!r}: {TEMPLATE_IN_SQL}", retryable=False)
-        url = self._url(ctx, name)
-        trusted = name.lower() in ctx.settings.trusted_connections
+        url, trusted = self._url(ctx, name)
         sql = str(config["sql"])
         params = config.get("params")
         read_only = bool(config.get("read_only", True))
@@ -195,7 +208,8 @@ class DbQueryNode(NodeType):
                     f"connection {name!r} uses the role {role!r}, which is "
                     f"{', '.join(why)}: it could step around read-only and reach the database "
                     "server's files and programs. Use a least-privilege role, or, if every flow "
-                    "author may have those powers, set "
+                    "author may have those powers, store it with `nexusflow connections add "
+                    "--trusted` (an administrator) or set "
                     f"NEXUSFLOW_CONNECTION_{name.upper()}_TRUSTED=1 on the workers",
                     retryable=False)
 

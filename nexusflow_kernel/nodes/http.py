@@ -183,7 +183,13 @@ class HttpNode(NodeType):
             },
             "url": {
                 "title": "URL", "type": "string", "minLength": 1, "maxLength": 8192,
-                "description": "http:// or https:// URL, e.g. https://api.example.com/items.",
+                "description": "http:// or https:// URL, e.g. https://api.example.com/items "
+                               "(with a connection, a path under its URL: /items).",
+            },
+            "connection": {
+                "title": "Connection", "type": "string", "minLength": 1, "maxLength": 128,
+                "description": "A stored http connection (`nexusflow connections add`): its "
+                               "headers (credentials) are sent, the URL must be under its own.",
             },
             "headers": {
                 "title": "Headers", "type": "object", "default": {},
@@ -231,7 +237,9 @@ class HttpNode(NodeType):
         if "json" in config and "body" in config:
             faults.insert(0, ("/body", "set either json or body, not both"))
         url = config.get("url")
-        if isinstance(url, str) and "{{" not in url:
+        if isinstance(url, str) and config.get("connection") and url.startswith("/"):
+            pass  # a path under the connection's URL
+        elif isinstance(url, str) and "{{" not in url:
             scheme = url.split(":", 1)[0].lower() if ":" in url else ""
             if scheme not in ("http", "https"):
                 faults.append(("/url", f"{url!r} is not an http:// or https:// URL"))
@@ -243,6 +251,9 @@ class HttpNode(NodeType):
         config = ctx.config
         method = str(config.get("method", "GET")).upper()
         url = str(config.get("url", ""))
+        stored: dict[str, str] = {}
+        if config.get("connection"):
+            url, stored = self._connection(ctx, str(config["connection"]), url)
         shown = f"{method} {mask_url(url)}"
         if "json" in config and "body" in config:
             raise NodeExecutionError(f"{shown}: set either json or body, not both",
@@ -253,7 +264,8 @@ class HttpNode(NodeType):
         except httpx.InvalidURL as exc:
             raise NodeExecutionError(f"{shown}: invalid URL: {exc}", retryable=False) from None
 
-        headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        headers = {**stored,
+                   **{str(k): str(v) for k, v in (config.get("headers") or {}).items()}}
         if not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = ctx.idempotency_key
         timeout_s = float(config.get("timeout_s", 30))
@@ -324,6 +336,28 @@ class HttpNode(NodeType):
             except ValueError as exc:
                 ctx.log("the response says JSON but does not parse: %s", exc)
         return output
+
+    @staticmethod
+    def _connection(ctx: NodeContext, name: str, url: str) -> tuple[str, dict[str, str]]:
+        """Return the URL under connection ``name`` and its headers; refuse a URL elsewhere
+        (the credentials go only where the connection says)."""
+        found = ctx.connections(name) if ctx.connections is not None else None
+        if found is None:
+            raise NodeExecutionError(
+                f"node {ctx.node_id!r}: unknown connection {name!r} (add it with `nexusflow "
+                f"connections add {name} --kind http --url ...`)", retryable=False)
+        if found.kind != "http":
+            raise NodeExecutionError(f"node {ctx.node_id!r}: connection {name!r} is a "
+                                     f"{found.kind} connection, not an http one", retryable=False)
+        base = str(found.url)
+        if url.startswith("/"):
+            url = base.rstrip("/") + url
+        root = base if base.endswith("/") else base + "/"
+        if url != base and not url.startswith(root):
+            raise NodeExecutionError(
+                f"node {ctx.node_id!r}: {mask_url(url)} is not under the URL of connection "
+                f"{name!r} ({mask_url(base)}); its credentials go nowhere else", retryable=False)
+        return url, dict(found.headers)
 
     @staticmethod
     def _read(response: Any, limit: int, started: float, timeout: float,

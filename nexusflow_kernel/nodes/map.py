@@ -152,6 +152,13 @@ class MapNode(NodeType):
         inner = spec.get("config") or {}
         return node_type.secret_names(inner) if node_type else super().secret_names(inner)
 
+    def connection_names(self, config: Mapping[str, Any]) -> set[str]:
+        from . import get_node_type
+
+        spec = config.get("node") or {}
+        node_type = get_node_type(spec.get("type", ""))
+        return node_type.connection_names(spec.get("config") or {}) if node_type else set()
+
     def items(self, ctx: NodeContext) -> list[Any]:
         """Evaluate ``items``; raise a non-retryable error naming the node and field unless it
         gives a list (of at most ``MAX_ITEMS`` JSON values)."""

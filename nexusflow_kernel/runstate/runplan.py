@@ -22,7 +22,7 @@ class RunPlan:
     handle_of: dict[tuple[str, str], str | None]
     secret_names: frozenset[str] = frozenset()
     """Every secret a node of this flow may resolve: whatever records one of the run's nodes
-    masks all of their values (``masking.py``)."""
+    masks all of their values (``masking.py``); a stored connection as ``connection:NAME``."""
     recoverers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Node -> its children marked ``recovers: true`` (error handlers that recover)."""
     document: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +56,13 @@ def _secret_names(nodes: Any) -> frozenset[str]:
     for node in nodes:
         node_type = get_node_type(node.type)
         names |= node_type.secret_names(node.config) if node_type else secret_refs(node.config)
+        if node_type is not None:  # a stored connection's values are masked like a secret's
+            names |= {CONNECTION_PREFIX + c for c in node_type.connection_names(node.config)}
     return frozenset(names)
+
+
+CONNECTION_PREFIX = "connection:"
+"""How ``secret_names`` names a connection (``connections.PREFIX``; no secret has a colon)."""
 
 
 class PlanCache:

@@ -306,6 +306,13 @@ class NexusFlow(ExtensionApp):
             self._secrets = SecretStore(get_pool(settings.database_url), settings=settings)
         return self._secrets
 
+    def connections(self) -> Any:
+        """Return the connection store (the secret store's database and key)."""
+        from nexusflow_kernel.connections import ConnectionStore
+
+        store = self.secrets()
+        return ConnectionStore(store._pool, secrets=store)
+
     def rate_limiter(self) -> Any:
         """Return the webhook rate limiter on the engine's Redis."""
         if self._limiter is None:

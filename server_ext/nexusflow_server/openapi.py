@@ -162,6 +162,13 @@ def _schemas() -> dict[str, Any]:
                          log={"type": ["string", "null"]},
                          duration_ms={"type": ["number", "null"]}),
         "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
+        "Connection": _obj(
+            ["name", "env", "kind", "display"], name={"type": "string"},
+            env={"type": "string", "description": "'' : every environment without its own"},
+            kind={"enum": ["postgres", "http"]},
+            display={"type": "string", "description": "the URL without its password"},
+            trusted={"type": "boolean"}, groups={"type": "array", "items": {"type": "string"}},
+            updated_at={"type": "string"}),
         "Role": _obj(["principal", "role"], principal={"type": "string"},
                      role={"enum": ["viewer", "runner", "editor", "owner"]}),
         "Webhook": _obj(["hook_id", "workflow_id", "auth"], hook_id={"type": "string"},
@@ -187,6 +194,8 @@ def _paths() -> dict[str, Any]:
     after = _param("after", "query", {"type": "string", "pattern": "^[0-9$-]{1,64}$"}, False,
                    "resume after this stream id")
     name = _param("name", schema={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"})
+    env_q = _param("env", "query", {"type": "string", "pattern": "^([a-z][a-z0-9_-]{0,62})?$"},
+                   False, "an environment (absent: every environment)")
     return {
         "/nexusflow/api/openapi.json": {"get": _op(
             "This document", {"200": _json(_ANY_OBJ)}, errors=(403,), tag="meta")},
@@ -422,6 +431,33 @@ def _paths() -> dict[str, Any]:
                                                "may read it (empty: any run)"})),
                        errors=(400, 403, 413, 415), tag="secrets"),
             "delete": _op("Delete a secret", _NO_CONTENT, params=[name], tag="secrets")},
+        "/nexusflow/api/connections": {"get": _op(
+            "List connections (passwords and header values are never shown)",
+            {"200": _json(_list("connections", _ref("Connection")))}, params=[env_q],
+            errors=(400, 403, 503), tag="connections")},
+        "/nexusflow/api/connections/{name}": {
+            "get": _op("A connection's metadata", {"200": _json(_ref("Connection"))},
+                       params=[name, env_q], tag="connections"),
+            "put": _op("Store (or replace) a connection", {"200": _json(_ref("Connection"))},
+                       params=[name, env_q],
+                       body=_body(_obj(
+                           ["url"], kind={"enum": ["postgres", "http"]},
+                           url={"type": "string", "description": "postgresql://user@host/db, "
+                                "or an http connection's base URL"},
+                           password={"type": "string", "description": "write-only"},
+                           headers={"type": "object", "additionalProperties":
+                                    {"type": "string"}, "description": "http: sent with every "
+                                    "request (write-only)"},
+                           trusted={"type": "boolean", "description": "administrators only"},
+                           groups={"type": "array", "items": {"type": "string"}})),
+                       errors=(400, 403, 413, 415), tag="connections"),
+            "delete": _op("Delete a connection", _NO_CONTENT, params=[name, env_q],
+                          tag="connections")},
+        "/nexusflow/api/connections/{name}/test": {"post": _op(
+            "Try a connection (connect, or GET its URL)",
+            {"200": _json(_obj(["ok", "message"], ok={"type": "boolean"},
+                               message={"type": "string"}, ms={"type": "number"}))},
+            params=[name, env_q], tag="connections")},
         "/nexusflow/api/audit": {"get": _op(
             "The audit log, newest first", {"200": _json(_list("entries", _ANY_OBJ))},
             params=[_param("limit", "query", {"type": "integer", "minimum": 1,

@@ -5,7 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import admin, api, debugapi, describe, flowcontrol, live, status, streaming, webhooks
+from . import (
+    admin,
+    api,
+    connections,
+    debugapi,
+    describe,
+    flowcontrol,
+    live,
+    status,
+    streaming,
+    webhooks,
+)
 
 API = "/nexusflow/api"
 _ID = r"(?P<{}>[^/]+)"
@@ -54,6 +65,9 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/events", streaming.AllEventsSocket),
     (f"{API}/secrets", admin.SecretsHandler),
     (f"{API}/secrets/{{name}}", admin.SecretHandler),
+    (f"{API}/connections", connections.ConnectionsHandler),
+    (f"{API}/connections/{{name}}", connections.ConnectionHandler),
+    (f"{API}/connections/{{name}}/test", connections.ConnectionTestHandler),
     (f"{API}/audit", admin.AuditHandler),
     (f"{API}/workers", status.WorkersHandler),
     (f"{API}/documents/live", live.LiveDocumentHandler),

@@ -62,7 +62,8 @@ class Runtime:
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.secrets: Callable[[str], str] | None
         self.run_secrets: RunSecrets | None  # the maskers of runs (None: no store to read)
-        self.secrets, self.run_secrets = _secret_resolvers(self.settings)
+        self.connections: Any = None  # connections.ConnectionStore (None: no store to read)
+        self.secrets, self.run_secrets, self.connections = _secret_resolvers(self.settings)
         self._leases: _LeaseKeeper | None = None
         self._resume_key: bytes | None = None
         self.advert: Callable[[], str] | None = None
@@ -122,8 +123,10 @@ def set_runtime(rt: Runtime | None) -> None:
         _runtime = rt
 
 
-def _secret_resolvers(settings: Settings) -> tuple[Callable[[str], str], RunSecrets | None]:
-    """Return the resolver nodes use, and the run maskers' (``None``: no store to read)."""
+def _secret_resolvers(settings: Settings) -> tuple[Callable[..., str], RunSecrets | None, Any]:
+    """Return the resolver nodes use, the run maskers' (``None``: no store to read), and the
+    connection store (``None``: none)."""
+    from nexusflow_kernel.connections import ConnectionStore, run_values
     from nexusflow_kernel.secrets import SecretStore
 
     try:
@@ -131,11 +134,12 @@ def _secret_resolvers(settings: Settings) -> tuple[Callable[[str], str], RunSecr
     except Exception as exc:  # no key configured, etc.: nodes asking for secrets get this
         message = f"secrets are unavailable: {exc}"
 
-        def unavailable(name: str) -> str:
+        def unavailable(name: str, **_: Any) -> str:
             raise NodeExecutionError(message, retryable=False)
 
-        return unavailable, None
-    return store.get, RunSecrets(store.value_for_run)
+        return unavailable, None, None
+    connections = ConnectionStore(settings, secrets=store)
+    return store.get, RunSecrets(run_values(store, connections)), connections
 
 
 MAX_ERROR_CHARS = 4000
@@ -319,10 +323,24 @@ class _Masking:
     def resolver(self, name: str) -> str:
         """Resolve a secret for the node, remembering its value for the masker."""
         assert self.rt.secrets is not None
-        value = self.rt.secrets(name)
+        value = self.rt.secrets(name, run_id=self.claim.run_id)
         if isinstance(value, str):
             self.found.append(value)
         return value
+
+    def connection(self, name: str) -> Any:
+        """Resolve a stored connection for the node (``None``: no stored one of that name),
+        remembering its values (password, URL, header values) for the masker."""
+        from nexusflow_kernel.errors import NotFoundError
+
+        if self.rt.connections is None:
+            return None
+        try:
+            found = self.rt.connections.resolve(name, run_id=self.claim.run_id)
+        except NotFoundError:
+            return None
+        self.found.extend(found.values)
+        return found
 
     def needed(self) -> bool:
         """Whether the record may hold a secret (the flow names one, or one was resolved)."""
@@ -433,6 +451,7 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
                 log=log, deadline=(time.time() + timeout_s - (time.monotonic() - started))
                 if timeout_s else None,
                 resume_state=claim.resume_state, secrets=resolver,
+                connections=masking.connection if rt.connections is not None else None,
                 resume_token=_ResumeTokens(rt, claim, masking).token,
                 names=item.names if item is not None else {},
             )
