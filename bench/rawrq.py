@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import redis
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .jobs import noop, sleep
@@ -28,7 +29,7 @@ def drain(conn: redis.Redis, queue: str, n: int, timeout: float = 300.0) -> floa
     q = _queue(conn, queue)
     tag = uuid.uuid4().hex[:8]
     items = [Queue.prepare_data(noop, job_id=f"b{tag}-{i}", result_ttl=0) for i in range(n)]
-    keys = [f"rq:job:b{tag}-{i}" for i in range(n)]
+    keys = [Job.key_for(f"b{tag}-{i}") for i in range(n)]
     end = time.monotonic() + timeout
     t0 = time.perf_counter()
     q.enqueue_many(items)

@@ -167,7 +167,7 @@ class Suite:
 
     def quiesce(self, timeout: float = 180.0) -> float:
         """Wait until the RQ queue holds no leftover jobs of earlier runs; return the wait."""
-        key = f"rq:queue:{self.engine.settings.queue_name}"
+        key = self.engine.broker.queue_for("default").key
         t0 = time.perf_counter()
         end = time.monotonic() + timeout
         while self.redis.llen(key) and time.monotonic() < end:

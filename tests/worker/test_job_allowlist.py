@@ -124,7 +124,7 @@ def attacker_queue(settings, name: str | None = None) -> Queue:
 
 
 def job_status(r: redis.Redis, job_id: str) -> str | None:
-    raw = r.hget(f"rq:job:{job_id}", "status")
+    raw = r.hget(Job.key_for(job_id), "status")
     return raw.decode() if raw else None
 
 
@@ -292,8 +292,9 @@ def test_failure_callback_of_an_abandoned_job_is_never_imported(settings, start_
     r.lrem(q.key, 0, job.id)
     registry = StartedJobRegistry(queue=q)
     r.zadd(registry.key, {f"{job.id}:{uuid.uuid4().hex}": time.time() - 3600})
-    # Owned by a worker that looks alive, so the reconciler leaves the entry to RQ.
-    r.hset(job.key, "worker_name", "elsewhere:1")
+    # Owned by a worker that looks alive, so the reconciler leaves the entry to RQ; started,
+    # as a job whose worker died is (RQ 3 fails only those as abandoned).
+    r.hset(job.key, mapping={"worker_name": "elsewhere:1", "status": "started"})
     r.set("nexusflow:alive:elsewhere:1", 1, ex=60)
     worker = start_worker(env=canary["env"])
     wait_for(lambda: job_status(r, job.id) == "failed", 20, "the abandoned job failed")
@@ -303,7 +304,7 @@ def test_failure_callback_of_an_abandoned_job_is_never_imported(settings, start_
 
 
 def test_webhooks_are_refused_and_never_sent(settings, start_worker) -> None:
-    """RQ 2.12 sends HTTP requests a job asks for (``webhooks``): a request forged by anyone
+    """RQ (2.12 and 3) sends HTTP requests a job asks for (``webhooks``): a request forged by anyone
     who can write to Redis, from inside the workers' network."""
     hits: list[str] = []
 

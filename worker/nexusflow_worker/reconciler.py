@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from nexusflow_kernel.transport.broker import Push, job_id
@@ -115,7 +116,7 @@ def _forget_started(rt: Runtime, jid: str) -> None:
                    if m[0].decode() == jid or m[0].decode().startswith(jid + ":")]
         if entries:
             r.zrem(key, *(m[0] for m in entries))
-    r.delete(f"rq:job:{jid}")
+    r.delete(Job.key_for(jid))
 
 
 def _drop_orphans(rt: Runtime) -> None:
@@ -136,7 +137,7 @@ def _drop_orphans(rt: Runtime) -> None:
             continue
         pipe = r.pipeline(transaction=False)
         for m in members:
-            pipe.hget(f"rq:job:{m.decode().split(':')[0]}", "worker_name")
+            pipe.hget(Job.key_for(m.decode().split(":")[0]), "worker_name")
         owners = pipe.execute()
         pipe = r.pipeline(transaction=False)
         for owner in owners:
@@ -144,10 +145,10 @@ def _drop_orphans(rt: Runtime) -> None:
         alive = pipe.execute()
         dead = [m for m, owner, ok in zip(members, owners, alive, strict=True)
                 if not ok and (owner is not None or not r.exists(
-                    f"rq:job:{m.decode().split(':')[0]}"))]
+                    Job.key_for(m.decode().split(":")[0])))]
         if dead:
             r.zrem(key, *dead)
-            r.delete(*{f"rq:job:{m.decode().split(':')[0]}" for m in dead})
+            r.delete(*{Job.key_for(m.decode().split(":")[0]) for m in dead})
 
 
 def _grant_pools(rt: Runtime) -> None:
@@ -178,7 +179,7 @@ def _repush(rt: Runtime, report: PassReport) -> None:
     ids = [job_id(r["run_id"], r["idx"], r["attempt"], r["wake"]) for r in rows]
     pipe = rt.broker.redis.pipeline(transaction=False)
     for jid in ids:
-        pipe.hget(f"rq:job:{jid}", "status")
+        pipe.hget(Job.key_for(jid), "status")
     statuses = pipe.execute()
     missing, missing_ids, present = [], [], []
     overdue = rt.broker.redis.pipeline(transaction=False)
