@@ -38,7 +38,67 @@ export interface IRun {
   workflow_id?: string;
   version?: number;
   parent?: { run_id: string; node_id: string; item?: number | null } | null;
-  nodes: { [id: string]: INodeRunState & { waiting?: IWaiting; child_run?: string; error?: string | null } };
+  options?: { use_pins?: boolean; cache?: boolean };
+  nodes: {
+    [id: string]: INodeRunState & {
+      waiting?: IWaiting;
+      child_run?: string;
+      error?: string | null;
+      /** The run and node whose result this node was served from (the result cache). */
+      cached_from?: ICachedFrom;
+      /** The node's pinned output stood in for running it (a run started with pins). */
+      pinned?: boolean;
+      version?: number;
+    };
+  };
+}
+
+/** Where a cached result came from (`cached_from` of a node in the run JSON). */
+export interface ICachedFrom {
+  run_id: string;
+  node_id: string;
+  [key: string]: JSONValue;
+}
+
+/** What a retry with the flow's current version did (POST runs/{id}/retry, update: true). */
+export interface IRunUpdate {
+  run_id: string;
+  version: number;
+  previous_version?: number;
+  rerun?: string[];
+  added?: string[];
+  removed?: string[];
+  stale?: string[];
+}
+
+/** A one-node test (POST tests, GET tests/{id}): run by a worker outside any run. */
+export interface INodeTest {
+  test_id: string;
+  status: 'queued' | 'running' | 'succeeded' | 'failed';
+  node_id?: string;
+  output?: JSONValue;
+  error?: string | null;
+  log?: string | null;
+  duration_ms?: number | null;
+  inputs?: JSONValue;
+  params?: JSONValue;
+  from_run?: string | null;
+}
+
+/** What "Test node" sends: the node of the flow file (as it is now), and what it runs on. */
+export interface ITestRequest {
+  path: string;
+  node_id: string;
+  /** Parents' outputs by parent id; omitted: those of the latest run (or of `run_id`). */
+  inputs?: JSONObject;
+  run_id?: string;
+  wait_s?: number;
+}
+
+/** Options of a run started from the canvas. */
+export interface IRunOptions {
+  /** Nodes with a pinned output give it instead of running. */
+  use_pins?: boolean;
 }
 
 /** What a waiting node waits for (GET runs/{id}: nodes[id].waiting). */
@@ -159,14 +219,30 @@ export const api = {
   describe,
   nodeTypes: () => request<{ node_types: INodeType[] }>('node-types').then(r => r.node_types),
   secrets: () => request<{ secrets: { name: string }[] }>('secrets').then(r => r.secrets),
-  startRun: (path: string, inputs: JSONObject) =>
-    post<{ run_id: string }>('runs', { path, inputs }).then(r => r.run_id),
+  startRun: (path: string, inputs: JSONObject, options: IRunOptions = {}) =>
+    post<{ run_id: string }>('runs', {
+      path,
+      inputs,
+      ...(options.use_pins ? { use_pins: true } : {})
+    }).then(r => r.run_id),
   runs: (path: string) =>
     request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}`).then(r => r.runs),
   run: (runId: string) => request<IRun>(`runs/${encodeURIComponent(runId)}`),
   cancel: (runId: string) => post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/cancel`),
   retry: (runId: string) =>
     post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/retry`).then(r => r.run_id),
+  /** Resume the run with the flow file as it is now (the live document); 409 names the node
+   *  when the graph no longer fits what ran. */
+  retryUpdated: (runId: string, path: string) =>
+    post<IRunUpdate>(`runs/${encodeURIComponent(runId)}/retry`, { update: true, path }),
+  /** Write (or find) `<flow>-<node>-debug.ipynb` next to the flow file. */
+  debugNotebook: (runId: string, nodeId: string, path: string) =>
+    post<{ path: string; created: boolean }>(
+      `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/notebook`,
+      { path }
+    ),
+  testNode: (req: ITestRequest) => post<INodeTest>('tests', req as unknown as JSONObject),
+  test: (testId: string) => request<INodeTest>(`tests/${encodeURIComponent(testId)}`),
   decide: (runId: string, nodeId: string, approved: boolean, comment?: string) =>
     post<{ decision: IDecision }>(
       `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/decision`,

@@ -69,7 +69,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         contentProviderId: rtc ? 'rtc' : undefined
       } as any,
       settings,
-      openAsText
+      openAsText,
+      // The debug notebook of a node: opened with its default factory (a notebook, its kernel).
+      (path: string) => void app.commands.execute('docmanager:open', { path })
     );
     app.docRegistry.addWidgetFactory(factory);
 

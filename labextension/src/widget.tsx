@@ -32,7 +32,8 @@ export class NxFlowPanel extends ReactWidget {
   constructor(
     private _context: DocumentRegistry.IContext<NxFlowModel>,
     private _settings: CanvasSettings,
-    private _openAsText: (path: string) => void
+    private _openAsText: (path: string) => void,
+    private _openPath?: (path: string) => void
   ) {
     super();
     this.addClass('nf-panel');
@@ -59,6 +60,7 @@ export class NxFlowPanel extends ReactWidget {
         path={() => context.localPath}
         settings={this._settings.current}
         openAsText={() => this._openAsText(context.path)}
+        openPath={this._openPath}
       />
     );
   }
@@ -73,7 +75,8 @@ export class NxFlowWidgetFactory extends ABCWidgetFactory<
   constructor(
     options: DocumentRegistry.IWidgetFactoryOptions,
     private _settings: CanvasSettings,
-    private _openAsText: (path: string) => void
+    private _openAsText: (path: string) => void,
+    private _openPath?: (path: string) => void
   ) {
     super(options);
   }
@@ -81,7 +84,7 @@ export class NxFlowWidgetFactory extends ABCWidgetFactory<
   protected createNewWidget(
     context: DocumentRegistry.IContext<NxFlowModel>
   ): DocumentWidget<NxFlowPanel, NxFlowModel> {
-    const content = new NxFlowPanel(context, this._settings, this._openAsText);
+    const content = new NxFlowPanel(context, this._settings, this._openAsText, this._openPath);
     const widget = new DocumentWidget({ content, context });
     widget.addClass('nf-document');
     return widget;

@@ -17,6 +17,10 @@ export interface INodeExtra {
   };
   /** The child run a sub-flow node started (the latest). */
   childRun?: string;
+  /** The run and node whose result was served instead of running (the result cache). */
+  cachedFrom?: { run_id: string; node_id: string };
+  /** The node's pinned output stood in for running it. */
+  pinned?: boolean;
 }
 
 export interface INodeActions {

@@ -3,7 +3,7 @@
  * and log. The host says where attempts come from (`load`): the REST API in Lab, the kernel
  * in a notebook, both reading Engine.node_attempts (which masks secrets).
  */
-import React, { useEffect, useRef, useState } from 'react';
+import React, { ReactNode, useEffect, useRef, useState } from 'react';
 import type { JSONValue } from '../graph.js';
 import type { AttemptsLoader, IAttempt, INodeRun } from './types.js';
 
@@ -15,6 +15,9 @@ export interface INodeDetailsProps {
   onClose: () => void;
   /** Shown instead of "Loading…" when the answer takes longer than a second. */
   slowHint?: string;
+  /** What the host lets one do with the node of this run (Lab: open it in a notebook, pin
+   *  the attempt's output); given the attempt shown. The read-only widget gives none. */
+  actions?: (attempt: IAttempt | undefined) => ReactNode;
 }
 
 export function formatMs(ms: number): string {
@@ -85,7 +88,15 @@ function useAttempts(
   return { attempts: mine ? loaded.attempts : null, error: mine ? loaded.error : null, slow };
 }
 
-export function NodeDetails({ runId, nodeId, run, load, onClose, slowHint }: INodeDetailsProps): JSX.Element {
+export function NodeDetails({
+  runId,
+  nodeId,
+  run,
+  load,
+  onClose,
+  slowHint,
+  actions
+}: INodeDetailsProps): JSX.Element {
   const { attempts, error, slow } = useAttempts(load, runId, nodeId, run);
   const [shown, setShown] = useState<number | null>(null);
   const attempt = attempts?.find(a => a.attempt === shown) ?? attempts?.[attempts.length - 1];
@@ -112,6 +123,7 @@ export function NodeDetails({ runId, nodeId, run, load, onClose, slowHint }: INo
           ✕
         </button>
       </div>
+      {actions && <div className="nf-logs-actions">{actions(attempt)}</div>}
       {error && <div className="nf-field-error">{error}</div>}
       {!error && !attempts && <div className="nf-help">{slow && slowHint ? slowHint : 'Loading…'}</div>}
       {attempts && attempts.length === 0 && (
@@ -123,6 +135,16 @@ export function NodeDetails({ runId, nodeId, run, load, onClose, slowHint }: INo
             <span className={`nf-pill nf-pill-${attempt.status}`}>{attempt.status}</span>
             <span>attempt {attempt.attempt}</span>
             {attempt.duration_ms != null && <span>{formatMs(attempt.duration_ms)}</span>}
+            {attempt.cached_from && (
+              <span className="nf-node-flag nf-node-cache" data-detail="cached-from">
+                from the cache: run {attempt.cached_from.run_id.slice(0, 8)}
+              </span>
+            )}
+            {attempt.pinned && (
+              <span className="nf-node-flag nf-node-pin nf-used" data-detail="pinned">
+                pinned output
+              </span>
+            )}
           </div>
           {attempt.error && <pre className="nf-error-text">{attempt.error}</pre>}
           <details open>

@@ -23,6 +23,45 @@ export type NxNodeData = {
 
 export type NxNode = Node<NxNodeData, 'nx'>;
 
+/** What a node carries beyond its state: a pinned output (the document's `pin`), a result
+ *  served from the cache in the run shown (`cached_from`). */
+function NodeBadges({ node, run }: { node: IFlowNode; run?: INodeRun }): JSX.Element | null {
+  const pin = node.pin as { from_run?: string; pinned_at?: string } | undefined;
+  const cached = run?.state === 'succeeded' ? run.cachedFrom : null;
+  if (!pin && !cached) {
+    return null;
+  }
+  return (
+    <>
+      {pin && (
+        <span
+          className={`nf-node-flag nf-node-pin${run?.pinned ? ' nf-used' : ''}`}
+          data-badge="pin"
+          data-pin-used={run?.pinned ? 'true' : 'false'}
+          title={
+            (run?.pinned ? 'This run used the pinned output instead of running the node. ' : '') +
+            'Pinned output' +
+            (pin.from_run ? ` from run ${String(pin.from_run).slice(0, 8)}` : '') +
+            ': runs started with pins use it instead of running the node.'
+          }
+        >
+          pin
+        </span>
+      )}
+      {cached && (
+        <span
+          className="nf-node-flag nf-node-cache"
+          data-badge="cache"
+          data-cached-from={cached.run_id}
+          title={`Served from the result cache: node ${cached.node_id} of run ${cached.run_id.slice(0, 8)}; it did not run.`}
+        >
+          cached
+        </span>
+      )}
+    </>
+  );
+}
+
 function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
   const { node, typeInfo, run, peers, problem, catalogLoaded } = data;
   const handles = typeInfo?.output_handles ?? [];
@@ -58,6 +97,7 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
             {ph === 'retrying' ? `retry ${run.attempt}` : run.state}
           </span>
         )}
+        <NodeBadges node={node} run={run} />
       </div>
       {(problem || unknown) && (
         <div className="nf-node-problem">{problem ?? `unknown type '${node.type}'`}</div>

@@ -10,6 +10,10 @@ export interface INodeRun {
   state: string;
   attempt?: number;
   error?: string | null;
+  /** The run and node whose result was served instead of running (the result cache). */
+  cachedFrom?: { run_id: string; node_id: string } | null;
+  /** The node's pinned output stood in for running it (a run started with pins). */
+  pinned?: boolean;
 }
 
 /** What the node view needs of a node type: its title and named output handles. */
@@ -36,6 +40,10 @@ export interface IAttempt {
   duration_ms?: number | null;
   started_at?: string | null;
   ended_at?: string | null;
+  /** Served from the result cache: the run and node the result came from. */
+  cached_from?: { run_id: string; node_id: string } | null;
+  /** The node's pinned output stood in for running it. */
+  pinned?: boolean | null;
 }
 
 /** Fetch a node's attempts in a run: the REST API in Lab, the kernel in a notebook. */

@@ -26,6 +26,7 @@ import { Banners } from './banners.js';
 import { useCatalog, useSecretNames } from './catalog.js';
 import { useClipboard } from './clipboard.js';
 import { useConnect } from './connect.js';
+import { OpenInNotebook, OpenPath, PinOutput } from './debug.js';
 import { DescribePanel } from './describe.js';
 import { DrillView, IDrillStep } from './drill.js';
 import { InvalidDoc } from './invalid.js';
@@ -36,7 +37,7 @@ import { useNotice } from './notice.js';
 import { Palette, usePaletteDrop } from './palette.js';
 import { usePresence } from './presence.js';
 import { drawableEdges, flowProblems } from './problems.js';
-import { useRunDetails } from './rundetails.js';
+import { useRunDetails, withDetails } from './rundetails.js';
 import { useRunView } from './runview.js';
 import { useSelection } from './selection.js';
 import { ICanvasSettings } from './settings.js';
@@ -49,9 +50,11 @@ export interface IEditorProps {
   path: () => string;
   settings: ICanvasSettings;
   openAsText: () => void;
+  /** Open a path of the server in Lab (the debug notebook of a node). */
+  openPath?: OpenPath;
 }
 
-function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Element {
+function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): JSX.Element {
   const doc = model.sharedModel;
   const flow = useDocFlow(doc);
   const [catalog, reloadCatalog] = useCatalog();
@@ -62,7 +65,8 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
   const { peers, byNode } = usePresence(doc, selection.nodes);
   const [logsFor, setLogsFor] = useState<string | null>(null);
   const wrapper = useRef<HTMLDivElement>(null);
-  const details = useRunDetails(view.runId, flow.nodes, view.nodes);
+  const details = useRunDetails(view.runId, flow.nodes, view.nodes, view.status);
+  const runs = useMemo(() => withDetails(view.nodes, details), [view.nodes, details]);
   const [trail, setTrail] = useState<IDrillStep[]>([]);
   useEffect(() => setTrail([]), [view.runId]);
   const openChild = useCallback((step: IDrillStep) => setTrail(t => [...t, step]), []);
@@ -90,7 +94,7 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
   const onCycles = useMemo(() => nodesOnCycles(flow.nodes.map(n => n.id), drawable), [flow, drawable]);
   const problems = useMemo(() => flowProblems(flow, onCycles, catalog.types), [flow, onCycles, catalog]);
   const [rfNodes, onNodePositions] = useCanvasNodes({
-    flow, types: catalog.types, runs: view.nodes, peers: byNode, onCycles, selected: selection.nodes
+    flow, types: catalog.types, runs, peers: byNode, onCycles, selected: selection.nodes
   });
   const rfEdges = useMemo(
     () => flowEdges(drawable, view.nodes, { selected: selection.edges, onCycles }),
@@ -197,7 +201,8 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
         </div>
         <SidePanel
           doc={doc} flow={flow} selected={selection.nodes} catalog={catalog} secrets={secrets}
-          runs={view.nodes} onShowLogs={view.runId ? setLogsFor : undefined}
+          runs={runs} onShowLogs={view.runId ? setLogsFor : undefined}
+          path={path()} runId={view.runId} openPath={openPath} notify={notify}
         />
       </div>
       {logsFor && view.runId && (
@@ -207,6 +212,16 @@ function Editor({ model, path, settings, openAsText }: IEditorProps): JSX.Elemen
           run={view.nodes.get(logsFor)}
           load={api.logs}
           onClose={() => setLogsFor(null)}
+          actions={attempt => (
+            <>
+              <OpenInNotebook
+                runId={view.runId!} nodeId={logsFor} path={path()} openPath={openPath} notify={notify}
+              />
+              <PinOutput
+                doc={doc} node={flow.nodes.find(n => n.id === logsFor)} runId={view.runId!} attempt={attempt}
+              />
+            </>
+          )}
         />
       )}
     </div>

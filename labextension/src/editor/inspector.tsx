@@ -4,6 +4,8 @@ import { INodeType } from '../api.js';
 import { IFlow, IFlowNode, JSONObject } from '../graph.js';
 import { NxFlowDoc } from '../model.js';
 import type { INodeRun } from '../canvas/types.js';
+import { OpenInNotebook, OpenPath, TestNode } from './debug.js';
+import type { Notify } from './notice.js';
 import { SchemaForm } from './schemaform.js';
 
 const TRIGGER_RULES = ['all_success', 'all_done', 'one_success', 'none_failed', 'one_failed', 'all_failed'];
@@ -38,7 +40,11 @@ export function Inspector({
   catalogError,
   secrets,
   run,
-  onShowLogs
+  onShowLogs,
+  path,
+  runId,
+  openPath,
+  notify
 }: {
   doc: NxFlowDoc;
   node: IFlowNode;
@@ -47,6 +53,12 @@ export function Inspector({
   secrets: string[] | null;
   run?: INodeRun;
   onShowLogs?: () => void;
+  /** The flow file (a contents path): what "Test node" tests and the debug notebook's place. */
+  path: string;
+  /** The run shown, if any. */
+  runId: string | null;
+  openPath?: OpenPath;
+  notify: Notify;
 }): JSX.Element {
   const update = (patch: { [key: string]: any }) => doc.updateNode(node.id, patch);
   const retry = (node.retry ?? {}) as JSONObject;
@@ -69,13 +81,16 @@ export function Inspector({
         {typeInfo?.description && <div className="nf-help">{typeInfo.description}</div>}
       </div>
       {run && (
-        <div className="nf-row">
+        <div className="nf-row nf-wrap">
           <span className={`nf-pill nf-pill-${run.state}`}>{run.state}</span>
           {run.attempt !== undefined && <span className="nf-help">attempt {run.attempt}</span>}
           {onShowLogs && (
             <button className="nf-btn" onClick={onShowLogs}>
               Logs &amp; output
             </button>
+          )}
+          {runId && (
+            <OpenInNotebook runId={runId} nodeId={node.id} path={path} openPath={openPath} notify={notify} />
           )}
         </div>
       )}
@@ -163,6 +178,44 @@ export function Inspector({
         value={retry.backoff_s as number | undefined}
         onChange={v => setRetry('backoff_s', v)}
       />
+      <NumberInput
+        label="Cache results (s)"
+        value={cacheTtl(node)}
+        onChange={v => update({ cache: v !== undefined && v > 0 ? { ttl_s: v } : undefined })}
+      />
+      <div className="nf-help">
+        A result of the same node, config, code and inputs that succeeded within this many
+        seconds is used instead of running the node (runs show it as cached).
+      </div>
+      {node.pin && <PinnedOutput node={node} onUnpin={() => update({ pin: undefined })} />}
+      <div className="nf-section">Test</div>
+      <TestNode nodeId={node.id} path={path} runId={runId} />
+    </div>
+  );
+}
+
+/** The node's cache TTL (`cache: {ttl_s}`), if it has one. */
+export function cacheTtl(node: IFlowNode): number | undefined {
+  const cache = node.cache as { ttl_s?: unknown } | undefined;
+  return typeof cache?.ttl_s === 'number' ? cache.ttl_s : undefined;
+}
+
+/** The node's pinned output (the document's `pin`), with Unpin. */
+function PinnedOutput({ node, onUnpin }: { node: IFlowNode; onUnpin: () => void }): JSX.Element {
+  const pin = node.pin as { output?: unknown; from_run?: string; pinned_at?: string };
+  return (
+    <div className="nf-pinned" data-pinned-node={node.id}>
+      <div className="nf-section">Pinned output</div>
+      <pre className="nf-pinned-output">{JSON.stringify(pin.output ?? null, null, 2)}</pre>
+      <div className="nf-row">
+        <span className="nf-help">
+          {pin.from_run ? `from run ${String(pin.from_run).slice(0, 8)}` : 'pinned by hand'}
+          {pin.pinned_at ? ` · ${pin.pinned_at}` : ''}; used by runs started with pins
+        </span>
+        <button className="nf-btn" data-action="unpin" onClick={onUnpin}>
+          Unpin
+        </button>
+      </div>
     </div>
   );
 }

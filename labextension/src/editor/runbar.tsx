@@ -1,6 +1,7 @@
-/** The run toolbar: Run (asking for inputs when the flow has params), Cancel, Retry, history. */
+/** The run toolbar: Run (asking for inputs when the flow has params; with pins or not),
+ *  Cancel, Retry (as it ran, or with the current flow), history. */
 import React, { useState } from 'react';
-import { api, IRunSummary } from '../api.js';
+import { api, ApiError, IRunSummary } from '../api.js';
 import type { IFlow, JSONObject } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import { InputsForm } from './inputs.js';
@@ -21,14 +22,19 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
   const [history, setHistory] = useState<IRunSummary[] | null>(null);
   const [asking, setAsking] = useState(false);
   const [busy, setBusy] = useState(false);
+  const [usePins, setUsePins] = useState(false);
+  const [current, setCurrent] = useState(false);
+  const [refused, setRefused] = useState<string | null>(null);
+  const pins = flow.nodes.filter(n => n.pin).length;
   const params = flow.params ?? {};
   const hasParams = Object.keys(params).length > 0;
   const active = view.status === 'running' || (view.runId !== null && view.status === null);
 
   const start = async (inputs: JSONObject) => {
     setBusy(true);
+    setRefused(null);
     try {
-      const runId = await api.startRun(path, inputs);
+      const runId = await api.startRun(path, inputs, { use_pins: usePins && pins > 0 });
       doc.runId = runId;
       pick(null);
     } catch (err) {
@@ -43,15 +49,24 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
       return;
     }
     setBusy(true);
+    setRefused(null);
     try {
       if (what === 'cancel') {
         await api.cancel(view.runId);
+      } else if (current) {
+        // The same run, its failed nodes run again with the flow as it is now.
+        doc.runId = (await api.retryUpdated(view.runId, path)).run_id;
+        pick(null);
       } else {
         doc.runId = await api.retry(view.runId);
         pick(null);
       }
     } catch (err) {
-      notify(`${what === 'cancel' ? 'Cancel' : 'Retry'} failed: ${(err as Error).message}`);
+      const message = (err as Error).message;
+      if (what === 'retry' && current && err instanceof ApiError && err.status === 409) {
+        setRefused(message); // the graph no longer fits what ran: say why, until the next try
+      }
+      notify(`${what === 'cancel' ? 'Cancel' : 'Retry'} ${what === 'retry' && current ? 'refused' : 'failed'}: ${message}`);
     } finally {
       setBusy(false);
     }
@@ -70,6 +85,21 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
       >
         ▶ Run
       </button>
+      {pins > 0 && (
+        <label
+          className="nf-check"
+          title={`Nodes with a pinned output (${pins}) give it instead of running, in the runs you start here`}
+        >
+          <input
+            type="checkbox"
+            aria-label="Use pins"
+            data-action="use-pins"
+            checked={usePins}
+            onChange={e => setUsePins(e.target.checked)}
+          />
+          use pins
+        </label>
+      )}
       <button className="nf-btn" data-action="cancel" disabled={busy || !active} onClick={() => act('cancel')}>
         ■ Cancel
       </button>
@@ -78,10 +108,35 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
         data-action="retry"
         disabled={busy || !view.runId || !(view.status === 'failed' || view.status === 'canceled')}
         onClick={() => act('retry')}
-        title="Run the failed, canceled and skipped nodes again, keeping what succeeded"
+        title={
+          current
+            ? 'Run the failed, canceled and skipped nodes of the same run again with the flow as it is now, keeping what succeeded'
+            : 'Run the failed, canceled and skipped nodes again, keeping what succeeded'
+        }
       >
         ↻ Retry
       </button>
+      <label
+        className="nf-check"
+        title="Retry with the flow as it is now (your fix), in the same run; refused when a node that succeeded was removed or its inputs rewired"
+      >
+        <input
+          type="checkbox"
+          aria-label="Retry with the current flow"
+          data-action="retry-current"
+          checked={current}
+          onChange={e => setCurrent(e.target.checked)}
+        />
+        current flow
+      </label>
+      {refused && (
+        <span className="nf-refusal" data-retry-refusal role="alert" title={refused}>
+          Retry refused: {refused}
+          <button className="nf-btn nf-close" aria-label="Dismiss" onClick={() => setRefused(null)}>
+            ✕
+          </button>
+        </span>
+      )}
       <select
         className="nf-input nf-history"
         aria-label="Run history"

@@ -1,7 +1,9 @@
 /**
- * What a run says of its waiting and sub-flow nodes beyond their state (an approval's message
- * and approvers, the child run a sub-flow started): read from `GET runs/{id}` again whenever
- * one of those nodes changes state. Flows without such nodes never ask.
+ * What a run says of its nodes beyond their state (an approval's message and approvers, the
+ * child run a sub-flow started, a result served from the cache, a pinned output used): read
+ * from `GET runs/{id}` again whenever one of those nodes changes state, and once when the run
+ * ends (a cache hit or a pin may come from a node the document no longer marks). Events carry
+ * none of it: they stay small.
  */
 import { useEffect, useMemo, useState } from 'react';
 import { api } from '../api.js';
@@ -12,27 +14,51 @@ import type { IFlowNode } from '../graph.js';
 /** Node types whose node shows more than its state. */
 export const DETAILED_TYPES = new Set(['subflow', 'approval', 'wait']);
 
-/** The key that changes when the details may have: those nodes' states. */
+/** Run statuses after which nothing changes but by a retry. */
+const ENDED = new Set(['succeeded', 'failed', 'canceled']);
+
+/** The key that changes when the details may have: those nodes' states, the run's end. */
 export function detailsKey(
   runId: string | null,
   nodes: readonly IFlowNode[],
-  runs: ReadonlyMap<string, INodeRun>
+  runs: ReadonlyMap<string, INodeRun>,
+  status: string | null = null
 ): string | null {
   if (!runId) {
     return null;
   }
   const parts = nodes
-    .filter(n => DETAILED_TYPES.has(n.type) && runs.has(n.id))
+    .filter(n => (DETAILED_TYPES.has(n.type) || n.cache || n.pin) && runs.has(n.id))
     .map(n => `${n.id}:${runs.get(n.id)!.state}`);
+  if (status && ENDED.has(status)) {
+    parts.push(`$run:${status}`);
+  }
   return parts.length ? `${runId}|${parts.join(',')}` : null;
+}
+
+/** The run's node states with what its details add (cache hits, pins used). */
+export function withDetails(
+  runs: ReadonlyMap<string, INodeRun>,
+  details: ReadonlyMap<string, INodeExtra>
+): ReadonlyMap<string, INodeRun> {
+  let out: Map<string, INodeRun> | null = null;
+  for (const [id, extra] of details) {
+    const run = runs.get(id);
+    if (run && (extra.cachedFrom || extra.pinned)) {
+      out = out ?? new Map(runs);
+      out.set(id, { ...run, cachedFrom: extra.cachedFrom ?? null, pinned: !!extra.pinned });
+    }
+  }
+  return out ?? runs;
 }
 
 export function useRunDetails(
   runId: string | null,
   nodes: readonly IFlowNode[],
-  runs: ReadonlyMap<string, INodeRun>
+  runs: ReadonlyMap<string, INodeRun>,
+  status: string | null = null
 ): ReadonlyMap<string, INodeExtra> {
-  const key = useMemo(() => detailsKey(runId, nodes, runs), [runId, nodes, runs]);
+  const key = useMemo(() => detailsKey(runId, nodes, runs, status), [runId, nodes, runs, status]);
   const [details, setDetails] = useState<ReadonlyMap<string, INodeExtra>>(new Map());
   useEffect(() => {
     if (!key || !runId) {
@@ -49,8 +75,13 @@ export function useRunDetails(
           }
           const out = new Map<string, INodeExtra>();
           for (const [id, n] of Object.entries(run.nodes)) {
-            if (n.waiting || n.child_run) {
-              out.set(id, { waiting: n.waiting, childRun: n.child_run });
+            if (n.waiting || n.child_run || n.cached_from || n.pinned) {
+              out.set(id, {
+                waiting: n.waiting,
+                childRun: n.child_run,
+                cachedFrom: n.cached_from,
+                pinned: n.pinned
+              });
             }
           }
           setDetails(out);

@@ -4,9 +4,13 @@ import type { INodeRun } from '../canvas/types.js';
 import type { IFlow } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import type { ICatalog } from './catalog.js';
+import type { OpenPath } from './debug.js';
 import { FlowInspector, Inspector } from './inspector.js';
+import type { Notify } from './notice.js';
 
-export function SidePanel({ doc, flow, selected, catalog, secrets, runs, onShowLogs }: {
+export function SidePanel({
+  doc, flow, selected, catalog, secrets, runs, onShowLogs, path, runId, openPath, notify
+}: {
   doc: NxFlowDoc;
   flow: IFlow;
   selected: ReadonlySet<string>;
@@ -15,6 +19,10 @@ export function SidePanel({ doc, flow, selected, catalog, secrets, runs, onShowL
   runs: ReadonlyMap<string, INodeRun>;
   /** Open a node's logs (undefined when no run is shown). */
   onShowLogs?: (nodeId: string) => void;
+  path: string;
+  runId: string | null;
+  openPath?: OpenPath;
+  notify: Notify;
 }): JSX.Element {
   const single = selected.size === 1 ? flow.nodes.find(n => selected.has(n.id)) : undefined;
   return (
@@ -28,6 +36,10 @@ export function SidePanel({ doc, flow, selected, catalog, secrets, runs, onShowL
           secrets={secrets}
           run={runs.get(single.id)}
           onShowLogs={onShowLogs ? () => onShowLogs(single.id) : undefined}
+          path={path}
+          runId={runId}
+          openPath={openPath}
+          notify={notify}
         />
       ) : selected.size > 1 ? (
         <div className="nf-inspector">
