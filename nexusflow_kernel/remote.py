@@ -219,6 +219,19 @@ class RemoteEngine:
     def child_runs(self, run_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"runs/{_seg(run_id)}/children")["children"])
 
+    def map_items(self, run_id: str, node_id: str, *, offset: int = 0, limit: int = 50,
+                  state: str | None = None) -> dict[str, Any]:
+        """Return one page of a map node's items (``Engine.map_items``)."""
+        answer = self._call("GET", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/items",
+                            params={"offset": offset, "limit": limit, "state": state})
+        return {k: answer[k] for k in ("total", "counts", "offset", "items") if k in answer}
+
+    def map_item(self, run_id: str, node_id: str, index: int) -> dict[str, Any]:
+        """Return one item of a map node with its log and attempts (``Engine.map_item``)."""
+        answer = self._call("GET", f"runs/{_seg(run_id)}/nodes/{_seg(node_id)}/items/"
+                            f"{int(index)}")
+        return {k: v for k, v in answer.items() if k not in ("run_id", "node_id")}
+
     def list_pools(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "pools")["pools"])
 

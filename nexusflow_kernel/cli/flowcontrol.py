@@ -1,4 +1,5 @@
-"""``nexusflow approve|reject RUN NODE`` and ``nexusflow pools list|set|delete``."""
+"""``nexusflow approve|reject RUN NODE``, ``nexusflow pools list|set|delete`` and
+``nexusflow items RUN NODE`` (a map node's items)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import click
 
-from .main import handle_errors
+from .main import handle_errors, item_counts
 
 
 def _engine() -> Any:
@@ -46,6 +47,49 @@ def _decision_command(approved: bool) -> click.Command:
 
 approve = _decision_command(True)
 reject = _decision_command(False)
+
+
+ITEM_STATES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("node_id")
+@click.option("--state", type=click.Choice(ITEM_STATES), default=None,
+              help="Only the items in this state.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON.")
+@handle_errors
+def items(run_id: str, node_id: str, state: str | None, offset: int, limit: int,
+          as_json: bool) -> None:
+    """List the items of the map node NODE_ID of RUN_ID (a page at a time, in item order):
+    state, attempts, output or error."""
+    page = _engine().map_items(run_id, node_id, offset=offset, limit=limit, state=state)
+    if as_json:
+        click.echo(json.dumps(page, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from .main import STATE_STYLE
+
+    counts = page.get("counts")
+    shown = len(page["items"])
+    title = (f"{node_id}: {item_counts(counts)}" if counts else
+             f"{node_id}: the map has not started")
+    table = Table(title=title, caption=(f"items {offset}..{offset + shown - 1} of "
+                                        f"{page['total']}" + (f" {state}" if state else "")
+                                        if shown else None))
+    for col in ("index", "state", "attempts", "output / error"):
+        table.add_column(col)
+    for it in page["items"]:
+        what = it["error"] if it.get("error") else json.dumps(it.get("output"), default=str)
+        what = what or ""
+        table.add_row(str(it["index"]), f"[{STATE_STYLE.get(it['state'], '')}]{it['state']}",
+                      str(it["attempts"]), Text(what if len(what) <= 80 else what[:79] + "…"))
+    Console().print(table)
 
 
 @click.group()

@@ -321,6 +321,15 @@ def _waits(waiting: dict[str, Any]) -> str:
     return text
 
 
+def item_counts(counts: dict[str, Any]) -> str:
+    """Say how far a map node's items are: ``items 37/100 done, 2 failed, 5 running``."""
+    text = f"items {counts.get('done', 0)}/{counts.get('total', 0)} done"
+    for key in ("failed", "canceled", "running"):
+        if counts.get(key):
+            text += f", {counts[key]} {key}"
+    return text
+
+
 def _exit_code(status: str) -> int:
     """0 for a run that succeeded (or, for ``show``, is still running), 1 otherwise."""
     return 1 if status in ("failed", "canceled") else 0
@@ -368,6 +377,9 @@ def show(run_id: str, as_json: bool) -> None:
             if info.get("child_run"):
                 click.echo(f"{node}: sub-flow run {info['child_run']} (nexusflow show "
                            f"{info['child_run']})")
+            if info.get("items"):
+                click.echo(f"{node}: {item_counts(info['items'])} (nexusflow items "
+                           f"{result['run_id']} {node})")
     sys.exit(_exit_code(result["status"]))
 
 

@@ -1,8 +1,11 @@
 """The Map node: run one inline node for every item of a list; the output is their outputs.
 
-``items`` is an expression that gives a list; ``node`` is an inline node spec
-``{type, config, retry, timeout_s}`` of any type a map may run per item. Inside the item's
-expressions and templates ``item`` and ``index`` are names besides ``inputs`` and ``params``.
+``items`` is an expression that gives a list; what runs per item is either ``node``, an
+inline node spec ``{type, config, retry, timeout_s}`` of any type a map may run per item, or
+``flow``, a sub-flow (a ``.nxflow`` path or a stored workflow, pinned when the run starts, as
+the ``subflow`` node's) run as one child run per item with ``inputs`` as its params (default
+``{"item": ..., "index": ...}``). Inside the item's expressions and templates ``item`` and
+``index`` are names besides ``inputs`` and ``params``.
 The worker does not call ``run``: it evaluates ``items`` (:meth:`MapNode.items`), stores one
 row per item and runs the items in batches (``nexusflow_worker.items``); the map node ends
 when its last item does, with the item outputs in item order.
@@ -15,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..errors import NodeExecutionError
-from ..expressions import check_expression, evaluate, json_safe
+from ..expressions import check_expression, evaluate, json_safe, template_errors
 from .base import NodeContext, NodeType
+from .flowcontrol import FLOW_REF
 from .logic import EXPRESSION_PROPERTY
 
 MAX_ITEMS = 100_000
@@ -85,15 +89,20 @@ class MapNode(NodeType):
     description = ("Run a node for every item of a list (item and index are names in its "
                    "expressions and templates); the output is the list of item outputs.")
     category = "core"
-    template_exempt: ClassVar[tuple[str, ...]] = ("items", "node")
-    """``items`` is an expression; ``node`` is rendered per item, with ``item`` and ``index``."""
+    template_exempt: ClassVar[tuple[str, ...]] = ("items", "node", "flow", "inputs")
+    """``items`` is an expression; ``node`` and ``inputs`` are rendered per item, with ``item``
+    and ``index``; ``flow`` is pinned when the run starts."""
     map_item = False  # no map inside a map's item
+    subflow_key = "flow"
+    """A map of a flow: the flow is resolved and pinned when the run starts."""
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Map",
         "description": "Run the node for each item; the output lists the item outputs in order.",
         "type": "object",
-        "required": ["items", "node"],
+        "required": ["items"],
+        "oneOf": [{"required": ["node"], "not": {"required": ["flow"]}},
+                  {"required": ["flow"], "not": {"required": ["node"]}}],
         "additionalProperties": False,
         "properties": {
             "items": {
@@ -116,6 +125,21 @@ class MapNode(NodeType):
                     "retry": RETRY_SCHEMA,
                     "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
                 },
+            },
+            "flow": {
+                **FLOW_REF,
+                "title": "Flow per item",
+                "description": ("Instead of node: a flow to run as a child run per item (a "
+                                ".nxflow path or a stored workflow {\"workflow_id\": ...}), "
+                                "pinned when the run starts; the item's output is the child's "
+                                "last nodes' outputs by node id."),
+            },
+            "inputs": {
+                "type": "object",
+                "title": "Inputs (flow per item)",
+                "description": ("The child run's params for each item: name -> value; values "
+                                "may be {{ templates }} over item, index, inputs and params "
+                                "(default: {\"item\": item, \"index\": index})."),
             },
             "concurrency": {
                 "type": "integer", "minimum": 1, "maximum": MAX_ITEMS,
@@ -142,12 +166,24 @@ class MapNode(NodeType):
         spec = config.get("node")
         if isinstance(spec, Mapping):
             faults += [("/node" + p, m) for p, m in inline_faults(spec)]
+        flow = config.get("flow")
+        if isinstance(flow, str) and ("{{" in flow or "}}" in flow):
+            faults.append(("/flow", "the flow is pinned when the run starts, so it cannot be a "
+                                    "{{ template }}; pass values in inputs"))
+        if "inputs" in config and "flow" not in config:
+            faults.append(("/inputs", "inputs are a sub-flow's params: they go with flow, not "
+                                      "with node (a node's templates see item and index)"))
+        inputs = config.get("inputs")
+        if isinstance(inputs, Mapping):
+            faults += [("/inputs" + p, m) for p, m in template_errors(inputs)]
         return faults
 
     def secret_names(self, config: Mapping[str, Any]) -> set[str]:
         from . import get_node_type
 
         spec = config.get("node") or {}
+        if not isinstance(spec, Mapping) or "flow" in config:
+            return super().secret_names(config.get("inputs") or {})
         node_type = get_node_type(spec.get("type", ""))
         inner = spec.get("config") or {}
         return node_type.secret_names(inner) if node_type else super().secret_names(inner)

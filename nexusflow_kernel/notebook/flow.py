@@ -294,6 +294,70 @@ class Flow(FlowControlNodes):
         node_fields.setdefault("label", t.name)
         return self.node("python_task", id or t.name, **node_fields, **config)
 
+    def map(self, id: str, over: str | NodeHandle, do: Any, *,
+            concurrency: int | None = None, on_item_failure: str | None = None,
+            item_retry: Mapping[str, Any] | int | None = None,
+            item_timeout: float | None = None, inputs: Mapping[str, Any] | None = None,
+            **fields: Any) -> NodeHandle:
+        """Add a Map node: run ``do`` once for every item of the list ``over`` gives; its
+        output is the item outputs in item order (``[]`` for an empty list)::
+
+            orders = f.transform("orders", "params['orders']")
+            f.map("price", over=orders, do=price_order, concurrency=10)
+
+        ``over``: an expression (``"inputs['orders']"``, ``"params['ids']"``), or a node of
+        this flow (its output is the list; the edge is added). ``do``: what each item runs,
+        seeing ``item`` and ``index`` in its expressions and templates —
+
+        - a ``@task`` (or plain) function: its ``item`` and ``index`` parameters get them,
+          the others bind as for ``f.task``;
+        - a string: a Transform expression (``"item['qty'] * item['price']"``);
+        - an inline node ``{"type": "http", "config": {...}, "retry": ..., "timeout_s": ...}``;
+        - a flow: a saved ``Flow``, a ``.nxflow`` path or ``{"workflow_id": ...}``, run as a
+          child run per item (pinned when the run starts, like ``f.subflow``) with ``inputs``
+          as its params (values may be ``{{ templates }}`` over ``item`` and ``index``;
+          default ``{"item": ..., "index": ...}``); the item's output is the child's last
+          nodes' outputs by node id.
+
+        ``concurrency``: most items running at once; ``on_item_failure``: ``"fail"`` (the
+        default: the map fails naming the failed items) or ``"continue"`` (a failed item's
+        output is ``{"error": ...}``); ``item_retry`` (a number: max attempts) and
+        ``item_timeout`` (seconds): each item's. Read a run's items with ``run.items(id)``."""
+        config: dict[str, Any] = {}
+        if _is_flow_ref(do):
+            config["flow"] = flow_reference(do)
+            if inputs is not None:
+                config["inputs"] = copy.deepcopy(dict(inputs))
+            if item_retry is not None or item_timeout is not None:
+                raise TypeError(f"map {id!r}: a flow's items retry and time out by the flow's "
+                                "own nodes (item_retry= and item_timeout= go with a node)")
+        else:
+            if inputs is not None:
+                raise TypeError(f"map {id!r}: inputs= go with a flow (a sub-flow's params); "
+                                "a node's templates see item and index")
+            spec = map_item_spec(id, do)
+            if item_retry is not None:
+                spec["retry"] = _check_field(id, "retry", item_retry)
+            if item_timeout is not None:
+                spec["timeout_s"] = item_timeout
+            config["node"] = spec
+        source = over if isinstance(over, NodeHandle) else None
+        if source is not None and source.flow is not self:
+            raise TypeError(f"map {id!r}: over= names node {source.id!r} of another flow")
+        items = f"inputs[{source.id!r}]" if source is not None else over
+        if not isinstance(items, str):
+            raise TypeError(f"map {id!r}: over= takes an expression or a node of the flow, "
+                            f"not {type(over).__name__}")
+        config = {"items": items, **config}
+        if concurrency is not None:
+            config["concurrency"] = concurrency
+        if on_item_failure is not None:
+            config["on_item_failure"] = on_item_failure
+        handle = self.node("map", id, **config, **fields)
+        if source is not None:
+            self.connect(source, handle)
+        return handle
+
     def add(self, item: Any, id: str | None = None, **fields: Any) -> NodeHandle:
         """Add a ``@task`` function (or a plain function, made a task) as a node."""
         return self.task(item, id, **fields)
@@ -696,6 +760,32 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     return [value]
+
+
+def _is_flow_ref(do: Any) -> bool:
+    """Whether ``Flow.map``'s ``do`` names a flow (run per item as a child run)."""
+    if isinstance(do, Flow) or isinstance(do, Path):
+        return True
+    if isinstance(do, str):
+        return do.endswith(".nxflow")
+    return isinstance(do, Mapping) and "workflow_id" in do and "type" not in do
+
+
+def map_item_spec(node_id: str, do: Any) -> dict[str, Any]:
+    """Return the inline node spec a map runs per item, for ``Flow.map``'s ``do``."""
+    from .tasks import Task, as_task
+
+    if isinstance(do, Mapping):
+        if "type" not in do:
+            raise TypeError(f"map {node_id!r}: do= as a dict is an inline node "
+                            "{'type': ..., 'config': {...}}; it has no 'type'")
+        return copy.deepcopy(dict(do))
+    if isinstance(do, str):
+        return {"type": "transform", "config": {"expression": do}}
+    if isinstance(do, Task) or callable(do):
+        return {"type": "python_task", "config": as_task(do).config()}
+    raise TypeError(f"map {node_id!r}: do= takes a function (@task), an expression or an "
+                    f"inline node spec, not {type(do).__name__}")
 
 
 def _as_source(value: Any) -> NodeHandle | Branch:

@@ -247,6 +247,34 @@ class Outputs(Mapping[str, Any]):
         return repr(self.to_dict())
 
 
+class Items(list[dict[str, Any]]):
+    """One page of a map node's items (a list), with ``total`` (items matching),
+    ``counts`` (the map's: total, done, running, succeeded, failed, canceled; ``None``
+    before the map starts) and ``offset``."""
+
+    def __init__(self, run: Run, node_id: str, page: Mapping[str, Any], *, limit: int,
+                 state: str | None) -> None:
+        super().__init__(page.get("items") or [])
+        self.run = run
+        self.node_id = node_id
+        self.total: int = int(page.get("total") or 0)
+        self.counts: dict[str, int] | None = page.get("counts")
+        self.offset: int = int(page.get("offset") or 0)
+        self.limit = limit
+        self.state = state
+
+    def next(self) -> Items | None:
+        """Return the following page, or ``None`` after the last."""
+        after = self.offset + len(self)
+        if not self or after >= self.total:
+            return None
+        return self.run.items(self.node_id, offset=after, limit=self.limit, state=self.state)
+
+    def __repr__(self) -> str:
+        shown = f"items {self.offset}..{self.offset + len(self) - 1}" if self else "no items"
+        return f"<{shown} of {self.total} of map {self.node_id!r}>"
+
+
 class Run:
     """A run of a flow: status, outputs, logs, control, and the live canvas."""
 
@@ -435,6 +463,21 @@ class Run:
         message and approvers, a sub-flow's child run, a callback) and its timeout."""
         return {k: v["waiting"] for k, v in self.info()["nodes"].items() if v.get("waiting")}
 
+    def items(self, node_id: str, *, offset: int = 0, limit: int = 50,
+              state: str | None = None) -> Items:
+        """Return one page of the items of the map node ``node_id``, in item order: each
+        ``{index, state, attempts, item, output, error, worker, duration_ms, started_at,
+        ended_at}``. ``state`` keeps only the items in that state (``"failed"``...);
+        ``.total`` counts the items that match, ``.counts`` the map's (done, failed...),
+        ``.next()`` reads the following page."""
+        page = self.engine.map_items(self.id, node_id, offset=offset, limit=limit, state=state)
+        return Items(self, node_id, page, limit=limit, state=state)
+
+    def item(self, node_id: str, index: int) -> dict[str, Any]:
+        """Return one item of the map node ``node_id`` with its log and every attempt
+        (``history``)."""
+        return self.engine.map_item(self.id, node_id, index)
+
     def children(self) -> list[Run]:
         """Return the handles of this run's child runs (its sub-flows), oldest first."""
         return [Run(c["run_id"], engine=self.engine) for c in self.engine.child_runs(self.id)]
@@ -517,6 +560,6 @@ def runs(flow: Runnable | None = None, *, limit: int = 20,
     return engine.list_runs(limit=limit, source=source)
 
 
-__all__ = ["NotFoundError", "Outputs", "Run", "RunFailed", "RunStalled", "RunTimeout",
+__all__ = ["Items", "NotFoundError", "Outputs", "Run", "RunFailed", "RunStalled", "RunTimeout",
            "WorkersCannotRun",
            "get_engine", "runs", "start_run"]

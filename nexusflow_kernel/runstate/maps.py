@@ -28,6 +28,7 @@ from .. import defaults
 from ..model.document import Node
 from ..transport.broker import Push, event
 from .db import Conn, Pool
+from .flowcontrol import CHILD_RUN_ENDED
 from .plan import NodeState, RunStatus
 from .runplan import RunPlan
 from .transitions import (
@@ -117,8 +118,24 @@ def inline_node(plan: RunPlan, node_id: str) -> Node:
                 retry=spec.get("retry"), timeout_s=spec.get("timeout_s"))
 
 
+FLOW_QUEUE = "flow"
+"""``map_runs.queue`` of a map whose items are child runs (``flow``): no worker claims its
+items; the store starts a child run per item and records the item when the child ends."""
+
+FLOW_BATCH = 500
+"""Most child runs one transaction starts for a map of a flow."""
+
+
+def is_flow_map(plan: RunPlan, node_id: str) -> bool:
+    """Whether the map's items run a flow each (``flow``) rather than an inline node."""
+    return plan.nodes[node_id].config.get("flow") is not None
+
+
 def item_queue(plan: RunPlan, node_id: str) -> str:
-    """Return the RQ queue (``default``/``sandbox``) the map's items run on."""
+    """Return the RQ queue (``default``/``sandbox``) the map's items run on (``flow`` for a
+    map of a flow: its items are child runs)."""
+    if is_flow_map(plan, node_id):
+        return FLOW_QUEUE
     return queue_for_type(inline_node(plan, node_id).type)
 
 
@@ -162,7 +179,7 @@ class MapTransitions(NodeTransitions):
         plan = claim.plan
         spec = inline_node(plan, claim.node_id)
         config = plan.nodes[claim.node_id].config
-        queue = queue_for_type(spec.type)
+        queue = item_queue(plan, claim.node_id)
         with self.pool.connection() as conn, conn.transaction():
             if not self._hold_map(conn, claim):
                 return None
@@ -225,6 +242,10 @@ class MapTransitions(NodeTransitions):
                 follow: Follow | None, take: Take) -> tuple[Effects, ItemBatch | None]:
         effects = Effects([], [progress_event(claim.run_id, claim.node_id, claim.attempt,
                                               progress)])
+        if queue == FLOW_QUEUE:  # its items are child runs: start them here
+            self._start_flow_items(conn, claim.run_id, claim.idx, claim.node_id, claim.plan,
+                                   claim.params, effects)
+            return effects, None
         batch = None
         if follow is not None and follow.queue == queue:
             batch = self._claim_items(conn, claim.run_id, claim.idx, claim.node_id, claim.plan,
@@ -490,6 +511,129 @@ class MapTransitions(NodeTransitions):
         effects.extend(finish_effects)
         return nxt
 
+    # ------------------------------------------------------------------ items that are flows
+    # A map of a flow (``flow`` instead of ``node``) runs each item as a child run of the
+    # flow pinned for the map node when the run started (``subflows.py``), holding no worker:
+    # its items are started here, in the transaction that opened the map or recorded an
+    # item, within ``concurrency``; an item is ``running`` with ``child_run`` and the lease
+    # token ``child:<run id>`` (no lease row: nothing expires while a child runs), and is
+    # recorded when its child run ends (``CHILD_RUN_ENDED["item"]``, in the transaction that
+    # ended the child), its output the child's sink outputs by node id. A retry of the run
+    # resumes a failed item's child in place from its failed nodes (``start_child``).
+    _FLOW_CLAIM_SQL = (
+        "WITH m AS (SELECT concurrency, running FROM map_runs"
+        "  WHERE execution_id=%(r)s AND idx=%(m)s AND state='running' AND NOT stop"
+        "  AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running' FOR UPDATE),"
+        " pick AS (SELECT i.item FROM map_items i"
+        "  WHERE i.execution_id=%(r)s AND i.idx=%(m)s AND i.state='queued'"
+        "  AND EXISTS (SELECT 1 FROM m) ORDER BY i.item"
+        "  LIMIT (SELECT CASE WHEN m.concurrency IS NULL THEN %(n)s"
+        "   ELSE greatest(0, least(%(n)s, m.concurrency - m.running)) END FROM m)"
+        "  FOR UPDATE OF i SKIP LOCKED),"
+        " c AS (UPDATE map_items i SET state='running', lease_token=%(t)s, worker=NULL,"
+        "  started_at=clock_timestamp(), ended_at=NULL"
+        "  FROM pick WHERE i.execution_id=%(r)s AND i.idx=%(m)s AND i.item = pick.item"
+        "  RETURNING i.item, i.attempt, i.value),"
+        " u AS (UPDATE map_runs SET running = running + (SELECT count(*) FROM c),"
+        "  touched_at=clock_timestamp()"
+        "  WHERE execution_id=%(r)s AND idx=%(m)s AND EXISTS (SELECT 1 FROM c))"
+        " SELECT * FROM c ORDER BY item")
+
+    def start_child(self, conn: Conn, parent_run: str, node_id: str, inputs: dict[str, Any],
+                    *, item: int | None = None, resume: bool = True) -> tuple[str, Effects]:
+        raise NotImplementedError  # FlowControl's
+
+    def _start_flow_items(self, conn: Conn, run_id: str, idx: int, node_id: str,
+                          plan: RunPlan, params: dict[str, Any], effects: Effects) -> None:
+        """Start the child runs of the queued items of a map of a flow, within its
+        ``concurrency``; an item whose child cannot start (its inputs do not render, the
+        flow nests too deep) fails at once, naming the item."""
+        from ..errors import NexusFlowError
+        from ..expressions import render_templates
+
+        config = plan.nodes[node_id].config
+        template = config.get("inputs")
+        inputs: dict[str, Any] | None = None
+        starting = f"start:{run_id}:{idx}"
+        while True:
+            rows = conn.execute(self._FLOW_CLAIM_SQL, {
+                "r": run_id, "m": idx, "n": FLOW_BATCH, "t": starting}).fetchall()
+            if not rows:
+                return
+            if inputs is None and template is not None:
+                inputs = self._parent_outputs(conn, run_id, plan, node_id)
+            failed: list[ItemResult] = []
+            for r in rows:
+                where = f"node {node_id!r} item {r['item']}"
+                try:
+                    with conn.transaction():  # a savepoint: a child that cannot start is undone
+                        names = {"inputs": inputs or {}, "params": params,
+                                 "item": r["value"], "index": r["item"]}
+                        child_params = ({"item": r["value"], "index": r["item"]}
+                                        if template is None else render_templates(
+                                            template, names, where=f"{where} /config/inputs"))
+                        child, started = self.start_child(conn, run_id, node_id,
+                                                          dict(child_params), item=r["item"])
+                        conn.execute(
+                            "UPDATE map_items SET lease_token=%s, child_run=%s"
+                            " WHERE execution_id=%s AND idx=%s AND item=%s",
+                            (f"child:{child}", child, run_id, idx, r["item"]))
+                    effects.extend(started)
+                except NexusFlowError as exc:
+                    text = str(exc) if where in str(exc) else f"{where}: {exc}"
+                    failed.append(ItemResult(r["item"], r["attempt"], Outcome(
+                        "failed", error=text, retryable=False), starting))
+            if not failed:
+                counts = conn.execute(
+                    "SELECT attempt, total, running, succeeded, failed, canceled FROM map_runs"
+                    " WHERE execution_id=%s AND idx=%s", (run_id, idx)).fetchone()
+                if counts is not None:
+                    effects.events.append(progress_event(run_id, node_id, counts["attempt"],
+                                                         MapProgress(counts["total"],
+                                                                     counts["running"],
+                                                                     counts["succeeded"],
+                                                                     counts["failed"],
+                                                                     counts["canceled"])))
+                return
+            recorded, _batch, _nxt = self._record_items(
+                conn, run_id, idx, node_id, plan, starting, failed, follow=None, take=0,
+                params=params, inputs=None)
+            effects.extend(recorded)  # then start more, unless the failures stopped the map
+
+    def child_item_ended(self, conn: Conn, parent_run: str, node_id: str, item: int,
+                         child_run: str, status: str, output: dict[str, Any] | None,
+                         error: str | None, effects: Effects) -> None:
+        """Record the item whose child run ended (in the transaction that ended it), then
+        start the map's next items; the map ends with its last item."""
+        head = conn.execute("SELECT workflow_id, version, inputs FROM executions WHERE id=%s",
+                            (parent_run,)).fetchone()
+        if head is None:
+            return
+        plan = self.plan_for(conn, head["workflow_id"], head["version"])
+        idx = plan.idx_of.get(node_id)
+        if idx is None or not is_map(plan, node_id):
+            return
+        m = conn.execute("SELECT token, state FROM map_runs WHERE execution_id=%s AND idx=%s"
+                         " FOR UPDATE", (parent_run, idx)).fetchone()
+        token = f"child:{child_run}"
+        row = conn.execute(
+            "SELECT attempt FROM map_items WHERE execution_id=%s AND idx=%s AND item=%s"
+            " AND state='running' AND lease_token=%s", (parent_run, idx, item, token)).fetchone()
+        if m is None or m["state"] != "running" or row is None:
+            return  # the map moved on (retried from an earlier node, or ended)
+        if status == RunStatus.SUCCEEDED:
+            outcome = Outcome("succeeded", output=output or {})
+        else:
+            outcome = Outcome("canceled" if status == RunStatus.CANCELED else "failed",
+                              error=error, retryable=False)
+        params = head["inputs"] or {}
+        recorded, _batch, _nxt = self._record_items(
+            conn, parent_run, idx, node_id, plan, m["token"],
+            [ItemResult(item, row["attempt"], outcome, token)], follow=None, take=0,
+            params=params, inputs=None)
+        effects.extend(recorded)
+        self._start_flow_items(conn, parent_run, idx, node_id, plan, params, effects)
+
     # ------------------------------------------------------------------ leases of items
     def renew_items(self, tokens: Sequence[str], lease_s: float) -> dict[str, str | None]:
         """Extend the leases of item batches (one row each); return each token's run status,
@@ -549,7 +693,7 @@ class MapTransitions(NodeTransitions):
             return conn.execute(
                 "UPDATE map_runs m SET touched_at=clock_timestamp()"
                 " WHERE (m.execution_id, m.idx) IN (SELECT s.execution_id, s.idx FROM map_runs s"
-                "  WHERE s.state='running' AND NOT s.stop"
+                "  WHERE s.state='running' AND NOT s.stop AND s.queue <> 'flow'"
                 "  AND s.touched_at < now() - make_interval(secs => %s)"
                 "  AND EXISTS (SELECT 1 FROM map_items i WHERE i.execution_id=s.execution_id"
                 "   AND i.idx=s.idx AND i.state='queued'"
@@ -576,9 +720,9 @@ class MapTransitions(NodeTransitions):
         rows = conn.execute(
             "WITH c AS (UPDATE map_items SET state='canceled', ended_at=clock_timestamp()"
             "  WHERE execution_id=%s AND state='queued' RETURNING idx)"
-            " UPDATE map_runs m SET canceled = m.canceled + n.cnt FROM"
-            " (SELECT idx, count(*) AS cnt FROM c GROUP BY idx) n"
-            " WHERE m.execution_id=%s AND m.idx = n.idx AND m.state='running'"
+            " UPDATE map_runs m SET canceled = m.canceled"
+            " + (SELECT count(*) FROM c WHERE c.idx = m.idx)"
+            " WHERE m.execution_id=%s AND m.state='running'"
             " RETURNING m.idx, m.attempt, m.total, m.running, m.succeeded, m.failed, m.canceled",
             (run_id, run_id)).fetchall()
         ended = 0
@@ -631,7 +775,8 @@ class MapTransitions(NodeTransitions):
             args: list[Any] = [run_id, idx] + ([state] if state else [])
             rows = conn.execute(
                 "SELECT item, state, attempt, value, output, error, worker, duration_ms,"
-                " started_at, ended_at FROM map_items WHERE execution_id=%s AND idx=%s"
+                " started_at, ended_at, child_run::text AS child_run FROM map_items"
+                " WHERE execution_id=%s AND idx=%s"
                 + where + " ORDER BY item OFFSET %s LIMIT %s",
                 (*args, offset, limit)).fetchall()
             matching = head["total"] if not state else conn.execute(
@@ -643,7 +788,8 @@ class MapTransitions(NodeTransitions):
                 "items": [{"index": r["item"], "state": r["state"], "attempts": r["attempt"],
                            "item": r["value"], "output": r["output"], "error": r["error"],
                            "worker": r["worker"], "duration_ms": r["duration_ms"],
-                           "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                           "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
+                           **({"child_run": r["child_run"]} if r["child_run"] else {})}
                           for r in rows]}
 
     def map_item_attempts(self, run_id: str, idx: int, item: int) -> dict[str, Any] | None:
@@ -652,8 +798,8 @@ class MapTransitions(NodeTransitions):
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT item, state, attempt, value, output, error, log, worker, duration_ms,"
-                " started_at, ended_at FROM map_items WHERE execution_id=%s AND idx=%s"
-                " AND item=%s", (run_id, idx, item)).fetchone()
+                " started_at, ended_at, child_run::text AS child_run FROM map_items"
+                " WHERE execution_id=%s AND idx=%s AND item=%s", (run_id, idx, item)).fetchone()
             if row is None:
                 return None
             earlier = conn.execute(
@@ -671,7 +817,8 @@ class MapTransitions(NodeTransitions):
                              "ended_at": _iso(row["ended_at"])})
         return {"index": row["item"], "state": row["state"], "attempts": row["attempt"],
                 "item": row["value"], "output": row["output"], "error": row["error"],
-                "log": row["log"], "history": attempts}
+                "log": row["log"], "history": attempts,
+                **({"child_run": row["child_run"]} if row["child_run"] else {})}
 
 
 def _output_text(outcome: Outcome) -> str | None:
@@ -686,5 +833,14 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-__all__ = ["ItemBatch", "ItemClaim", "ItemResult", "MapProgress", "MapTransitions",
-           "inline_node", "is_map", "item_queue", "progress_event"]
+def _child_ended_item(store: Any, conn: Conn, end: Any, effects: Effects) -> None:
+    """``CHILD_RUN_ENDED["item"]``: a map item's child run ended."""
+    store.child_item_ended(conn, end.parent_run, end.parent_node, end.parent_item, end.run_id,
+                           end.status, end.output, end.error, effects)
+
+
+CHILD_RUN_ENDED["item"] = _child_ended_item
+
+__all__ = ["FLOW_QUEUE", "ItemBatch", "ItemClaim", "ItemResult", "MapProgress",
+           "MapTransitions", "inline_node", "is_flow_map", "is_map", "item_queue",
+           "progress_event"]

@@ -14,6 +14,10 @@
 - ``GET /pools``, ``GET|PUT|DELETE /pools/{name}``: pools and their use; changing one needs the
   Nexus-Flow administrator (``admin_users``, the Hub's admin scope, or a single-user server).
 - ``GET /runs/{run_id}/children``: the child runs (sub-flows) of a run.
+- ``GET /runs/{run_id}/nodes/{node_id}/items?offset=&limit=&state=``: one page of a map
+  node's items (index, state, attempts, item, output, error, timing) with the map's counts;
+  ``GET /runs/{run_id}/nodes/{node_id}/items/{index}``: one item with its log and every
+  attempt. Both need the viewer role on the run's workflow, as the run itself does.
 """
 
 from __future__ import annotations
@@ -72,6 +76,40 @@ class ChildRunsHandler(RunBase):
     async def get(self, run_id: str) -> None:
         run = await self.run_for(run_id, "read")
         self.reply({"children": await self.engine_do(lambda e: e.child_runs(run["run_id"]))})
+
+
+ITEM_STATES = ("queued", "running", "succeeded", "failed", "canceled")
+"""The states of a map's item (``?state=`` of the items page)."""
+
+
+class MapItemsHandler(RunBase):
+    """``GET /runs/{run_id}/nodes/{node_id}/items``: one page of a map node's items."""
+
+    @authorized
+    async def get(self, run_id: str, node_id: str) -> None:
+        offset = self.query_int("offset", default=0, low=0, high=10_000_000) or 0
+        limit = self.query_int("limit", default=50, low=1, high=1000) or 50
+        state = self.get_query_argument("state", None) or None
+        if state is not None and state not in ITEM_STATES:
+            raise BadRequest(f"'state' must be one of {', '.join(ITEM_STATES)}", "?state")
+        run = await self.run_for(run_id, "read")
+        rid = run["run_id"]
+        page = await self.engine_do(lambda e: e.map_items(rid, node_id, offset=offset,
+                                                          limit=limit, state=state))
+        self.reply({"run_id": rid, "node_id": node_id, "limit": limit, **page})
+
+
+class MapItemHandler(RunBase):
+    """``GET /runs/{run_id}/nodes/{node_id}/items/{index}``: one item, its log and attempts."""
+
+    @authorized
+    async def get(self, run_id: str, node_id: str, index: str) -> None:
+        if not index.isdigit() or len(index) > 9:
+            raise BadRequest("the item index must be a whole number", "/index")
+        run = await self.run_for(run_id, "read")
+        rid = run["run_id"]
+        item = await self.engine_do(lambda e: e.map_item(rid, node_id, int(index)))
+        self.reply({"run_id": rid, "node_id": node_id, **item})
 
 
 class PoolsHandler(NexusFlowHandler):

@@ -54,6 +54,8 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/output", api.NodeOutputHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/decision", flowcontrol.DecisionHandler),
     (f"{API}/runs/{{run_id}}/children", flowcontrol.ChildRunsHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/items", flowcontrol.MapItemsHandler),
+    (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/items/{{index}}", flowcontrol.MapItemHandler),
     (f"{API}/pools", flowcontrol.PoolsHandler),
     (f"{API}/pools/{{name}}", flowcontrol.PoolHandler),
     (f"{API}/runs/{{run_id}}/nodes/{{node_id}}/context", debugapi.NodeContextHandler),

@@ -6,9 +6,10 @@ source under the configured code isolation (``NEXUSFLOW_CODE_ISOLATION``) throug
 itself. It is registered through the ``nexusflow.nodes`` entry point, like every node type the
 worker adds.
 
-Arguments are bound by name when the node runs: a parameter called ``inputs`` gets every
-parent's output, ``params`` gets the run's inputs, any other name gets the output of the parent
-node with that id, else the run input with that name, else its default.
+Arguments are bound by name when the node runs: in a map's item, ``item`` and ``index`` get
+the item and its position; a parameter called ``inputs`` gets every parent's output,
+``params`` gets the run's inputs, any other name gets the output of the parent node with that
+id, else the run input with that name, else its default.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ _nexusflow_target = {name}
 def main(inputs, params):
     import inspect
     kwargs = {{}}
+    names = params.pop("{names_key}", None) or {{}}
     for p in inspect.signature(_nexusflow_target).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        if p.name == "inputs":
+        if p.name in names:
+            kwargs[p.name] = names[p.name]
+        elif p.name == "inputs":
             kwargs[p.name] = inputs
         elif p.name == "params":
             kwargs[p.name] = params
@@ -55,9 +59,14 @@ def main(inputs, params):
 '''
 
 
+NAMES_KEY = "__nexusflow_names__"
+"""Where the payload's params carry a map item's ``item`` and ``index`` (taken out before the
+function sees ``params``): the sandbox's entry calls ``main(inputs, params)``."""
+
+
 def task_program(function: str, source: str) -> str:
     """Return the program run for a task: its shipped source plus the argument binding."""
-    return source.rstrip() + "\n" + _BIND.format(name=function)
+    return source.rstrip() + "\n" + _BIND.format(name=function, names_key=NAMES_KEY)
 
 
 class PythonTaskNode(NodeType):
@@ -111,7 +120,8 @@ class PythonTaskNode(NodeType):
     def run(self, ctx: NodeContext) -> Any:
         config = ctx.config
         program = task_program(config["function"], config["source"])
-        payload = {"inputs": ctx.inputs, "params": ctx.params}
+        params = {**ctx.params, NAMES_KEY: ctx.names} if ctx.names else ctx.params
+        payload = {"inputs": ctx.inputs, "params": params}
         timeout = ctx.remaining(float(config.get("timeout_s", DEFAULT_TIMEOUT_S)))
         memory = int(config.get("memory_mb", DEFAULT_MEMORY_MB))
         limits = Limits(timeout_s=timeout, memory_mb=memory,
