@@ -164,8 +164,9 @@ class FlowWidget(anywidget.AnyWidget):
 
     def _apply_snapshot(self, run: Followable) -> str:
         data = run.info()
-        self.states = {k: _state(v["state"], v["attempts"], v["error"], v.get("waiting"))
-                       for k, v in data["nodes"].items() if v["state"] != "pending"}
+        self.states = {
+            k: _reused(_state(v["state"], v["attempts"], v["error"], v.get("waiting")), v)
+            for k, v in data["nodes"].items() if v["state"] != "pending"}
         self.status = data["status"]
         return data["status"]
 
@@ -213,6 +214,19 @@ def _state(state: Any, attempt: Any, error: Any, waiting: Any = None) -> dict[st
     entry = {"state": state, "attempt": attempt, "error": error}
     if waiting:
         entry["waiting"] = waiting
+    return entry
+
+
+def _reused(entry: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Add to a node's entry whether its result came from the cache (``cachedFrom``: the run and
+    node it came from) or from its pin (``pinned``): the run JSON says so, events do not, so the
+    canvas shows the badges from a snapshot (at the start and the end of a run)."""
+    cached = node.get("cached_from")
+    if isinstance(cached, dict):
+        entry["cachedFrom"] = {"run_id": str(cached.get("run_id")),
+                               "node_id": str(cached.get("node_id"))}
+    if node.get("pinned"):
+        entry["pinned"] = True
     return entry
 
 

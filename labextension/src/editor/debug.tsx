@@ -66,6 +66,10 @@ export function OpenInNotebook({
   );
 }
 
+/** The largest output pinned from the canvas (JSON characters): a pin is part of the flow
+ *  document every collaborator syncs and every run stores as its version. */
+export const PIN_MAX_CHARS = 256 * 1024;
+
 /** Pin the attempt's output on the node (the document's `pin`), or unpin it. */
 export function PinOutput({
   doc,
@@ -94,7 +98,8 @@ export function PinOutput({
       </button>
     );
   }
-  const ok = attempt?.status === 'succeeded' && attempt.output !== undefined;
+  const size = attempt?.output === undefined ? 0 : JSON.stringify(attempt.output).length;
+  const ok = attempt?.status === 'succeeded' && attempt.output !== undefined && size <= PIN_MAX_CHARS;
   return (
     <button
       className="nf-btn"
@@ -103,7 +108,9 @@ export function PinOutput({
       title={
         ok
           ? 'Pin this output on the node: runs started with "use pins" give it instead of running the node (triggers never do)'
-          : 'Only a succeeded attempt’s output can be pinned'
+          : size > PIN_MAX_CHARS
+            ? `This output is ${Math.round(size / 1024)} KB: a pin lives in the shared flow document, at most ${PIN_MAX_CHARS / 1024} KB (pin a smaller value with f.pin in a notebook)`
+            : 'Only a succeeded attempt’s output can be pinned'
       }
       onClick={() =>
         ok &&

@@ -30,6 +30,16 @@ def env(settings, monkeypatch):
 SCALE = 3
 
 
+def wait_for(check, timeout: float = 30.0) -> None:
+    """Wait until ``check()`` is true (a widget's follower thread applies the run's snapshot)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def started(workers, *args: str):
     """Start workers and wait until they serve their queues (a busy machine is slow)."""
     import time
@@ -204,10 +214,18 @@ def test_flow_test_pins_and_cache_from_the_notebook(env, workers):
         failed.raise_for_error()
     again = f.run(timeout=60, progress=False)
     assert again.info(outputs=True)["nodes"]["A"]["cached_from"]["run_id"] == run.id
+    # The inline canvas gets it too (its cache badge): from the run's snapshot.
+    shown = again.widget()
+    wait_for(lambda: shown.status == "succeeded")
+    assert shown.states["A"]["cachedFrom"] == {"run_id": run.id, "node_id": "A"}
+    assert "cachedFrom" not in shown.states["B"] and "pinned" not in shown.states["A"]
     f.pin("A", 50, from_run=run.id)
     assert f["A"].node["pin"]["output"] == 50
     pinned = f.run(timeout=60, progress=False, use_pins=True)
     assert pinned.outputs["B"] == 5000 and pinned.nodes["A"]["pinned"]
+    shown = pinned.widget()
+    wait_for(lambda: shown.status == "succeeded")
+    assert shown.states["A"]["pinned"] is True and "cachedFrom" not in shown.states["A"]
     f.unpin("A")
     assert "pin" not in f["A"].node
 
