@@ -1,10 +1,10 @@
 /** Client of the Nexus-Flow server extension's REST and websocket API. */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
-import type { IAttempt } from './canvas/types.js';
+import type { IAttempt, IItemCounts, IItemsPage } from './canvas/types.js';
 import type { IFlow, JSONObject, JSONValue } from './graph.js';
 
-export type { IAttempt };
+export type { IAttempt, IItemCounts, IItemsPage };
 
 export interface INodeType {
   type: string;
@@ -48,6 +48,8 @@ export interface IRun {
       cached_from?: ICachedFrom;
       /** The node's pinned output stood in for running it (a run started with pins). */
       pinned?: boolean;
+      /** A map node's item counts. */
+      items?: IItemCounts;
       version?: number;
     };
   };
@@ -127,6 +129,8 @@ export interface IRunEvent {
   at?: string | number;
   duration_ms?: number | null;
   error?: string | null;
+  /** A map node's item counts (its `running` events while the items run). */
+  items?: IItemCounts;
 }
 
 /** An error from the server, with a message meant for the user. */
@@ -255,7 +259,12 @@ export const api = {
   logs: (runId: string, nodeId: string) =>
     request<{ attempts: IAttempt[] }>(
       `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/logs`
-    ).then(r => r.attempts)
+    ).then(r => r.attempts),
+  items: (runId: string, nodeId: string, page: { offset: number; limit: number; state?: string }) =>
+    request<IItemsPage>(
+      `runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}/items?offset=${page.offset}` +
+        `&limit=${page.limit}${page.state ? `&state=${encodeURIComponent(page.state)}` : ''}`
+    )
 };
 
 /**

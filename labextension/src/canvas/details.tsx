@@ -5,7 +5,8 @@
  */
 import React, { ReactNode, useEffect, useRef, useState } from 'react';
 import type { JSONValue } from '../graph.js';
-import type { AttemptsLoader, IAttempt, INodeRun } from './types.js';
+import { MapItems } from './items.js';
+import type { AttemptsLoader, IAttempt, INodeRun, ItemsLoader } from './types.js';
 
 export interface INodeDetailsProps {
   runId: string;
@@ -18,6 +19,8 @@ export interface INodeDetailsProps {
   /** What the host lets one do with the node of this run (Lab: open it in a notebook, pin
    *  the attempt's output); given the attempt shown. The read-only widget gives none. */
   actions?: (attempt: IAttempt | undefined) => ReactNode;
+  /** Where a map node's items come from (its items list is shown when given). */
+  loadItems?: ItemsLoader;
 }
 
 export function formatMs(ms: number): string {
@@ -95,7 +98,8 @@ export function NodeDetails({
   load,
   onClose,
   slowHint,
-  actions
+  actions,
+  loadItems
 }: INodeDetailsProps): JSX.Element {
   const { attempts, error, slow } = useAttempts(load, runId, nodeId, run);
   const [shown, setShown] = useState<number | null>(null);
@@ -129,6 +133,7 @@ export function NodeDetails({
       {attempts && attempts.length === 0 && (
         <div className="nf-help">No attempt yet ({run?.state ?? 'not started'}).</div>
       )}
+      {loadItems && run?.items && <MapItems runId={runId} nodeId={nodeId} counts={run.items} load={loadItems} />}
       {attempt && (
         <div className="nf-logs-body" data-attempt-status={attempt.status}>
           <div className="nf-row">

@@ -7,7 +7,7 @@ import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyfl
 import type { IFlowNode } from '../graph.js';
 import { NodeRunActions } from './nodeactions.js';
 import { phase, publicState } from './phase.js';
-import type { INodeLook, INodeRun, IPeer } from './types.js';
+import type { IItemCounts, INodeLook, INodeRun, IPeer } from './types.js';
 
 export type NxNodeData = {
   node: IFlowNode;
@@ -62,6 +62,28 @@ function NodeBadges({ node, run }: { node: IFlowNode; run?: INodeRun }): JSX.Ele
   );
 }
 
+/** A map node's progress: `done/total` items and how many failed. */
+function MapBadge({ items }: { items: IItemCounts }): JSX.Element {
+  const failed = items.failed ?? 0;
+  return (
+    <div
+      className="nf-node-items"
+      data-items-done={items.done}
+      data-items-total={items.total}
+      data-items-failed={failed}
+      title={`${items.done} of ${items.total} items done, ${items.running ?? 0} running, ${failed} failed`}
+    >
+      <span className="nf-items-count">
+        {items.done}/{items.total}
+      </span>
+      {failed > 0 && <span className="nf-items-failed">{failed} failed</span>}
+      <span className="nf-items-bar">
+        <span style={{ width: `${items.total ? (100 * items.done) / items.total : 100}%` }} />
+      </span>
+    </div>
+  );
+}
+
 function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
   const { node, typeInfo, run, peers, problem, catalogLoaded } = data;
   const handles = typeInfo?.output_handles ?? [];
@@ -99,6 +121,7 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
         )}
         <NodeBadges node={node} run={run} />
       </div>
+      {run?.items && <MapBadge items={run.items} />}
       {(problem || unknown) && (
         <div className="nf-node-problem">{problem ?? `unknown type '${node.type}'`}</div>
       )}

@@ -14,7 +14,45 @@ export interface INodeRun {
   cachedFrom?: { run_id: string; node_id: string } | null;
   /** The node's pinned output stood in for running it (a run started with pins). */
   pinned?: boolean;
+  /** A map node's item counts (its `running` events carry them). */
+  items?: IItemCounts;
 }
+
+/** How far a map node's items are (`items` of its events and of GET runs/{id}). */
+export interface IItemCounts {
+  total: number;
+  done: number;
+  running?: number;
+  succeeded?: number;
+  failed?: number;
+  canceled?: number;
+}
+
+/** One item of a map node (GET runs/{id}/nodes/{node}/items; secrets masked). */
+export interface IMapItem {
+  index: number;
+  state: string;
+  attempts: number;
+  item?: JSONValue;
+  output?: JSONValue;
+  error?: string | null;
+  duration_ms?: number | null;
+}
+
+/** One page of a map node's items: `total` counts those in the state asked for. */
+export interface IItemsPage {
+  total: number;
+  offset: number;
+  counts: IItemCounts | null;
+  items: IMapItem[];
+}
+
+/** Fetch a page of a map node's items (the REST API in Lab). */
+export type ItemsLoader = (
+  runId: string,
+  nodeId: string,
+  page: { offset: number; limit: number; state?: string }
+) => Promise<IItemsPage>;
 
 /** What the node view needs of a node type: its title and named output handles. */
 export interface INodeLook {

@@ -146,6 +146,7 @@ export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps)
           nodeId={logsFor}
           run={view.nodes.get(logsFor)}
           load={api.logs}
+          loadItems={api.items}
           onClose={() => setLogsFor(null)}
         />
       )}

@@ -211,6 +211,7 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
           nodeId={logsFor}
           run={view.nodes.get(logsFor)}
           load={api.logs}
+          loadItems={api.items}
           onClose={() => setLogsFor(null)}
           actions={attempt => (
             <>

@@ -79,10 +79,13 @@ export function useFollowedRun(runId: string | null): IRunView {
         if (event.node === null || event.node === undefined) {
           status = event.state;
         } else {
+          // A map's counts come with its `running` events; its end keeps the last ones.
+          const items = event.items ?? nodes.get(event.node)?.items;
           nodes = nodes.set(event.node, {
             state: event.state,
             attempt: event.attempt,
-            error: event.error ?? null
+            error: event.error ?? null,
+            ...(items ? { items } : {})
           });
         }
         schedule();

@@ -1,0 +1,165 @@
+// Browser scenarios of the map node on the canvas (issue #20, item 1), run by pytest
+// (tests/ui/test_map_ui.py) against a live JupyterLab: `node maps.mjs <scenario>`.
+// Prints `RESULT <json>`.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const LAB = process.env.LAB_URL;
+const TOKEN = process.env.LAB_TOKEN;
+const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
+const FILE = process.env.FLOW_FILE || 'flow.nxflow';
+const TIMEOUT = 60000;
+
+function log(...args) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function openPage(browser, workspace, file = FILE) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', err => errors.push(String(err)));
+  page.on('console', msg => {
+    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
+      errors.push(msg.text());
+    }
+  });
+  page.errors = errors;
+  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
+  await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
+  return page;
+}
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log('screenshot', file);
+}
+
+const MAIN = '.nf-canvas > .react-flow';
+
+function nodeState(page, id, state) {
+  return page.waitForFunction(
+    ([i, st]) => document.querySelector(`.nf-canvas > .react-flow [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
+    [id, state],
+    { timeout: TIMEOUT }
+  );
+}
+
+/** The map badge of node `id`: {done, total, failed, text}, or null. */
+function badge(page, id) {
+  return page.evaluate(i => {
+    const el = document.querySelector(`.nf-canvas > .react-flow [data-node-id="${i}"] .nf-node-items`);
+    return el
+      ? {
+          done: Number(el.getAttribute('data-items-done')),
+          total: Number(el.getAttribute('data-items-total')),
+          failed: Number(el.getAttribute('data-items-failed')),
+          text: el.textContent
+        }
+      : null;
+  }, id);
+}
+
+/** The rows of the items list in the node details. */
+function rows(page) {
+  return page.$$eval('.nf-logs .nf-items [data-item-index]', els =>
+    els.map(e => ({
+      index: Number(e.getAttribute('data-item-index')),
+      state: e.getAttribute('data-item-state'),
+      text: e.textContent
+    }))
+  );
+}
+
+function firstRowIs(page, index) {
+  return page.waitForFunction(
+    i => document.querySelector('.nf-logs .nf-items [data-item-index]')?.getAttribute('data-item-index') === String(i),
+    index,
+    { timeout: TIMEOUT }
+  );
+}
+
+const scenarios = {
+  /** Run a flow whose map M runs 40 items two at a time (4 of them fail, on_item_failure:
+   *  continue): the node shows done/total and the failed count while it runs; clicked, its
+   *  details list the items a page at a time, and the failed ones with their errors. */
+  async progress(browser) {
+    const page = await openPage(browser, 'map-progress');
+    await page.click('[data-action="run"]');
+    await nodeState(page, 'M', 'running');
+    // Sample the badge while the items run: it counts up.
+    const seen = [];
+    const deadline = Date.now() + TIMEOUT;
+    let midway = null;
+    while (Date.now() < deadline) {
+      const b = await badge(page, 'M');
+      const state = await page.$eval(`${MAIN} [data-node-id="M"]`, e => e.getAttribute('data-state'));
+      if (b && (seen.length === 0 || seen[seen.length - 1].done !== b.done)) {
+        seen.push(b);
+      }
+      if (b && !midway && b.done > 0 && b.done < b.total && state === 'running') {
+        midway = b;
+        await shot(page, 'map-running');
+      }
+      if (state === 'succeeded' || state === 'failed') {
+        break;
+      }
+      await page.waitForTimeout(50);
+    }
+    await nodeState(page, 'after', 'succeeded');
+    const final = await badge(page, 'M');
+    // Clicked: the details list its items, 20 a page.
+    await page.click(`${MAIN} .react-flow__node[data-id="M"] .nf-node-title`);
+    await page.waitForSelector('.nf-logs .nf-items [data-item-index]', { timeout: TIMEOUT });
+    const firstPage = await rows(page);
+    const range = await page.$eval('.nf-logs [data-items-range]', e => e.textContent);
+    await shot(page, 'map-items');
+    await page.click('.nf-logs .nf-items-pager button:has-text("Next")');
+    await firstRowIs(page, 20);
+    const secondPage = await rows(page);
+    await page.selectOption('.nf-logs select[aria-label="Item state"]', 'failed');
+    await page.waitForFunction(
+      () => {
+        const els = Array.from(document.querySelectorAll('.nf-logs .nf-items [data-item-index]'));
+        return els.length > 0 && els.every(e => e.getAttribute('data-item-state') === 'failed');
+      },
+      null,
+      { timeout: TIMEOUT }
+    );
+    const failedRows = await rows(page);
+    await shot(page, 'map-items-failed');
+    return { midway, seen, final, firstPage, range, secondPage, failedRows, errors: page.errors };
+  }
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
+});
+const timer = setTimeout(() => {
+  console.error('scenario timed out');
+  process.exit(3);
+}, 150000);
+try {
+  const result = await scenarios[name](browser);
+  console.log('RESULT ' + JSON.stringify(result));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) {
+      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
+    }
+  }
+} finally {
+  clearTimeout(timer);
+  await browser.close();
+}
