@@ -12,6 +12,10 @@ passphrase (stretched with scrypt). Several keys separated by commas allow a rot
 first encrypts, all decrypt. With no key configured, one is generated into
 ``<data_dir>/secret.key`` (mode 0600) and a warning says so: every process that shares the data
 folder finds it; workers elsewhere need ``NEXUSFLOW_SECRET_KEY``.
+
+Every column of ciphertexts made with this cipher is listed in ``ENCRYPTED_COLUMNS`` (a
+plug-in's table joins with ``register_encrypted``), and ``rotate_key`` re-encrypts all of them
+under the first key in one transaction (``nexusflow secrets rotate-key``).
 """
 
 from __future__ import annotations
@@ -407,6 +411,67 @@ class SecretStore:
         return {name: self.get(name) for name in dict.fromkeys(names)}
 
 
+def register_encrypted(column: EncryptedColumn) -> None:
+    """Add a column of ciphertexts (of a plug-in's table) to ``ENCRYPTED_COLUMNS``, so that a
+    key rotation cannot miss it. Its table, key and column are identifiers of the code."""
+    global ENCRYPTED_COLUMNS
+    for ident in (column.table, *column.key, column.column):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", ident):
+            raise ValueError(f"{ident!r} is not a plain SQL identifier")
+    if column not in ENCRYPTED_COLUMNS:
+        ENCRYPTED_COLUMNS = (*ENCRYPTED_COLUMNS, column)
+
+
+def rotate_key(pool: Pool, keys: list[bytes]) -> dict[str, int]:
+    """Re-encrypt every ciphertext of ``ENCRYPTED_COLUMNS`` under ``keys[0]``; return how
+    many values per table.
+
+    ``keys`` decrypt (the new key first, then the old ones). One transaction: each table is
+    locked against writes (``SHARE ROW EXCLUSIVE``: readers go on, with the old ciphertexts,
+    until the commit), every value is decrypted and sealed again with the same associated data,
+    and a value no key decrypts raises ``SecretKeyError`` naming it, with nothing changed.
+    """
+    from psycopg.rows import tuple_row
+
+    cipher = Cipher(keys)
+    counts: dict[str, int] = {}
+    with pool.connection() as conn:
+        try:
+            cur = conn.cursor(row_factory=tuple_row)
+            locked: set[str] = set()
+            for col in sorted(ENCRYPTED_COLUMNS, key=lambda c: (c.table, c.column)):
+                found = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (col.table,)).fetchone()
+                if not found or not found[0]:
+                    continue
+                if col.table not in locked:
+                    cur.execute(f"LOCK TABLE {col.table} IN SHARE ROW EXCLUSIVE MODE")
+                    locked.add(col.table)
+                keys_sql = ", ".join(col.key)
+                rows = cur.execute(f"SELECT {keys_sql}, {col.column} FROM {col.table}"
+                                   f" WHERE {col.column} IS NOT NULL").fetchall()
+                updates = []
+                for row in rows:
+                    key, blob = row[:-1], row[-1]
+                    associated = col.associated(*key)
+                    try:
+                        plain = cipher.decrypt(blob, associated)
+                    except SecretKeyError:
+                        raise SecretKeyError(
+                            f"{col.table} {associated!r} cannot be decrypted with any of the "
+                            "keys given: nothing was re-encrypted") from None
+                    updates.append((cipher.encrypt(plain, associated), *key))
+                if updates:
+                    where = " AND ".join(f"{k} = %s" for k in col.key)
+                    cur.executemany(f"UPDATE {col.table} SET {col.column} = %s WHERE {where}",
+                                    updates)
+                counts[col.table] = counts.get(col.table, 0) + len(updates)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    return counts
+
+
 def _row_dict(row: Any) -> dict[str, Any]:
     out = dict(row)
     for key, value in out.items():
@@ -434,4 +499,6 @@ __all__ = [
     "load_keys",
     "mask",
     "mask_value",
+    "register_encrypted",
+    "rotate_key",
 ]

@@ -199,3 +199,59 @@ def diamond(*, a: dict | None = None, b: dict | None = None, c: dict | None = No
     c_to_d = ("C", "D", "true") if c["type"] == "condition" else ("C", "D")
     return flow(a, b, c, d, edges=[("A", "B"), ("A", "C"), ("B", "D"), c_to_d],
                 **{"name": "diamond", **top})
+
+
+class ServiceProcess:
+    """``python -m nexusflow_server.service`` (what ``nexusflow server`` runs) as a process of
+    its own on the test backends: what a deployment runs, with no Jupyter server anywhere."""
+
+    def __init__(self, settings, *args: str, env: dict[str, str] | None = None,
+                 auth: str = "token", timeout: float = 60.0) -> None:
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        from nexusflow_kernel.procs import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        full_env = settings_env(settings)
+        full_env.update({"NEXUSFLOW_LOCAL_WORKERS": "0", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nexusflow_server.service", f"--port={self.port}",
+             "--ip=127.0.0.1", f"--auth={auth}", "--NexusFlow.trigger_poll_s=0.2", *args],
+            env=full_env, start_new_session=True, stdin=subprocess.DEVNULL)
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the service exited with status {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "nexusflow/api/workers", timeout=2).status_code in (
+                        200, 401):
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > end:
+                self.stop()
+                raise AssertionError(f"the service did not answer within {timeout:g} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def client(self, token: str | None):
+        import httpx
+
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx.Client(base_url=self.url + "nexusflow/api/", headers=headers, timeout=30)

@@ -21,7 +21,10 @@
 #                            balancer, with NEXUSFLOW_SERVICE_API_TOKEN as its Hub token)
 #   NEXUSFLOW_HUB_WORKERS    worker processes the Hub runs as a managed service (default 2; 0
 #                            when the workers run elsewhere: deploy/systemd)
-#   NEXUSFLOW_METRICS_PORT   Prometheus metrics of the service on this port (default: off)
+#   NEXUSFLOW_METRICS_TOKEN  the token Prometheus sends to the service's metrics
+#                            (/services/nexusflow/nexusflow/metrics, "Authorization: Bearer ...";
+#                            Nexus-Flow administrators' own Hub tokens may read them too)
+#   NEXUSFLOW_WORKER_METRICS_PORT  the Hub-run workers' Prometheus port (default: off)
 #   NEXUSFLOW_RETENTION_DAYS the service deletes runs finished longer ago than this, daily
 #
 # The block at the end, enabled by NEXUSFLOW_HUB_DEMO=1, is for trying it on one machine and
@@ -55,8 +58,7 @@ POLICY = {
 }
 OPERATIONS = {
     name: os.environ[name]
-    for name in ("NEXUSFLOW_METRICS_PORT", "NEXUSFLOW_METRICS_IP", "NEXUSFLOW_RETENTION_DAYS",
-                 "NEXUSFLOW_LOG_LEVEL")
+    for name in ("NEXUSFLOW_METRICS_TOKEN", "NEXUSFLOW_RETENTION_DAYS", "NEXUSFLOW_LOG_LEVEL")
     if os.environ.get(name)
 }
 
@@ -80,7 +82,10 @@ if _workers > 0:
     c.JupyterHub.services.append({
         "name": "nexusflow-worker",
         "command": [sys.executable, "-m", "nexusflow_worker", "--processes", str(_workers)],
-        "environment": {**BACKENDS, **POLICY},
+        "environment": {**BACKENDS, **POLICY, **{
+            name: os.environ[name] for name in ("NEXUSFLOW_WORKER_METRICS_PORT",
+                                                "NEXUSFLOW_WORKER_METRICS_IP")
+            if os.environ.get(name)}},
     })
 
 # -- 2. Users' servers: the service's URL, no credential --------------------------------------

@@ -79,3 +79,56 @@ def _delete(name: str) -> None:
 def _keygen() -> None:
     """Print a new random key for NEXUSFLOW_SECRET_KEY."""
     click.echo(generate_key())
+
+
+@secrets_cli.command("rotate-key")
+@click.option("--generate", is_flag=True,
+              help="Make a new key, re-encrypt under it and print it (once) on stdout.")
+@handle_errors
+def _rotate_key(generate: bool) -> None:
+    """Re-encrypt every secret, connection and webhook secret under a new key.
+
+    The new key is the first of NEXUSFLOW_SECRET_KEY=NEW,OLD (the others decrypt), or a new
+    one with --generate. One transaction: until it commits every process reads the values under
+    the old key; after it, only the new key decrypts them. Then give NEXUSFLOW_SECRET_KEY=NEW
+    to the service and the workers and restart them (docs/server.md, "Rotating the key").
+    """
+    from pathlib import Path
+
+    from ..errors import NexusFlowError
+    from ..runstate.db import get_pool
+    from ..secrets import KEY_FILE_NAME, _key_bytes, _key_from_file, rotate_key
+    from ..services import resolve_backends
+
+    settings = Settings.from_env()
+    if settings.service_url:
+        raise NexusFlowError("rotate-key runs where the database and the key are (the "
+                             "service's or a worker's environment), not through the service")
+    settings = resolve_backends(settings)
+    text = settings.secret_key or _key_from_file(settings.data_dir)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    new_key = generate_key() if generate else None
+    if new_key is not None:
+        parts.insert(0, new_key)
+    elif len(parts) < 2:
+        raise NexusFlowError(
+            "NEXUSFLOW_SECRET_KEY holds one key: set it to NEW,OLD (the new key first, from "
+            "`nexusflow secrets keygen`) or pass --generate")
+    assert settings.database_url is not None
+    counts = rotate_key(get_pool(settings.database_url), [_key_bytes(p) for p in parts])
+    if not settings.secret_key:  # the generated key file of a single-user setup
+        path = Path(settings.data_dir) / KEY_FILE_NAME
+        tmp = path.with_suffix(".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(parts[0] + "\n")
+        os.replace(tmp, path)
+    total = sum(counts.values())
+    detail = ", ".join(f"{table}: {n}" for table, n in counts.items())
+    click.echo(f"re-encrypted {total} value(s) under the new key ({detail})", err=True)
+    if new_key is not None:
+        click.echo(new_key)
+    click.echo("now give NEXUSFLOW_SECRET_KEY=<the new key> alone to the service and the "
+               "workers and restart them: the old key decrypts nothing any more"
+               if settings.secret_key else "the key file now holds the new key: restart the "
+               "processes that use it", err=True)

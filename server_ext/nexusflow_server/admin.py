@@ -250,19 +250,22 @@ class SchedulesHandler(TriggerBase):
 
     @authorized
     async def post(self, workflow_id: str) -> None:
-        from .triggers import next_fire
+        from .triggers import misfire_policy, next_fire
 
         body = self.body()
         version = _version(body)
         cron = field(body, "cron", str, required=True)
         timezone = field(body, "timezone", str, default="UTC")
         inputs = field(body, "inputs", dict, default={})
+        misfire, limit = misfire_policy(body)
         first = next_fire(cron, timezone, datetime.now(UTC))
         workflow_id = await self.workflow_for_edit(workflow_id, version)
         schedule = await self.sync(
             self.nf.store().create_schedule, workflow_id, version=version, cron=cron,
-            timezone=timezone, inputs=inputs, next_fire_at=first, actor=self.user_name)
-        await self.audit("schedule.create", f"schedule:{schedule['schedule_id']}", cron=cron)
+            timezone=timezone, inputs=inputs, next_fire_at=first, misfire=misfire,
+            catch_up_limit=limit, actor=self.user_name)
+        await self.audit("schedule.create", f"schedule:{schedule['schedule_id']}", cron=cron,
+                         misfire=misfire)
         self.reply(schedule, 201)
 
 

@@ -144,6 +144,23 @@ class NexusFlow(ExtensionApp):
     trigger_poll_s = Float(
         1.0, config=True, help="How often schedules and queue triggers are polled."
     )
+    misfire_grace_s = Float(
+        60.0, config=True,
+        help="A schedule's firing found later than this after its time (no service was "
+        "running) is missed: its schedule's misfire policy (skip or catch_up) decides.",
+    )
+    retention_days = Int(
+        config=True,
+        help="Delete runs that ended more than this many days ago, with their outputs and "
+        "logs, once a day (NEXUSFLOW_RETENTION_DAYS; 0: keep everything). One replica of the "
+        "service prunes per day, in batches (`nexusflow prune` does the same by hand).",
+    )
+    retention_interval_s = Float(
+        86400.0, config=True, help="How often the retention pass runs (retention_days)."
+    )
+    retention_check_s = Float(
+        60.0, config=True, help="How often a replica checks whether the retention pass is due."
+    )
     waiting_poll_s = Float(
         2.0, config=True,
         help="How often running runs are checked for queued nodes no live worker serves.",
@@ -168,6 +185,17 @@ class NexusFlow(ExtensionApp):
         "NEXUSFLOW_SERVICE_TOKEN.",
     )
 
+    metrics_token = Unicode(
+        None, allow_none=True, config=True,
+        help="Token that may read GET <base>/nexusflow/metrics (NEXUSFLOW_METRICS_TOKEN), as "
+        "'Authorization: Bearer <token>' (Prometheus's credentials); administrators' own "
+        "tokens may too.",
+    )
+
+    @default("metrics_token")
+    def _default_metrics_token(self) -> str | None:
+        return _env("NEXUSFLOW_METRICS_TOKEN")
+
     @default("service_url")
     def _default_service_url(self) -> str | None:
         return _env("NEXUSFLOW_SERVICE_URL")
@@ -184,6 +212,10 @@ class NexusFlow(ExtensionApp):
     @default("local_worker_processes")
     def _default_processes(self) -> int:
         return int(_env_num("NEXUSFLOW_LOCAL_WORKER_PROCESSES", 2))
+
+    @default("retention_days")
+    def _default_retention_days(self) -> int:
+        return int(_env_num("NEXUSFLOW_RETENTION_DAYS", 0))
 
     @default("default_role")
     def _default_default_role(self) -> str:
@@ -248,6 +280,7 @@ class NexusFlow(ExtensionApp):
         self._tasks: list[asyncio.Task[Any]] = []
         self.supervisor: Any = None
         self.service: Any = None
+        self._metrics: Any = None
         self.stopping = threading.Event()
 
     def initialize_handlers(self) -> None:
@@ -313,6 +346,16 @@ class NexusFlow(ExtensionApp):
         store = self.secrets()
         return ConnectionStore(store._pool, secrets=store)
 
+    def metrics(self) -> Any:
+        """Return this app's Prometheus metrics (``metrics.ServiceMetrics``)."""
+        if self._metrics is None:
+            with self._engine_lock:
+                if self._metrics is None:
+                    from .metrics import ServiceMetrics
+
+                    self._metrics = ServiceMetrics(self)
+        return self._metrics
+
     def rate_limiter(self) -> Any:
         """Return the webhook rate limiter on the engine's Redis."""
         if self._limiter is None:
@@ -377,7 +420,35 @@ class NexusFlow(ExtensionApp):
             self.trigger_loops = TriggerLoops(self)
             self._tasks.append(asyncio.create_task(self.trigger_loops.run()))
         self._tasks.append(asyncio.create_task(self._report_waiting()))
+        if self.retention_days > 0:
+            self._tasks.append(asyncio.create_task(self._retention()))
         self.ready.set()
+
+    def retention_pass(self) -> dict[str, Any] | None:
+        """Prune runs older than ``retention_days`` if no replica did in the last interval;
+        return what was deleted (``None``: not this replica's turn). Blocking."""
+        from datetime import timedelta
+
+        from nexusflow_kernel.retention import claim_pass, prune, record_pass
+
+        engine = self.engine()
+        if not claim_pass(engine.pool, "prune", self.retention_interval_s, self.server_id):
+            return None
+        result = prune(engine.pool, timedelta(days=self.retention_days), redis=engine.redis,
+                       pause_s=0.05).as_dict()
+        record_pass(engine.pool, "prune", result)
+        self.log.info("Nexus-Flow retention: deleted %d run(s) that ended before %s",
+                      result["runs"], result["cutoff"])
+        return result
+
+    async def _retention(self) -> None:
+        """Run the retention pass once a day (one replica per interval)."""
+        while not self.stopping.is_set():
+            try:
+                await self.run_sync(self.retention_pass)
+            except Exception as exc:  # an outage: the next check tries again
+                self.log.warning("Nexus-Flow retention pass failed: %s", exc)
+            await asyncio.sleep(self.retention_check_s)
 
     async def _report_waiting(self) -> None:
         """Say, in the run's event stream, when a queued node has no live worker to take it

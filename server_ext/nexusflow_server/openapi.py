@@ -80,6 +80,12 @@ _RUN_OPTIONS = {"use_pins": {"type": "boolean", "description": "nodes with a pin
                           "result cache"}}
 _TRIGGER_VERSION = {"type": "integer", "minimum": 1,
                     "description": "pin a version (default: the latest at each start)"}
+_MISFIRE = {"enum": ["skip", "catch_up"], "default": "skip",
+            "description": "firings missed while no service ran (found more than "
+            "NexusFlow.misfire_grace_s late): skip runs none of them, catch_up runs the most "
+            "recent catch_up_limit, oldest first"}
+_CATCH_UP = {"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
+             "description": "most missed firings one outage may start (misfire: catch_up)"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -192,7 +198,10 @@ def _schemas() -> dict[str, Any]:
                         url={"type": "string"}),
         "Schedule": _obj(["schedule_id", "cron"], schedule_id={"type": "string"},
                          cron={"type": "string"}, timezone={"type": "string"},
-                         next_fire_at={"type": "string"}),
+                         next_fire_at={"type": "string"}, misfire=_MISFIRE,
+                         catch_up_limit=_CATCH_UP,
+                         skipped_firings={"type": "integer", "description":
+                                          "firings missed and not run (misfire policy)"}),
         "QueueTrigger": _obj(["trigger_id", "stream"], trigger_id={"type": "string"},
                              stream={"type": "string"}, consumer_group={"type": "string"}),
         "Event": _obj(["id", "run", "state"], id={"type": "string"}, run={"type": "string"},
@@ -299,7 +308,8 @@ def _paths() -> dict[str, Any]:
             "post": _op("Create a cron schedule", {"201": _json(_ref("Schedule"), "Created")},
                         params=[_WF], body=_body(_obj(
                             ["cron"], cron={"type": "string"}, timezone={"type": "string"},
-                            inputs=_ANY_OBJ, version=_TRIGGER_VERSION)),
+                            inputs=_ANY_OBJ, version=_TRIGGER_VERSION, misfire=_MISFIRE,
+                            catch_up_limit=_CATCH_UP)),
                         errors=(400, 403, 404, 415), tag="triggers")},
         "/nexusflow/api/workflows/{workflow_id}/queues": {
             "get": _op("List a workflow's queue triggers",
@@ -570,6 +580,13 @@ def _paths() -> dict[str, Any]:
                                              "pattern": "^[A-Za-z0-9_-]{20,128}$"})],
             body=_body({"description": "any JSON value"}),
             errors=(400, 404, 409, 413, 415, 429, 503), tag="triggers", security=[])},
+        "/nexusflow/metrics": {"get": _op(
+            "Prometheus metrics: runs by status, queue depths, live workers, trigger firings "
+            "(the workers' own are on their metrics port). For the metrics token "
+            "(NEXUSFLOW_METRICS_TOKEN, as a Bearer token) or an administrator",
+            {"200": {"description": "Prometheus text exposition format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            errors=(401, 403), tag="operations")},
         "/nexusflow/hooks/{hook_id}": {"post": _op(
             "Public webhook: signed (Standard Webhooks HMAC) or JWT; the payload becomes the "
             "run's inputs",

@@ -13,6 +13,7 @@ from . import (
     describe,
     flowcontrol,
     live,
+    metrics,
     status,
     streaming,
     webhooks,
@@ -74,6 +75,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"{API}/workers", status.WorkersHandler),
     (f"{API}/documents/live", live.LiveDocumentHandler),
     (f"{API}/documents/patch", live.DocumentPatchHandler),
+    ("/nexusflow/metrics", metrics.MetricsHandler),
     ("/nexusflow/hooks/resume/{token}", flowcontrol.ResumeReceiver),
     ("/nexusflow/hooks/{hook_id}", webhooks.WebhookReceiver),
 ]

@@ -248,13 +248,15 @@ class ServerStore:
 
     def create_schedule(self, workflow_id: str, *, version: int | None, cron: str,
                         timezone: str, inputs: dict[str, Any], next_fire_at: datetime,
-                        actor: str | None) -> dict[str, Any]:
+                        actor: str | None, misfire: str = "skip",
+                        catch_up_limit: int = 10) -> dict[str, Any]:
         schedule_id = new_id("sc")
         self._exec(
             "INSERT INTO nexusflow_schedules (schedule_id, workflow_id, version, cron, timezone,"
-            " inputs, next_fire_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            " inputs, next_fire_at, created_by, misfire, catch_up_limit)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (schedule_id, workflow_id, version, cron, timezone, Jsonb(inputs), next_fire_at,
-             actor))
+             actor, misfire, catch_up_limit))
         return self.schedules(schedule_id=schedule_id)[0]
 
     def schedules(self, *, workflow_id: str | None = None,

@@ -17,19 +17,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg.rows import dict_row
 
-from .base import BadRequest
+from .base import BadRequest, field
 
 logger = logging.getLogger(__name__)
 
 
 def next_fire(cron: str, timezone: str, after: datetime) -> datetime:
     """Return the first time after ``after`` that ``cron`` names, in UTC."""
+    return _cron(cron, timezone, after).get_next(datetime).astimezone(UTC)
+
+
+MISFIRE_POLICIES = ("skip", "catch_up")
+MAX_CATCH_UP = 100
+_COUNT_CAP = 1000
+
+
+def _cron(cron: str, timezone: str, start: datetime) -> Any:
     from croniter import croniter
 
     try:
@@ -38,8 +47,50 @@ def next_fire(cron: str, timezone: str, after: datetime) -> datetime:
         raise BadRequest(f"unknown time zone {timezone!r}", "/timezone") from None
     if not isinstance(cron, str) or not croniter.is_valid(cron):
         raise BadRequest(f"{cron!r} is not a valid cron expression", "/cron")
-    it = croniter(cron, after.astimezone(zone))
-    return it.get_next(datetime).astimezone(UTC)
+    return croniter(cron, start.astimezone(zone))
+
+
+def plan_firings(cron: str, timezone: str, due: datetime, now: datetime, *, misfire: str,
+                 catch_up_limit: int, grace_s: float) -> tuple[list[datetime], int, datetime]:
+    """Return ``(slots to fire, oldest first; firings skipped; the next time after now)``.
+
+    ``due`` is the schedule's ``next_fire_at`` (a time of the cron, not after ``now``). Slots
+    between ``due`` and ``now`` at most ``grace_s`` old are on time and fire; older ones are
+    missed: ``skip`` drops them, ``catch_up`` keeps the latest ``catch_up_limit`` slots in all.
+    """
+    keep = catch_up_limit if misfire == "catch_up" else 1
+    recent: list[datetime] = []
+    back = _cron(cron, timezone, now + timedelta(microseconds=1))
+    while len(recent) < keep:  # the latest times, walking back from now (after due)
+        slot = back.get_prev(datetime).astimezone(UTC)
+        if slot <= due:
+            break
+        recent.append(slot)
+    if len(recent) < keep:
+        recent.append(due)  # the due time is a firing itself
+    recent.reverse()
+    cutoff = now - timedelta(seconds=grace_s)
+    fire = recent if misfire == "catch_up" else [s for s in recent if s >= cutoff]
+    # count what is skipped: due and the times after it, up to the first one fired (bounded)
+    first = fire[0] if fire else now + timedelta(microseconds=1)
+    skipped, slot = 0, due
+    forward = _cron(cron, timezone, due)
+    while skipped < _COUNT_CAP and slot < first and slot <= now:
+        skipped += 1
+        slot = forward.get_next(datetime).astimezone(UTC)
+    following = _cron(cron, timezone, now).get_next(datetime).astimezone(UTC)
+    return fire, skipped, following
+
+
+def misfire_policy(body: dict[str, Any]) -> tuple[str, int]:
+    """Return a schedule's ``(misfire, catch_up_limit)`` from a request body (checked)."""
+    misfire = field(body, "misfire", str, default="skip")
+    if misfire not in MISFIRE_POLICIES:
+        raise BadRequest("'misfire' must be 'skip' or 'catch_up'", "/misfire")
+    limit = field(body, "catch_up_limit", int, default=10)
+    if not 1 <= limit <= MAX_CATCH_UP:
+        raise BadRequest(f"'catch_up_limit' must be in 1..{MAX_CATCH_UP}", "/catch_up_limit")
+    return misfire, limit
 
 
 def create_group(client: Any, stream: str, group: str, start: str = "$") -> None:
@@ -56,14 +107,19 @@ def create_group(client: Any, stream: str, group: str, start: str = "$") -> None
 class Scheduler:
     """Fire due schedules (blocking; one call per tick)."""
 
-    def __init__(self, pool: Any, engine: Any, server_id: str) -> None:
+    def __init__(self, pool: Any, engine: Any, server_id: str, *, grace_s: float = 60.0,
+                 on_fire: Any = None) -> None:
         self.pool = pool
         self.engine = engine
         self.server_id = server_id
+        self.grace_s = grace_s
+        self.on_fire = on_fire  # called with (kind, count) after a commit (metrics)
 
     def fire_due(self, now: datetime | None = None, limit: int = 50) -> list[str]:
-        """Start a run for every due schedule this server can lock; return the run ids."""
+        """Start a run for every due firing of the schedules this server can lock; return
+        the run ids."""
         started: list[str] = []
+        skipped = 0
         with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             rows = cur.execute(
@@ -71,22 +127,41 @@ class Scheduler:
                 " ORDER BY next_fire_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (now or datetime.now(UTC), limit)).fetchall()
             for row in rows:
-                run_id = self._fire(cur, row, now or datetime.now(UTC))
-                if run_id:
-                    started.append(run_id)
+                runs, missed = self._fire(cur, row, now or datetime.now(UTC))
+                started += runs
+                skipped += missed
             conn.commit()
+        if self.on_fire is not None:
+            self.on_fire("schedule", len(started), skipped)
         return started
 
-    def _fire(self, cur: Any, row: dict[str, Any], now: datetime) -> str | None:
-        fire_at = row["next_fire_at"]
-        try:  # missed firings (server down) collapse into this one
-            following = next_fire(row["cron"], row["timezone"], max(now, fire_at))
+    def _fire(self, cur: Any, row: dict[str, Any], now: datetime) -> tuple[list[str], int]:
+        sid = row["schedule_id"]
+        try:
+            slots, skipped, following = plan_firings(
+                row["cron"], row["timezone"], row["next_fire_at"], now,
+                misfire=row.get("misfire") or "skip",
+                catch_up_limit=row.get("catch_up_limit") or 1, grace_s=self.grace_s)
         except BadRequest:
             cur.execute("UPDATE nexusflow_schedules SET enabled = false WHERE schedule_id = %s",
-                        (row["schedule_id"],))
-            return None
-        cur.execute("UPDATE nexusflow_schedules SET next_fire_at = %s, last_fired_at = %s"
-                    " WHERE schedule_id = %s", (following, fire_at, row["schedule_id"]))
+                        (sid,))
+            return [], 0
+        if skipped:
+            logger.warning("schedule %s: %d firing(s) missed since %s skipped (misfire: %s)",
+                           sid, skipped, row["next_fire_at"].isoformat(),
+                           row.get("misfire") or "skip")
+        cur.execute("UPDATE nexusflow_schedules SET next_fire_at = %s,"
+                    " last_fired_at = COALESCE(%s, last_fired_at),"
+                    " skipped_firings = skipped_firings + %s WHERE schedule_id = %s",
+                    (following, slots[-1] if slots else None, skipped, sid))
+        runs = []
+        for fire_at in slots:
+            run_id = self._fire_slot(cur, row, fire_at)
+            if run_id:
+                runs.append(run_id)
+        return runs, skipped
+
+    def _fire_slot(self, cur: Any, row: dict[str, Any], fire_at: datetime) -> str | None:
         claimed = cur.execute(
             "INSERT INTO nexusflow_schedule_firings (schedule_id, fire_at, fired_by)"
             " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING schedule_id",
@@ -106,7 +181,7 @@ class Scheduler:
         cur.execute("UPDATE nexusflow_schedule_firings SET run_id = %s"
                     " WHERE schedule_id = %s AND fire_at = %s",
                     (run_id, row["schedule_id"], fire_at))
-        return run_id
+        return str(run_id)
 
 
 def message_inputs(fields: dict[Any, Any]) -> dict[str, Any]:
@@ -193,13 +268,17 @@ class TriggerLoops:
     def __init__(self, app: Any) -> None:
         self.app = app
         engine = app.engine()
-        self.scheduler = Scheduler(engine.pool, engine, app.server_id)
+        self.scheduler = Scheduler(engine.pool, engine, app.server_id,
+                                   grace_s=app.misfire_grace_s, on_fire=app.metrics().fired)
         self.consumer = QueueConsumer(app.store(), engine, app.server_id, app.queue_claim_idle_s)
+
+    def _poll_queues(self) -> None:
+        self.app.metrics().fired("queue", len(self.consumer.poll()))
 
     async def run(self) -> None:
         app = self.app
         while not app.stopping.is_set():
-            for tick in (self.scheduler.fire_due, self.consumer.poll):
+            for tick in (self.scheduler.fire_due, self._poll_queues):
                 try:
                     await app.run_sync(tick)
                 except asyncio.CancelledError:

@@ -262,6 +262,7 @@ class WebhookReceiver(PublicHandler):
             await nf.run_sync(store.release_delivery, hook_id, delivery)
             raise
         await nf.run_sync(store.set_delivery_run, hook_id, delivery, run_id)
+        nf.metrics().fired("webhook")
         wait_s = self._wait(hook)
         answer: dict[str, Any] = {"run_id": run_id, "status": "running"}
         if wait_s > 0:

@@ -23,9 +23,15 @@ from .supervisor import Supervisor
 @click.option("--grace", default=60.0, show_default=True,
               help="Seconds the node in hand may take to finish after SIGTERM.")
 @click.option("--log-level", default="WARNING", show_default=True, envvar="NEXUSFLOW_LOG_LEVEL")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              envvar="NEXUSFLOW_WORKER_METRICS_PORT",
+              help="Serve Prometheus metrics of all N processes on this port (/metrics).")
+@click.option("--metrics-ip", default="127.0.0.1", show_default=True,
+              envvar="NEXUSFLOW_WORKER_METRICS_IP",
+              help="Address of the metrics port (0.0.0.0 for a Prometheus elsewhere).")
 @click.pass_context
 def worker(ctx: click.Context, processes: int, queues: str, fork: bool, no_reconciler: bool,
-           grace: float, log_level: str) -> None:
+           grace: float, log_level: str, metrics_port: int | None, metrics_ip: str) -> None:
     """Run N worker processes that execute nodes, with the reconciler."""
     if ctx.invoked_subcommand is not None:
         return
@@ -33,7 +39,8 @@ def worker(ctx: click.Context, processes: int, queues: str, fork: bool, no_recon
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     names = [q.strip() for q in queues.split(",") if q.strip()]
     sup = Supervisor(Settings.from_env(), processes=processes, queues=names, fork=fork,
-                     reconcile=not no_reconciler, grace_s=grace, log_level=log_level)
+                     reconcile=not no_reconciler, grace_s=grace, log_level=log_level,
+                     metrics_port=metrics_port, metrics_ip=metrics_ip)
     sys.exit(sup.run())
 
 

@@ -34,6 +34,7 @@ from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 from nexusflow_kernel.transport.presence import advertise, alive_key
 
+from . import metrics
 from .items import ItemLease, ItemLoop, ItemRun, io_pool, open_map
 from .livelog import LiveLog
 from .reuse import Reuse
@@ -234,6 +235,7 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
             opened = (Effects(), None, None, reused) if reused is not None else \
                 open_map(rt, claim, follow, known, loop.take, cache_key=cache_key)
             if opened is None:
+                metrics.lease_lost("worker")
                 logger.warning("lease of map %s in run %s was lost", claim.node_id, claim.run_id)
                 break
             effects, batch, nxt, ended = opened
@@ -260,6 +262,7 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
                           what=f"record node {current.node_id!r} of run {current.run_id}",
                           deadline_s=600)
         if done is None:
+            metrics.lease_lost("worker")
             logger.warning("lease of node %s in run %s was lost; outcome dropped",
                            current.node_id, current.run_id)
             rt.broker.flush_events()
@@ -305,6 +308,7 @@ def _masked(rt: Runtime, claim: Claim, outcome: Outcome) -> Outcome:
 
 
 def _publish(rt: Runtime, pushes: Any, events: Any) -> None:
+    metrics.runs_finished(events)
     try:
         rt.broker.publish(pushes, events)
     except NexusFlowError as exc:  # committed: the reconciler re-pushes from PostgreSQL
@@ -391,6 +395,10 @@ def run_claimed(rt: Runtime, claim: Claim, item: ItemRun | None = None) -> Outco
     # resume_url('W') in the node's templates and expressions: a wait node's callback URL
     with resume_urls(_ResumeTokens(rt, claim, masking).url):
         outcome = _run_claimed(rt, claim, masking, item)
+    node = item.node if item is not None else claim.plan.nodes.get(claim.node_id)
+    metrics.node_ended(getattr(node, "type", "?"), outcome.status, outcome.duration_ms)
+    if outcome.status == "lost":
+        metrics.lease_lost("worker")
     if not masking.needed():
         return masking.outcome(outcome)
     # Reading the run's secrets needs PostgreSQL, as recording does: the same patience.

@@ -26,6 +26,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from nexusflow_kernel.transport.broker import Push, job_id
 
+from . import metrics
 from .jobs import Runtime, alive_key
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def _reclaim(rt: Runtime, report: PassReport) -> None:
         if effects is None:
             continue
         report.reclaimed += 1
+        metrics.lease_lost("reconciler")
+        metrics.runs_finished(effects.events)
         logger.warning("node %s of run %s lost its worker; attempt %s recorded as lost",
                        row["node_id"], row["run_id"], row["attempt"])
         rt.broker.publish(effects.pushes, effects.events)
@@ -92,6 +95,8 @@ def _reclaim_items(rt: Runtime, report: PassReport) -> None:
         if effects is None:
             continue
         report.reclaimed += 1
+        metrics.lease_lost("reconciler")
+        metrics.runs_finished(effects.events)
         logger.warning("items of map #%s in run %s lost their worker; recorded as lost",
                        row["idx"], row["run_id"])
         rt.broker.publish(effects.pushes, effects.events)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
@@ -36,6 +37,8 @@ class Supervisor:
     reconcile: bool = True
     grace_s: float = 60.0
     log_level: str = "WARNING"
+    metrics_port: int | None = None
+    metrics_ip: str = "127.0.0.1"
     children: list[subprocess.Popen] = field(default_factory=list)
     _stopping: bool = False
 
@@ -51,6 +54,19 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
+        exporter = None
+        if self.metrics_port is not None:  # before any child starts: they get the folder
+            from .metrics import MetricsServer
+
+            exporter = MetricsServer(self.metrics_port, self.metrics_ip)
+            exporter.start()
+        try:
+            return self._run(exporter)
+        finally:
+            if exporter is not None:
+                exporter.stop()
+
+    def _run(self, exporter: Any) -> int:
         zero_config = self.settings.database_url is None and self.settings.redis_url is None
         self.settings = resolve_backends(self.settings)
         self._log_policies(zero_config)
@@ -74,7 +90,11 @@ class Supervisor:
                                        child.pid, child.returncode)
                         time.sleep(wait)
                         restarts[i] = min(10.0, wait * 2 or 0.5)
+                        if exporter is not None:
+                            exporter.child_exited(child.pid)
                         self.children[i] = self.spawn(i)
+                if exporter is not None:
+                    exporter.processes(sum(c.poll() is None for c in self.children))
                 time.sleep(0.2)
         finally:
             releaser.stop()

@@ -105,3 +105,133 @@ def revoke(token_id: str) -> None:
     """Revoke the token TOKEN_ID (as `token list` shows it)."""
     _tokens().revoke(token_id)
     click.echo(f"token {token_id} revoked")
+
+
+# ---------------------------------------------------------------------- schedules
+
+def _schedule_client():  # type: ignore[no-untyped-def]
+    """Return ``(remote engine or None, settings)``: the service's REST API when
+    NEXUSFLOW_SERVICE_URL is set (it checks the caller's role), else the database."""
+    from nexusflow_kernel.remote import RemoteEngine
+    from nexusflow_kernel.services import resolve_backends
+    from nexusflow_kernel.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.service_url:
+        return RemoteEngine(settings), settings
+    return None, resolve_backends(settings)
+
+
+def _print_schedules(rows: list, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"schedules": rows}, indent=2, default=str))
+        return
+    for r in rows:
+        policy = r.get("misfire", "skip") + (
+            f" (at most {r.get('catch_up_limit')})" if r.get("misfire") == "catch_up" else "")
+        click.echo(f"{r['schedule_id']}\t{r['cron']} {r['timezone']}\tnext {r['next_fire_at']}"
+                   f"\tmisfire {policy}\tskipped {r.get('skipped_firings', 0)}")
+
+
+@click.group("schedules")
+def schedules() -> None:
+    """Cron schedules of workflows: the service fires them, with or without JupyterLab.
+
+    Through the Nexus-Flow service when NEXUSFLOW_SERVICE_URL is set (your role on the
+    workflow decides), else directly on the database (operators).
+    """
+
+
+@schedules.command("list")
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def list_schedules(workflow_id: str, as_json: bool) -> None:
+    """List WORKFLOW_ID's schedules (with their misfire policy)."""
+    remote, settings = _schedule_client()
+    if remote is not None:
+        rows = remote._call("GET", f"workflows/{workflow_id}/schedules")["schedules"]
+    else:
+        rows = _store(settings).schedules(workflow_id=workflow_id)
+    _print_schedules(rows, as_json)
+
+
+@schedules.command("add")
+@click.argument("workflow_id")
+@click.option("--cron", required=True, help="Cron expression, e.g. '0 6 * * 1-5'.")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option("--inputs", "inputs_json", default="{}", help="The runs' inputs (a JSON object).")
+@click.option("--version", type=int, default=None, help="Pin a version (default: the latest).")
+@click.option("--misfire", type=click.Choice(["skip", "catch_up"]), default="skip",
+              show_default=True,
+              help="Firings missed while no service ran: run none, or catch up on them.")
+@click.option("--catch-up-limit", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="With --misfire catch_up: the most missed firings run after one outage.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def add_schedule(workflow_id: str, cron: str, timezone: str, inputs_json: str,
+                 version: int | None, misfire: str, catch_up_limit: int, as_json: bool) -> None:
+    """Run WORKFLOW_ID on a cron schedule."""
+    from nexusflow_kernel.errors import NexusFlowError
+
+    try:
+        inputs = json.loads(inputs_json)
+    except ValueError as exc:
+        raise NexusFlowError(f"--inputs is not JSON: {exc}") from None
+    if not isinstance(inputs, dict):
+        raise NexusFlowError("--inputs must be a JSON object")
+    body = {"cron": cron, "timezone": timezone, "inputs": inputs, "misfire": misfire,
+            "catch_up_limit": catch_up_limit}
+    if version is not None:
+        body["version"] = version
+    remote, settings = _schedule_client()
+    if remote is not None:
+        made = remote._call("POST", f"workflows/{workflow_id}/schedules", body=body)
+    else:
+        made = _add_direct(settings, workflow_id, body)
+    if as_json:
+        click.echo(json.dumps(made, default=str))
+    else:
+        click.echo(f"schedule {made['schedule_id']}: next firing {made['next_fire_at']}")
+
+
+def _store(settings):  # type: ignore[no-untyped-def]
+    from nexusflow_kernel.runstate.db import get_pool
+
+    from ..store import ServerStore
+
+    return ServerStore(get_pool(settings.database_url), None)
+
+
+def _add_direct(settings, workflow_id: str, body: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Create a schedule on the database with the checks the REST API makes."""
+    from datetime import UTC, datetime
+
+    from nexusflow_kernel.engine import Engine
+
+    from ..triggers import misfire_policy, next_fire
+
+    misfire, limit = misfire_policy(body)  # BadRequest names the field
+    first = next_fire(body["cron"], body["timezone"], datetime.now(UTC))
+    engine = Engine(settings)
+    try:
+        engine.get_workflow(workflow_id, body.get("version"))  # NotFoundError when missing
+    finally:
+        engine.close()
+    return _store(settings).create_schedule(
+        workflow_id, version=body.get("version"), cron=body["cron"],
+        timezone=body["timezone"], inputs=body["inputs"], next_fire_at=first, misfire=misfire,
+        catch_up_limit=limit, actor=os.environ.get("USER"))
+
+
+@schedules.command("delete")
+@click.argument("schedule_id")
+@handle_errors
+def delete_schedule(schedule_id: str) -> None:
+    """Delete the schedule SCHEDULE_ID."""
+    remote, settings = _schedule_client()
+    if remote is not None:
+        remote._call("DELETE", f"schedules/{schedule_id}")
+    else:
+        _store(settings).delete_trigger("nexusflow_schedules", "schedule_id", schedule_id)
+    click.echo(f"schedule {schedule_id} deleted")
