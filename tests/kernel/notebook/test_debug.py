@@ -41,12 +41,15 @@ def wait_for(check, timeout: float = 30.0) -> None:
 
 
 def started(workers, *args: str):
-    """Start workers and wait until they serve their queues (a busy machine is slow)."""
+    """Start workers and wait until they serve their queues (a busy machine is slow). They run
+    code as this kernel asks (``env``: process), or the notebook's check refuses the run."""
     import time
 
     from nexusflow_kernel.workers import worker_count
+    from tests.conftest import settings_env
 
-    workers.start(1, *args)
+    workers.start(1, *args, env={**settings_env(workers.settings),
+                                 "NEXUSFLOW_CODE_ISOLATION": "process"})
     deadline = time.monotonic() + 90
     while worker_count(workers.settings) == 0:
         assert time.monotonic() < deadline, "the workers did not start"
