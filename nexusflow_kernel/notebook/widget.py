@@ -10,6 +10,7 @@ trait changes. Clicking a node asks the kernel for its attempts (``_node_attempt
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -162,10 +163,44 @@ class FlowWidget(anywidget.AnyWidget):
     def _node_attempts(self, msg: Any, buffers: list[bytes]) -> tuple[dict[str, Any], list]:
         return self.node_attempts(msg), []
 
+    def map_items(self, request: Any) -> dict[str, Any]:
+        """Answer the canvas asking for a page of a map node's items in the run it shows.
+
+        ``request`` is ``{"run_id", "node", "offset"?, "limit"?, "state"?}``; the reply is the
+        page (``{total, offset, counts, items}``, read through ``Engine.map_items`` like the
+        REST API's, so masked the same way) or ``{"error": message}``."""
+        if not isinstance(request, dict) or not isinstance(request.get("node"), str) \
+                or not isinstance(request.get("run_id"), str):
+            return {"error": "an items request needs the strings run_id and node"}
+        run = self._run
+        if run is None or request["run_id"] != run.id:
+            shown = f"run {run.id}" if run is not None else "no run"
+            return {"error": f"this canvas shows {shown}, not run {request['run_id']}"}
+        offset, limit, state = request.get("offset", 0), request.get("limit", 20), \
+            request.get("state") or None
+        if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 \
+                or not 1 <= limit <= 1000 or not (state is None or isinstance(state, str)):
+            return {"error": "offset must be >= 0, limit 1..1000 and state a string"}
+        try:
+            page = run.engine.map_items(run.id, request["node"], offset=offset, limit=limit,
+                                        state=state)
+            return dict(json.loads(json.dumps(page, default=str)))
+        except NexusFlowError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # the canvas waits for an answer: never leave it without one
+            logger.warning("items of %s in run %s failed", request["node"], run.id,
+                           exc_info=True)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    @command
+    def _map_items(self, msg: Any, buffers: list[bytes]) -> tuple[dict[str, Any], list]:
+        return self.map_items(msg), []
+
     def _apply_snapshot(self, run: Followable) -> str:
         data = run.info()
         self.states = {
-            k: _reused(_state(v["state"], v["attempts"], v["error"], v.get("waiting")), v)
+            k: _reused(_state(v["state"], v["attempts"], v["error"], v.get("waiting"),
+                              v.get("items")), v)
             for k, v in data["nodes"].items() if v["state"] != "pending"}
         self.status = data["status"]
         return data["status"]
@@ -200,20 +235,26 @@ class FlowWidget(anywidget.AnyWidget):
                     if ev.get("state") in FINAL:
                         final = ev["state"]
                     continue
+                # A map's counts come with its running events; its end keeps the last ones.
                 states[node] = _state(ev.get("state"), ev.get("attempt"), ev.get("error"),
-                                      ev.get("waiting"))
+                                      ev.get("waiting"),
+                                      ev.get("items") or states.get(node, {}).get("items"))
             self.states = states
             if final is not None:
                 self._apply_snapshot(run)  # PostgreSQL has the last word
                 return
 
 
-def _state(state: Any, attempt: Any, error: Any, waiting: Any = None) -> dict[str, Any]:
+def _state(state: Any, attempt: Any, error: Any, waiting: Any = None,
+           items: Any = None) -> dict[str, Any]:
     """One node's entry in ``states``; ``waiting`` only while the node waits for something
-    (a worker on its queue, an approval, a callback): ``{kind, message, ...}``."""
+    (a worker on its queue, an approval, a callback): ``{kind, message, ...}``; ``items``: a
+    map node's item counts (``{total, done, failed, ...}``)."""
     entry = {"state": state, "attempt": attempt, "error": error}
     if waiting:
         entry["waiting"] = waiting
+    if isinstance(items, dict):
+        entry["items"] = items
     return entry
 
 

@@ -4,7 +4,7 @@
  */
 import { useEffect, useMemo, useState } from 'react';
 import type { AnyModel, Experimental } from '@anywidget/types';
-import type { AttemptsLoader, IAttempt } from '../canvas/types.js';
+import type { AttemptsLoader, IAttempt, IItemsPage, ItemsLoader } from '../canvas/types.js';
 
 /** Return the current value of trait `name`, re-rendering when the kernel changes it. */
 export function useTrait<T>(model: AnyModel, name: string): T {
@@ -42,6 +42,25 @@ export function useKernelAttempts(experimental: Experimental): AttemptsLoader {
       experimental
         .invoke<IAttemptsReply>('_node_attempts', { run_id: runId, node: nodeId })
         .then(([reply]) => attemptsOf(reply)),
+    [experimental]
+  );
+}
+
+/** Return a loader that asks the kernel for a page of a map node's items. */
+export function useKernelItems(experimental: Experimental): ItemsLoader {
+  return useMemo(
+    () => (runId: string, nodeId: string, page: { offset: number; limit: number; state?: string }) =>
+      experimental
+        .invoke<IItemsPage & { error?: string }>('_map_items', { run_id: runId, node: nodeId, ...page })
+        .then(([reply]) => {
+          if (!reply) {
+            throw new Error('the kernel sent no answer');
+          }
+          if (reply.error) {
+            throw new Error(reply.error);
+          }
+          return reply;
+        }),
     [experimental]
   );
 }

@@ -11,7 +11,7 @@ import { flowEdges } from '../canvas/edges.js';
 import { NxNode, nodeTypes } from '../canvas/nodeview.js';
 import type { INodeLook, INodeRun } from '../canvas/types.js';
 import type { IFlow } from '../graph.js';
-import { useKernelAttempts, useTrait } from './comm.js';
+import { useKernelAttempts, useKernelItems, useTrait } from './comm.js';
 import { useFitToArea } from './fit.js';
 
 /** Height the node details add under the canvas. */
@@ -30,6 +30,7 @@ export function InlineCanvas({ model, experimental }: { model: AnyModel; experim
   const [detailsFor, setDetailsFor] = useState<string | null>(null);
   const area = useRef<HTMLDivElement>(null);
   const load = useKernelAttempts(experimental);
+  const loadItems = useKernelItems(experimental);
   useEffect(() => setDetailsFor(null), [runId]);
 
   const flowNodes = graph.nodes ?? [];
@@ -101,6 +102,7 @@ export function InlineCanvas({ model, experimental }: { model: AnyModel; experim
           nodeId={detailsFor}
           run={runs.get(detailsFor)}
           load={load}
+          loadItems={loadItems}
           onClose={() => setDetailsFor(null)}
           slowHint={WAITING}
         />

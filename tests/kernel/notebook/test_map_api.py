@@ -106,6 +106,22 @@ def test_a_map_in_a_notebook_and_its_items(env, workers, tmp_path, monkeypatch) 
     assert one["history"][0]["status"] == "failed"
     assert run.items("sub", limit=1)[0]["child_run"]
 
+    # The notebook's canvas: the map's counts in its node states, its items from the kernel.
+    widget = run.widget()
+    try:
+        assert widget.states["ratio"]["items"]["failed"] == 1
+        reply, buffers = widget._map_items({"run_id": run.id, "node": "ratio", "offset": 0,
+                                            "limit": 2, "state": "failed"}, [])
+        assert buffers == [] and reply["total"] == 1 and reply["items"][0]["index"] == 0
+        assert json.loads(json.dumps(reply)) == reply
+        assert "not a map" in widget.map_items({"run_id": run.id, "node": "orders"})["error"]
+        assert "limit 1..1000" in widget.map_items({"run_id": run.id, "node": "ratio",
+                                                    "limit": 0})["error"]
+        assert "this canvas shows run" in widget.map_items({"run_id": "x", "node": "ratio"})[
+            "error"]
+    finally:
+        widget.stop()
+
     # The CLI shows the map's counts and lists its items.
     show = subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", "show", run.id],
                           capture_output=True, text=True, timeout=120)
