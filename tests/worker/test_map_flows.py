@@ -198,3 +198,55 @@ def test_a_map_of_a_flow_is_checked_when_the_run_starts(engine, tmp_path) -> Non
     stray = flow(node("m", "map", items="[1]", node={"type": "noop"}, inputs={"a": 1}))
     with pytest.raises(FlowError, match="inputs are a sub-flow's params"):
         engine.start_run(stray)
+
+
+def test_every_worker_killed_mid_map_of_flows_every_item_succeeds_once(
+        engine, settings, workers, tmp_path) -> None:
+    import os
+    import signal
+
+    from nexusflow_worker.chaos import check_invariants, wait_rq_idle
+
+    total = 30
+    write(tmp_path / "nap.nxflow", flow(
+        node("nap", "sleep", seconds=0.2),
+        node("out", expression="params['index'] * 10"), edges=[("nap", "out")], name="nap"))
+    doc = flow(node("m", "map", items=f"list(range({total}))", flow="nap.nxflow",
+                    concurrency=6),
+               node("n", expression="[o['out'] for o in inputs['m']]"), edges=[("m", "n")],
+               name="map-flows-kill")
+    sup = workers.start(2)
+    run_id = engine.start_run(write(tmp_path / "kill.nxflow", doc), base_dir=str(tmp_path))
+    deadline = time.monotonic() + 60
+    while engine.get_run(run_id)["nodes"]["m"].get("items", {}).get("succeeded", 0) < 8:
+        assert time.monotonic() < deadline, engine.get_run(run_id)
+        time.sleep(0.05)
+    killed_at = time.time()
+    try:
+        os.killpg(sup.pid, signal.SIGKILL)  # the supervisor, its reconciler, every worker
+    except ProcessLookupError:
+        pass
+    sup.wait(timeout=10)
+    workers.start(2)
+    run = wait_run(engine, run_id, timeout=120)
+    assert run["status"] == "succeeded", run["nodes"]
+    assert run["nodes"]["n"]["output"] == [i * 10 for i in range(total)]
+    wait_rq_idle(engine.redis, settings, timeout=15)
+    with engine.pool.connection() as conn:
+        rows = conn.execute("SELECT item, state, attempt, child_run::text AS child, ended_at"
+                            " FROM map_items WHERE execution_id=%s ORDER BY item",
+                            (run_id,)).fetchall()
+        earlier = conn.execute("SELECT count(*) AS n FROM map_item_attempts"
+                               " WHERE execution_id=%s", (run_id,)).fetchone()["n"]
+    # Every item succeeded once, with one child run each, and no item attempt was lost:
+    # a child holds no worker, its own nodes' lost attempts ran again inside it.
+    assert [(r["state"], r["attempt"]) for r in rows] == [("succeeded", 1)] * total
+    assert earlier == 0
+    kids = children(engine, run_id)
+    assert sorted(k["item"] for k in kids) == list(range(total))
+    assert {r["child"] for r in rows} == {k["run_id"] for k in kids}
+    assert {k["status"] for k in kids} == {"succeeded"}
+    assert any(r["ended_at"].timestamp() > killed_at for r in rows)
+    rep = check_invariants(engine.pool, engine.redis, settings,
+                           [run_id, *(k["run_id"] for k in kids)], store=engine.store)
+    assert rep.ok, str(rep)
