@@ -255,3 +255,44 @@ class ServiceProcess:
 
         headers = {"Authorization": f"token {token}"} if token else {}
         return httpx.Client(base_url=self.url + "nexusflow/api/", headers=headers, timeout=30)
+
+
+NODE_PACKAGES = ("examples/node-package", "tests/fixtures/node-packages/broken")
+"""The example node package and the deliberately broken one, installed by
+``installed_node_packages``."""
+
+_installed_packages: list = []
+
+
+def installed_node_packages():
+    """Install the example node package and the broken one (``NODE_PACKAGES``) with pip into
+    a temporary folder, once per test session, and return that folder: a process whose
+    ``PYTHONPATH`` holds it loads their node types through the ``nexusflow.nodes`` entry
+    points, as from any installed package; this environment is left as it was."""
+    import atexit
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if _installed_packages:
+        return _installed_packages[0]
+    repo = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="nexusflow-node-packages-"))
+    atexit.register(shutil.rmtree, target, True)
+    # No index and no build isolation: the build backend (hatchling) is a test dependency,
+    # so this works offline on a clean clone.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--target", str(target),
+                    *(str(repo / p) for p in NODE_PACKAGES)], check=True, cwd=target)
+    _installed_packages.append(target)
+    return target
+
+
+def with_node_packages(env: dict[str, str]) -> dict[str, str]:
+    """Return ``env`` with the installed test node packages on ``PYTHONPATH``."""
+    import os
+
+    path = str(installed_node_packages())
+    return dict(env, PYTHONPATH=os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p))

@@ -67,8 +67,15 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
     node_type = get_node_type(node.type)
     base = f"/nodes/{index}"
     if node_type is None:
-        from ..nodes import node_types
+        from ..nodes import broken_reason, node_types
 
+        broken = broken_reason(node.type)
+        if broken is not None:
+            raise UnknownNodeTypeError(
+                f"node {node.id!r} has type {node.type!r}, whose package is broken ({broken})",
+                base + "/type",
+                source=source,
+            )
         known = ", ".join(node_types()) or "none"
         raise UnknownNodeTypeError(
             f"node {node.id!r} has unknown type {node.type!r} (known types: {known})",
@@ -92,7 +99,14 @@ def _check_node_config(node: Node, index: int, source: str | None) -> None:
             base + "/config" + json_pointer(err.absolute_path),
             source=source,
         )
-    for pointer, message in node_type.check_config(node.config):
+    try:
+        faults = node_type.check_config(node.config)
+    except Exception as exc:  # a package's check that fails is a fault of that node, named
+        raise NodeConfigError(
+            f"node {node.id!r} ({node.type}): the type's config check failed: "
+            f"{type(exc).__name__}: {str(exc)[:300]}", base + "/config", source=source,
+        ) from None
+    for pointer, message in faults:
         raise NodeConfigError(
             f"node {node.id!r} ({node.type}): {message}", base + "/config" + pointer, source=source
         )

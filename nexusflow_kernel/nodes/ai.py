@@ -45,6 +45,7 @@ class AiNode(NodeType):
     description = ("Ask a chat model (any OpenAI-compatible server); the output holds text, "
                    "json (with a json_schema), model and usage.")
     category = "core"
+    icon = "✨"
     io_bound = True  # it waits on the model's server: map items of it wait in threads
     template_exempt = ("json_schema",)
     config_schema: ClassVar[dict[str, Any]] = {

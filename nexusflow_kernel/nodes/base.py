@@ -176,6 +176,12 @@ class NodeType:
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     category: ClassVar[str] = "core"
+    """The palette group the type is listed under."""
+    icon: ClassVar[str] = ""
+    """Shown in the palette, the inspector and on the node: an emoji or a symbol (at most 8
+    characters), or a ``data:image/svg+xml;base64,...`` / ``data:image/png;base64,...`` URI."""
+    docs_url: ClassVar[str] = ""
+    """An http(s) address of the type's documentation, linked from the palette and inspector."""
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     """JSON Schema of the node's ``config``; the canvas inspector is generated from it."""
     output_handles: ClassVar[tuple[str, ...]] = ()
@@ -236,6 +242,8 @@ class NodeType:
             "title": cls.title or cls.name,
             "description": cls.description,
             "category": cls.category,
+            "icon": cls.icon,
+            "docs_url": cls.docs_url,
             "config_schema": cls.config_schema,
             "output_handles": list(cls.output_handles),
             "queue": cls.queue,

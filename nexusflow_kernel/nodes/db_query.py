@@ -64,6 +64,7 @@ class DbQueryNode(NodeType):
     title = "Database Query"
     description = "Run one parameterised SQL statement on a configured PostgreSQL connection."
     category = "core"
+    icon = "🛢"
     effectful = True
     io_bound = True
     config_schema: ClassVar[dict[str, Any]] = {

@@ -89,6 +89,7 @@ class SubflowNode(NodeType):
     description = ("Run another flow as a child run (its inputs become the child's params); "
                    "outputs the child's last nodes' outputs. Waits without holding a worker.")
     category = "flow"
+    icon = "↳"
     subflow_key = "flow"
     template_exempt: ClassVar[tuple[str, ...]] = ("flow",)
     config_schema: ClassVar[dict[str, Any]] = {
@@ -140,6 +141,7 @@ class ApprovalNode(NodeType):
     description = ("Wait for a person to approve or reject (canvas buttons, REST, notebook, "
                    "CLI); the untaken branch is skipped. Holds no worker while it waits.")
     category = "flow"
+    icon = "✋"
     output_handles: ClassVar[tuple[str, ...]] = ("approved", "rejected")
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -201,6 +203,7 @@ class WaitNode(NodeType):
                    "({{ resume_url('ID') }} in any node of the run); the body is the output. "
                    "Holds no worker while it waits.")
     category = "flow"
+    icon = "⏸"
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Wait for callback",

@@ -167,6 +167,7 @@ class HttpNode(NodeType):
     title = "HTTP Request"
     description = "Call an HTTP API; the output holds status, headers, json and text."
     category = "core"
+    icon = "🌐"
     effectful = True
     io_bound = True
     config_schema: ClassVar[dict[str, Any]] = {

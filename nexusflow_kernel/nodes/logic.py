@@ -52,6 +52,7 @@ class TransformNode(NodeType):
     title = "Transform"
     description = "Compute a value from the inputs with a safe Python expression."
     category = "core"
+    icon = "ƒ"
     template_exempt: ClassVar[tuple[str, ...]] = ("expression",)
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -87,6 +88,7 @@ class ConditionNode(NodeType):
     title = "Condition"
     description = "If/else: follow the 'true' or the 'false' edge depending on an expression."
     category = "core"
+    icon = "◇"
     output_handles: ClassVar[tuple[str, ...]] = ("true", "false")
     template_exempt: ClassVar[tuple[str, ...]] = ("expression",)
     config_schema: ClassVar[dict[str, Any]] = {
@@ -125,6 +127,7 @@ class DelayNode(NodeType):
     title = "Delay / Timer"
     description = "Wait some seconds, or until a date and time; no worker is held while waiting."
     category = "core"
+    icon = "⏱"
     map_item = False  # it lets go of the worker and resumes later: a node, not an item
     config_schema: ClassVar[dict[str, Any]] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

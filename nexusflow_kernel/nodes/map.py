@@ -89,6 +89,7 @@ class MapNode(NodeType):
     description = ("Run a node for every item of a list (item and index are names in its "
                    "expressions and templates); the output is the list of item outputs.")
     category = "core"
+    icon = "⇶"
     template_exempt: ClassVar[tuple[str, ...]] = ("items", "node", "flow", "inputs")
     """``items`` is an expression; ``node`` and ``inputs`` are rendered per item, with ``item``
     and ``index``; ``flow`` is pinned when the run starts."""

@@ -16,6 +16,7 @@ class NoopNode(NodeType):
     title = "No-op"
     description = "Does nothing and outputs its value: for wiring, tests and benchmarks."
     category = "testing"
+    icon = "∅"
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
@@ -35,6 +36,7 @@ class SleepNode(NodeType):
                    "can fail its first attempts on purpose. For tests and benchmarks — "
                    "use Delay to wait in real flows.")
     category = "testing"
+    icon = "💤"
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

@@ -66,10 +66,12 @@ def _bundle(name: str) -> Path:
 
 
 def node_catalog() -> dict[str, dict[str, Any]]:
-    """Return what the canvas needs to draw each node type: its title and output handles."""
+    """Return what the canvas needs to draw each node type: its title, icon and output
+    handles."""
     from ..nodes import node_types
 
-    return {name: {"title": t.title or name, "output_handles": list(t.output_handles)}
+    return {name: {"title": t.title or name, "icon": t.icon,
+                   "output_handles": list(t.output_handles)}
             for name, t in node_types().items()}
 
 

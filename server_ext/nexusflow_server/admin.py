@@ -20,9 +20,11 @@ class NodeTypesHandler(NexusFlowHandler):
 
     @authorized
     async def get(self) -> None:
-        from nexusflow_kernel.nodes import catalog
+        from nexusflow_kernel.nodes import listing
 
-        self.reply({"node_types": await self.sync(catalog)})
+        # The types this server's environment provides (each with its package and version)
+        # and the node packages that are broken, with the reason (the palette lists both).
+        self.reply(await self.sync(listing))
 
 
 class OpenAPIHandler(NexusFlowHandler):

@@ -224,8 +224,16 @@ def _paths() -> dict[str, Any]:
         "/nexusflow/api/openapi.json": {"get": _op(
             "This document", {"200": _json(_ANY_OBJ)}, errors=(403,), tag="meta")},
         "/nexusflow/api/node-types": {"get": _op(
-            "The node-type catalog with each type's config JSON Schema",
-            {"200": _json(_list("node_types", _ANY_OBJ))}, errors=(403,), tag="meta")},
+            "The node-type catalog: each type's config JSON Schema, category, icon, docs link, "
+            "package and version; and the node packages that are broken, with the reason",
+            {"200": _json(_obj(
+                ["node_types", "broken"],
+                node_types={"type": "array", "items": _ANY_OBJ},
+                broken={"type": "array", "items": _obj(
+                    ["type", "package", "version", "reason"], type={"type": "string"},
+                    package={"type": "string"}, version={"type": "string"},
+                    entry_point={"type": ["string", "null"]}, reason={"type": "string"})}))},
+            errors=(403,), tag="meta")},
         "/nexusflow/api/describe": {
             "get": _op("Whether 'describe a flow' has a model, and which (never the key)",
                        {"200": _json(_obj(["configured"], configured={"type": "boolean"},

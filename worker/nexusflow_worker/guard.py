@@ -23,7 +23,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from redis import Redis
@@ -97,12 +98,14 @@ def _test_job_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         "is not a test id"
 
 
-ALLOWED: dict[str, tuple[Callable[..., Any], Callable[..., str | None]]] = {
+ALLOWED: Mapping[str, tuple[Callable[..., Any], Callable[..., str | None]]] = MappingProxyType({
     JOB_FUNC: (execute_node, _node_job_args),
     RUN_JOB_FUNC: (execute_run, _run_job_args),
     TEST_JOB_FUNC: (execute_test, _test_job_args),
-}
-"""The only functions a worker runs: RQ name -> (function, check of its arguments)."""
+})
+"""The only functions a worker runs: RQ name -> (function, check of its arguments). Read-only:
+nothing loaded later (a node package's module, a node type) can add a name to it. Node types
+from packages run inside ``execute_node`` like the built-in ones."""
 
 
 class GuardedJob(Job):

@@ -11,6 +11,7 @@ from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
+from nexusflow_kernel.nodes import node_types
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import get_redis
 from nexusflow_kernel.transport.presence import withdraw
@@ -70,6 +71,9 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     """
     rt = Runtime(settings)
     set_runtime(rt)
+    # Load the node types now, before the first job and its alarm: a node package that is
+    # broken is logged once here (and listed by `nexusflow nodes list`); this worker runs on.
+    node_types()
     connection = get_redis(rt.settings.redis_url)  # type: ignore[arg-type]
     cls = ForkingNodeWorker if fork else NodeWorker
     worker = cls(queue_names(rt.settings, queues), connection=connection,

@@ -31,6 +31,7 @@ class CodeNode(NodeType):
         "Gets {inputs, params} as JSON; returns JSON."
     )
     category = "advanced"
+    icon = "</>"
     queue = "sandbox"
     effectful = True
     runs_code = True

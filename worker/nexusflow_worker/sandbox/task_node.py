@@ -78,6 +78,7 @@ class PythonTaskNode(NodeType):
                    "the configured code isolation. Arguments bind by name to parents' outputs "
                    "and run inputs.")
     category = "advanced"
+    icon = "🐍"
     effectful = True
     runs_code = True
     template_exempt: ClassVar[tuple[str, ...]] = ("source",)
