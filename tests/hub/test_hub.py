@@ -18,6 +18,7 @@ import os
 import secrets
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 
 import httpx
@@ -386,7 +387,8 @@ def test_a_runner_never_reads_secret_values(hub: Hub, users) -> None:
     for template, handler in ROUTES:
         if "get" not in methods(handler) or handler in WEBSOCKETS or "hooks" in template:
             continue
-        path = template.format(**ids).replace("/nexusflow/api/", "")
+        # a route added later with a placeholder of its own still gets asked (as "0")
+        path = template.format_map(defaultdict(lambda: "0", ids)).replace("/nexusflow/api/", "")
         for base, client in ((b, bob), (hub.service_url + API, None)):
             if client is None:
                 with hub.service(bob.token) as svc:

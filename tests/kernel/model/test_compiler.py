@@ -181,4 +181,5 @@ def test_ten_thousand_nodes_compile_fast() -> None:
     start = time.perf_counter()
     compiled = compile_flow(read_flow(flow(*nodes, edges=edges)))
     assert len(compiled.order) == 10_000
-    assert time.perf_counter() - start < 10  # a bound, not a benchmark (see bench/)
+    # a bound against a quadratic compiler on a loaded machine, not a benchmark (bench/ is)
+    assert time.perf_counter() - start < 60
