@@ -14,6 +14,22 @@ export interface INodeType {
   config_schema: JSONObject;
   output_handles: string[];
   queue: string;
+  /** An emoji or symbol, or a data:image/svg+xml or data:image/png base64 URI. */
+  icon?: string;
+  /** An http(s) address of the type's documentation ('' for none). */
+  docs_url?: string;
+  /** The package that provides the type ('nexusflow' for the built-in ones), its version. */
+  package?: string;
+  version?: string;
+}
+
+/** A node package's entry point that could not be registered, and why. */
+export interface IBrokenType {
+  type: string;
+  package: string;
+  version: string;
+  entry_point: string | null;
+  reason: string;
 }
 
 export interface IRunSummary {
@@ -221,7 +237,11 @@ async function describe(text: string): Promise<IProposal> {
 export const api = {
   describeInfo: () => request<IDescribeInfo>('describe'),
   describe,
-  nodeTypes: () => request<{ node_types: INodeType[] }>('node-types').then(r => r.node_types),
+  nodeTypes: () =>
+    request<{ node_types: INodeType[]; broken?: IBrokenType[] }>('node-types').then(r => ({
+      types: r.node_types,
+      broken: r.broken ?? []
+    })),
   secrets: () => request<{ secrets: { name: string }[] }>('secrets').then(r => r.secrets),
   startRun: (path: string, inputs: JSONObject, options: IRunOptions = {}) =>
     post<{ run_id: string }>('runs', {

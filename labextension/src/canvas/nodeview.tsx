@@ -5,6 +5,7 @@
 import React, { memo, useEffect } from 'react';
 import { Handle, NodeProps, Position, Node, useUpdateNodeInternals } from '@xyflow/react';
 import type { IFlowNode } from '../graph.js';
+import { NodeIcon } from './icon.js';
 import { NodeRunActions } from './nodeactions.js';
 import { phase, publicState } from './phase.js';
 import type { IItemCounts, INodeLook, INodeRun, IPeer } from './types.js';
@@ -113,7 +114,10 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
       <Handle type="target" position={Position.Top} />
       <div className="nf-node-title">{node.label || node.id}</div>
       <div className="nf-node-sub">
-        <span className="nf-node-type">{typeInfo?.title ?? node.type}</span>
+        <span className="nf-node-type">
+          <NodeIcon icon={typeInfo?.icon} />
+          {typeInfo?.title ?? node.type}
+        </span>
         {run && (
           <span className="nf-node-badge">
             {ph === 'retrying' ? `retry ${run.attempt}` : run.state}

@@ -58,6 +58,8 @@ export type ItemsLoader = (
 export interface INodeLook {
   title?: string;
   output_handles?: string[];
+  /** An emoji or symbol, or a base64 SVG/PNG data URI (drawn by `NodeIcon`). */
+  icon?: string;
 }
 
 /** A collaborator who has the node selected (Lab only; the widget has none). */

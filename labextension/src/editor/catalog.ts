@@ -1,20 +1,23 @@
 /** What the server knows that the editor needs: the node types, and the secret names. */
 import { useCallback, useEffect, useState } from 'react';
-import { api, INodeType } from '../api.js';
+import { api, IBrokenType, INodeType } from '../api.js';
 
 export interface ICatalog {
   types: Map<string, INodeType> | null;
+  /** Node packages' types that could not be registered, with the reason. */
+  broken: IBrokenType[];
   error: string | null;
 }
 
 /** Load the node types (again with the returned function); `error` when the server is away. */
 export function useCatalog(): [ICatalog, () => void] {
-  const [catalog, setCatalog] = useState<ICatalog>({ types: null, error: null });
+  const [catalog, setCatalog] = useState<ICatalog>({ types: null, broken: [], error: null });
   const load = useCallback(() => {
-    setCatalog({ types: null, error: null });
+    setCatalog({ types: null, broken: [], error: null });
     api.nodeTypes().then(
-      list => setCatalog({ types: new Map(list.map(t => [t.type, t])), error: null }),
-      err => setCatalog({ types: null, error: (err as Error).message })
+      ({ types, broken }) =>
+        setCatalog({ types: new Map(types.map(t => [t.type, t])), broken, error: null }),
+      err => setCatalog({ types: null, broken: [], error: (err as Error).message })
     );
   }, []);
   useEffect(load, [load]);

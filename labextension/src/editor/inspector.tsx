@@ -1,6 +1,7 @@
 /** The inspector: the selected node's fields and config form, or the flow's own fields. */
 import React from 'react';
 import { INodeType } from '../api.js';
+import { isHttpUrl, NodeIcon } from '../canvas/icon.js';
 import { IFlow, IFlowNode, JSONObject } from '../graph.js';
 import { NxFlowDoc } from '../model.js';
 import type { INodeRun } from '../canvas/types.js';
@@ -74,11 +75,33 @@ export function Inspector({
   return (
     <div className="nf-inspector" data-inspector-node={node.id}>
       <div className="nf-inspector-head">
-        <div className="nf-inspector-title">{typeInfo?.title ?? node.type}</div>
+        <div className="nf-inspector-title">
+          <NodeIcon icon={typeInfo?.icon} />
+          {typeInfo?.title ?? node.type}
+        </div>
         <div className="nf-help">
           id <code>{node.id}</code>
         </div>
         {typeInfo?.description && <div className="nf-help">{typeInfo.description}</div>}
+        {typeInfo && (typeInfo.package || isHttpUrl(typeInfo.docs_url)) && (
+          <div className="nf-help" data-inspector-package={typeInfo.package ?? ''}>
+            {typeInfo.type}
+            {typeInfo.package && typeInfo.package !== 'nexusflow' && (
+              <>
+                {' '}
+                from {typeInfo.package} {typeInfo.version}
+              </>
+            )}
+            {isHttpUrl(typeInfo.docs_url) && (
+              <>
+                {' · '}
+                <a href={typeInfo.docs_url} target="_blank" rel="noopener noreferrer" data-docs-link>
+                  Docs
+                </a>
+              </>
+            )}
+          </div>
+        )}
       </div>
       {run && (
         <div className="nf-row nf-wrap">

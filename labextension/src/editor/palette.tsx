@@ -1,6 +1,7 @@
 /** The palette: node types grouped by category, dragged onto the canvas or double-clicked. */
 import React, { useCallback } from 'react';
-import type { INodeType } from '../api.js';
+import type { IBrokenType, INodeType } from '../api.js';
+import { NodeIcon } from '../canvas/icon.js';
 import type { IPosition } from '../graph.js';
 import type { ICatalog } from './catalog.js';
 
@@ -49,17 +50,49 @@ export function Palette({ catalog, reload, onAdd }: {
               className="nf-palette-item"
               data-node-type={t.type}
               draggable
-              title={`${t.description}\n(drag onto the canvas, or double-click to add)`}
+              data-package={t.package ?? ''}
+              title={`${t.description}${
+                t.package && t.package !== 'nexusflow' ? `\n${t.package} ${t.version ?? ''}` : ''
+              }\n(drag onto the canvas, or double-click to add)`}
               onDragStart={e => {
                 e.dataTransfer.setData(DND_TYPE, t.type);
                 e.dataTransfer.effectAllowed = 'move';
               }}
               onDoubleClick={() => onAdd(t)}
             >
-              <span className="nf-palette-name">{t.title}</span>
+              <span className="nf-palette-name">
+                <NodeIcon icon={t.icon} />
+                {t.title}
+              </span>
               <span className="nf-help">{t.type}</span>
             </div>
           ))}
+        </div>
+      ))}
+      {catalog.broken.length > 0 && <BrokenTypes broken={catalog.broken} />}
+    </div>
+  );
+}
+
+/** The node packages' types that could not be registered: listed with the reason, never added. */
+function BrokenTypes({ broken }: { broken: IBrokenType[] }): JSX.Element {
+  return (
+    <div className="nf-palette-group nf-palette-broken" data-palette-broken={broken.length}>
+      <div className="nf-section">Broken ({broken.length})</div>
+      {broken.map(b => (
+        <div
+          key={`${b.type} ${b.package} ${b.entry_point ?? ''}`}
+          className="nf-palette-broken-item"
+          data-broken-type={b.type}
+          title={`${b.package} ${b.version}${b.entry_point ? ` (${b.entry_point})` : ''}: ${b.reason}`}
+        >
+          <span className="nf-palette-name">{b.type}</span>
+          <span className="nf-help">
+            {b.package} {b.version}
+          </span>
+          <span className="nf-field-error" data-broken-reason>
+            {b.reason}
+          </span>
         </div>
       ))}
     </div>
