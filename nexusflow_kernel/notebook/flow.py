@@ -206,11 +206,15 @@ class Flow(FlowControlNodes):
         bounds its nodes across runs. ``pin={"output": ...}`` is used instead of running the
         node in runs started with pins; ``cache=600`` (or ``{"ttl_s": 600}``) serves a result
         of the same work from the last 10 minutes instead of running the node."""
-        from ..nodes import get_node_type, node_types
+        from ..nodes import broken_reason, get_node_type, node_types
 
         if not isinstance(id, str) or not id:
             raise DuplicateIdError(f"a node id must be a non-empty string, not {id!r}")
         if get_node_type(type) is None:
+            broken = broken_reason(type)
+            if broken is not None:
+                raise UnknownNodeTypeError(
+                    f"node {id!r}: type {type!r} comes from a broken package ({broken})")
             known = ", ".join(node_types())
             raise UnknownNodeTypeError(f"node {id!r}: unknown type {type!r} (known: {known})")
         entry: dict[str, Any] = {"id": id, "type": type}
