@@ -130,6 +130,39 @@ const scenarios = {
     const failedRows = await rows(page);
     await shot(page, 'map-items-failed');
     return { midway, seen, final, firstPage, range, secondPage, failedRows, errors: page.errors };
+  },
+
+  /** Run a flow whose map F runs a sub-flow per item; its items list opens an item's child
+   *  run over the canvas (the drill-down), glowing from that run. */
+  async flowItems(browser) {
+    const page = await openPage(browser, 'map-flow-items');
+    await page.click('[data-action="run"]');
+    await nodeState(page, 'F', 'succeeded');
+    const final = await badge(page, 'F');
+    await page.click(`${MAIN} .react-flow__node[data-id="F"] .nf-node-title`);
+    await page.waitForSelector('.nf-logs [data-item-index="1"] [data-action="open-item-run"]', { timeout: TIMEOUT });
+    const listed = await rows(page);
+    const button = await page.$('.nf-logs [data-item-index="1"] [data-action="open-item-run"]');
+    const childRun = await button.getAttribute('data-child-run');
+    await button.click();
+    const drill = `.nf-drill[data-drill-run="${childRun}"]`;
+    await page.waitForFunction(
+      d => {
+        const els = Array.from(document.querySelectorAll(`${d} [data-node-id]`));
+        return els.length > 0 && els.every(e => e.getAttribute('data-state') === 'succeeded');
+      },
+      drill,
+      { timeout: TIMEOUT }
+    );
+    const childStates = await page.$$eval(`${drill} [data-node-id]`, els =>
+      Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+    );
+    const trail = await page.$eval(`${drill} .nf-drill-head`, e => e.textContent);
+    await page.click(`${drill} .react-flow__node[data-id="double"] .nf-node-title`);
+    await page.waitForSelector(`${drill} .nf-logs pre[data-detail="output"]`, { timeout: 10000 });
+    const output = await page.$eval(`${drill} .nf-logs pre[data-detail="output"]`, e => e.textContent);
+    await shot(page, 'map-flow-item-drill');
+    return { final, listed, childRun, childStates, trail, output, errors: page.errors };
   }
 };
 

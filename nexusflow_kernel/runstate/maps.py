@@ -617,7 +617,8 @@ class MapTransitions(NodeTransitions):
                          " FOR UPDATE", (parent_run, idx)).fetchone()
         token = f"child:{child_run}"
         row = conn.execute(
-            "SELECT attempt FROM map_items WHERE execution_id=%s AND idx=%s AND item=%s"
+            "SELECT attempt, 1000 * extract(epoch FROM clock_timestamp() - started_at)"
+            " AS ms FROM map_items WHERE execution_id=%s AND idx=%s AND item=%s"
             " AND state='running' AND lease_token=%s", (parent_run, idx, item, token)).fetchone()
         if m is None or m["state"] != "running" or row is None:
             return  # the map moved on (retried from an earlier node, or ended)
@@ -626,6 +627,7 @@ class MapTransitions(NodeTransitions):
         else:
             outcome = Outcome("canceled" if status == RunStatus.CANCELED else "failed",
                               error=error, retryable=False)
+        outcome.duration_ms = float(row["ms"]) if row["ms"] is not None else None
         params = head["inputs"] or {}
         recorded, _batch, _nxt = self._record_items(
             conn, parent_run, idx, node_id, plan, m["token"],

@@ -48,3 +48,32 @@ def test_map_progress_and_its_items_on_the_canvas(lab) -> None:
     assert [r["index"] for r in result["secondPage"]] == list(range(20, 40))
     assert [r["index"] for r in result["failedRows"]] == [3, 13, 23, 33]
     assert result["errors"] == []
+
+
+CHILD = {
+    "schema": 1, "name": "doubler", "params": {"item": {"type": "integer", "default": 0}},
+    "nodes": [node("double", "transform", 0, 0, expression="params['item'] * 2")],
+    "edges": [],
+}
+
+FLOW_MAP = {
+    "schema": 1, "name": "map-of-flows",
+    "nodes": [node("F", "map", 0, 0, items="[10, 20, 30]", flow="lib/doubler.nxflow")],
+    "edges": [],
+}
+
+
+def test_open_the_child_run_of_a_map_item(lab) -> None:
+    (lab.root / "lib").mkdir(exist_ok=True)
+    (lab.root / "lib" / "doubler.nxflow").write_text(dumps_canonical(CHILD))
+    (lab.root / "flowmap.nxflow").write_text(dumps_canonical(FLOW_MAP))
+    result = lab.run_script("flowItems", script="maps.mjs", FLOW_FILE="flowmap.nxflow",
+                            timeout=200)
+    assert result["final"]["done"] == result["final"]["total"] == 3
+    assert [(r["index"], r["state"]) for r in result["listed"]] == [
+        (0, "succeeded"), (1, "succeeded"), (2, "succeeded")]
+    assert '{"double":40}' in result["listed"][1]["text"]
+    assert result["childStates"] == {"double": "succeeded"}
+    assert "F[1]" in result["trail"]
+    assert result["output"].strip() == "40"
+    assert result["errors"] == []

@@ -21,6 +21,8 @@ export interface INodeDetailsProps {
   actions?: (attempt: IAttempt | undefined) => ReactNode;
   /** Where a map node's items come from (its items list is shown when given). */
   loadItems?: ItemsLoader;
+  /** Open an item's child run (a map of a flow): the host's drill-down. */
+  onOpenRun?: (runId: string, label: string) => void;
 }
 
 export function formatMs(ms: number): string {
@@ -99,7 +101,8 @@ export function NodeDetails({
   onClose,
   slowHint,
   actions,
-  loadItems
+  loadItems,
+  onOpenRun
 }: INodeDetailsProps): JSX.Element {
   const { attempts, error, slow } = useAttempts(load, runId, nodeId, run);
   const [shown, setShown] = useState<number | null>(null);
@@ -133,7 +136,9 @@ export function NodeDetails({
       {attempts && attempts.length === 0 && (
         <div className="nf-help">No attempt yet ({run?.state ?? 'not started'}).</div>
       )}
-      {loadItems && run?.items && <MapItems runId={runId} nodeId={nodeId} counts={run.items} load={loadItems} />}
+      {loadItems && run?.items && (
+        <MapItems runId={runId} nodeId={nodeId} counts={run.items} load={loadItems} onOpenRun={onOpenRun} />
+      )}
       {attempt && (
         <div className="nf-logs-body" data-attempt-status={attempt.status}>
           <div className="nf-row">

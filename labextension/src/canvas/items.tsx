@@ -28,9 +28,11 @@ export interface IMapItemsProps {
   nodeId: string;
   counts: IItemCounts;
   load: ItemsLoader;
+  /** Open an item's child run (a map of a flow), labelled `node[index]`; the host's drill. */
+  onOpenRun?: (runId: string, label: string) => void;
 }
 
-export function MapItems({ runId, nodeId, counts, load }: IMapItemsProps): JSX.Element {
+export function MapItems({ runId, nodeId, counts, load, onOpenRun }: IMapItemsProps): JSX.Element {
   const [offset, setOffset] = useState(0);
   const [filter, setFilter] = useState('');
   const [page, setPage] = useState<{ of: string; page: IItemsPage | null; error: string | null }>({
@@ -111,7 +113,20 @@ export function MapItems({ runId, nodeId, counts, load }: IMapItemsProps): JSX.E
                 <td>
                   <span className={`nf-pill nf-pill-${it.state}`}>{it.state}</span>
                 </td>
-                <td>{it.attempts}</td>
+                <td>
+                  {it.attempts}
+                  {it.child_run && onOpenRun && (
+                    <button
+                      className="nf-btn nf-items-open"
+                      data-action="open-item-run"
+                      data-child-run={it.child_run}
+                      title={`Open the item's sub-flow run ${it.child_run}`}
+                      onClick={() => onOpenRun(it.child_run!, `${nodeId}[${it.index}]`)}
+                    >
+                      Open run
+                    </button>
+                  )}
+                </td>
                 <td>
                   {it.error ? (
                     <code className="nf-error-text" data-item-error>

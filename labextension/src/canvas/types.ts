@@ -37,6 +37,8 @@ export interface IMapItem {
   output?: JSONValue;
   error?: string | null;
   duration_ms?: number | null;
+  /** The item's child run (a map of a flow). */
+  child_run?: string;
 }
 
 /** One page of a map node's items: `total` counts those in the state asked for. */

@@ -147,6 +147,7 @@ export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps)
           run={view.nodes.get(logsFor)}
           load={api.logs}
           loadItems={api.items}
+          onOpenRun={(childRun, label) => onOpen({ runId: childRun, nodeId: label })}
           onClose={() => setLogsFor(null)}
         />
       )}

@@ -212,6 +212,7 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
           run={view.nodes.get(logsFor)}
           load={api.logs}
           loadItems={api.items}
+          onOpenRun={(runId, label) => openChild({ runId, nodeId: label })}
           onClose={() => setLogsFor(null)}
           actions={attempt => (
             <>
