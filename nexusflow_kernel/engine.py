@@ -20,7 +20,14 @@ from typing import Any
 from rq.command import send_stop_job_command
 
 from .debugging import DebugLoop
-from .errors import BackendUnavailable, NexusFlowError, NodeConfigError, NotFoundError
+from .environments import EnvStore
+from .errors import (
+    BackendUnavailable,
+    FlowError,
+    NexusFlowError,
+    NodeConfigError,
+    NotFoundError,
+)
 from .masking import NO_MASKER, Masker, RunSecrets
 from .model.compiler import CompiledFlow, compile_flow
 from .model.document import FlowInput, dumps_canonical, load_document, read_flow
@@ -104,6 +111,11 @@ class Engine(DebugLoop):
 
     def close(self) -> None:
         """Do nothing: the pool and Redis client are shared by the process (closed at exit)."""
+
+    @property
+    def environments(self) -> EnvStore:
+        """The environments, their variables, roles and promotions (``environments.py``)."""
+        return EnvStore(self.pool)
 
     def check(self) -> None:
         """Raise ``BackendUnavailable`` when Redis does not answer (PostgreSQL is checked on
@@ -194,6 +206,94 @@ class Engine(DebugLoop):
             conn, compiled, workflow_id=workflow_id, actor=actor))
         return self._version_row(wid, new_version)
 
+    def _version_for(self, conn: Any, workflow_id: str, env: str | None) -> int:
+        """Return the version a start of ``workflow_id`` without a version runs: the one
+        promoted to ``env``, else (in ``dev`` or with no environment) the latest."""
+        if env is not None:
+            promoted = self.environments.promoted_version(conn, workflow_id, env)
+            if promoted is not None:
+                return promoted
+            if env != "dev":
+                from .environments import EnvironmentError
+
+                raise EnvironmentError(
+                    f"no version of workflow {workflow_id} is promoted to {env!r}: promote one "
+                    f"first (`nexusflow promote {workflow_id} --version N --env {env}`)")
+        row = conn.execute("SELECT max(v.version) AS v FROM workflow_versions v"
+                           " JOIN workflows w ON w.id = v.workflow_id"
+                           " WHERE v.workflow_id=%s AND w.deleted_at IS NULL",
+                           (workflow_id,)).fetchone()
+        if row is None or row["v"] is None:
+            raise NotFoundError(f"no workflow {workflow_id}")
+        return int(row["v"])
+
+    def version_to_run(self, workflow_id: str, env: str | None = None) -> int:
+        """Return the version a run of ``workflow_id`` in ``env`` runs when none is given."""
+        _check_uuid(workflow_id, "workflow")
+        with self.pool.connection() as conn:
+            return self._version_for(conn, workflow_id, env)
+
+    # ------------------------------------------------------------------ promotion
+    def promote(self, workflow_id: str, version: int, env: str, *, actor: str | None = None,
+                note: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Promote version ``version`` of a workflow to environment ``env``: its triggers of
+        that environment run it from now on (a rollback is the promotion of an earlier one).
+
+        Refused, with one error, when the environment is unknown, the version does not
+        compile (``FlowError`` naming the pointer), or the environment lacks a variable,
+        secret or connection it names. Returns what changes (``from_version``, ``nodes``,
+        ``edges``, ``text``: a unified diff); ``dry_run`` records nothing.
+        """
+        from .environments import EnvironmentError, graph_changes
+
+        _check_uuid(workflow_id, "workflow")
+        envs = self.environments
+        envs.get(env)
+        target = self.get_workflow(workflow_id, version)
+        try:
+            compile_flow(load_document(target["graph"]))
+        except FlowError as exc:
+            raise FlowError(
+                f"version {version} of workflow {workflow_id} does not compile, so it cannot "
+                f"be promoted to {env!r}: {exc.message}", exc.pointer,
+                source=f"workflow {target.get('name') or workflow_id} v{version}") from None
+
+        def tx(conn: Any) -> dict[str, Any]:
+            # Promotions of a workflow take turns (the history's "previous" stays true).
+            if conn.execute("SELECT 1 FROM workflows WHERE id = %s AND deleted_at IS NULL"
+                            " FOR UPDATE", (workflow_id,)).fetchone() is None:
+                raise NotFoundError(f"no workflow {workflow_id}")
+            missing = envs.missing_for(conn, env, self.store.plan_for(conn, workflow_id,
+                                                                      version))
+            if missing:
+                raise EnvironmentError(f"version {version} cannot be promoted to {env!r}: "
+                                       + "; ".join(missing))
+            current = envs.promoted_version(conn, workflow_id, env)
+            old = None if current is None else self.get_workflow(workflow_id, current)["graph"]
+            out: dict[str, Any] = {
+                "workflow_id": workflow_id, "env": env, "version": version,
+                "from_version": current, "unchanged": current == version,
+                "dry_run": dry_run, **graph_changes(old, target["graph"]),
+                "text": "" if old is None else "".join(difflib.unified_diff(
+                    dumps_canonical(old).splitlines(True),
+                    dumps_canonical(target["graph"]).splitlines(True),
+                    f"{env}: v{current}", f"v{version}")),
+            }
+            if not dry_run and current != version:
+                out["promotion"] = envs.record_promotion(conn, workflow_id, env, version,
+                                                         current, actor, note)
+            return out
+
+        return run_tx(self.pool, tx)
+
+    def promotions(self, workflow_id: str, env: str | None = None) -> dict[str, Any]:
+        """Return the versions promoted to each environment and the promotion history."""
+        _check_uuid(workflow_id, "workflow")
+        self.get_workflow(workflow_id)
+        envs = self.environments
+        return {"workflow_id": workflow_id, "current": envs.current_promotions(workflow_id),
+                "history": envs.promotions(workflow_id, env)}
+
     def delete_workflow(self, workflow_id: str) -> None:
         _check_uuid(workflow_id, "workflow")
         with self.pool.connection() as conn, conn.transaction():
@@ -214,8 +314,12 @@ class Engine(DebugLoop):
                   base_dir: str | None = None, base_name: str | None = None,
                   file_key: Callable[[str], str] | None = None,
                   files: Mapping[str, tuple[str, Any]] | None = None,
-                  use_pins: bool = False, cache: bool = True) -> str:
+                  use_pins: bool = False, cache: bool = True, env: str | None = None) -> str:
         """Compile, store and start a run; return its id. Nothing is stored if it fails.
+
+        ``env``: the environment the run runs in (``environments.py``): it must exist and
+        hold every variable, secret and connection the flow names, else nothing starts and
+        the error names what is missing. ``None``: ``dev``, unchecked.
 
         ``dedupe_key`` makes the start idempotent: the same key returns the same run.
         ``use_pins``: nodes with a pinned output give it instead of running (runs started by
@@ -259,22 +363,20 @@ class Engine(DebugLoop):
                     authorize=authorize)
             elif ver is None:
                 _check_uuid(wid, "workflow")
-                row = conn.execute("SELECT max(v.version) AS v FROM workflow_versions v"
-                                   " JOIN workflows w ON w.id = v.workflow_id"
-                                   " WHERE v.workflow_id=%s AND w.deleted_at IS NULL",
-                                   (wid,)).fetchone()
-                if row is None or row["v"] is None:
-                    raise NotFoundError(f"no workflow {wid}")
-                ver = row["v"]
+                ver = self._version_for(conn, str(wid), env)
             else:
                 _check_uuid(wid, "workflow")
             assert wid is not None and ver is not None  # given, stored or looked up above
+            env_name, env_vars = self.environments.for_run(
+                conn, env, self.store.plan_for(conn, wid, ver),
+                local_connections=self.settings.connections)
             pins = self._pin_subflows(conn, wid, ver, source, actor=actor, authorize=authorize,
                                       base_dir=base_dir, base_name=base_name,
                                       file_key=file_key, files=files)
             run_id, effects = self.store.create_run(conn, wid, ver, inputs, trigger=trigger,
                                                     source=source, actor=actor,
-                                                    dedupe_key=dedupe_key, subflows=pins)
+                                                    dedupe_key=dedupe_key, subflows=pins,
+                                                    env=env_name, env_vars=env_vars)
             if options:  # a run made by this transaction (not one found by its dedupe key)
                 conn.execute("UPDATE executions SET options=%s WHERE id=%s"
                              " AND created_at = now()", (jsonb(options), run_id))
@@ -553,7 +655,8 @@ class Engine(DebugLoop):
             return self.store.create_run(conn, head["workflow_id"], head["version"],
                                          head["inputs"], trigger="replay", source=head["source"],
                                          actor=actor, replay_of=run_id,
-                                         subflows=pins["subflows"] if pins else None)
+                                         subflows=pins["subflows"] if pins else None,
+                                         env=head["env"], env_vars=head["env_vars"])
 
         new_id, effects = run_tx(self.pool, tx)
         self._publish(effects)

@@ -106,7 +106,7 @@ class RemoteEngine:
                   source: str | None = None, dedupe_key: str | None = None,
                   key: str | None = None,
                   authorize: Callable[[Any], None] | None = None,
-                  use_pins: bool = False, cache: bool = True) -> str:
+                  use_pins: bool = False, cache: bool = True, env: str | None = None) -> str:
         """Start a run at the service; return its id (``Engine.start_run``'s arguments).
 
         The flow compiles here first (a flow with errors never leaves this process). A flow
@@ -120,6 +120,8 @@ class RemoteEngine:
             body["use_pins"] = True
         if not cache:
             body["cache"] = False
+        if env is not None:
+            body["env"] = env
         if flow is not None:
             compiled = _compiled(flow)
             source = source or _file_source(compiled)
@@ -173,6 +175,19 @@ class RemoteEngine:
 
     def replay_run(self, run_id: str, *, actor: str | None = None) -> str:
         return str(self._call("POST", f"runs/{_seg(run_id)}/replay")["run_id"])
+
+    def promote(self, workflow_id: str, version: int, env: str, *, actor: str | None = None,
+                note: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Promote a version to an environment at the service (``Engine.promote``)."""
+        body: dict[str, Any] = {"version": version, "env": env, "dry_run": dry_run}
+        if note is not None:
+            body["note"] = note
+        return dict(self._call("POST", f"workflows/{_seg(workflow_id)}/promote", body=body))
+
+    def promotions(self, workflow_id: str, env: str | None = None) -> dict[str, Any]:
+        """Return the versions promoted to each environment and the history."""
+        return dict(self._call("GET", f"workflows/{_seg(workflow_id)}/promotions",
+                               params={"env": env}))
 
     def get_workflow(self, workflow_id: str, version: int | None = None) -> dict[str, Any]:
         return dict(self._call("GET", f"workflows/{_seg(workflow_id)}",
@@ -254,6 +269,11 @@ class RemoteEngine:
         return RemoteSecrets(self)
 
     @property
+    def environments(self) -> RemoteEnvs:
+        """The environments as the service lets this token's user see and change them."""
+        return RemoteEnvs(self)
+
+    @property
     def connections(self) -> RemoteConnections:
         """The connections as the service lets this token's user see and change them."""
         return RemoteConnections(self)
@@ -332,17 +352,52 @@ class RemoteSecrets:
         self._engine = engine
 
     def set(self, name: str, value: str, *, actor: str | None = None,
-            groups: Any = None) -> None:
+            groups: Any = None, env: str = "") -> None:
         body: dict[str, Any] = {"value": value}
         if groups is not None:
             body["groups"] = list(groups)
-        self._engine._call("PUT", f"secrets/{_seg(name)}", body=body)
+        self._engine._call("PUT", f"secrets/{_seg(name)}", body=body,
+                           params={"env": env or None})
+
+    def list(self, *, env: str | None = None) -> list[dict[str, Any]]:
+        return list(self._engine._call("GET", "secrets", params={"env": env})["secrets"])
+
+    def delete(self, name: str, env: str = "") -> None:
+        self._engine._call("DELETE", f"secrets/{_seg(name)}", params={"env": env or None})
+
+
+class RemoteEnvs:
+    """``EnvStore`` (environments, variables, roles) through the service's API."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        self._engine = engine
 
     def list(self) -> list[dict[str, Any]]:
-        return list(self._engine._call("GET", "secrets")["secrets"])
+        return list(self._engine._call("GET", "envs")["environments"])
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self._engine._call("GET", f"envs/{_seg(name)}"))
+
+    def create(self, name: str, *, description: str | None = None, restricted: bool = True,
+               actor: str | None = None) -> dict[str, Any]:
+        return dict(self._engine._call("POST", "envs", body={
+            "name": name, "description": description, "restricted": restricted}))
 
     def delete(self, name: str) -> None:
-        self._engine._call("DELETE", f"secrets/{_seg(name)}")
+        self._engine._call("DELETE", f"envs/{_seg(name)}")
+
+    def set_var(self, env: str, name: str, value: Any) -> None:
+        self._engine._call("PUT", f"envs/{_seg(env)}/vars/{_seg(name)}", body={"value": value})
+
+    def unset_var(self, env: str, name: str) -> None:
+        self._engine._call("DELETE", f"envs/{_seg(env)}/vars/{_seg(name)}")
+
+    def grant(self, env: str, principal: str, role: str, *, actor: str | None = None) -> None:
+        self._engine._call("PUT", f"envs/{_seg(env)}/roles/{_seg(principal)}",
+                           body={"role": role})
+
+    def revoke(self, env: str, principal: str) -> None:
+        self._engine._call("DELETE", f"envs/{_seg(env)}/roles/{_seg(principal)}")
 
 
 class RemoteConnections:
@@ -438,5 +493,5 @@ def local_workers_allowed(engine: Engine | RemoteEngine, what: str) -> None:
             "run the flow")
 
 
-__all__ = ["RemoteConnections", "RemoteEngine", "RemoteSecrets", "live_workers",
+__all__ = ["RemoteConnections", "RemoteEngine", "RemoteEnvs", "RemoteSecrets", "live_workers",
            "local_workers_allowed", "open_engine"]

@@ -369,7 +369,15 @@ class SecretStore:
 
     def run_env(self, run_id: str | None) -> str:
         """Return the environment run ``run_id`` runs in (``''`` with no run)."""
-        return ""
+        if not run_id:
+            return ""
+        from psycopg.rows import tuple_row
+
+        with self._pool.connection() as conn:
+            row = conn.cursor(row_factory=tuple_row).execute(
+                "SELECT env FROM executions WHERE id = %s", (run_id,)).fetchone()
+            conn.commit()
+        return str(row[0]) if row else ""
 
     def _check_scope(self, name: str, groups: Iterable[str], run_id: str | None,
                      what: str = "secret") -> None:

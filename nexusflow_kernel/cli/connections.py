@@ -105,6 +105,10 @@ def _add(
         "groups": list(groups),
         "trusted": trusted,
     }
+    if env and not Settings.from_env().service_url:  # the service checks it itself
+        from ..engine import Engine
+
+        Engine(Settings.from_env()).environments.get(env)  # an unknown one says so
     row = _store().add(name, env=env, actor=os.environ.get("USER"), **fields)
     click.echo(f"connection {name} stored{_where(env)}: {row['display']}")
 

@@ -136,9 +136,12 @@ def validate(flow: Path) -> None:
 @click.option("--use-pins", is_flag=True,
               help="Nodes with a pinned output give it instead of running.")
 @click.option("--no-cache", is_flag=True, help="Serve no node from the result cache.")
+@click.option("--env", "env", default=None, metavar="ENV",
+              help="Run in this environment (its variables, secrets and connections; "
+              "default dev).")
 @handle_errors
 def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach: bool,
-        timeout: float | None, use_pins: bool, no_cache: bool) -> None:
+        timeout: float | None, use_pins: bool, no_cache: bool, env: str | None) -> None:
     """Run a flow file and show its progress; exit 0 only when it succeeded.
 
     With ``--workers N`` the temporary workers serve every queue the flow needs (``sandbox``
@@ -172,7 +175,7 @@ def run(flow: Path, inputs: tuple[str, ...], workers: int, as_json: bool, detach
                                  isolation_choice(engine.configured))
         run_id = engine.start_run(compiled, inputs=_parse_inputs(inputs),
                                   source=str(flow.resolve()), use_pins=use_pins,
-                                  cache=not no_cache)
+                                  cache=not no_cache, env=env)
         if detach:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
             return
@@ -283,7 +286,9 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"run {result['run_id']}: {result['status']}")
+    env = result.get("env")
+    table = Table(title=f"run {result['run_id']}: {result['status']}"
+                  + (f" (environment {env})" if env else ""))
     for col in ("node", "state", "attempts", "duration", "error"):
         table.add_column(col)
     errors = []

@@ -38,8 +38,12 @@ def secrets_cli() -> None:
               help="Scope the secret to a JupyterHub group (repeatable): only runs of its "
               "members may read it.")
 @click.option("--unscoped", is_flag=True, help="Remove the secret's group scope.")
+@click.option("--env", "env", default="", metavar="ENV",
+              help="The value of environment ENV (default: of every environment without its "
+              "own).")
 @handle_errors
-def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool) -> None:
+def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool,
+         env: str) -> None:
     """Store the secret NAME; the value comes from --value, standard input, or a prompt."""
     check_name(name)
     if value is None:
@@ -48,31 +52,46 @@ def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool) 
         else:
             value = sys.stdin.read().rstrip("\r\n")
     scope = [] if unscoped else (list(groups) if groups else None)
-    _store().set(name, value, actor=os.environ.get("USER"), groups=scope)
-    click.echo(f"secret {name} stored" + (f" (groups: {', '.join(groups)})" if groups else ""))
+    _check_env(env)
+    _store().set(name, value, actor=os.environ.get("USER"), groups=scope, env=env)
+    click.echo(f"secret {name} stored" + (f" (groups: {', '.join(groups)})" if groups else "")
+               + (f" for environment {env}" if env else ""))
 
 
 @secrets_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--env", "env", default=None, metavar="ENV",
+              help="Only what a run in ENV reads (its own and every environment's).")
 @handle_errors
-def _list(as_json: bool) -> None:
+def _list(as_json: bool, env: str | None) -> None:
     """List secret names (values are never shown)."""
-    rows = _store().list()
+    rows = _store().list(env=env)
     if as_json:
         click.echo(json.dumps({"secrets": rows}, indent=2))
         return
     for row in rows:
         scope = f"\tgroups {','.join(row['groups'])}" if row.get("groups") else ""
-        click.echo(f"{row['name']}\tupdated {row['updated_at']}{scope}")
+        where = f"\tenv {row['env']}" if row.get("env") else ""
+        click.echo(f"{row['name']}\tupdated {row['updated_at']}{where}{scope}")
 
 
 @secrets_cli.command("delete")
 @click.argument("name")
+@click.option("--env", "env", default="", metavar="ENV", help="Environment ENV's own value.")
 @handle_errors
-def _delete(name: str) -> None:
+def _delete(name: str, env: str) -> None:
     """Delete the secret NAME."""
-    _store().delete(name)
-    click.echo(f"secret {name} deleted")
+    _store().delete(name, env)
+    click.echo(f"secret {name} deleted" + (f" from environment {env}" if env else ""))
+
+
+def _check_env(env: str) -> None:
+    """An environment's own value goes to an environment that exists."""
+    if not env or Settings.from_env().service_url:  # the service checks it itself
+        return
+    from ..engine import Engine
+
+    Engine(Settings.from_env()).environments.get(env)
 
 
 @secrets_cli.command("keygen")

@@ -200,7 +200,8 @@ class MapNode(NodeType):
         """Evaluate ``items``; raise a non-retryable error naming the node and field unless it
         gives a list (of at most ``MAX_ITEMS`` JSON values)."""
         where = f"node {ctx.node_id!r} /config/items"
-        value = evaluate(ctx.config["items"], {"inputs": ctx.inputs, "params": ctx.params},
+        value = evaluate(ctx.config["items"], {"inputs": ctx.inputs, "params": ctx.params,
+                                               **ctx.names},
                          where=where)
         if isinstance(value, (tuple, range)):  # ordered sequences (not sets or dict views)
             value = list(value)

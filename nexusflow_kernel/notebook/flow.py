@@ -595,7 +595,7 @@ class Flow(FlowControlNodes):
     def run(self, inputs: Mapping[str, Any] | None = None, *, wait: bool = True,
             workers: int | str | None = None, timeout: float | None = None,
             progress: bool = True, settings: Settings | None = None, use_pins: bool = False,
-            cache: bool = True) -> Run:
+            cache: bool = True, env: str | None = None) -> Run:
         """Start a run and return its ``Run`` handle.
 
         ``wait=True`` shows progress and returns when the run is over, raising ``RunFailed``
@@ -604,12 +604,14 @@ class Flow(FlowControlNodes):
         life, only when no worker serves the queue. By default running workers are expected
         (JupyterLab's server extension supervises local ones). ``use_pins=True``: nodes with
         a pinned output (``pin``) give it instead of running. ``cache=False``: no node is
-        served from the cache.
+        served from the cache. ``env="prod"``: run in that environment (its variables as
+        ``env['NAME']``, its secrets and connections; default ``dev``).
         """
         from .run import start_run
 
         return start_run(self, inputs, wait=wait, workers=workers, timeout=timeout,
-                         progress=progress, settings=settings, use_pins=use_pins, cache=cache)
+                         progress=progress, settings=settings, use_pins=use_pins, cache=cache,
+                         env=env)
 
     # ------------------------------------------------------------------ the debug loop
     def test(self, node: str | NodeHandle, inputs: Mapping[str, Any] | None = None, *,

@@ -111,7 +111,8 @@ def get_engine(settings: Settings | None = None) -> Engine | RemoteEngine:
 
 def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
               workers: int | str | None, timeout: float | None, progress: bool,
-              settings: Settings | None, use_pins: bool = False, cache: bool = True) -> Run:
+              settings: Settings | None, use_pins: bool = False, cache: bool = True,
+              env: str | None = None) -> Run:
     """Start ``flow`` (see ``Flow.run``) and return its handle.
 
     Temporary workers (``workers=N`` or ``"auto"``) serve every queue the flow needs. Before
@@ -134,7 +135,8 @@ def start_run(flow: Runnable, inputs: Mapping[str, Any] | None, *, wait: bool,
         _check_workers(engine, compiled, needed, wait=wait)
         source = str(flow.path.resolve()) if flow.path is not None else None
         run_id = engine.start_run(compiled, inputs=dict(inputs or {}), source=source,
-                                  trigger="notebook", use_pins=use_pins, cache=cache)
+                                  trigger="notebook", use_pins=use_pins, cache=cache,
+                                  env=env)
     except BaseException:
         if local is not None:
             local.stop()

@@ -48,6 +48,8 @@ class RunViews:
                 "item": row["parent_item"]},
             "depth": row["depth"],
             "options": row.get("options") or {},
+            "env": row.get("env") or "dev",
+            "env_vars": row.get("env_vars") or {},
         }
 
     def get_run(self, run_id: str, *, outputs: bool = True) -> dict[str, Any]:
@@ -107,7 +109,7 @@ class RunViews:
             if value is not None:
                 where.append(f"{column} = %s")
                 args.append(value)
-        sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger,"
+        sql = ("SELECT e.id, e.status, e.workflow_id, e.version, e.source, e.trigger, e.env,"
                " e.created_by, e.started_at, e.ended_at, e.parent_run, e.parent_node,"
                " w.name FROM executions e"
                " JOIN workflows w ON w.id=e.workflow_id"
@@ -118,7 +120,8 @@ class RunViews:
         return [{"run_id": str(r["id"]), "status": r["status"], "name": r["name"],
                  "workflow_id": str(r["workflow_id"]), "version": r["version"],
                  "source": r["source"], "trigger": r["trigger"], "created_by": r["created_by"],
-                 "started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"]),
+                 "env": r["env"], "started_at": _iso(r["started_at"]),
+                 "ended_at": _iso(r["ended_at"]),
                  "parent": None if r["parent_run"] is None else {
                      "run_id": str(r["parent_run"]), "node_id": r["parent_node"]}}
                 for r in rows]

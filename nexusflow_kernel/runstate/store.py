@@ -178,13 +178,16 @@ class RunStore(FlowControl, MapTransitions, RunViews, RunUpdates):
                    actor: str | None, replay_of: str | None = None,
                    dedupe_key: str | None = None, subflows: dict[str, Any] | None = None,
                    parent: tuple[str, str, int | None] | None = None,
-                   depth: int = 0) -> tuple[str, Effects]:
+                   depth: int = 0, env: str | None = None,
+                   env_vars: dict[str, Any] | None = None) -> tuple[str, Effects]:
         """Insert the execution and one row per node; roots become ``queued``.
 
         With ``dedupe_key``, a run already started with that key is returned instead (no
         second run): triggers use it so a redelivered message or a re-fired schedule slot
         never starts two runs. ``subflows`` pins the versions of the flows its nodes call
         (``subflows.resolve_subflows``); ``parent`` is ``(run, node, item)`` of a child run.
+        ``env``/``env_vars``: the environment the run runs in and its variables (a child run
+        inherits its parent's; default ``dev`` without variables).
         A run beyond its flow's ``max_active_runs`` is stored ``queued``, its roots not yet.
         """
         plan = self.plan_for(conn, workflow_id, version)
@@ -205,13 +208,16 @@ class RunStore(FlowControl, MapTransitions, RunViews, RunUpdates):
         row = conn.execute(
             "INSERT INTO executions (id, workflow_id, version, status, trigger, inputs, source,"
             " created_by, replay_of, remaining, dedupe_key, subflows, parent_run, parent_node,"
-            " parent_item, depth)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " parent_item, depth, env, env_vars)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
+            " COALESCE(%s, (SELECT p.env FROM executions p WHERE p.id = %s), 'dev'),"
+            " COALESCE(%s, (SELECT p.env_vars FROM executions p WHERE p.id = %s), '{}'))"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
             (run_id, workflow_id, version, status, trigger, jsonb(inputs), source, actor,
              replay_of, len(plan.order), dedupe_key,
              jsonb(subflows) if subflows else None, parent_run, parent_node, parent_item,
-             depth),
+             depth, env, parent_run, None if env_vars is None else jsonb(env_vars),
+             parent_run),
         ).fetchone()
         if row is None:
             existing = conn.execute("SELECT id FROM executions WHERE dedupe_key=%s",

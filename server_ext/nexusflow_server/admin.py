@@ -45,7 +45,10 @@ class SecretsHandler(NexusFlowHandler):
         # Only what the user's runs may read: unscoped secrets and those of their Hub groups
         # (administrators see all). The names of other teams' secrets are theirs.
         usable_by = None if self.is_admin else self.identity.groups
-        rows = await self.sync(lambda: self.nf.secrets().list(usable_by=usable_by))
+        env = self.get_query_argument("env", None)
+        if env is not None:
+            env = _env_arg(env)
+        rows = await self.sync(lambda: self.nf.secrets().list(usable_by=usable_by, env=env))
         self.reply({"secrets": rows})
 
 
@@ -55,6 +58,7 @@ class SecretHandler(NexusFlowHandler):
     @authorized
     async def put(self, name: str) -> None:
         check_name(name)
+        env = _env_arg(self.get_query_argument("env", "") or "")
         body = self.body()
         value = field(body, "value", str, required=True)
         if len(value.encode()) > 64 * 1024:
@@ -68,30 +72,37 @@ class SecretHandler(NexusFlowHandler):
                     check_group(group)
                 except NexusFlowError as exc:
                     raise BadRequest(str(exc), f"/groups/{i}") from None
-        await self.sync(self._may_change, name, groups)
+        await self.sync(self._may_change, name, groups, env)
         await self.sync(lambda: self.nf.secrets().set(name, value, actor=self.user_name,
-                                                      groups=groups))
+                                                      groups=groups, env=env))
         await self.audit("secret.set", f"secret:{name}",
-                         **({"groups": sorted(set(groups))} if groups is not None else {}))
+                         **({"groups": sorted(set(groups))} if groups is not None else {}),
+                         **({"env": env} if env else {}))
         self.set_status(204)
         self.finish()
 
     @authorized
     async def delete(self, name: str) -> None:
         check_name(name)
-        await self.sync(self._may_change, name, None)
-        await self.sync(lambda: self.nf.secrets().delete(name))
-        await self.audit("secret.delete", f"secret:{name}")
+        env = _env_arg(self.get_query_argument("env", "") or "")
+        await self.sync(self._may_change, name, None, env)
+        await self.sync(lambda: self.nf.secrets().delete(name, env))
+        await self.audit("secret.delete", f"secret:{name}", **({"env": env} if env else {}))
         self.set_status(204)
         self.finish()
 
-    def _may_change(self, name: str, groups: list[str] | None) -> None:
+    def _may_change(self, name: str, groups: list[str] | None, env: str = "") -> None:
         """Group-scoped secrets (Hub teams): only members of one of the secret's groups, or an
-        admin, may change or delete it, and only into groups they belong to (blocking)."""
+        admin, may change or delete it, and only into groups they belong to; an environment's
+        own secrets, its deployers (blocking)."""
+        if env:  # an environment's own: its deployers' (an unknown one says so)
+            from .environments import require_env
+
+            require_env(self, env, "deploy")
         if self.is_admin:
             return
         mine = set(self.identity.groups)
-        current = self.nf.secrets().groups_of(name) or []
+        current = self.nf.secrets().groups_of(name, env) or []
         if current and not mine & set(current):
             raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(current)}; "
                             "you are in none of them")
@@ -99,6 +110,16 @@ class SecretHandler(NexusFlowHandler):
         if outside:
             raise Forbidden(f"you may scope a secret only to your own groups, not "
                             f"{', '.join(outside)}")
+
+
+def _env_arg(value: str) -> str:
+    """Return the ``?env=`` of a secrets request ('' for every environment), checked."""
+    from nexusflow_kernel.secrets import check_env
+
+    try:
+        return check_env(value)
+    except NexusFlowError as exc:
+        raise BadRequest(str(exc), "?env") from None
 
 
 class RolesHandler(NexusFlowHandler):
@@ -154,6 +175,22 @@ class TriggerBase(NexusFlowHandler):
         await self.engine_do(lambda e: e.get_workflow(workflow_id, version))  # 404 if missing
         return workflow_id
 
+    async def trigger_env(self, body: dict[str, Any], version: int | None) -> str | None:
+        """Return the environment a new trigger runs in (``None``: dev, its version or the
+        latest). A trigger of an environment runs the version promoted there, so it names no
+        version; creating one needs the deployer role on the environment."""
+        env = field(body, "env", str)
+        if env is None:
+            return None
+        from .environments import checked_env, require_env
+
+        env = checked_env(env, "/env")
+        if version is not None:
+            raise BadRequest("a trigger of an environment runs the version promoted there: "
+                             "give 'env' or 'version', not both", "/version")
+        await self.sync(require_env, self, env, "deploy")
+        return env
+
 
 def _version(body: dict[str, Any]) -> int | None:
     version = field(body, "version", int)
@@ -205,8 +242,10 @@ class WebhooksHandler(TriggerBase):
             if not low <= value <= high:
                 raise BadRequest(f"'{name}' must be in {low}..{high}", f"/{name}")
         workflow_id = await self.workflow_for_edit(workflow_id, version)
+        env = await self.trigger_env(body, version)
         hook = await self.sync(
-            self.nf.store().create_webhook, workflow_id, version=version, auth=auth, key=key,
+            self.nf.store().create_webhook, workflow_id, version=version, env=env, auth=auth,
+            key=key,
             jwt_algorithm=algorithm, jwt_audience=audience, jwt_issuer=issuer,
             content_types=sorted(set(types)), max_body_bytes=max_body, rate_limit=rate,
             rate_window_s=window, wait_s=wait_s, actor=self.user_name)
@@ -262,8 +301,9 @@ class SchedulesHandler(TriggerBase):
         misfire, limit = misfire_policy(body)
         first = next_fire(cron, timezone, datetime.now(UTC))
         workflow_id = await self.workflow_for_edit(workflow_id, version)
+        env = await self.trigger_env(body, version)
         schedule = await self.sync(
-            self.nf.store().create_schedule, workflow_id, version=version, cron=cron,
+            self.nf.store().create_schedule, workflow_id, version=version, env=env, cron=cron,
             timezone=timezone, inputs=inputs, next_fire_at=first, misfire=misfire,
             catch_up_limit=limit, actor=self.user_name)
         await self.audit("schedule.create", f"schedule:{schedule['schedule_id']}", cron=cron,
@@ -304,9 +344,10 @@ class QueuesHandler(TriggerBase):
             if not 0 < len(value) <= 200 or "\x00" in value:
                 raise BadRequest(f"'{name}' must be 1 to 200 characters", f"/{name}")
         workflow_id = await self.workflow_for_edit(workflow_id, version)
+        env = await self.trigger_env(body, version)
         await self.sync(create_group, self.nf.engine().redis, stream, group)
         trigger = await self.sync(self.nf.store().create_queue_trigger, workflow_id,
-                                  version=version, stream=stream, group=group,
+                                  version=version, env=env, stream=stream, group=group,
                                   actor=self.user_name)
         await self.audit("queue.create", f"queue:{trigger['trigger_id']}", stream=stream)
         self.reply(trigger, 201)

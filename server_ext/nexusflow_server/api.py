@@ -16,6 +16,7 @@ from nexusflow_kernel.nodes import get_node_type
 
 from . import rbac
 from .base import BadRequest, Forbidden, NexusFlowHandler, check_uuid, field
+from .environments import checked_env, require_env
 from .live import check_path, read_flow
 from .subflowfiles import gather_subflow_files
 
@@ -161,8 +162,8 @@ class RollbackHandler(NexusFlowHandler):
 
 class RunsHandler(NexusFlowHandler):
     auth_resource = "nexusflow:runs"
-    run_options: dict[str, bool] = {}
-    """``use_pins`` and ``cache`` of the run being started (from the request body)."""
+    run_options: dict[str, Any] = {}
+    """``use_pins``, ``cache`` and ``env`` of the run being started (from the request body)."""
 
     @authorized
     async def get(self) -> None:
@@ -212,12 +213,18 @@ class RunsHandler(NexusFlowHandler):
         trigger = field(body, "trigger", str, default="manual")
         self.run_options = {"use_pins": field(body, "use_pins", bool, default=False),
                             "cache": field(body, "cache", bool, default=True)}
+        env = field(body, "env", str)
+        if env is not None:
+            env = checked_env(env, "/env")
+            self.run_options["env"] = env
         if sum(x is not None for x in (path, workflow_id, graph)) != 1:
             raise BadRequest("give exactly one of 'path', 'graph' or 'workflow_id'", "/path")
         if version is not None and version < 1:
             raise BadRequest("'version' must be 1 or more", "/version")
         if trigger not in RUN_TRIGGERS:
             raise BadRequest(f"'trigger' must be one of {', '.join(RUN_TRIGGERS)}", "/trigger")
+        if env is not None:  # running in an environment needs a role on it (a restricted one)
+            await self.sync(require_env, self, env, "run")
         await self.sync(self.record_identity)  # the Hub groups a worker checks secrets against
         if path is not None:
             run_id = await self._start_from_path(path, inputs)
@@ -349,6 +356,9 @@ class RunsHandler(NexusFlowHandler):
     async def _start_stored(self, workflow_id: str, version: int | None,
                             inputs: dict[str, Any], trigger: str = "manual") -> str:
         await self.require(workflow_id, "run")
+        env = self.run_options.get("env")
+        if version is None and env is not None:  # the version promoted to the environment
+            version = await self.engine_do(lambda e: e.version_to_run(workflow_id, env))
         flow = await self.engine_do(lambda e: e.get_workflow(workflow_id, version))
         may_execute = await self._may_execute(flow["graph"])
         run_id = await self.engine_do(lambda e: e.start_run(
@@ -425,6 +435,7 @@ class RunRetryHandler(RunBase):
         if from_node is not None and from_node not in (await self.engine_do(
                 lambda e: e.get_run(run["run_id"], outputs=False)))["nodes"]:
             raise BadRequest(f"node {from_node!r} is not in run {run['run_id']}", "/from_node")
+        await self.sync(require_env, self, run.get("env") or "dev", "run")
         await self.sync(self.record_identity)
         rid = await self.engine_do(lambda e: e.retry_run(run["run_id"], from_node))
         await self.audit("run.retry", f"run:{rid}", from_node=from_node)
@@ -435,6 +446,7 @@ class RunReplayHandler(RunBase):
     @authorized
     async def post(self, run_id: str) -> None:
         run = await self.run_for(run_id, "run")
+        await self.sync(require_env, self, run.get("env") or "dev", "run")
         await self.sync(self.record_identity)
         rid = await self.engine_do(lambda e: e.replay_run(run["run_id"], actor=self.user_name))
         await self.audit("run.replay", f"run:{rid}", replay_of=run["run_id"])

@@ -27,11 +27,14 @@ class ConnectionBase(NexusFlowHandler):
     def may_change(self, name: str, env: str, groups: list[str] | None) -> None:
         """Administrators change, test and delete any connection; another user only one
         scoped to a group of theirs, and only into their own groups (a connection every run
-        may use, or an environment's own, is the administrators'). Blocking."""
+        may use is the administrators'; an environment's own, its deployers'). Blocking."""
+        from .environments import require_env
+
+        if env:  # an environment's own: its deployers' (an unknown one says so)
+            require_env(self, env, "deploy")
+            return
         if self.is_admin:
             return
-        if env:
-            raise Forbidden(f"the connections of environment {env!r} are changed by administrators")
         mine = set(self.identity.groups)
         current = self.nf.connections().groups_of(name, env)
         if current is not None and not current:

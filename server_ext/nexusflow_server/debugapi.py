@@ -142,6 +142,9 @@ class RunRetryHandler(api.RunRetryHandler):
             await super().post(run_id)
             return
         run = await self.run_for(run_id, "run")
+        from .environments import require_env
+
+        await self.sync(require_env, self, run.get("env") or "dev", "run")
         self.reply(await retry_with_update(self, run, body), 202)
 
 

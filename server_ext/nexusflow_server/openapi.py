@@ -77,7 +77,10 @@ _GRAPH = {"oneOf": [_ref("FlowDocument"), {"type": "string", "description": "flo
 _RUN_OPTIONS = {"use_pins": {"type": "boolean", "description": "nodes with a pinned output "
                              "give it instead of running (runs started by hand only)"},
                 "cache": {"type": "boolean", "description": "false: no node is served from the "
-                          "result cache"}}
+                          "result cache"},
+                "env": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$",
+                        "description": "the environment the run runs in (default dev); a "
+                        "restricted one needs a role on it"}}
 _TRIGGER_VERSION = {"type": "integer", "minimum": 1,
                     "description": "pin a version (default: the latest at each start)"}
 _MISFIRE = {"enum": ["skip", "catch_up"], "default": "skip",
@@ -86,6 +89,9 @@ _MISFIRE = {"enum": ["skip", "catch_up"], "default": "skip",
             "recent catch_up_limit, oldest first"}
 _CATCH_UP = {"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
              "description": "most missed firings one outage may start (misfire: catch_up)"}
+_TRIGGER_ENV = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$",
+                "description": "run in this environment the version promoted there (no "
+                "version then; the deployer role on it)"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -183,6 +189,10 @@ def _schemas() -> dict[str, Any]:
                          log={"type": ["string", "null"]},
                          duration_ms={"type": ["number", "null"]}),
         "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
+        "Environment": _obj(
+            ["name", "restricted"], name={"type": "string"}, description={"type": "string"},
+            restricted={"type": "boolean"}, vars={"type": "object"},
+            roles={"type": "array", "items": _ANY_OBJ}),
         "Connection": _obj(
             ["name", "env", "kind", "display"], name={"type": "string"},
             env={"type": "string", "description": "'' : every environment without its own"},
@@ -218,6 +228,8 @@ def _paths() -> dict[str, Any]:
     after = _param("after", "query", {"type": "string", "pattern": "^[0-9$-]{1,64}$"}, False,
                    "resume after this stream id")
     name = _param("name", schema={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"})
+    env_s = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$"}
+    env_p = _param("env", schema=env_s)
     env_q = _param("env", "query", {"type": "string", "pattern": "^([a-z][a-z0-9_-]{0,62})?$"},
                    False, "an environment (absent: every environment)")
     return {
@@ -302,6 +314,7 @@ def _paths() -> dict[str, Any]:
                         {"201": _json(_ref("Webhook"), "Created")}, params=[_WF],
                         body=_body(_obj(
                             auth={"enum": ["hmac", "jwt"]}, version=_TRIGGER_VERSION,
+                            env=_TRIGGER_ENV,
                             jwt_algorithm={"type": "string"}, jwt_audience={"type": "string"},
                             jwt_issuer={"type": "string"}, jwt_key={"type": "string"},
                             content_types={"type": "array", "items": {"type": "string"}},
@@ -317,7 +330,7 @@ def _paths() -> dict[str, Any]:
                         params=[_WF], body=_body(_obj(
                             ["cron"], cron={"type": "string"}, timezone={"type": "string"},
                             inputs=_ANY_OBJ, version=_TRIGGER_VERSION, misfire=_MISFIRE,
-                            catch_up_limit=_CATCH_UP)),
+                            catch_up_limit=_CATCH_UP, env=_TRIGGER_ENV)),
                         errors=(400, 403, 404, 415), tag="triggers")},
         "/nexusflow/api/workflows/{workflow_id}/queues": {
             "get": _op("List a workflow's queue triggers",
@@ -326,7 +339,8 @@ def _paths() -> dict[str, Any]:
             "post": _op("Start a run for each message of a Redis stream",
                         {"201": _json(_ref("QueueTrigger"), "Created")}, params=[_WF],
                         body=_body(_obj(["stream"], stream={"type": "string"},
-                                        group={"type": "string"}, version=_TRIGGER_VERSION)),
+                                        group={"type": "string"}, version=_TRIGGER_VERSION,
+                                        env=_TRIGGER_ENV)),
                         errors=(400, 403, 404, 415), tag="triggers")},
         "/nexusflow/api/webhooks/{hook_id}": {"delete": _op(
             "Delete a webhook", _NO_CONTENT, params=[_param("hook_id")], tag="triggers")},
@@ -454,20 +468,22 @@ def _paths() -> dict[str, Any]:
             errors=(400, 403), tag="events", **{"x-websocket": True})},
         "/nexusflow/api/secrets": {"get": _op(
             "List secret names (values are write-only)",
-            {"200": _json(_list("secrets", _ref("Secret")))}, errors=(403, 503),
-            tag="secrets")},
+            {"200": _json(_list("secrets", _ref("Secret")))}, params=[env_q],
+            errors=(400, 403, 503), tag="secrets")},
         "/nexusflow/api/secrets/{name}": {
-            "put": _op("Set a secret", _NO_CONTENT, params=[name],
+            "put": _op("Set a secret (?env=: that environment's own value)", _NO_CONTENT,
+                       params=[name, env_q],
                        body=_body(_obj(["value"], value={"type": "string"},
                                        groups={"type": "array", "items": {"type": "string"},
                                                "description": "Hub groups whose members' runs "
                                                "may read it (empty: any run)"})),
-                       errors=(400, 403, 413, 415), tag="secrets"),
-            "delete": _op("Delete a secret", _NO_CONTENT, params=[name], tag="secrets")},
+                       errors=(400, 403, 404, 413, 415), tag="secrets"),
+            "delete": _op("Delete a secret", _NO_CONTENT, params=[name, env_q],
+                          tag="secrets")},
         "/nexusflow/api/connections": {"get": _op(
             "List connections (passwords and header values are never shown)",
             {"200": _json(_list("connections", _ref("Connection")))}, params=[env_q],
-            errors=(400, 403, 503), tag="connections")},
+            errors=(400, 403, 404, 503), tag="connections")},
         "/nexusflow/api/connections/{name}": {
             "get": _op("A connection's metadata", {"200": _json(_ref("Connection"))},
                        params=[name, env_q], tag="connections"),
@@ -483,7 +499,7 @@ def _paths() -> dict[str, Any]:
                                     "request (write-only)"},
                            trusted={"type": "boolean", "description": "administrators only"},
                            groups={"type": "array", "items": {"type": "string"}})),
-                       errors=(400, 403, 413, 415), tag="connections"),
+                       errors=(400, 403, 404, 413, 415), tag="connections"),
             "delete": _op("Delete a connection", _NO_CONTENT, params=[name, env_q],
                           tag="connections")},
         "/nexusflow/api/connections/{name}/test": {"post": _op(
@@ -491,6 +507,52 @@ def _paths() -> dict[str, Any]:
             {"200": _json(_obj(["ok", "message"], ok={"type": "boolean"},
                                message={"type": "string"}, ms={"type": "number"}))},
             params=[name, env_q], tag="connections")},
+        "/nexusflow/api/workflows/{workflow_id}/promote": {"post": _op(
+            "Promote a version to an environment (its triggers run it); dry_run: only what "
+            "would change", {"200": _json(_obj(
+                ["env", "version", "from_version"], env={"type": "string"},
+                version={"type": "integer"},
+                from_version={"type": ["integer", "null"]}, unchanged={"type": "boolean"},
+                nodes=_ANY_OBJ, edges=_ANY_OBJ, text={"type": "string"},
+                promotion=_ANY_OBJ))},
+            params=[_WF], body=_body(_obj(
+                ["version", "env"], version={"type": "integer", "minimum": 1}, env=env_s,
+                note={"type": "string", "maxLength": 2000}, dry_run={"type": "boolean"})),
+            errors=(400, 403, 404, 413, 415, 422), tag="environments")},
+        "/nexusflow/api/workflows/{workflow_id}/promotions": {"get": _op(
+            "The version promoted to each environment, and the history (who, when)",
+            {"200": _json(_obj(["current", "history"], current={"type": "object"},
+                               history={"type": "array", "items": _ANY_OBJ}))},
+            params=[_WF, _param("env", "query", env_s, False)], tag="environments")},
+        "/nexusflow/api/envs": {
+            "get": _op("Environments, their variables and role grants",
+                       {"200": _json(_list("environments", _ref("Environment")))},
+                       errors=(403, 503), tag="environments"),
+            "post": _op("Create an environment (administrators)",
+                        {"201": _json(_ref("Environment"))},
+                        body=_body(_obj(["name"], name=env_s, description={"type": "string"},
+                                        restricted={"type": "boolean", "description":
+                                                    "running in it needs a role (default)"})),
+                        errors=(400, 403, 413, 415), tag="environments")},
+        "/nexusflow/api/envs/{env}": {
+            "get": _op("An environment", {"200": _json(_ref("Environment"))},
+                       params=[env_p], tag="environments"),
+            "delete": _op("Delete an environment, its secrets and connections (administrators)",
+                          _NO_CONTENT, params=[env_p], tag="environments")},
+        "/nexusflow/api/envs/{env}/vars/{name}": {
+            "put": _op("Set a variable (env['NAME'] in expressions; deployers)", _NO_CONTENT,
+                       params=[env_p, name], body=_body(_obj(["value"], value={})),
+                       errors=(400, 403, 404, 413, 415), tag="environments"),
+            "delete": _op("Remove a variable (deployers)", _NO_CONTENT, params=[env_p, name],
+                          tag="environments")},
+        "/nexusflow/api/envs/{env}/roles/{principal}": {
+            "put": _op("Grant a role on an environment (administrators)",
+                       {"200": _json(_obj(["role"], role={"enum": ["runner", "deployer"]}))},
+                       params=[env_p, _param("principal")],
+                       body=_body(_obj(["role"], role={"enum": ["runner", "deployer"]})),
+                       errors=(400, 403, 404, 413, 415), tag="environments"),
+            "delete": _op("Revoke a role on an environment (administrators)", _NO_CONTENT,
+                          params=[env_p, _param("principal")], tag="environments")},
         "/nexusflow/api/audit": {"get": _op(
             "The audit log, newest first", {"200": _json(_list("entries", _ANY_OBJ))},
             params=[_param("limit", "query", {"type": "integer", "minimum": 1,

@@ -135,6 +135,7 @@ class ServerStore:
     # ------------------------------------------------------------------ webhooks
 
     def create_webhook(self, workflow_id: str, *, version: int | None, auth: str,
+                       env: str | None = None,
                        key: str | None, jwt_algorithm: str | None, jwt_audience: str | None,
                        jwt_issuer: str | None, content_types: list[str], max_body_bytes: int,
                        rate_limit: int, rate_window_s: int, wait_s: float,
@@ -146,10 +147,11 @@ class ServerStore:
         self._exec(
             "INSERT INTO nexusflow_webhooks (hook_id, workflow_id, version, auth, secret,"
             " jwt_algorithm, jwt_audience, jwt_issuer, content_types, max_body_bytes,"
-            " rate_limit, rate_window_s, wait_s, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " rate_limit, rate_window_s, wait_s, created_by, env)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (hook_id, workflow_id, version, auth, sealed, jwt_algorithm, jwt_audience,
-             jwt_issuer, content_types, max_body_bytes, rate_limit, rate_window_s, wait_s, actor),
+             jwt_issuer, content_types, max_body_bytes, rate_limit, rate_window_s, wait_s, actor,
+             env),
         )
         hook = self.webhook(hook_id, with_secrets=False)
         if auth == "hmac" or key is None:
@@ -231,12 +233,13 @@ class ServerStore:
     # ------------------------------------------------------------------ queue triggers
 
     def create_queue_trigger(self, workflow_id: str, *, version: int | None, stream: str,
-                             group: str, actor: str | None) -> dict[str, Any]:
+                             group: str, actor: str | None,
+                             env: str | None = None) -> dict[str, Any]:
         trigger_id = new_id("qt")
         self._exec(
             "INSERT INTO nexusflow_queue_triggers (trigger_id, workflow_id, version, stream,"
-            " consumer_group, created_by) VALUES (%s, %s, %s, %s, %s, %s)",
-            (trigger_id, workflow_id, version, stream, group, actor))
+            " consumer_group, created_by, env) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (trigger_id, workflow_id, version, stream, group, actor, env))
         return self.queue_triggers(trigger_id=trigger_id)[0]
 
     def queue_triggers(self, *, workflow_id: str | None = None,
@@ -249,14 +252,14 @@ class ServerStore:
     def create_schedule(self, workflow_id: str, *, version: int | None, cron: str,
                         timezone: str, inputs: dict[str, Any], next_fire_at: datetime,
                         actor: str | None, misfire: str = "skip",
-                        catch_up_limit: int = 10) -> dict[str, Any]:
+                        catch_up_limit: int = 10, env: str | None = None) -> dict[str, Any]:
         schedule_id = new_id("sc")
         self._exec(
             "INSERT INTO nexusflow_schedules (schedule_id, workflow_id, version, cron, timezone,"
-            " inputs, next_fire_at, created_by, misfire, catch_up_limit)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " inputs, next_fire_at, created_by, misfire, catch_up_limit, env)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (schedule_id, workflow_id, version, cron, timezone, Jsonb(inputs), next_fire_at,
-             actor, misfire, catch_up_limit))
+             actor, misfire, catch_up_limit, env))
         return self.schedules(schedule_id=schedule_id)[0]
 
     def schedules(self, *, workflow_id: str | None = None,

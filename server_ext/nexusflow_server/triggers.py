@@ -174,7 +174,8 @@ class Scheduler:
             run_id = self.engine.start_run(
                 workflow_id=row["workflow_id"], version=row["version"], inputs=row["inputs"],
                 trigger="schedule", actor=f"schedule:{row['schedule_id']}",
-                dedupe_key=f"schedule:{row['schedule_id']}:{fire_at.isoformat()}")
+                dedupe_key=f"schedule:{row['schedule_id']}:{fire_at.isoformat()}",
+                env=row.get("env"))
         except Exception as exc:  # a deleted workflow must not stop the other schedules
             logger.warning("schedule %s could not start a run: %s", row["schedule_id"], exc)
             return None
@@ -257,7 +258,7 @@ class QueueConsumer:
         run_id = self.engine.start_run(
             workflow_id=trigger["workflow_id"], version=trigger["version"],
             inputs=message_inputs(fields), trigger="queue", actor=f"queue:{tid}",
-            dedupe_key=f"queue:{tid}:{msg_id}")
+            dedupe_key=f"queue:{tid}:{msg_id}", env=trigger.get("env"))
         self.store.set_delivery_run(tid, msg_id, run_id)
         return run_id
 

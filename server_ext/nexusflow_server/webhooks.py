@@ -257,7 +257,7 @@ class WebhookReceiver(PublicHandler):
                 lambda: nf.engine().start_run(
                     workflow_id=hook["workflow_id"], version=hook["version"], inputs=inputs,
                     trigger="webhook", actor=f"webhook:{hook_id}",
-                    dedupe_key=f"webhook:{hook_id}:{delivery}"))
+                    dedupe_key=f"webhook:{hook_id}:{delivery}", env=hook.get("env")))
         except BaseException:
             await nf.run_sync(store.release_delivery, hook_id, delivery)
             raise

@@ -109,6 +109,10 @@ async def test_connections_rest_and_roles(api) -> None:
         headers={"X-Test-Groups": "finance"},
     )
     assert code == 403 and "administrator" in err["message"]
+    code, err = await api("PUT", "connections/sales", put, user="root", params={"env": "prod"})
+    assert code == 404 and "unknown environment 'prod'" in err["message"], err
+    code, _ = await api("POST", "envs", {"name": "prod"}, user="root")
+    assert code == 201
     code, err = await api(
         "PUT",
         "connections/sales",
@@ -117,7 +121,7 @@ async def test_connections_rest_and_roles(api) -> None:
         headers={"X-Test-Groups": "finance"},
         params={"env": "prod"},
     )
-    assert code == 403, err
+    assert code == 403 and "deployer" in err["message"], err
     code, row = await api(
         "PUT", "connections/sales", {**put, "trusted": True}, user="root", params={"env": "prod"}
     )

@@ -356,9 +356,10 @@ def open_map(rt: Runtime, claim: Claim, follow: Follow | None, known: KnownOutpu
     from nexusflow_kernel.nodes import NodeContext
 
     node = claim.plan.nodes[claim.node_id]
+    env_vars = rt.env_vars(claim.run_id)
     ctx = NodeContext(run_id=claim.run_id, node_id=claim.node_id, attempt=claim.attempt,
                       config=node.config, inputs=claim.inputs, params=claim.params,
-                      settings=rt.settings)
+                      settings=rt.settings, names={"env": env_vars}, env=env_vars)
     record = {"config": {k: v for k, v in node.config.items() if k != "node"},
               "inputs": claim.inputs}
     try:

@@ -71,6 +71,21 @@ class Runtime:
         """What this worker serves and how it runs code (``presence.advert``); set by
         ``run_worker``. Without one, the worker is only marked alive."""
         self._io_pool: ThreadPoolExecutor | None = None
+        self._envs: dict[str, dict[str, Any]] = {}  # run -> its environment's variables
+
+    def env_vars(self, run_id: str) -> dict[str, Any]:
+        """Return the variables of the run's environment as they were when it started (kept
+        with the run, so read once per process and run)."""
+        found = self._envs.get(run_id)
+        if found is None:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT env_vars FROM executions WHERE id = %s",
+                                   (run_id,)).fetchone()
+            found = dict(row["env_vars"] or {}) if row else {}
+            if len(self._envs) > 512:
+                self._envs.clear()
+            self._envs[run_id] = found
+        return found
 
     def resume_token(self, run_id: str, node_id: str) -> str:
         """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
@@ -423,7 +438,9 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
                            masking.masker)
     started = time.monotonic()
     timeout_s = float(node.timeout_s) if node.timeout_s else None
-    names = {"inputs": claim.inputs, "params": claim.params}
+    env_vars = with_retry(lambda: rt.env_vars(claim.run_id),
+                          what=f"read the environment of run {claim.run_id}", deadline_s=600)
+    names = {"inputs": claim.inputs, "params": claim.params, "env": env_vars}
     if item is not None:
         names.update(item.names)
     rendered: Any = None
@@ -461,7 +478,8 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
                 resume_state=claim.resume_state, secrets=resolver,
                 connections=masking.connection if rt.connections is not None else None,
                 resume_token=_ResumeTokens(rt, claim, masking).token,
-                names=item.names if item is not None else {},
+                names={**(item.names if item is not None else {}), "env": env_vars},
+                env=env_vars,
             )
             result = node_type.run(ctx)
         finally:

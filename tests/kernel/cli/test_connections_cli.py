@@ -37,10 +37,12 @@ def test_add_list_test_remove(settings, database_url) -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr  # trust auth: the pw is not asked
     assert "ok: connected as" in tested.stdout
     # an environment's own connection, then one that does not work
-    bad = cli(settings, "connections", "add", name, "--env", "prod", "--url",
+    env = f"prod_{uuid.uuid4().hex[:6]}"
+    assert cli(settings, "envs", "create", env).returncode == 0
+    bad = cli(settings, "connections", "add", name, "--env", env, "--url",
               "postgresql://nobody:pw@127.0.0.1:1/none")
     assert bad.returncode == 0, bad.stderr
-    failed = cli(settings, "connections", "test", name, "--env", "prod")
+    failed = cli(settings, "connections", "test", name, "--env", env)
     assert failed.returncode == 1 and "FAILED" in failed.stdout
     assert ":pw@" not in failed.stdout
     removed = cli(settings, "connections", "remove", name)

@@ -1,0 +1,171 @@
+"""Issue #17 item 1: one flow, written once, runs in dev and in prod and sees each one's own
+variables, secrets and connections (a real ``db_query`` against the test PostgreSQL: the two
+environments' connections read two schemas), falling back to the values of every environment;
+a named environment that lacks something the flow needs is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from nftest import flow, node, wait_run
+
+from nexusflow_kernel.connections import ConnectionStore
+from nexusflow_kernel.engine import Engine
+from nexusflow_kernel.environments import EnvironmentError, UnknownEnvironment
+from nexusflow_kernel.secrets import SecretStore
+
+
+class _KeyEcho(BaseHTTPRequestHandler):
+    """Answers with a digest of the Authorization header (the value itself would be masked)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        auth = self.headers.get("Authorization") or ""
+        body = json.dumps({"sha": hashlib.sha256(auth.encode()).hexdigest()[:12]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def schemas(database_url: str) -> Iterator[tuple[str, str]]:
+    """A least-privilege role reading ``items`` in two schemas: one connection URL each."""
+    tag = uuid.uuid4().hex[:6]
+    role = f"nf_env_{tag}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'env-pw-{tag}'")
+        for schema, rows in ((f"dev_{tag}", "('dev row')"), (f"prod_{tag}", "('prod row')")):
+            conn.execute(f"CREATE SCHEMA {schema}")
+            conn.execute(f"CREATE TABLE {schema}.items (name text)")
+            conn.execute(f"INSERT INTO {schema}.items VALUES {rows}")
+            conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            conn.execute(f"GRANT SELECT ON {schema}.items TO {role}")
+    parts = urlsplit(database_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+
+    def url(schema: str) -> str:
+        return urlunsplit(parts._replace(netloc=f"{role}@{host}",
+                                         query="options=" + quote(f"-csearch_path={schema}")))
+
+    try:
+        yield url(f"dev_{tag}"), url(f"prod_{tag}")
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE usename = %s", (role,))
+            for schema in (f"dev_{tag}", f"prod_{tag}"):
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_one_flow_in_dev_and_prod(settings, workers, schemas, database_url) -> None:
+    dev_url, prod_url = schemas
+    tag = uuid.uuid4().hex[:6]
+    prod, bare = f"prod_{tag}", f"bare_{tag}"
+    engine = Engine(settings)
+    envs = engine.environments
+    envs.create(prod, description="production")
+    envs.create(bare)
+    envs.set_var("dev", "GREETING", "hello from dev")
+    envs.set_var(prod, "GREETING", "hello from prod")
+    envs.set_var("dev", "REGION", "eu-dev")
+    envs.set_var(prod, "REGION", "eu-prod")
+    secrets = SecretStore(settings)
+    key = f"api_key_{tag}"
+    secrets.set(key, "Bearer dev-key-1111", env="dev")
+    secrets.set(key, "Bearer prod-key-2222", env=prod)
+    conn_name = f"warehouse_{tag}"
+    conns = ConnectionStore(settings)
+    conns.add(conn_name, kind="postgres", url=dev_url, password="pw-dev-555", env="dev")
+    conns.add(conn_name, kind="postgres", url=prod_url, password="pw-prod-666", env=prod)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyEcho)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _in_dev_and_prod(engine, workers, server, key, conn_name, prod, bare, database_url,
+                         dev_url)
+    finally:
+        server.shutdown()
+
+
+def _in_dev_and_prod(engine, workers, server, key, conn_name, prod, bare, database_url,
+                     dev_url) -> None:
+    envs = engine.environments
+    secrets = SecretStore(engine.settings)
+    conns = ConnectionStore(engine.settings)
+    doc = flow(
+        node("greet", "transform", expression="env['GREETING'] + ', ' + params['who']"),
+        node("region", "noop", value="region {{ env['REGION'] }}"),
+        node("q", "db_query", connection=conn_name, sql="SELECT name FROM items"),
+        node("key", "http", url=f"http://127.0.0.1:{server.server_port}/",
+             headers={"Authorization": {"$secret": key}}),
+        params={"who": {"type": "string", "default": "team"}})
+    workers.start(1)
+    dev_run = wait_run(engine, engine.start_run(doc, env="dev"))
+    prod_run = wait_run(engine, engine.start_run(doc, env=prod))
+    default_run = wait_run(engine, engine.start_run(doc))  # dev, unchecked
+    for run in (dev_run, prod_run, default_run):
+        assert run["status"] == "succeeded", run
+    out = {r["env"]: {n: v["output"] for n, v in r["nodes"].items()}
+           for r in (dev_run, prod_run)}
+    assert default_run["env"] == "dev" and dev_run["env"] == "dev" and prod_run["env"] == prod
+    assert out["dev"]["greet"] == "hello from dev, team"
+    assert out[prod]["greet"] == "hello from prod, team"
+    assert out["dev"]["region"] == "region eu-dev" and out[prod]["region"] == "region eu-prod"
+    assert out["dev"]["q"]["rows"] == [{"name": "dev row"}]
+    assert out[prod]["q"]["rows"] == [{"name": "prod row"}]
+    assert out["dev"]["key"]["json"] == {"sha": _sha("Bearer dev-key-1111")}
+    assert out[prod]["key"]["json"] == {"sha": _sha("Bearer prod-key-2222")}
+    assert default_run["nodes"]["greet"]["output"] == "hello from dev, team"
+    assert prod_run["env_vars"]["REGION"] == "eu-prod"
+    assert {r["run_id"]: r["env"] for r in engine.list_runs(limit=5)}[prod_run["run_id"]] == prod
+    # a replay runs in the same environment, with the same variables
+    replay = wait_run(engine, engine.replay_run(prod_run["run_id"]))
+    assert replay["env"] == prod and replay["nodes"]["q"]["output"]["rows"] == [
+        {"name": "prod row"}]
+    # the prod password is masked in everything the prod run keeps
+    text = json.dumps(prod_run) + json.dumps(engine.node_attempts(prod_run["run_id"], "q"))
+    assert "pw-prod-666" not in text and "prod-key-2222" not in text
+
+    # an environment that lacks what the flow needs: one error naming each, nothing stored
+    with psycopg.connect(database_url) as db:
+        before = db.execute("SELECT count(*) FROM executions").fetchone()[0]
+    with pytest.raises(EnvironmentError) as info:
+        engine.start_run(doc, env=bare)
+    message = str(info.value)
+    assert f"cannot run in environment {bare!r}" in message
+    for part in ("node 'greet' reads variable env['GREETING']",
+                 "node 'region' reads variable env['REGION']",
+                 f"node 'key' needs secret {key!r}", f"node 'q' needs connection {conn_name!r}"):
+        assert part in message, message
+    with pytest.raises(UnknownEnvironment, match="unknown environment 'nowhere'"):
+        engine.start_run(doc, env="nowhere")
+    with psycopg.connect(database_url) as db:
+        assert db.execute("SELECT count(*) FROM executions").fetchone()[0] == before
+    # values of every environment fill in: bare gets the shared ones and runs
+    envs.set_var(bare, "GREETING", "hi")
+    envs.set_var(bare, "REGION", "none")
+    secrets.set(key, "Bearer shared-3333")
+    conns.add(conn_name, kind="postgres", url=dev_url)
+    run = wait_run(engine, engine.start_run(doc, env=bare))
+    assert run["status"] == "succeeded", run
+    assert run["nodes"]["key"]["output"]["json"] == {"sha": _sha("Bearer shared-3333")}
+    assert run["nodes"]["q"]["output"]["rows"] == [{"name": "dev row"}]
