@@ -138,3 +138,27 @@ def test_dev_lab_gives_a_working_quickstart(engine, tmp_path) -> None:
         finally:
             lab.stop()
             stop_services(base / "data")
+
+
+def test_dev_lab_starts_without_the_jupyter_news_toast() -> None:
+    """JupyterLab asks "Would you like to get notified about official Jupyter news?" while its
+    ``fetchNews`` setting is ``none``; ``./dev lab`` starts it with that setting's default
+    ``false`` (and no update check), so the question never shows."""
+    import json
+
+    with private_base() as base:
+        env = _lab_env(base, DOCKER_HOST="unix:///nonexistent/docker.sock")
+        lab = DevLab(base, env)
+        try:
+            lab.wait_ready()
+            url = (f"{lab.url}lab/api/settings/@jupyterlab/apputils-extension:notification"
+                   f"?token={lab.token}")
+            with urllib.request.urlopen(url, timeout=30) as r:
+                answer = json.loads(r.read())
+            defaults = {k: v.get("default") for k, v in answer["schema"]["properties"].items()}
+            assert defaults["fetchNews"] == "false"
+            assert defaults["checkForUpdates"] is False
+            assert "fetchNews" not in (answer.get("settings") or {})  # no user choice needed
+        finally:
+            lab.stop()
+            stop_services(base / "data")

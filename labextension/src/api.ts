@@ -147,6 +147,8 @@ export interface IRunEvent {
   error?: string | null;
   /** A map node's item counts (its `running` events while the items run). */
   items?: IItemCounts;
+  /** A queued node no live worker serves: what to start (until the node's next event). */
+  waiting?: IWaiting;
 }
 
 /** An error from the server, with a message meant for the user. */
@@ -249,9 +251,12 @@ export const api = {
       inputs,
       ...(options.use_pins ? { use_pins: true } : {})
     }).then(r => r.run_id),
-  runs: (path: string) =>
-    request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}`).then(r => r.runs),
-  run: (runId: string) => request<IRun>(`runs/${encodeURIComponent(runId)}`),
+  runs: (path: string, limit = 50) =>
+    request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}&limit=${limit}`).then(
+      r => r.runs
+    ),
+  run: (runId: string, outputs = true) =>
+    request<IRun>(`runs/${encodeURIComponent(runId)}${outputs ? '' : '?outputs=false'}`),
   cancel: (runId: string) => post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/cancel`),
   retry: (runId: string) =>
     post<{ run_id: string }>(`runs/${encodeURIComponent(runId)}/retry`).then(r => r.run_id),
@@ -328,6 +333,47 @@ export function followRun(
       if (!closed && !finished) {
         window.setTimeout(connect, delay);
         delay = Math.min(delay * 2, 10000);
+      }
+    };
+  };
+  connect();
+  return {
+    close: () => {
+      closed = true;
+      socket?.close();
+    }
+  };
+}
+
+/**
+ * Follow the start and end of every run the user may see (`events?level=run`: the runs' own
+ * events, no node traffic), reconnecting with a backoff until `close()`.
+ */
+export function followRuns(onEvent: (event: IRunEvent) => void): { close: () => void } {
+  const settings = ServerConnection.makeSettings();
+  let url = URLExt.join(settings.wsUrl, BASE, 'events') + '?level=run';
+  if (settings.token) {
+    url += `&token=${encodeURIComponent(settings.token)}`;
+  }
+  let socket: WebSocket | null = null;
+  let closed = false;
+  let delay = 1000;
+  const connect = () => {
+    socket = new settings.WebSocket(url);
+    socket.onopen = () => {
+      delay = 1000;
+    };
+    socket.onmessage = msg => {
+      try {
+        onEvent(JSON.parse(String(msg.data)) as IRunEvent);
+      } catch {
+        // a malformed message must not stop the stream
+      }
+    };
+    socket.onclose = () => {
+      if (!closed) {
+        window.setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000);
       }
     };
   };

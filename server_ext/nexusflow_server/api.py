@@ -227,7 +227,7 @@ class RunsHandler(NexusFlowHandler):
             await self.sync(require_env, self, env, "run")
         await self.sync(self.record_identity)  # the Hub groups a worker checks secrets against
         if path is not None:
-            run_id = await self._start_from_path(path, inputs)
+            run_id = await self._start_from_path(path, inputs, trigger)
         elif graph is not None:
             run_id = await self._start_from_graph(graph, body, inputs, trigger)
         else:
@@ -263,7 +263,8 @@ class RunsHandler(NexusFlowHandler):
             "file_key": lambda real: file_workflow_key(real, owner),
         }
 
-    async def _start_from_path(self, path: str, inputs: dict[str, Any]) -> str:
+    async def _start_from_path(self, path: str, inputs: dict[str, Any],
+                               trigger: str = "manual") -> str:
         path = check_path(path)
         self.need_files("/path")
         ok = await ensure_async(self.authorizer.is_authorized(
@@ -281,7 +282,7 @@ class RunsHandler(NexusFlowHandler):
             self.serverapp, graph, lambda p: os.path.realpath(os.path.join(root, p))) or {},
             owner)
         run_id = await self.engine_do(lambda e: e.start_run(
-            graph, inputs=inputs, trigger="manual", actor=self.user_name, source=path,
+            graph, inputs=inputs, trigger=trigger, actor=self.user_name, source=path,
             key=self.file_key(path), **self._subflows(path, owner, may_execute, files=files),
             **self.run_options))
         await self.audit("run.start", f"run:{run_id}", path=path, live=live)
@@ -415,7 +416,11 @@ class RunBase(NexusFlowHandler):
 class RunHandler(RunBase):
     @authorized
     async def get(self, run_id: str) -> None:
-        self.reply(await self.run_for(run_id, "read", outputs=True))
+        outputs = self.get_query_argument("outputs", "true")
+        if outputs not in ("true", "false"):
+            raise BadRequest("'outputs' must be true or false", "?outputs")
+        # outputs=false: the states only (the canvas's run history grid reads many runs)
+        self.reply(await self.run_for(run_id, "read", outputs=outputs == "true"))
 
 
 class RunCancelHandler(RunBase):

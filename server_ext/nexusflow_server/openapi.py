@@ -391,8 +391,12 @@ def _paths() -> dict[str, Any]:
                                  **_RUN_OPTIONS)]}),
                         errors=(400, 403, 404, 413, 415, 422, 503), tag="runs")},
         "/nexusflow/api/runs/{run_id}": {"get": _op(
-            "Get a run with every node's state and output (as `nexusflow run --json`)",
-            {"200": _json(_ref("Run"))}, params=[_RUN], tag="runs")},
+            "Get a run with every node's state and output (as `nexusflow run --json`; "
+            "outputs=false leaves the outputs out)",
+            {"200": _json(_ref("Run"))},
+            params=[_RUN, _param("outputs", "query", {"type": "string",
+                                                      "enum": ["true", "false"]}, False)],
+            tag="runs")},
         "/nexusflow/api/runs/{run_id}/cancel": {"post": _op(
             "Cancel a run", {"202": _json(_ref("RunId"), "Canceling")}, params=[_RUN],
             errors=(400, 403, 404, 409), tag="runs")},
@@ -464,7 +468,10 @@ def _paths() -> dict[str, Any]:
             "Websocket: the run's events, the whole history first, then live", ws,
             params=[_RUN, after], tag="events", **{"x-websocket": True})},
         "/nexusflow/api/events": {"get": _op(
-            "Websocket: live events of every run the user may see", ws, params=[after],
+            "Websocket: live events of every run the user may see (level=run: only the "
+            "runs' own events, node null)", ws,
+            params=[after, _param("level", "query", {"type": "string", "enum": ["all", "run"]},
+                                  False, "'run' keeps only the runs' own events")],
             errors=(400, 403), tag="events", **{"x-websocket": True})},
         "/nexusflow/api/secrets": {"get": _op(
             "List secret names (values are write-only)",

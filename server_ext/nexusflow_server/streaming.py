@@ -98,11 +98,19 @@ class RunEventsSocket(_EventSocket):
 
 
 class AllEventsSocket(_EventSocket):
-    """``/nexusflow/api/events``: live events of every run the user may see."""
+    """``/nexusflow/api/events``: live events of every run the user may see; with
+    ``?level=run`` only the runs' own events (started, ended: ``node`` is null), which is what
+    a canvas needs to follow the newest run of its flow without every node's traffic."""
+
+    runs_only = False
 
     @authorized
     async def get(self) -> None:
         self.after = self._after("$")
+        level = self.get_query_argument("level", "all") or "all"
+        if level not in ("all", "run"):
+            raise web.HTTPError(400, "'level' must be 'all' or 'run'")
+        self.runs_only = level == "run"
         self.visible = await self.sync(self.visible_filter)
         await WebSocketHandler.get(self)
 
@@ -115,6 +123,8 @@ class AllEventsSocket(_EventSocket):
             return engine.read_all_events(after=after, block_ms=BLOCK_MS)
 
         async def keep(event: dict[str, Any]) -> bool:
+            if self.runs_only and event.get("node") is not None:
+                return False
             if self.visible is None:
                 return True
             run_id = str(event.get("run"))

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 import redis
 from nexusflow_server.triggers import Scheduler
 from nftest import flow, node, wait_run
@@ -55,6 +56,33 @@ async def test_run_events_websocket_history_then_live(api, jp_ws_fetch, engine,
     seen = await _read_until_final(all_ws)
     all_ws.close()
     assert {e["run"] for e in seen} == {run_id}
+
+
+async def test_all_events_at_run_level_carry_only_the_runs_own_events(api, jp_ws_fetch,
+                                                                        workers) -> None:
+    """What a canvas listens to for runs of its flow started elsewhere (REST, a notebook...)."""
+    graph = flow(node("A", expression="1"), node("B", expression="inputs['A'] + 1"),
+                 edges=[("A", "B")])
+    _, wf = await api("POST", "workflows", {"graph": graph})
+    runs_ws = await jp_ws_fetch("nexusflow", "api", "events", params={"level": "run"})
+    _, started = await api("POST", "runs", {"workflow_id": wf["workflow_id"]})
+    workers.start(1)
+    seen = await _read_until_final(runs_ws)
+    runs_ws.close()
+    assert {e["run"] for e in seen} == {started["run_id"]}
+    assert [e["node"] for e in seen] == [None] * len(seen)
+    assert [e["state"] for e in seen] == ["running", "succeeded"]
+    # the grid of runs reads many runs: their states without the outputs
+    code, full = await api("GET", f"runs/{started['run_id']}")
+    assert code == 200 and full["nodes"]["B"]["output"] == 2
+    code, light = await api("GET", f"runs/{started['run_id']}", params={"outputs": "false"})
+    assert code == 200 and light["nodes"]["B"]["state"] == "succeeded"
+    assert light["nodes"]["B"].get("output") is None
+    code, bad = await api("GET", f"runs/{started['run_id']}", params={"outputs": "no"})
+    assert code == 400 and bad["pointer"] == "?outputs"
+    with pytest.raises(Exception) as refused:
+        await jp_ws_fetch("nexusflow", "api", "events", params={"level": "nodes"})
+    assert "400" in str(refused.value)
 
 
 def _backdate(database_url: str, schedule_id: str) -> None:

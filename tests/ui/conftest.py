@@ -28,6 +28,8 @@ from nexusflow_kernel.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 UI_TESTS = REPO / "labextension" / "ui-tests"
+LAB_SETTINGS = REPO / "scripts" / "lab-settings"
+"""The settings defaults ``./dev lab`` starts JupyterLab with (announcements off)."""
 ARTIFACTS = Path(os.environ.get("NEXUSFLOW_UI_ARTIFACTS", REPO / "test-results" / "ui"))
 
 
@@ -97,18 +99,13 @@ def running_lab(base: Path, env: dict[str, str], *, token: str,
                 log_name: str = "jupyter.log", extra: tuple[str, ...] = ()) -> Iterator[Lab]:
     """Start `jupyter lab` on a free loopback port with its state under ``base``; stop it after.
 
-    Jupyter's data, runtime, settings and workspaces folders live under ``base`` (the news
-    toast is switched off), ``base/root`` is the server's root folder, and the server log is
-    kept as a test artifact named ``log_name``.
+    Jupyter's data, runtime, settings and workspaces folders live under ``base``, the news
+    toast is switched off as ``./dev lab`` does it (``LAB_SETTINGS``), ``base/root`` is the
+    server's root folder, and the server log is kept as a test artifact named ``log_name``.
     """
     root = base / "root"
     root.mkdir(exist_ok=True)
     settings_dir = base / "settings"
-    notification = settings_dir / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True, exist_ok=True)
-    (notification / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
     port = free_port()
     env = dict(
         env,
@@ -122,7 +119,8 @@ def running_lab(base: Path, env: dict[str, str], *, token: str,
         sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
         "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0",
         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", *extra,
+        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+        f"--LabApp.app_settings_dir={LAB_SETTINGS}", *extra,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(

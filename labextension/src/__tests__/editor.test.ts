@@ -6,10 +6,11 @@ import type { IFlow } from '../graph.js';
 import { copySelection, pasteElements } from '../editor/clipboard.js';
 import { connectionRefusal, edgeForConnection } from '../editor/connect.js';
 import { shortcutOf } from '../editor/keyboard.js';
-import { besideCentre, newNode, snapped } from '../editor/layout.js';
+import { allInside, freeSpot, insideView, newNode, NODE_SIZE, snapped } from '../editor/layout.js';
 import { deriveNodes, ICanvasNodeInputs } from '../editor/nodes.js';
 import { peersByNode, readPresence } from '../editor/presence.js';
-import { drawableEdges, flowProblems } from '../editor/problems.js';
+import { configProblem, drawableEdges, flowProblems } from '../editor/problems.js';
+import { defaultInputs, paramsSchema } from '../editor/inputs.js';
 import { applySelectChanges } from '../editor/selection.js';
 import { DEFAULT_SETTINGS } from '../editor/settings.js';
 
@@ -104,8 +105,24 @@ test('shortcuts need Ctrl or Cmd and never fire in a text field', () => {
 test('a new node snaps to the grid and starts with its schema defaults', () => {
   assert.deepEqual(snapped({ x: 31, y: 49 }, DEFAULT_SETTINGS), { x: 40, y: 40 });
   assert.deepEqual(snapped({ x: 31, y: 49 }, { ...DEFAULT_SETTINGS, snapToGrid: false }), { x: 31, y: 49 });
-  assert.deepEqual(besideCentre({ x: 100, y: 100 }, 0), { x: 10, y: 72 });
-  assert.deepEqual(besideCentre({ x: 100, y: 100 }, 7), { x: 70, y: 132 });
+  // Double-click: centred when free, else the nearest free place; never on a node.
+  assert.deepEqual(freeSpot({ x: 100, y: 100 }, []), { x: 10, y: 72 });
+  const taken = [{ x: 0, y: 60, width: 180, height: 56 }];
+  const spot = freeSpot({ x: 100, y: 100 }, taken);
+  const box = { ...spot, ...NODE_SIZE };
+  assert.ok(box.x >= 180 + 24 || box.x + box.width + 24 <= 0 || box.y >= 116 + 24 || box.y + box.height + 24 <= 60, JSON.stringify(spot));
+  const many = [taken[0]];
+  for (let i = 0; i < 12; i++) {
+    const p = freeSpot({ x: 100, y: 100 }, many);
+    assert.ok(!many.some(t => p.x < t.x + t.width && t.x < p.x + 180 && p.y < t.y + t.height && t.y < p.y + 56));
+    many.push({ ...p, ...NODE_SIZE });
+  }
+  // A drop near the view's left edge keeps the whole node inside the view.
+  const view = { x: 0, y: 0, width: 800, height: 600 };
+  assert.deepEqual(insideView({ x: -70, y: 300 }, view), { x: 12, y: 300 });
+  assert.deepEqual(insideView({ x: 790, y: 590 }, view), { x: 800 - 180 - 12, y: 600 - 56 - 12 });
+  assert.ok(allInside([{ x: 12, y: 300, width: 180, height: 56 }], view));
+  assert.ok(!allInside([{ x: 700, y: 300, width: 180, height: 56 }], view));
   const type = {
     type: 'transform',
     config_schema: { properties: { expression: { type: 'string', default: '1' }, other: { type: 'string' } } }
@@ -140,7 +157,10 @@ test('presence lists the other clients and who has which node selected', () => {
     [1, { user: { name: 'me' } }],
     [2, { user: { display_name: 'Ada', color: '#f00' }, nexusflow: { selected: ['A', 'B'] } }],
     [3, null],
-    [4, { user: { username: 'bob' }, nexusflow: { selected: ['B'] } }]
+    [4, { user: { username: 'bob' }, nexusflow: { selected: ['B'] } }],
+    [5, {}], // the server's document, or a page before JupyterLab knows its user: no one
+    [6, { nexusflow: { selected: ['C'] } }],
+    [7, { user: {} }]
   ]);
   const peers = readPresence(states, 1);
   assert.deepEqual(peers.map(p => p.clientId), [2, 4]);
@@ -148,4 +168,28 @@ test('presence lists the other clients and who has which node selected', () => {
     A: [{ name: 'Ada', color: '#f00' }],
     B: [{ name: 'Ada', color: '#f00' }, { name: 'bob', color: '#888' }]
   });
+});
+
+test('a node whose config its schema refuses is marked with the first fault', () => {
+  const schema = {
+    type: 'object',
+    properties: { expression: { type: 'string', minLength: 1 }, retries: { type: 'integer', minimum: 0 } },
+    required: ['expression']
+  };
+  assert.equal(configProblem(schema, {}), 'expression is required');
+  assert.equal(configProblem(schema, { retries: -1 }), 'expression is required (and 1 more)');
+  assert.equal(configProblem(schema, { expression: '1' }), undefined);
+  assert.equal(configProblem(undefined, {}), undefined); // type unknown: flagged elsewhere
+});
+
+test('run inputs are a form from the params: defaults filled, required without one', () => {
+  const params = {
+    n: { type: 'integer', default: 3 },
+    name: { type: 'string', description: 'who' },
+    mode: { type: 'string', enum: ['fast', 'slow'], default: 'fast' }
+  };
+  const schema = paramsSchema(params as any);
+  assert.deepEqual(schema.required, ['name']);
+  assert.equal(schema.properties.mode.enum.length, 2);
+  assert.deepEqual(defaultInputs(params as any), { n: 3, mode: 'fast' });
 });

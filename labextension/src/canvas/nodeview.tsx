@@ -129,6 +129,11 @@ function NodeView({ id, data, selected }: NodeProps<NxNode>): JSX.Element {
       {(problem || unknown) && (
         <div className="nf-node-problem">{problem ?? `unknown type '${node.type}'`}</div>
       )}
+      {run?.waiting && (
+        <div className="nf-node-waiting" role="status" data-waiting>
+          {run.waiting}
+        </div>
+      )}
       <NodeRunActions node={node} run={run} />
       {peers.length > 0 && (
         <div className="nf-node-peers">

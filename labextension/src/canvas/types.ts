@@ -16,6 +16,8 @@ export interface INodeRun {
   pinned?: boolean;
   /** A map node's item counts (its `running` events carry them). */
   items?: IItemCounts;
+  /** Why a queued node is not taken ("waiting: no live worker serves queue ..."). */
+  waiting?: string | null;
 }
 
 /** How far a map node's items are (`items` of its events and of GET runs/{id}). */

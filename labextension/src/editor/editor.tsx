@@ -38,6 +38,7 @@ import { Palette, usePaletteDrop } from './palette.js';
 import { usePresence } from './presence.js';
 import { drawableEdges, flowProblems } from './problems.js';
 import { useRunDetails, withDetails } from './rundetails.js';
+import { RunGrid } from './rungrid.js';
 import { useRunView } from './runview.js';
 import { useSelection } from './selection.js';
 import { ICanvasSettings } from './settings.js';
@@ -61,7 +62,8 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
   const secrets = useSecretNames();
   const [notice, notify, dismiss] = useNotice();
   const selection = useSelection();
-  const [view, pickRun] = useRunView(doc);
+  const [view, pickRun, pinnedRun, newestRun] = useRunView(doc, path);
+  const [gridOpen, setGridOpen] = useState(false);
   const { peers, byNode } = usePresence(doc, selection.nodes);
   const [logsFor, setLogsFor] = useState<string | null>(null);
   const wrapper = useRef<HTMLDivElement>(null);
@@ -123,7 +125,7 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
   );
 
   const connect = useConnect(doc, flow, drawable, notify);
-  const { autoLayout, addNode, toFlow } = useLayout({
+  const { autoLayout, addNode, toFlow, fitAll } = useLayout({
     doc, flow, drawable, settings, wrapper, shown: rfNodes.length, select: selectNodes
   });
   const drop = usePaletteDrop(catalog, toFlow, addNode);
@@ -144,11 +146,13 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
       className="nf-editor"
       data-nexusflow-editor
       data-run-id={view.runId ?? ''}
+      data-pinned-run={pinnedRun ?? ''}
       data-event-lag-ms={view.lastLagMs ?? ''}
     >
       <Toolbar
-        doc={doc} path={path()} flow={flow} view={view} pick={pickRun} notify={notify}
-        autoLayout={autoLayout} peers={peers}
+        doc={doc} path={path()} flow={flow} view={view} pick={pickRun} pinned={pinnedRun} notify={notify}
+        autoLayout={autoLayout} fitAll={fitAll} peers={peers}
+        gridOpen={gridOpen} toggleGrid={() => setGridOpen(o => !o)}
       />
       <Banners serverError={!!catalog.error} problems={problems} notice={notice} dismiss={dismiss} />
       <div className="nf-body">
@@ -174,14 +178,6 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
             proOptions={{ hideAttribution: true }}
           >
             {settings.showGrid && <Background variant={BackgroundVariant.Dots} gap={settings.gridSize} size={1} />}
-            {settings.showMinimap && (
-              <MiniMap
-                pannable
-                zoomable
-                style={{ width: 160, height: 110 }}
-                nodeColor={n => PHASE_COLORS[phase((n.data as any)?.run)] ?? '#9ca3af'}
-              />
-            )}
             <Controls />
           </ReactFlow>
           </NodeActions.Provider>
@@ -199,12 +195,38 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
           )}
           <DescribePanel doc={doc} shownNodes={flow.nodes.length} types={catalog.types} />
         </div>
-        <SidePanel
-          doc={doc} flow={flow} selected={selection.nodes} catalog={catalog} secrets={secrets}
-          runs={runs} onShowLogs={view.runId ? setLogsFor : undefined}
-          path={path()} runId={view.runId} openPath={openPath} notify={notify}
-        />
+        <div className="nf-right">
+          <SidePanel
+            doc={doc} flow={flow} selected={selection.nodes} catalog={catalog} secrets={secrets}
+            runs={runs} onShowLogs={view.runId ? setLogsFor : undefined}
+            path={path()} runId={view.runId} openPath={openPath} notify={notify}
+          />
+          {settings.showMinimap && (
+            // Beside the canvas, not over it: it never covers a node (nor moves with the logs).
+            <MiniMap
+              className="nf-minimap"
+              pannable
+              zoomable
+              style={{ width: 160, height: 110 }}
+              nodeColor={n => PHASE_COLORS[phase((n.data as any)?.run)] ?? '#9ca3af'}
+            />
+          )}
+        </div>
       </div>
+      {gridOpen && (
+        <RunGrid
+          path={path}
+          flow={flow}
+          shownRun={view.runId}
+          pulse={`${newestRun}/${view.runId}/${view.status}`}
+          onPickRun={runId => pickRun(runId === newestRun ? null : runId)}
+          onCell={(runId, nodeId) => {
+            pickRun(runId === newestRun ? null : runId);
+            setLogsFor(nodeId);
+          }}
+          onClose={() => setGridOpen(false)}
+        />
+      )}
       {logsFor && view.runId && (
         <NodeDetails
           runId={view.runId}

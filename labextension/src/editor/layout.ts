@@ -1,6 +1,8 @@
 /**
- * Where nodes go: the view fitted to the file as it opened, auto-layout (dagre), and the
- * place of a node added from the palette (snapped to the grid).
+ * Where nodes go: the view fitted to the file as it opened, Fit, nodes added elsewhere brought
+ * into view, auto-layout (dagre), and the place of a node added from the palette: a free place
+ * near the middle (double-click) or where it was dropped, whole inside the view (snapped to the
+ * grid).
  */
 import React, { useCallback, useEffect, useRef } from 'react';
 import { useReactFlow } from '@xyflow/react';
@@ -16,11 +18,63 @@ export function snapped(pos: IPosition, settings: ICanvasSettings): IPosition {
   return { x: Math.round(pos.x / snap) * snap, y: Math.round(pos.y / snap) * snap };
 }
 
-/** Where the n-th node added without a drop point goes: near the centre, stepped so that
- *  several added in a row do not cover each other. */
-export function besideCentre(centre: IPosition, n: number): IPosition {
-  const step = 30 * (n % 5);
-  return { x: centre.x - 90 + step, y: centre.y - 28 + step };
+/** A node's box in flow coordinates. */
+export interface IBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** The size a node is drawn at (canvas.css: `.nf-node` has a fixed width). */
+export const NODE_SIZE = { width: 180, height: 56 };
+const GAP = 24;
+
+function overlap(a: IBox, b: IBox): boolean {
+  return a.x < b.x + b.width + GAP && b.x < a.x + a.width + GAP && a.y < b.y + b.height + GAP && b.y < a.y + a.height + GAP;
+}
+
+/**
+ * Where a node added without a drop point goes: centred on `centre` if that place is free,
+ * else the nearest free place on rings around it (row by row, so it stays in view), never on
+ * top of a node of `taken`.
+ */
+export function freeSpot(centre: IPosition, taken: readonly IBox[], size = NODE_SIZE): IPosition {
+  const origin = { x: centre.x - size.width / 2, y: centre.y - size.height / 2 };
+  const stepX = size.width + GAP;
+  const stepY = size.height + GAP;
+  for (let ring = 0; ring < 30; ring++) {
+    const candidates: IPosition[] = [];
+    for (let dy = -ring; dy <= ring; dy++) {
+      for (let dx = -ring; dx <= ring; dx++) {
+        if (Math.max(Math.abs(dx), Math.abs(dy)) === ring) {
+          candidates.push({ x: origin.x + dx * stepX, y: origin.y + dy * stepY });
+        }
+      }
+    }
+    candidates.sort((a, b) => Math.hypot(a.x - origin.x, a.y - origin.y) - Math.hypot(b.x - origin.x, b.y - origin.y));
+    const free = candidates.find(c => !taken.some(t => overlap({ ...c, ...size }, t)));
+    if (free) {
+      return free;
+    }
+  }
+  return origin;
+}
+
+/** Move `pos` (a node's top-left corner) so that the whole node lies inside `view`. */
+export function insideView(pos: IPosition, view: IBox, size = NODE_SIZE, margin = 12): IPosition {
+  const clamp = (v: number, lo: number, hi: number) => (hi < lo ? lo : Math.min(Math.max(v, lo), hi));
+  return {
+    x: clamp(pos.x, view.x + margin, view.x + view.width - size.width - margin),
+    y: clamp(pos.y, view.y + margin, view.y + view.height - size.height - margin)
+  };
+}
+
+/** Whether every box of `boxes` lies inside `view`. */
+export function allInside(boxes: readonly IBox[], view: IBox): boolean {
+  return boxes.every(
+    b => b.x >= view.x && b.y >= view.y && b.x + b.width <= view.x + view.width && b.y + b.height <= view.y + view.height
+  );
 }
 
 /** Return the node a palette type adds to `flow` at `pos`: a fresh id, the schema's defaults. */
@@ -45,14 +99,61 @@ export function useLayout(opts: {
   const { doc, flow, drawable, settings, wrapper, shown, select } = opts;
   const rf = useReactFlow();
 
-  // Fit the view to the content the file opened with (never later, when nodes get added).
+  /** The part of the flow the canvas shows now, in flow coordinates. */
+  const visible = useCallback((): IBox | null => {
+    const box = wrapper.current?.getBoundingClientRect();
+    if (!box || !box.width || !box.height) {
+      return null;
+    }
+    const a = rf.screenToFlowPosition({ x: box.left, y: box.top });
+    const b = rf.screenToFlowPosition({ x: box.right, y: box.bottom });
+    return { x: a.x, y: a.y, width: b.x - a.x, height: b.y - a.y };
+  }, [rf, wrapper]);
+
+  // Fit the view to the content the file opened with; afterwards, nodes that arrive from
+  // elsewhere (a notebook's link, another user) are brought into view when they land outside.
   const fitted = useRef(doc.nodes.size === 0);
+  const known = useRef<Set<string> | null>(null);
   useEffect(() => {
     if (!fitted.current && shown) {
       fitted.current = true;
       window.setTimeout(() => rf.fitView({ maxZoom: 1.2 }), 30);
     }
   }, [shown, rf]);
+  const arrived = useRef<{ ids: Set<string>; timer: number | undefined }>({ ids: new Set(), timer: undefined });
+  useEffect(() => {
+    const ids = new Set(flow.nodes.map(n => n.id));
+    const before = known.current;
+    known.current = ids;
+    if (!before || !fitted.current) {
+      return;
+    }
+    const pending = arrived.current;
+    ids.forEach(id => !before.has(id) && pending.ids.add(id));
+    if (!pending.ids.size || pending.timer !== undefined) {
+      return;
+    }
+    pending.timer = window.setTimeout(() => {
+      // after a frame or two, so that the new nodes are measured
+      const fresh = Array.from(pending.ids);
+      pending.ids = new Set();
+      pending.timer = undefined;
+      const view = visible();
+      const boxes = rf
+        .getNodes()
+        .filter(n => fresh.includes(n.id))
+        .map(n => ({ ...n.position, width: n.measured?.width ?? NODE_SIZE.width, height: n.measured?.height ?? NODE_SIZE.height }));
+      if (view && boxes.length && !allInside(boxes, view)) {
+        void rf.fitView({ nodes: fresh.map(id => ({ id })), maxZoom: rf.getZoom(), duration: 300, padding: 0.3 });
+      }
+    }, 80);
+  }, [flow, rf, visible]);
+  useEffect(() => () => window.clearTimeout(arrived.current.timer), []);
+
+  /** Show every node (the toolbar's Fit button). */
+  const fitAll = useCallback(() => {
+    void rf.fitView({ maxZoom: 1.2, duration: 300 });
+  }, [rf]);
 
   const autoLayout = useCallback(() => {
     const sizes = new Map(rf.getNodes().map(n => [n.id, n.measured]));
@@ -64,27 +165,34 @@ export function useLayout(opts: {
     window.setTimeout(() => rf.fitView({ duration: 300 }), 50);
   }, [doc, flow, drawable, rf]);
 
-  /** Add a node of `type` at `position` (flow coordinates), or near the middle of the view. */
+  /**
+   * Add a node of `type` dropped at `position` (flow coordinates; kept whole inside the view),
+   * or, without one, at the free place nearest the middle of the view.
+   */
   const addNode = useCallback(
     (type: INodeType, position?: IPosition) => {
-      let pos = position;
-      if (!pos) {
-        const box = wrapper.current?.getBoundingClientRect();
-        const centre = rf.screenToFlowPosition({
-          x: (box?.left ?? 0) + (box?.width ?? 400) / 2,
-          y: (box?.top ?? 0) + (box?.height ?? 300) / 2
-        });
-        pos = besideCentre(centre, flow.nodes.length);
+      const view = visible();
+      let pos: IPosition;
+      if (position) {
+        pos = view ? insideView(position, view) : position;
+      } else {
+        const centre = view ? { x: view.x + view.width / 2, y: view.y + view.height / 2 } : { x: 0, y: 0 };
+        const taken = rf.getNodes().map(n => ({
+          ...n.position,
+          width: n.measured?.width ?? NODE_SIZE.width,
+          height: n.measured?.height ?? NODE_SIZE.height
+        }));
+        pos = freeSpot(centre, taken);
       }
       const node = newNode(type, flow, pos, settings);
       doc.addElements([node]);
       select([node.id]);
     },
-    [doc, flow, rf, settings, wrapper, select]
+    [doc, flow, rf, settings, visible, select]
   );
 
   /** Turn a point on the screen into flow coordinates. */
   const toFlow = useCallback((p: IPosition) => rf.screenToFlowPosition(p), [rf]);
 
-  return { autoLayout, addNode, toFlow };
+  return { autoLayout, addNode, toFlow, fitAll };
 }

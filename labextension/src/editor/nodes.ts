@@ -8,6 +8,7 @@ import type { INodeType } from '../api.js';
 import type { NxNode } from '../canvas/nodeview.js';
 import type { INodeRun, IPeer } from '../canvas/types.js';
 import type { IFlow } from '../graph.js';
+import { configProblem } from './problems.js';
 
 export interface ICanvasNodeInputs {
   flow: IFlow;
@@ -30,7 +31,7 @@ export function deriveNodes(prev: readonly NxNode[], inputs: ICanvasNodeInputs):
     const typeInfo = types?.get(node.type);
     const run = runs.get(node.id);
     const nodePeers = peers.get(node.id) ?? [];
-    const problem = onCycles.has(node.id) ? 'on a cycle' : undefined;
+    const problem = onCycles.has(node.id) ? 'on a cycle' : configProblem(typeInfo?.config_schema, node.config);
     const sig = JSON.stringify([node, !!typeInfo, !!types, run, nodePeers, problem]);
     const position = old?.dragging ? old.position : node.position ?? { x: 0, y: 0 };
     const isSelected = selected.has(node.id);

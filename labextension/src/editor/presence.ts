@@ -17,14 +17,22 @@ export interface IPresence {
   selected: string[];
 }
 
-/** Return the other clients of an awareness state map (ours and empty states left out). */
+/** Whether an awareness state is a person: a page whose user is known. A page publishes its
+ *  state before JupyterLab has told it who the user is, and the server's own document has a
+ *  state too: neither is someone to show. */
+export function isPerson(state: any): boolean {
+  const user = state?.user;
+  return !!user && typeof user === 'object' && !!(user.username || user.name || user.display_name);
+}
+
+/** Return the other people of an awareness state map (ours and states of no one left out). */
 export function readPresence(states: Map<number, any>, selfId: number): IPresence[] {
   const out: IPresence[] = [];
   states.forEach((state, clientId) => {
-    if (clientId === selfId || !state) {
+    if (clientId === selfId || !isPerson(state)) {
       return;
     }
-    out.push({ clientId, user: state.user ?? {}, selected: state.nexusflow?.selected ?? [] });
+    out.push({ clientId, user: state.user, selected: state.nexusflow?.selected ?? [] });
   });
   return out;
 }
@@ -53,9 +61,19 @@ export function usePresence(
   useEffect(() => {
     const awareness = doc.awareness;
     const read = () => setPeers(readPresence(awareness.getStates(), awareness.clientID));
+    // Someone new: say we are here now. The server relays awareness updates but keeps no
+    // states for newcomers, so without this they would learn of us only at our next renewal
+    // (every 15 s).
+    const onChange = ({ added }: { added: number[] }) => {
+      read();
+      const local = awareness.getLocalState();
+      if (local && added.some(id => id !== awareness.clientID)) {
+        awareness.setLocalState({ ...local });
+      }
+    };
     read();
-    awareness.on('change', read);
-    return () => awareness.off('change', read);
+    awareness.on('change', onChange);
+    return () => awareness.off('change', onChange);
   }, [doc]);
   useEffect(() => {
     doc.awareness.setLocalStateField('nexusflow', { selected: Array.from(selected) });

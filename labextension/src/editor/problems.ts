@@ -1,5 +1,7 @@
-/** What is wrong with the flow as drawn: dangling edges, cycles, unknown node types. Pure. */
-import type { IFlow, IFlowEdge } from '../graph.js';
+/** What is wrong with the flow as drawn: dangling edges, cycles, unknown node types, a node's
+ *  config its type's schema refuses. Pure. */
+import type { IFlow, IFlowEdge, JSONObject } from '../graph.js';
+import { Schema, validate } from './schema.js';
 
 /** Return the edges whose two ends exist (the others cannot be drawn). */
 export function drawableEdges(flow: IFlow): IFlowEdge[] {
@@ -31,4 +33,19 @@ export function flowProblems(
     }
   }
   return out;
+}
+
+/** Say what is wrong with a node's config for its type's schema (the first fault, and how many
+ *  more), or nothing when it is valid; the node is marked on the canvas with it. */
+export function configProblem(schema: Schema | undefined, config: JSONObject | undefined): string | undefined {
+  if (!schema) {
+    return undefined;
+  }
+  const faults = validate(schema, config ?? {});
+  if (!faults.length) {
+    return undefined;
+  }
+  const [pointer, message] = faults[0];
+  const where = pointer.replace(/^\//, '').replace(/\//g, '.') || 'config';
+  return `${where} ${message}${faults.length > 1 ? ` (and ${faults.length - 1} more)` : ''}`;
 }

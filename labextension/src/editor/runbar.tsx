@@ -14,11 +14,13 @@ interface IToolbarProps {
   flow: IFlow;
   view: IRunView;
   pick: (runId: string | null) => void;
+  /** The run the user pinned in the history (null: the canvas follows the newest run). */
+  pinned: string | null;
   notify: Notify;
 }
 
 /** Run (with an inputs form), Cancel, Retry from failed and the run history picker. */
-export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProps): JSX.Element {
+export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToolbarProps): JSX.Element {
   const [history, setHistory] = useState<IRunSummary[] | null>(null);
   const [asking, setAsking] = useState(false);
   const [busy, setBusy] = useState(false);
@@ -145,7 +147,7 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
         onMouseDown={loadHistory}
         onChange={e => pick(e.target.value || null)}
       >
-        <option value="">{view.runId ? 'current run' : 'No run'}</option>
+        <option value="">{view.runId ? 'newest run' : 'No run'}</option>
         {view.runId && !(history ?? []).some(r => r.run_id === view.runId) && (
           <option value={view.runId}>{view.runId.slice(0, 8)} · {view.status ?? '…'}</option>
         )}
@@ -156,6 +158,16 @@ export function RunToolbar({ doc, path, flow, view, pick, notify }: IToolbarProp
           </option>
         ))}
       </select>
+      {pinned && (
+        <button
+          className="nf-btn nf-follow"
+          data-action="follow-newest"
+          title="This run is pinned: runs started elsewhere do not replace it. Show the newest run again."
+          onClick={() => pick(null)}
+        >
+          ⇥ Follow newest
+        </button>
+      )}
       {view.runId && (
         <span className={`nf-run-status nf-run-${view.status ?? 'starting'}`} data-run-status={view.status ?? ''}>
           {view.status ?? 'starting'}

@@ -1,10 +1,14 @@
 /**
- * The run shown on the canvas: the one the shared document points at (so a run pressed by
- * anyone is followed by everyone), or one picked from the history; its node states come from
- * the events websocket, applied once per animation frame.
+ * The run shown on the canvas: the newest run of the flow, wherever it was started (a canvas,
+ * REST, a notebook, a webhook, a schedule, the CLI), unless the user pinned one in the history;
+ * its node states come from the events websocket, applied once per animation frame.
+ *
+ * The newest run is learnt three ways: `GET runs?path=` when the canvas opens, the shared
+ * document's `runId` (a run pressed on any canvas of the file), and the runs' own events
+ * (`events?level=run`): a run not seen before makes the canvas ask `GET runs?path=` again.
  */
-import { useEffect, useState } from 'react';
-import { followRun, IRunEvent } from '../api.js';
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { api, followRun, followRuns, IRunEvent } from '../api.js';
 import type { INodeRun } from '../canvas/types.js';
 import type { NxFlowDoc } from '../model.js';
 
@@ -27,22 +31,70 @@ function eventTime(at: string | number | undefined): number | null {
   return Number.isFinite(t) ? t : null;
 }
 
-/** Follow the run shown; return the state of every node and a way to pick another run. */
-export function useRunView(doc: NxFlowDoc): [IRunView, (runId: string | null) => void] {
-  const [shared, setShared] = useState<string | null>(doc.runId);
-  const [picked, setPicked] = useState<string | null>(null);
+/** The newest run of the file at `path`, kept up to date wherever runs start. */
+export function useNewestRun(doc: NxFlowDoc, path: () => string): string | null {
+  const [newest, setNewest] = useState<string | null>(doc.runId);
+  const pathNow = useRef(path);
+  pathNow.current = path; // the host passes a new function each render; the file may move
   useEffect(() => {
     const onChange = () => {
-      if (doc.runId !== shared) {
-        setShared(doc.runId);
-        setPicked(null);
+      if (doc.runId) {
+        setNewest(doc.runId);
       }
     };
     doc.ystate.observe(onChange);
     return () => doc.ystate.unobserve(onChange);
-  }, [doc, shared]);
-  const view = useFollowedRun(picked ?? shared);
-  return [view, (id: string | null) => setPicked(id)];
+  }, [doc]);
+  useEffect(() => {
+    let alive = true;
+    let lastSeen: string | null = null;
+    let timer: number | undefined;
+    const known = new Set<string>();
+    const ask = () => {
+      api.runs(pathNow.current(), 1).then(
+        runs => {
+          const top = runs[0]?.run_id ?? null;
+          if (alive && top && top !== lastSeen) {
+            lastSeen = top;
+            setNewest(top);
+          }
+        },
+        () => undefined // no server: the shared document's run still shows
+      );
+    };
+    ask();
+    const stream = followRuns((event: IRunEvent) => {
+      if (event.node !== null && event.node !== undefined) {
+        return;
+      }
+      if (!known.has(event.run)) {
+        known.add(event.run);
+        window.clearTimeout(timer);
+        timer = window.setTimeout(ask, 150); // several runs starting at once: one question
+      }
+    });
+    return () => {
+      alive = false;
+      window.clearTimeout(timer);
+      stream.close();
+    };
+  }, [doc]);
+  return newest;
+}
+
+/**
+ * Follow the run shown; return the state of every node, a way to pin a run (`null` follows
+ * the newest again), the run pinned and the newest run.
+ */
+export function useRunView(
+  doc: NxFlowDoc,
+  path: () => string
+): [IRunView, (runId: string | null) => void, string | null, string | null] {
+  const newest = useNewestRun(doc, path);
+  const [pinned, setPinned] = useState<string | null>(null);
+  const view = useFollowedRun(pinned ?? newest);
+  const pick = useCallback((id: string | null) => setPinned(id), []);
+  return [view, pick, pinned, newest];
 }
 
 /** Follow one run's events (any run: the one shown, or a sub-flow's child run drilled into). */
@@ -85,7 +137,8 @@ export function useFollowedRun(runId: string | null): IRunView {
             state: event.state,
             attempt: event.attempt,
             error: event.error ?? null,
-            ...(items ? { items } : {})
+            ...(items ? { items } : {}),
+            waiting: event.waiting?.kind === 'worker' ? event.waiting.message ?? null : null
           });
         }
         schedule();

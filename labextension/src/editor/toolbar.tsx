@@ -3,7 +3,7 @@ import React from 'react';
 import type { IFlow } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import type { Notify } from './notice.js';
-import type { IPresence } from './presence.js';
+import { displayName, IPresence } from './presence.js';
 import { RunToolbar } from './runbar.js';
 import type { IRunView } from './runview.js';
 
@@ -15,11 +15,11 @@ function Presence({ peers }: { peers: IPresence[] }): JSX.Element {
           key={p.clientId}
           className="nf-avatar"
           style={{ background: p.user.color ?? '#888' }}
-          title={`${p.user.display_name || p.user.name || 'someone'}${
+          title={`${displayName(p.user)}${
             p.selected.length ? ` — selected ${p.selected.join(', ')}` : ''
           }`}
         >
-          {p.user.initials || (p.user.name ?? '?').slice(0, 1)}
+          {p.user.initials || displayName(p.user).slice(0, 1).toUpperCase()}
         </span>
       ))}
     </div>
@@ -32,20 +32,36 @@ export function Toolbar(props: {
   flow: IFlow;
   view: IRunView;
   pick: (runId: string | null) => void;
+  pinned: string | null;
   notify: Notify;
   autoLayout: () => void;
+  fitAll: () => void;
   peers: IPresence[];
+  gridOpen: boolean;
+  toggleGrid: () => void;
 }): JSX.Element {
-  const { doc, autoLayout, peers } = props;
+  const { doc, autoLayout, fitAll, peers } = props;
   return (
     <div className="nf-toolbar">
-      <RunToolbar doc={doc} path={props.path} flow={props.flow} view={props.view} pick={props.pick} notify={props.notify} />
+      <RunToolbar doc={doc} path={props.path} flow={props.flow} view={props.view} pick={props.pick} pinned={props.pinned}
+        notify={props.notify} />
+      <button
+        className={`nf-btn${props.gridOpen ? ' nf-active' : ''}`}
+        data-action="history-grid"
+        title="The run history as a grid: a column per run, a row per node"
+        onClick={props.toggleGrid}
+      >
+        ▦ History
+      </button>
       <span className="nf-spacer" />
       <button className="nf-btn" data-action="undo" title="Undo your last change (Ctrl+Z)" onClick={() => doc.undo()}>
         ↶
       </button>
       <button className="nf-btn" data-action="redo" title="Redo (Ctrl+Shift+Z)" onClick={() => doc.redo()}>
         ↷
+      </button>
+      <button className="nf-btn" data-action="fit" title="Fit the view to every node" onClick={fitAll}>
+        ⤢ Fit
       </button>
       <button className="nf-btn" data-action="layout" title="Arrange the nodes top-down" onClick={autoLayout}>
         Auto-layout
