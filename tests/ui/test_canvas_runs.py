@@ -16,7 +16,7 @@ GLOW = {
         {"id": "first", "type": "transform", "position": {"x": 0, "y": 0},
          "config": {"expression": "21"}},
         {"id": "pause", "type": "sleep", "position": {"x": 0, "y": 120},
-         "config": {"seconds": 1}},
+         "config": {"seconds": 4}},
         {"id": "double", "type": "transform", "position": {"x": 0, "y": 240},
          "config": {"expression": "inputs['first'] * 2"}},
     ],
