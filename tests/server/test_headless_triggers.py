@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+import redis
 from nexusflow_server.triggers import plan_firings
 from nftest import ServiceProcess, flow, node, wait_run
 
@@ -131,6 +132,8 @@ def test_schedules_fire_headless_once_with_two_services_and_follow_misfire(
             hourly = f"{minute} * * * *"
             skip = api.post(f"workflows/{wid}/schedules", json={"cron": hourly}).json()
             assert skip["misfire"] == "skip" and skip["skipped_firings"] == 0
+            queue = api.post(f"workflows/{wid}/queues", json={"stream": "orders"})
+            assert queue.status_code == 201, queue.text
             every_minute = api.post(
                 f"workflows/{wid}/schedules", json={"cron": "* * * * *", "inputs": {"x": 41}}
             ).json()
@@ -210,6 +213,23 @@ def test_schedules_fire_headless_once_with_two_services_and_follow_misfire(
         runs = [r for r in engine.list_runs(limit=50) if r["trigger"] == "schedule"]
         assert len(runs) == 3 + len(once)  # one run per firing, none twice
         assert len(_firings(db, catch_up["schedule_id"])) == 3
+
+        # A queue trigger, consumed by both services: each message starts exactly one run.
+        r = redis.Redis.from_url(keyed.redis_url)
+        for i in range(6):
+            r.xadd("orders", {"payload": json.dumps({"x": i})})
+        queued = _wait(
+            "six queue runs",
+            lambda: (lambda rs: rs if len(rs) >= 6 else None)(
+                [x for x in engine.list_runs(limit=50) if x["trigger"] == "queue"]
+            ),
+        )
+        time.sleep(3)  # both keep consuming: no message starts a second run
+        queued = [x for x in engine.list_runs(limit=50) if x["trigger"] == "queue"]
+        done = [wait_run(engine, x["run_id"]) for x in queued]
+        assert sorted(d["inputs"]["x"] for d in done) == list(range(6))
+        for d in done:
+            assert d["status"] == "succeeded", d
     finally:
         for s in services:
             s.stop()
