@@ -104,8 +104,9 @@ const scenarios = {
     const bar = `${MAIN} [data-node-id="ask"] [data-approval]`;
     await page.waitForSelector(`${bar} [data-action="approve"]`, { timeout: TIMEOUT });
     await other.waitForSelector(`${bar} [data-action="approve"]`, { timeout: TIMEOUT });
-    const message = await page.$eval(`${bar} .nf-node-message`, e => e.textContent);
-    const watcherMessage = await other.$eval(`${bar} .nf-node-message`, e => e.textContent);
+    // The buttons come with the node's state; its message with the run's details, read next.
+    const message = await (await page.waitForSelector(`${bar} .nf-node-message`, { timeout: TIMEOUT })).textContent();
+    const watcherMessage = await (await other.waitForSelector(`${bar} .nf-node-message`, { timeout: TIMEOUT })).textContent();
     await shot(other, 'approve-waiting-watcher');
     await page.fill(`${bar} input[aria-label="Decision comment"]`, 'checked the numbers');
     await shot(page, 'approve-waiting');
