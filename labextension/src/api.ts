@@ -117,6 +117,15 @@ export interface ITestRequest {
 export interface IRunOptions {
   /** Nodes with a pinned output give it instead of running. */
   use_pins?: boolean;
+  /** The environment the run runs in (absent: dev). */
+  env?: string;
+}
+
+/** An environment (GET envs). */
+export interface IEnvironment {
+  name: string;
+  restricted: boolean;
+  description?: string | null;
 }
 
 /** What a waiting node waits for (GET runs/{id}: nodes[id].waiting). */
@@ -249,8 +258,11 @@ export const api = {
     post<{ run_id: string }>('runs', {
       path,
       inputs,
-      ...(options.use_pins ? { use_pins: true } : {})
+      ...(options.use_pins ? { use_pins: true } : {}),
+      ...(options.env ? { env: options.env } : {})
     }).then(r => r.run_id),
+  environments: () =>
+    request<{ environments: IEnvironment[] }>('envs').then(r => r.environments),
   runs: (path: string, limit = 50) =>
     request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}&limit=${limit}`).then(
       r => r.runs

@@ -86,6 +86,29 @@ async function drag(page, from, to) {
 }
 
 const scenarios = {
+  /** Run in an environment picked in the toolbar (its variables reach env['NAME']). */
+  async environment(browser) {
+    const page = await openPage(browser, 'environment');
+    await waitForNodes(page, 1);
+    const picker = '[data-action="env"]';
+    await page.focus(picker);
+    await page.waitForSelector(`${picker} option[value="${process.env.ENV_NAME}"]`, {
+      state: 'attached',
+      timeout: TIMEOUT
+    });
+    const offered = await page.$$eval(`${picker} option`, els => els.map(e => e.value));
+    await page.selectOption(picker, process.env.ENV_NAME);
+    await page.click('[data-action="run"]');
+    await page.waitForFunction(
+      () => document.querySelector('[data-run-status]')?.getAttribute('data-run-status') === 'succeeded',
+      null,
+      { timeout: 60000 }
+    );
+    const runId = await page.$eval('select.nf-history', e => e.value);
+    await shot(page, 'environment-run');
+    return { offered, runId, errors: page.errors };
+  },
+
   /** The file opens in the canvas with its nodes and edges. */
   async open(browser) {
     const page = await openPage(browser, 'open');

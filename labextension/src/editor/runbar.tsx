@@ -1,5 +1,5 @@
-/** The run toolbar: Run (asking for inputs when the flow has params; with pins or not),
- *  Cancel, Retry (as it ran, or with the current flow), history. */
+/** The run toolbar: Run (asking for inputs when the flow has params; with pins or not; in an
+ *  environment), Cancel, Retry (as it ran, or with the current flow), history. */
 import React, { useState } from 'react';
 import { api, ApiError, IRunSummary } from '../api.js';
 import type { IFlow, JSONObject } from '../graph.js';
@@ -27,6 +27,8 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
   const [usePins, setUsePins] = useState(false);
   const [current, setCurrent] = useState(false);
   const [refused, setRefused] = useState<string | null>(null);
+  const [envs, setEnvs] = useState<string[] | null>(null);
+  const [env, setEnv] = useState('');
   const pins = flow.nodes.filter(n => n.pin).length;
   const params = flow.params ?? {};
   const hasParams = Object.keys(params).length > 0;
@@ -36,7 +38,10 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
     setBusy(true);
     setRefused(null);
     try {
-      const runId = await api.startRun(path, inputs, { use_pins: usePins && pins > 0 });
+      const runId = await api.startRun(path, inputs, {
+        use_pins: usePins && pins > 0,
+        env: env || undefined
+      });
       doc.runId = runId;
       pick(null);
     } catch (err) {
@@ -73,6 +78,12 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
       setBusy(false);
     }
   };
+  const loadEnvs = () => {
+    api.environments().then(
+      list => setEnvs(list.map(e => e.name).filter(n => n !== 'dev')),
+      err => notify(`Environments: ${(err as Error).message}`)
+    );
+  };
   const loadHistory = () => {
     api.runs(path).then(setHistory, err => notify(`Run history: ${(err as Error).message}`));
   };
@@ -87,6 +98,24 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
       >
         ▶ Run
       </button>
+      <select
+        className="nf-input nf-env"
+        aria-label="Environment"
+        data-action="env"
+        title="The environment the run runs in: its variables (env['NAME']), secrets and connections"
+        value={env}
+        onFocus={loadEnvs}
+        onMouseDown={loadEnvs}
+        onChange={e => setEnv(e.target.value)}
+      >
+        <option value="">dev</option>
+        {env && !(envs ?? []).includes(env) && <option value={env}>{env}</option>}
+        {(envs ?? []).map(name => (
+          <option key={name} value={name}>
+            {name}
+          </option>
+        ))}
+      </select>
       {pins > 0 && (
         <label
           className="nf-check"
@@ -154,6 +183,7 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
         {(history ?? []).map(r => (
           <option key={r.run_id} value={r.run_id}>
             {r.run_id.slice(0, 8)} · {r.status}
+            {r.env && r.env !== 'dev' ? ` · ${String(r.env)}` : ''}
             {r.created_at ? ` · ${new Date(String(r.created_at)).toLocaleString()}` : ''}
           </option>
         ))}
