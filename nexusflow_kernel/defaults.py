@@ -48,7 +48,8 @@ MAX_LOG_BYTES = 256 * 1024
 """Largest log text kept per attempt; the rest is cut with a marker."""
 
 IO_SLOTS = 64
-"""I/O-bound map items (HTTP, SQL) one worker process keeps waiting at once, in threads."""
+"""I/O-bound nodes (HTTP, SQL, AI) one worker process keeps waiting at once, in threads;
+as many again for map items of those types."""
 
 DEFAULT_MAX_ATTEMPTS = 1
 """Attempts per node when the node has no ``retry``."""

@@ -54,6 +54,15 @@ class Claim:
     resume_state: dict[str, Any] | None
     plan: RunPlan
     max_attempts: int
+    more: list[Claim] = field(default_factory=list)
+    """Further ready nodes claimed with this one (same token): a batch, run one after
+    another and recorded together (``finish_batch``)."""
+    held: Sequence[int] = ()
+    """Every node of the batch still held (their leases are renewed together)."""
+
+
+BATCH_MAX = 64
+"""Most ready nodes one worker claims at once (``Follow.take``)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,13 @@ class Follow:
     lease_s: float
     queue: str = "default"
     job: str | None = None
+    take: int = 1
+    """Up to how many ready nodes to claim at once (a batch); never more than a fair share,
+    the queued nodes divided by ``workers``, so nodes that may take long still spread."""
+    workers: int = 1
+    """How many workers serve the queue (for the fair share)."""
+    solo: Sequence[int] = ()
+    """Nodes never claimed into a batch (maps: they open their items instead of running)."""
 
 
 @dataclass
@@ -202,20 +218,49 @@ class NodeTransitions:
                 known.put(r["node_id"], blob)
         return out
 
-    def renew(self, run_id: str, idx: int, token: str, lease_s: float) -> str | None:
+    def renew(self, run_id: str, idx: int, token: str, lease_s: float,
+              held: Sequence[int] = ()) -> str | None:
         """Extend a lease; return the run's status, or ``None`` when the lease is lost.
 
-        Waits at most a third of the lease for a connection, so a worker cut off from
-        PostgreSQL notices in time to stop the node before the lease runs out.
+        ``held``: the other nodes of the batch, held under the same token until recorded,
+        are renewed too. Waits at most a third of the lease for a connection, so a worker
+        cut off from PostgreSQL notices in time to stop the node before the lease runs out.
         """
+        idxs = sorted({idx, *held})
         with self.pool.connection(timeout=max(1.0, lease_s / 3)) as conn, conn.transaction():
-            row = conn.execute(
+            rows = conn.execute(
                 "UPDATE node_runs SET lease_until=clock_timestamp() + make_interval(secs => %s)"
-                " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
-                " RETURNING (SELECT status FROM executions WHERE id=%s) AS status",
-                (lease_s, run_id, idx, token, run_id),
-            ).fetchone()
-        return row["status"] if row else None
+                " WHERE execution_id=%s AND idx = ANY(%s) AND state='running'"
+                " AND lease_token=%s"
+                " RETURNING idx, (SELECT status FROM executions WHERE id=%s) AS status",
+                (lease_s, run_id, idxs, token, run_id),
+            ).fetchall()
+        for row in rows:
+            if row["idx"] == idx:
+                return row["status"]
+        return None
+
+    def renew_nodes(self, held: Sequence[tuple[str, int, str]],
+                    lease_s: float) -> dict[tuple[str, int], str]:
+        """Extend the leases of many nodes (``(run_id, idx, token)``) in one round trip;
+        return ``{(run_id, idx): run status}`` for those still held (a missing one is lost).
+        One statement per node, each binding the whole primary key, pipelined."""
+        if not held:
+            return {}
+        out: dict[tuple[str, int], str] = {}
+        with self.pool.connection(timeout=max(1.0, lease_s / 3)) as conn, conn.transaction():
+            with conn.pipeline():
+                cursors = [(r, i, conn.execute(
+                    "UPDATE node_runs SET lease_until=clock_timestamp()"
+                    " + make_interval(secs => %s)"
+                    " WHERE execution_id=%s AND idx=%s AND state='running' AND lease_token=%s"
+                    " RETURNING (SELECT status FROM executions WHERE id=%s) AS status",
+                    (lease_s, r, i, t, r))) for r, i, t in held]
+            for r, i, cur in cursors:
+                row = cur.fetchone()
+                if row is not None:
+                    out[(r, i)] = row["status"]
+        return out
 
     # ------------------------------------------------------------------ finishing an attempt
     def finish(self, claim: Claim, outcome: Outcome, *, follow: Follow | None = None,
@@ -236,6 +281,95 @@ class NodeTransitions:
                                 claim.token, claim.plan, outcome, follow=follow,
                                 params=claim.params, known=known)
         return None  # the lease was lost: the transaction was rolled back
+
+    def finish_batch(self, claims: Sequence[Claim], outcomes: Sequence[Outcome], *,
+                     follow: Follow | None = None, known: KnownOutputs | None = None,
+                     ) -> tuple[Effects, Claim | None]:
+        """Record the attempts of a batch of nodes (claimed together, one token).
+
+        Those that succeeded are recorded in one transaction: their rows and attempt logs,
+        one counter update per child for all of them, one count-down, the claim of the next
+        batch for ``follow``, and the commit: the per-node cost of a wide fan-out is a
+        statement, not a transaction. The others (failed, retried, deferred, waiting,
+        canceled) are recorded one by one as ``finish`` records them. Each record is fenced
+        by its node's lease: a node whose lease was lost is not recorded (another worker has
+        it now).
+        """
+        if len(claims) == 1:
+            done = self.finish(claims[0], outcomes[0], follow=follow, known=known)
+            return done if done is not None else (Effects(), None)
+        effects = Effects()
+        plain = [(c, o) for c, o in zip(claims, outcomes, strict=True)
+                 if o.status == "succeeded"]
+        for c, o in zip(claims, outcomes, strict=True):
+            if o.status != "succeeded":
+                done = self.finish(c, o, known=known)
+                if done is not None:
+                    effects.extend(done[0])
+        if not plain:
+            nxt = None
+            if follow is not None:
+                with self.pool.connection() as conn, conn.transaction():
+                    nxt = self.claim_next(conn, claims[0].run_id, claims[0].plan, follow,
+                                          claims[0].params, known=known)
+                if nxt is not None:
+                    effects.events.append(event(nxt.run_id, nxt.node_id, NodeState.RUNNING,
+                                                nxt.attempt))
+            return effects, nxt
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            done = self._finish_successes(conn, plain, follow, known)
+        if done is None:  # a lease of the batch was lost: record each on its own, fenced
+            for c, o in plain:
+                single = self.finish(c, o, known=known)
+                if single is not None:
+                    effects.extend(single[0])
+            return effects, None
+        effects.extend(done[0])
+        return effects, done[1]
+
+    def _finish_successes(self, conn: Conn, plain: Sequence[tuple[Claim, Outcome]],
+                          follow: Follow | None, known: KnownOutputs | None,
+                          ) -> tuple[Effects, Claim | None] | None:
+        first = plain[0][0]
+        run_id, plan, token = first.run_id, first.plan, first.token
+        idxs = [c.idx for c, _ in plain]
+        held_cur = conn.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM node_runs n"
+            "  WHERE n.execution_id=%s AND n.idx = ANY(%s) AND n.state='running'"
+            "  AND n.lease_token=%s FOR UPDATE) h) AS n,"
+            " (SELECT status FROM executions WHERE id=%s) AS status",
+            (run_id, idxs, token, run_id))
+        for c, o in plain:
+            self._record(conn, run_id, c.idx, c.node_id, c.attempt, token, NodeState.SUCCEEDED,
+                         c.attempt, False, None, "succeeded", o)
+        finished = [(c.node_id, NodeState.SUCCEEDED, o.branch) for c, o in plain]
+        counted = self._count_send(conn, run_id, plan, finished)
+        claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
+        remaining_cur = self._remaining_send(conn, run_id, len(plain))
+        run = held_cur.fetchone()
+        if run is None or run["n"] != len(plain):
+            raise psycopg.Rollback()  # a lease was lost: nothing of this is written
+        effects = Effects()
+        if known is None:
+            known = KnownOutputs()
+        for c, o in plain:
+            effects.events.append(event(run_id, c.node_id, NodeState.SUCCEEDED, c.attempt,
+                                        duration_ms=o.duration_ms))
+            known.put(c.node_id, o.output_json)
+        if run["status"] != RunStatus.RUNNING:
+            self._remaining_collect(conn, remaining_cur, run_id, effects)
+            return effects, None
+        ready, skipped = self._decide_successors(conn, run_id, plan, finished, effects,
+                                                 counted)
+        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, first.params, known,
+                                   ready, effects)
+        self._remaining_collect(conn, remaining_cur, run_id, effects)
+        if skipped:
+            self._finalize_if_done(conn, run_id, skipped, effects)
+        pools = {p for p in (plan.nodes[c.node_id].pool for c, _ in plain) if p}
+        if pools:  # their slots are free now (concurrency.py)
+            self._grant_pools(conn, pools, effects)
+        return effects, nxt
 
     def _finish(self, conn: Conn, run_id: str, idx: int, node_id: str,
                 attempt: int, token: str, plan: RunPlan, outcome: Outcome, *,
@@ -365,11 +499,12 @@ class NodeTransitions:
             nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, params or {},
                                       known)
             if nxt is not None:
-                effects.events.append(event(run_id, nxt.node_id, NodeState.RUNNING,
-                                            nxt.attempt))
+                for c in (nxt, *nxt.more):
+                    effects.events.append(event(run_id, c.node_id, NodeState.RUNNING,
+                                                c.attempt))
+        taken = {c.node_id for c in (nxt, *nxt.more)} if nxt is not None else set()
         self._dispatch_ready(conn, run_id, plan, [(child, queue) for child, queue in ready
-                                                  if nxt is None or child != nxt.node_id],
-                             effects)
+                                                  if child not in taken], effects)
         return nxt
 
     def _dispatch_ready(self, conn: Conn, run_id: str, plan: RunPlan,
@@ -557,6 +692,8 @@ class NodeTransitions:
     @staticmethod
     def _claim_send(conn: Conn, run_id: str, follow: Follow, *,
                     with_run: bool) -> Any:
+        if follow.take > 1:
+            return NodeTransitions._claim_batch_send(conn, run_id, follow, with_run=with_run)
         return conn.execute(
             "WITH c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
             " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
@@ -572,18 +709,60 @@ class NodeTransitions:
              "r": run_id, "q": follow.queue},
         )
 
+    # A batch: the run's lowest queued node, and when that is not a solo node (a map), more
+    # of the lowest queued nodes that are not solo, up to ``take`` and a fair share (the
+    # queued nodes, counted up to take x workers, divided by the workers).
+    _CLAIM_BATCH_SQL = (
+        "WITH f AS (SELECT idx FROM node_runs"
+        "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
+        "  ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED),"
+        " b AS (SELECT idx FROM node_runs"
+        "  WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s"
+        "  AND NOT (idx = ANY(%(solo)s::int[]))"
+        "  AND NOT EXISTS (SELECT 1 FROM f WHERE f.idx = ANY(%(solo)s::int[]))"
+        "  ORDER BY idx LIMIT (SELECT GREATEST(1, LEAST(%(n)s,"
+        "   ceil(count(*)::float8 / %(k)s)::int)) FROM (SELECT 1 FROM node_runs"
+        "   WHERE execution_id=%(r)s AND state='queued' AND queue=%(q)s LIMIT %(n)s * %(k)s) q)"
+        "  FOR UPDATE SKIP LOCKED),"
+        " c AS (UPDATE node_runs SET state='running', lease_token=%(t)s,"
+        " lease_until=clock_timestamp() + make_interval(secs => %(l)s),"
+        " worker=%(w)s, job=%(j)s, started_at=clock_timestamp(), ended_at=NULL"
+        " WHERE execution_id=%(r)s AND idx = ANY(ARRAY(SELECT idx FROM f UNION"
+        "  SELECT idx FROM b))"
+        " AND (SELECT x.status FROM executions x WHERE x.id=%(r)s) = 'running'"
+        " RETURNING idx, node_id, attempt, resume_state, max_attempts)"
+        " SELECT c.*{run} FROM c{join} ORDER BY c.idx")
+
+    @staticmethod
+    def _claim_batch_send(conn: Conn, run_id: str, follow: Follow, *, with_run: bool) -> Any:
+        sql = NodeTransitions._CLAIM_BATCH_SQL.format(
+            run=", e.workflow_id, e.version, e.inputs" if with_run else "",
+            join=" JOIN executions e ON e.id=%(r)s" if with_run else "")
+        return conn.execute(sql, {
+            "t": follow.token, "l": follow.lease_s, "w": follow.worker, "j": follow.job,
+            "r": run_id, "q": follow.queue, "n": min(follow.take, BATCH_MAX),
+            "k": max(1, follow.workers), "solo": list(follow.solo)})
+
     def _claim_collect(self, conn: Conn, cur: Any, run_id: str,
                        plan: RunPlan | None, follow: Follow, params: dict[str, Any] | None,
                        known: KnownOutputs | None = None) -> Claim | None:
-        row = cur.fetchone()
-        if row is None:
+        rows = cur.fetchall()
+        if not rows:
             return None
         if plan is None:
-            plan = self.plan_for(conn, row["workflow_id"], row["version"])
-            params = row["inputs"] or {}
-        inputs = self._parent_outputs(conn, run_id, plan, row["node_id"], known)
-        return Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
-                     params or {}, inputs, row["resume_state"], plan, row["max_attempts"])
+            plan = self.plan_for(conn, rows[0]["workflow_id"], rows[0]["version"])
+            params = rows[0]["inputs"] or {}
+        claims = [Claim(run_id, row["idx"], row["node_id"], row["attempt"], follow.token,
+                        params or {}, self._parent_outputs(conn, run_id, plan, row["node_id"],
+                                                           known),
+                        row["resume_state"], plan, row["max_attempts"]) for row in rows]
+        first = claims[0]
+        first.more = claims[1:]
+        if first.more:
+            held = [c.idx for c in claims]
+            for c in claims:
+                c.held = held
+        return first
 
     def claim_next(self, conn: Conn, run_id: str, plan: RunPlan | None,
                    follow: Follow, params: dict[str, Any] | None = None, *,
@@ -684,5 +863,5 @@ def queue_for_type(type_name: str) -> str:
     return node_type.queue if node_type is not None else "default"
 
 
-__all__ = ["LOST_RETRIES", "Claim", "Effects", "Follow", "KnownOutputs", "NodeTransitions",
-           "Outcome"]
+__all__ = ["BATCH_MAX", "LOST_RETRIES", "Claim", "Effects", "Follow", "KnownOutputs",
+           "NodeTransitions", "Outcome"]

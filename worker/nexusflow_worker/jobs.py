@@ -28,13 +28,21 @@ from nexusflow_kernel.runstate.db import get_pool, with_retry
 from nexusflow_kernel.runstate.maps import ItemBatch, is_map
 from nexusflow_kernel.runstate.plan import backoff_delay
 from nexusflow_kernel.runstate.store import RunStore
-from nexusflow_kernel.runstate.transitions import Claim, Effects, Follow, KnownOutputs, Outcome
+from nexusflow_kernel.runstate.transitions import (
+    BATCH_MAX,
+    Claim,
+    Effects,
+    Follow,
+    KnownOutputs,
+    Outcome,
+)
 from nexusflow_kernel.services import resolve_backends
 from nexusflow_kernel.settings import Settings
 from nexusflow_kernel.transport.broker import Broker, Push, event
 from nexusflow_kernel.transport.presence import advertise, alive_key
 
 from . import metrics
+from .ionodes import Waiting, is_io_bound
 from .items import ItemLease, ItemLoop, ItemRun, io_pool, open_map
 from .livelog import LiveLog
 from .reuse import Reuse
@@ -86,6 +94,11 @@ class Runtime:
                 self._envs.clear()
             self._envs[run_id] = found
         return found
+        self._waiting: Waiting | None = None
+        self.background_io = False
+        """Whether I/O-bound nodes may wait in threads after their job ended (``ionodes``):
+        on in a worker that runs jobs in its own process, never in a forked work-horse,
+        which exits with its job."""
 
     def resume_token(self, run_id: str, node_id: str) -> str:
         """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
@@ -110,6 +123,13 @@ class Runtime:
         if self._leases is None:
             self._leases = _LeaseKeeper(self)
         return self._leases
+
+    @property
+    def waiting(self) -> Waiting:
+        """The I/O-bound nodes this process keeps waiting in threads (``ionodes``)."""
+        if self._waiting is None:
+            self._waiting = Waiting(self, _run_waiting, _publish)
+        return self._waiting
 
     @property
     def io_pool(self) -> ThreadPoolExecutor:
@@ -164,6 +184,11 @@ MAX_ERROR_CHARS = 4000
 FOLLOW_BUDGET_S = 2.0
 """How long one job may go on taking a run's ready nodes before it hands the rest back to
 RQ (so a warm shutdown, or a fair share of the queue between runs, never waits long)."""
+
+FAST_NODE_S = 0.005
+"""A node that ran within this lets the job claim twice as many ready nodes next time (up
+to ``BATCH_MAX``, within a fair share); a slower one, or one that did not succeed, brings
+the batch back to one node."""
 
 
 def _current_job_id() -> str | None:
@@ -227,7 +252,11 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
     run_id = claim.run_id if claim is not None else run_id
     plan = claim.plan if claim is not None else None
     params = claim.params if claim is not None else None
+    take = 1  # ready nodes to claim at once: grows while they are quick (``FAST_NODE_S``)
+    pending: list[Claim] = []  # claimed in a batch but run on their own (maps)
     while True:
+        if claim is None and pending:
+            claim = pending.pop(0)
         if claim is None:
             # No node ready: items of the run's maps, if it has any (a plan read once).
             if run_id is None or (plan is not None and not _has_maps(plan)):
@@ -269,9 +298,50 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
                         break
                 continue
             outcome = _masked(rt, claim, ended)
+        elif claim.more:  # a batch: run its nodes one after another, record them together
+            batch = [claim, *(c for c in claim.more if not is_map(c.plan, c.node_id))]
+            pending.extend(c for c in claim.more if is_map(c.plan, c.node_id))
+            claim.more = []
+            if rt.background_io:  # those that wait on I/O wait in threads, when some are free
+                batch = [c for c in batch if not (is_io_bound(c) and rt.waiting.submit(c))]
+                if not batch:
+                    done_nodes += 1
+                    claim = _claim_more(rt, loop.follow(), current, known)
+                    if claim is None and loop.follow() is None:
+                        _publish(rt, [Push(current.run_id, -1, 0, queue, ready=1, force=True)],
+                                 ())
+                        break
+                    continue
+            started = time.monotonic()
+            outcomes = _run_batch(rt, batch)
+            take = _next_take(take, outcomes, time.monotonic() - started)
+            follow = _batch_follow(rt, loop.follow(), take, queue, claim.plan) \
+                if not pending else None
+            effects, claim = with_retry(
+                lambda: rt.store.finish_batch(batch, outcomes, follow=follow,  # noqa: B023
+                                              known=known),
+                what=f"record {len(batch)} nodes of run {current.run_id}", deadline_s=600)
+            done_nodes += len(batch)
+            if follow is None and not pending:
+                effects.pushes.append(Push(current.run_id, -1, 0, queue, ready=1, force=True))
+                _publish(rt, effects.pushes, effects.events)
+                break
+            _publish(rt, effects.pushes, effects.events)
+            continue
+        elif rt.background_io and is_io_bound(claim) and rt.waiting.submit(claim):
+            # It waits in a thread (which records it); this job goes on with the run.
+            done_nodes += 1
+            claim = _claim_more(rt, loop.follow(), current, known)
+            if claim is None and loop.follow() is None:
+                _publish(rt, [Push(current.run_id, -1, 0, queue, ready=1, force=True)], ())
+                break
+            continue
         else:
+            started = time.monotonic()
             outcome = run_claimed(rt, claim)
-            follow = loop.follow()  # the budget as it is once the node ran
+            take = _next_take(take, [outcome], time.monotonic() - started)
+            # the budget as it is once the node ran
+            follow = _batch_follow(rt, loop.follow(), take, queue, claim.plan)
         done = with_retry(lambda: rt.store.finish(current, outcome, follow=follow,  # noqa: B023
                                                   known=known),
                           what=f"record node {current.node_id!r} of run {current.run_id}",
@@ -294,6 +364,66 @@ def _work(rt: Runtime, claim: Claim | None, queue: str, job: str | None,
     if not done_nodes and not done_items:
         return "no ready node"
     return f"{done_nodes} node(s), {done_items} item(s) done"
+
+
+def _claim_more(rt: Runtime, follow: Follow | None, current: Claim,
+                known: KnownOutputs) -> Claim | None:
+    """Claim the run's next ready node for this job (its last one went to a thread)."""
+    if follow is None:
+        return None
+
+    def claim() -> Claim | None:
+        with rt.pool.connection() as conn, conn.transaction():
+            return rt.store.claim_next(conn, current.run_id, current.plan, follow,
+                                       current.params, known=known)
+
+    nxt = with_retry(claim, what=f"claim a ready node of run {current.run_id}")
+    if nxt is not None:
+        _publish(rt, (), [event(nxt.run_id, c.node_id, "running", c.attempt)
+                          for c in (nxt, *nxt.more)])
+    return nxt
+
+
+def _run_batch(rt: Runtime, batch: list[Claim]) -> list[Outcome]:
+    """Run a batch's nodes one after another; once one of them is canceled (or its lease,
+    the batch's, is lost), the rest end the same way without running."""
+    outcomes: list[Outcome] = []
+    for c in batch:
+        stop = next((o for o in outcomes if o.status in ("canceled", "lost")), None)
+        if stop is not None:
+            outcomes.append(Outcome(stop.status, error=stop.error, retryable=stop.retryable,
+                                    duration_ms=0.0))
+            continue
+        outcomes.append(run_claimed(rt, c))
+    return outcomes
+
+
+def _next_take(take: int, outcomes: list[Outcome], elapsed: float) -> int:
+    if all(o.status == "succeeded" for o in outcomes) and \
+            elapsed <= FAST_NODE_S * len(outcomes):
+        return min(BATCH_MAX, take * 2)
+    return 1
+
+
+_solo_nodes: dict[int, tuple[Any, list[int]]] = {}
+
+
+def _batch_follow(rt: Runtime, follow: Follow | None, take: int, queue: str,
+                  plan: Any) -> Follow | None:
+    """``follow`` claiming up to ``take`` ready nodes (never a map among others)."""
+    if follow is None or take <= 1:
+        return follow
+    seen = _solo_nodes.get(id(plan))
+    if seen is None or seen[0] is not plan:
+        if len(_solo_nodes) > 64:
+            _solo_nodes.clear()
+        seen = _solo_nodes[id(plan)] = (plan, [plan.idx_of[n] for n, node in plan.nodes.items()
+                                               if node.type == "map"])
+    try:
+        workers = rt.broker.live_workers(queue)
+    except Exception:
+        workers = 1
+    return dataclasses.replace(follow, take=take, workers=workers, solo=seen[1])
 
 
 def _map_reused(rt: Runtime, claim: Claim) -> tuple[Outcome | None, str | None]:
@@ -397,11 +527,14 @@ class _Masking:
             resume_state=m.value(outcome.resume_state))
 
 
-def run_claimed(rt: Runtime, claim: Claim, item: ItemRun | None = None) -> Outcome:
+def run_claimed(rt: Runtime, claim: Claim, item: ItemRun | None = None, *,
+                waiting: bool = False) -> Outcome:
     """Run the claimed node with its heartbeat and timeout; return its ``Outcome``.
 
     With ``item``, one item of a map node: its inline node, with ``item`` and ``index``
     among the names; its batch's lease is kept elsewhere (``items.ItemLoop``).
+    With ``waiting``, a node that waits on I/O in a thread of ``ionodes``: its lease,
+    timeout and cancel are kept there.
     Whatever the outcome records is masked for every secret of the run (``masking.py``).
     """
     from nexusflow_kernel.expressions import resume_urls
@@ -409,7 +542,7 @@ def run_claimed(rt: Runtime, claim: Claim, item: ItemRun | None = None) -> Outco
     masking = _Masking(rt, claim)
     # resume_url('W') in the node's templates and expressions: a wait node's callback URL
     with resume_urls(_ResumeTokens(rt, claim, masking).url):
-        outcome = _run_claimed(rt, claim, masking, item)
+        outcome = _run_claimed(rt, claim, masking, item, waiting)
     node = item.node if item is not None else claim.plan.nodes.get(claim.node_id)
     metrics.node_ended(getattr(node, "type", "?"), outcome.status, outcome.duration_ms)
     if outcome.status == "lost":
@@ -426,8 +559,12 @@ def _run_item(rt: Any, claim: Claim, item: ItemRun) -> Outcome:
     return run_claimed(rt, claim, item)
 
 
+def _run_waiting(rt: Any, claim: Claim) -> Outcome:
+    return run_claimed(rt, claim, waiting=True)
+
+
 def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
-                 item: ItemRun | None = None) -> Outcome:
+                 item: ItemRun | None = None, waiting: bool = False) -> Outcome:
     from nexusflow_kernel.expressions import render_templates
 
     node = item.node if item is not None else claim.plan.nodes[claim.node_id]
@@ -444,8 +581,9 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
     if item is not None:
         names.update(item.names)
     rendered: Any = None
-    gen = rt.leases.watch(claim) if item is None else item.gen
-    let_go = rt.leases.release if item is None else _nothing
+    watched = item is None and not waiting  # the lease keeper's one node of this job
+    gen = rt.leases.watch(claim) if watched else (item.gen if item is not None else None)
+    let_go = rt.leases.release if watched else _nothing
     armed = False
     try:
         if node_type is None:
@@ -623,6 +761,7 @@ class _LeaseKeeper:
         self._claim: Claim | None = None
         self._gen = 0
         self._last_ok = 0.0
+        self._batch_token: str | None = None
         self._items: dict[str, ItemLease] = {}  # map item batches running here, by token
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nexusflow-lease", daemon=True)
@@ -631,8 +770,12 @@ class _LeaseKeeper:
     def watch(self, claim: Claim) -> int:
         with self._lock:
             self._gen += 1
+            # The next node of a batch: its lease was taken (or renewed) with the batch's,
+            # so the time since then still counts.
+            if not claim.held or self._batch_token != claim.token:
+                self._last_ok = time.monotonic()
+            self._batch_token = claim.token if claim.held else None
             self._claim = claim
-            self._last_ok = time.monotonic()
             return self._gen
 
     def release(self) -> None:
@@ -693,12 +836,15 @@ class _LeaseKeeper:
             forced = self._wake.wait(s.heartbeat_s)
             self._wake.clear()
             self._renew_items()
+            if self.rt._waiting is not None:  # nodes waiting on I/O in threads (ionodes)
+                self.rt._waiting.renew()
             with self._lock:
                 claim, gen, last_ok = self._claim, self._gen, self._last_ok
             if claim is None or (not forced and time.monotonic() - last_ok < s.heartbeat_s * 0.5):
                 continue
             try:
-                status = self.rt.store.renew(claim.run_id, claim.idx, claim.token, s.lease_s)
+                status = self.rt.store.renew(claim.run_id, claim.idx, claim.token, s.lease_s,
+                                             claim.held)
             except Exception as exc:  # PostgreSQL away: keep trying until the lease runs out
                 logger.warning("lease renewal of %s failed: %s", claim.node_id, exc)
                 # Stop the node a second before the lease runs out: after that, the

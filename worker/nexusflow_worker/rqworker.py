@@ -22,6 +22,10 @@ from .presence import Advert
 
 logger = logging.getLogger(__name__)
 
+DRAIN_S = 50.0
+"""How long a stopping worker waits for its nodes that wait on I/O in threads (within the
+supervisor's grace)."""
+
 
 class NoDeathPenalty(BaseDeathPenalty):
     """Node timeouts are enforced by the dispatcher itself (it owns SIGALRM)."""
@@ -47,6 +51,13 @@ class NodeWorker(GuardedWorker, SimpleWorker):
         self._stopped_job_id = None
         runtime().leases.check_now()
 
+    def handle_payload(self, message: Any) -> None:
+        """Any command (a stop-job above all) makes the lease keeper look now: a node that
+        waits on I/O in a thread (``ionodes``) is no longer this worker's current job, so
+        RQ ignores a stop-job for it, but its run may have been canceled."""
+        super().handle_payload(message)
+        runtime().leases.check_now()
+
 
 class ForkingNodeWorker(GuardedWorker, Worker):
     """Runs each node job in a forked work-horse (isolates memory leaks and crashes); a job
@@ -70,6 +81,7 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     supervisor's ``DueReleaser`` (``nexusflow_worker.timer``), to the millisecond.
     """
     rt = Runtime(settings)
+    rt.background_io = not fork  # a forked work-horse exits with its job
     set_runtime(rt)
     # Load the node types now, before the first job and its alarm: a node package that is
     # broken is logged once here (and listed by `nexusflow nodes list`); this worker runs on.
@@ -86,6 +98,9 @@ def run_worker(settings: Settings, queues: list[str], *, fork: bool = False,
     try:
         return worker.work(burst=burst, with_scheduler=False, logging_level=log_level)
     finally:
+        if rt._waiting is not None and not rt._waiting.drain(DRAIN_S):
+            logger.warning("stopping with %d node(s) still waiting on I/O: their leases run "
+                           "out and the reconciler repeats them", rt._waiting.waiting())
         advert.stop()
         try:  # gone now, not when the alive key expires
             withdraw(connection, rt.worker_name)
