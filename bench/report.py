@@ -22,6 +22,10 @@ IMPORT_S = 0.3
 COMPILE_S = 1.0
 EFFICIENCY = 0.95
 LATENCY_P95_MS = 50.0
+MAP_ITEMS_S = 5000.0  # items a second, a map of 10,000 trivial items, 2 workers
+MAP_VS_CELERY = 3.0  # Nexus-Flow's map at least this many times faster than Celery's group
+WIDE_NODE_MS = 0.75  # wide 1 -> 1,000 -> 1, 2 workers
+HTTP_MAP_S = 5.0  # 1,000 http items of 100 ms, 2 workers
 
 
 def mark(ok: bool | None) -> str:
@@ -49,10 +53,14 @@ def shape_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     for workers, shapes in res.get("nexus", {}).items():
         per_job = _raw_per_job(res, workers)
         raw = res.get("raw", {}).get(workers, {})
+        celery = res.get("celery", {}).get(workers, {})
         for name, m in shapes.items():
             med = median(m["times"])
             nodes = m["nodes"]
-            per_node = med / nodes
+            units = m.get("items") or nodes  # a map's cost is per item
+            per_node = med / units
+            celery_times = (celery.get(name) or {}).get("times")
+            vs_celery = median(celery_times) / med if celery_times else None
             ratio = per_node / per_job if per_job else None
             target, ok = "", None
             kind = name.split()[0]
@@ -67,14 +75,26 @@ def shape_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                 else:
                     target = f"eff ≥ {EFFICIENCY}"
                     ok = eff >= EFFICIENCY
+            elif name.startswith("http map"):
+                target = f"≤ {HTTP_MAP_S:g} s" if int(workers) == 2 else ""
+                ok = med <= HTTP_MAP_S if target else None
+            elif name.startswith("map ") and int(workers) == 2:
+                target = f"≥ {MAP_ITEMS_S:,.0f} items/s, ≥ {MAP_VS_CELERY:g}× Celery"
+                ok = units / med >= MAP_ITEMS_S and (vs_celery or 0) >= MAP_VS_CELERY
+            elif name.startswith("map "):
+                pass
+            elif not res.get("quick") and name == "wide 1000" and int(workers) == 2:
+                target = f"≤ {COST_RATIO}× RQ, ≤ {WIDE_NODE_MS} ms a node"
+                ok = (ratio is not None and ratio <= COST_RATIO
+                      and per_node * 1000 <= WIDE_NODE_MS)
             elif not res.get("quick") and name == "wide 200":
                 target, ok = f"≤ {WIDE_PEER_S} s", med <= WIDE_PEER_S
             elif not res.get("quick") and name == "chain 100":
                 target, ok = f"≤ {CHAIN_PEER_S} s", med <= CHAIN_PEER_S
             elif ratio is not None and kind in ("wide", "chain", "lattice"):
                 target, ok = f"≤ {COST_RATIO}× RQ", ratio <= COST_RATIO
-            if name == "diamond":
-                ratio = None  # sleeps, not orchestration: the per-node ratio means nothing
+            if name == "diamond" or name.startswith("http map"):
+                ratio = None  # waiting, not orchestration: the per-node ratio means nothing
             if res.get("quick"):
                 ok = None  # small sizes: the smoke run checks the shapes run, not speed
             if not ok_status:
@@ -82,14 +102,20 @@ def shape_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                 target = (target + " " if target else "") + "(run failed)"
             rows.append({
                 "shape": name, "workers": workers, "nodes": nodes, "times": m["times"],
-                "nodes_s": nodes / med, "per_node_ms": per_node * 1000, "ratio": ratio,
+                "items": m.get("items"),
+                "nodes_s": units / med, "per_node_ms": per_node * 1000, "ratio": ratio,
                 "raw_times": raw.get(name, {}).get("times"),
+                "celery_times": celery_times, "vs_celery": vs_celery,
                 "efficiency": m.get("efficiency"),
                 "worker_rss": m["worker_peak_rss"], "client_rss": m["client_peak_rss"],
                 "leftover": max(m.get("leftover_drain_s") or [0.0]),
                 "target": target, "ok": ok,
             })
     return rows
+
+
+def _units(row: dict[str, Any]) -> str:
+    return f"{row['nodes']} + {row['items']:,} items" if row.get("items") else str(row["nodes"])
 
 
 def diamond_seconds(res: dict[str, Any]) -> float:
@@ -103,7 +129,8 @@ def render(res: dict[str, Any], console: Console) -> list[tuple[str, bool | None
     console.print(f"[bold]Machine[/bold]: {mach.get('cpus')} CPUs ({mach.get('cpu', '?')}), "
                   f"{mach.get('memory_gb')} GB; Python {mach.get('python')}; Redis "
                   f"{mach.get('redis', '?')}; PostgreSQL {mach.get('postgresql', '?')}; "
-                  f"RQ {mach.get('rq', '?')}; repeats {res.get('repeats')}"
+                  f"RQ {mach.get('rq', '?')}; Celery {mach.get('celery', '?')}; "
+                  f"repeats {res.get('repeats')}"
                   + (" [yellow](--quick: small sizes, targets not judged)[/yellow]"
                      if res.get("quick") else ""))
 
@@ -119,17 +146,21 @@ def render(res: dict[str, Any], console: Console) -> list[tuple[str, bool | None
                         f"{med / d['n'] * 1000:.2f}", f"{d['worker_peak_rss'] / MB:.0f}")
     console.print(raw)
 
-    t = Table(title="Nexus-Flow beside raw RQ (wall time: start_run until the run's final "
-                    "event; seconds, median (min–max))")
+    t = Table(title="Nexus-Flow beside Celery and raw RQ (wall time: start_run until the "
+                    "run's final event; seconds, median (min–max); a map's rate and cost are "
+                    "per item)")
     for col in ("shape", "workers", "nodes", "Nexus-Flow s", "nodes/s", "per node ms",
-                "× RQ per job", "raw RQ depends_on s", "diamond eff.", "leftover jobs drain s",
+                "× RQ per job", "Celery s", "Celery ÷ Nexus-Flow", "raw RQ depends_on s",
+                "diamond eff.", "leftover jobs drain s",
                 "workers RSS MB",
                 "client RSS MB", "target", ""):
         t.add_column(col, justify="right" if col not in ("shape", "target") else "left")
     for row in shape_rows(res):
-        t.add_row(row["shape"], row["workers"], str(row["nodes"]), span(row["times"]),
-                  f"{row['nodes_s']:.0f}", f"{row['per_node_ms']:.2f}",
+        t.add_row(row["shape"], row["workers"], _units(row), span(row["times"]),
+                  f"{row['nodes_s']:.0f}", f"{row['per_node_ms']:.3f}",
                   f"{row['ratio']:.2f}" if row["ratio"] is not None else "-",
+                  span(row["celery_times"]) if row["celery_times"] else "-",
+                  f"{row['vs_celery']:.1f}×" if row["vs_celery"] is not None else "-",
                   span(row["raw_times"]) if row["raw_times"] else "-",
                   f"{row['efficiency']:.2f}" if row["efficiency"] is not None else "",
                   f"{row['leftover']:.2f}",
@@ -204,16 +235,19 @@ def render(res: dict[str, Any], console: Console) -> list[tuple[str, bool | None
 
 def markdown(res: dict[str, Any]) -> str:
     """Return the shape table and the engine-wide numbers as Markdown (for the docs)."""
-    lines = ["| shape | workers | Nexus-Flow s, median (min–max) | nodes/s | per node ms "
-             "| × RQ per job | raw RQ `depends_on` s | target | |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| shape | workers | Nexus-Flow s, median (min–max) | nodes (items)/s "
+             "| per node (item) ms | × RQ per job | Celery s | Celery ÷ Nexus-Flow "
+             "| raw RQ `depends_on` s | target | |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in shape_rows(res):
         extra = f", eff. {r['efficiency']:.2f}" if r["efficiency"] is not None else ""
         verdict = {True: "met", False: "**missed**", None: ""}[r["ok"]]
         lines.append(
             f"| {r['shape']} | {r['workers']} | {span(r['times'])}{extra} | {r['nodes_s']:.0f} "
-            f"| {r['per_node_ms']:.2f} | "
+            f"| {r['per_node_ms']:.3f} | "
             + (f"{r['ratio']:.2f}" if r["ratio"] is not None else "–")
+            + f" | {span(r['celery_times']) if r['celery_times'] else '–'} | "
+            + (f"{r['vs_celery']:.1f}×" if r["vs_celery"] is not None else "–")
             + f" | {span(r['raw_times']) if r['raw_times'] else '–'} | {r['target']} "
             f"| {verdict} |")
     lines += ["", "| raw RQ workers | no-op jobs | drain s | jobs/s | per job ms |",

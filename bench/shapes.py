@@ -54,5 +54,25 @@ def latency_probe(k: int = 100, head_s: float = 0.3) -> dict[str, Any]:
     return _flow("bench-latency", nodes, edges)
 
 
+def map_items(n: int) -> dict[str, Any]:
+    """A list of ``n`` numbers, then a map node that runs a trivial transform per item."""
+    return _flow(f"bench-map-{n}",
+                 [_node("ids", "transform", expression=f"list(range({n}))"),
+                  _node("m", "map", items="inputs['ids']",
+                        node={"type": "transform", "config": {"expression": "item"}})],
+                 [("ids", "m")])
+
+
+def http_map(n: int, url: str) -> dict[str, Any]:
+    """A map node of ``n`` http items, each a GET of ``url`` (the bench's slow endpoint)."""
+    return _flow(f"bench-http-map-{n}",
+                 [_node("ids", "transform", expression=f"list(range({n}))"),
+                  _node("m", "map", items="inputs['ids']",
+                        node={"type": "http",
+                              "config": {"url": url, "query": {"i": "{{ item }}"}}})],
+                 [("ids", "m")])
+
+
 def size(doc: dict[str, Any]) -> int:
     return len(doc["nodes"])
+

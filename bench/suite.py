@@ -14,6 +14,7 @@ import redis
 from rich.console import Console
 
 from . import probes, rawrq, shapes
+from .endpoint import SlowEndpoint
 from .env import (
     Backends,
     ProcessGroup,
@@ -42,23 +43,48 @@ class Sizes:
     memory: tuple[int, ...] = (10, 50, 100)  # lattice layers of width 100: 1k, 5k, 10k nodes
     memory_width: int = 100
     latency_chain: int = 100
+    map_items: int = 10_000
+    http_items: int = 1000
+    http_delay_s: float = 0.1
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(drain=100, wide_peer=20, chain_peer=10, wide=50, chain=20, lattice=(10, 10),
-                   diamond_s=0.2, memory=(2, 4, 8), memory_width=25, latency_chain=20)
+                   diamond_s=0.2, memory=(2, 4, 8), memory_width=25, latency_chain=20,
+                   map_items=200, http_items=40)
 
 
-def nexus_shapes(sz: Sizes) -> list[tuple[str, dict[str, Any]]]:
+def nexus_shapes(sz: Sizes, http_url: str | None = None,
+                 ) -> list[tuple[str, dict[str, Any], int | None]]:
+    """``(name, flow, items)``: ``items`` is the map's item count (``None``: no map)."""
     layers, width = sz.lattice
-    return [
-        (f"wide {sz.wide_peer}", shapes.wide(sz.wide_peer)),
-        (f"chain {sz.chain_peer}", shapes.chain(sz.chain_peer)),
-        (f"wide {sz.wide}", shapes.wide(sz.wide)),
-        (f"chain {sz.chain}", shapes.chain(sz.chain)),
-        (f"lattice {layers}x{width}", shapes.lattice(layers, width)),
-        ("diamond", shapes.diamond(sz.diamond_s)),
+    out: list[tuple[str, dict[str, Any], int | None]] = [
+        (f"wide {sz.wide_peer}", shapes.wide(sz.wide_peer), None),
+        (f"chain {sz.chain_peer}", shapes.chain(sz.chain_peer), None),
+        (f"wide {sz.wide}", shapes.wide(sz.wide), None),
+        (f"chain {sz.chain}", shapes.chain(sz.chain), None),
+        (f"lattice {layers}x{width}", shapes.lattice(layers, width), None),
+        ("diamond", shapes.diamond(sz.diamond_s), None),
+        (f"map {sz.map_items}", shapes.map_items(sz.map_items), sz.map_items),
     ]
+    if http_url is not None:
+        out.append((f"http map {sz.http_items}", shapes.http_map(sz.http_items, http_url),
+                    sz.http_items))
+    return out
+
+
+def celery_peers(sz: Sizes) -> dict[str, Any]:
+    """Shape name -> the same shape as Celery canvas primitives (``bench.celerypeer``)."""
+    from . import celerypeer as cp
+
+    return {
+        f"wide {sz.wide_peer}": lambda: cp.wide(sz.wide_peer),
+        f"chain {sz.chain_peer}": lambda: cp.chain_of(sz.chain_peer),
+        f"wide {sz.wide}": lambda: cp.wide(sz.wide),
+        f"chain {sz.chain}": lambda: cp.chain_of(sz.chain),
+        "diamond": lambda: cp.diamond(sz.diamond_s),
+        f"map {sz.map_items}": lambda: cp.map_items(sz.map_items),
+    }
 
 
 def raw_peers(sz: Sizes) -> dict[str, Any]:
@@ -84,9 +110,12 @@ class Suite:
         self.websocket = websocket
         self.tmp = Path(tempfile.mkdtemp(prefix="nf-bench-"))
         self.env = be.env(self.tmp / "data")
+        # the http map's endpoint listens on 127.0.0.1: the bench's workers may reach it
+        self.env["NEXUSFLOW_ALLOW_PRIVATE_HTTP"] = "1"
         self.redis = redis.Redis.from_url(be.redis_url)
         self.results: dict[str, Any] = {"quick": quick, "repeats": repeats, "workers": workers,
-                                        "machine": machine(be), "raw": {}, "nexus": {}}
+                                        "machine": machine(be), "raw": {}, "nexus": {},
+                                        "celery": {}}
         os.environ["NEXUSFLOW_DATABASE_URL"] = be.database_url
         os.environ["NEXUSFLOW_REDIS_URL"] = be.redis_url
         os.environ["NEXUSFLOW_DATA_DIR"] = str(self.tmp / "data")
@@ -127,6 +156,28 @@ class Suite:
             self._clean_queue(RAW_QUEUE)
         return out
 
+    # ------------------------------------------------------------------ Celery
+    def celery(self, n: int) -> dict[str, Any]:
+        """The Celery peer: a prefork worker of ``n`` processes on the bench's Redis."""
+        try:
+            from . import celerypeer as cp
+        except ImportError as exc:
+            return {"skipped": f"celery is not installed ({exc}): pip install -e '.[bench]'"}
+        group = ProcessGroup()
+        out: dict[str, Any] = {}
+        try:
+            group.start(cp.worker_cmd(n), self.env, self.tmp / "celery-workers.log")
+            cp.wait_ready(n)
+            for name, fn in celery_peers(self.sz).items():
+                times = [fn() for _ in range(self.repeats)]
+                out[name] = {"times": times}
+                self.log(f"Celery x{n}: {name}: {fmt_times(times)}")
+                group.check_alive()
+        finally:
+            group.stop()
+            cp.purge()
+        return out
+
     def _clean_queue(self, name: str) -> None:
         from rq import Queue
 
@@ -143,7 +194,7 @@ class Suite:
         wait_workers(self.be.redis_url, self.engine.settings.queue_name or defaults.QUEUE_NAME,
                      n, group=group)
         for _ in range(2):  # warm-up: imports, pools, prepared statements, node types
-            for doc in (shapes.wide(20), shapes.chain(5)):
+            for doc in (shapes.wide(20), shapes.chain(5), shapes.map_items(50)):
                 res = run_and_wait(self.engine, doc, timeout=60)
                 if res.status != "succeeded":
                     raise RuntimeError(f"warm-up run {res.run_id} {res.status}")
@@ -152,16 +203,24 @@ class Suite:
         group = ProcessGroup()
         out: dict[str, Any] = {}
         me = os.getpid()
+        endpoint = SlowEndpoint(self.sz.http_delay_s).__enter__()
         try:
             self.start_nexus_workers(n, group)
-            for name, doc in nexus_shapes(self.sz):
+            for name, doc, items in nexus_shapes(self.sz, endpoint.url):
                 m = self.stage(f"Nexus-Flow x{n} {name}",
                                lambda name=name, doc=doc: self._shape(n, name, doc, group, me))
                 if m is not None:
+                    if items is not None:
+                        m["items"] = items
+                    if doc["name"].startswith("bench-http-map"):
+                        m["endpoint"] = {"delay_s": self.sz.http_delay_s,
+                                         "peak_requests": endpoint.peak}
+                        endpoint.peak = 0
                     out[name] = m
             if n == max(self.workers):
                 self.results["latency"] = self.stage("latency", self.latency)
         finally:
+            endpoint.__exit__()
             group.stop()
         return out
 
@@ -281,6 +340,7 @@ class Suite:
         self.log(f"import {fmt_times(r['import_s'] or [])}; compile {r['compile_s']}")
         for n in self.workers:
             r["raw"][str(n)] = self.stage(f"raw RQ x{n}", lambda n=n: self.raw(n)) or {}
+            r["celery"][str(n)] = self.stage(f"Celery x{n}", lambda n=n: self.celery(n)) or {}
             r["nexus"][str(n)] = self.stage(f"Nexus-Flow x{n}", lambda n=n: self.nexus(n)) or {}
         r["memory"] = self.stage("memory", self.memory) or []
         sizes = [m["nodes"] for m in r["memory"]]
@@ -324,6 +384,12 @@ def machine(be: Backends) -> dict[str, Any]:
         import rq
 
         info["rq"] = rq.__version__
+    except Exception:
+        pass
+    try:
+        import celery
+
+        info["celery"] = celery.__version__
     except Exception:
         pass
     try:
