@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import NodeExecutionError
 from ..settings import mask_url
-from .http import check_destination, checked_transport
+from .http import check_destination, checked_transport, ssl_context
 
 DEFAULT_TIMEOUT_S = 120.0
 """Connect and read timeout of one request when the node sets none (never past its deadline)."""
@@ -165,7 +165,7 @@ class ChatClient:
         # proxies are not used then: a proxy would connect wherever it is told).
         self._client = httpx.Client(
             transport=None if endpoint.allow_private else checked_transport(),
-            follow_redirects=False)
+            verify=ssl_context(), follow_redirects=False)
 
     def __enter__(self) -> ChatClient:
         return self

@@ -105,6 +105,25 @@ def check_destination(url: Any, allow_private: bool) -> None:
             raise _refused(url, host, reason)
 
 
+_SSL_CONTEXT: Any = None
+
+
+def ssl_context() -> Any:
+    """Return the process's one TLS context (the system's CA bundle, verification on).
+
+    Making one reads and parses the whole CA bundle: tens of milliseconds of CPU, which an
+    httpx client makes afresh unless given one. Every request of the process shares this one
+    (an ``ssl.SSLContext`` is safe to share between threads once configured), so a map of
+    a thousand http items or a thousand waiting http nodes does not parse it a thousand times.
+    """
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        import httpx
+
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
+
+
 def checked_transport() -> Any:
     """Return an httpx transport that connects only to addresses the guard allows.
 
@@ -135,11 +154,11 @@ def checked_transport() -> Any:
                     error = exc
             raise error or httpcore.ConnectError(f"no address for {host!r}")
 
-    ssl_context = httpx.create_ssl_context()
-    transport = httpx.HTTPTransport(verify=ssl_context)
+    shared = ssl_context()
+    transport = httpx.HTTPTransport(verify=shared)
     # httpx takes no network backend: its pool is replaced by the same pool with ours (a test
     # pins that the transport connects through it).
-    transport._pool = httpcore.ConnectionPool(ssl_context=ssl_context,
+    transport._pool = httpcore.ConnectionPool(ssl_context=shared,
                                               network_backend=CheckedBackend())
     return transport
 
@@ -292,6 +311,7 @@ class HttpNode(NodeType):
             # proxies are not used then: a proxy would connect wherever it is told).
             with httpx.Client(
                 timeout=httpx.Timeout(timeout),
+                verify=ssl_context(),
                 follow_redirects=bool(config.get("follow_redirects", False)),
                 event_hooks={"request": [guard]},
                 transport=None if allow_private else checked_transport(),
