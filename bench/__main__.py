@@ -36,6 +36,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-websocket", action="store_true",
                    help="do not start a jupyter server for the websocket latency")
     p.add_argument("--redis-db", type=int, default=None, help="private Redis logical db")
+    p.add_argument("--only", default=None,
+                   help="comma-separated shape kinds to run (wide, chain, lattice, diamond, "
+                        "map, http): a partial table, for a busy machine")
+    p.add_argument("--no-depends-on", action="store_true",
+                   help="skip raw RQ's depends_on shapes (the 1,000-wide one takes ~30 s)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the memory growth probe (three lattice runs)")
     p.add_argument("--render", metavar="JSON",
                    help="print the table of an earlier --json file; measure nothing")
     p.add_argument("--markdown", action="store_true", help="with --render: as Markdown")
@@ -67,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with backends(redis_db=args.redis_db) as be:
         suite = Suite(be, workers=workers, repeats=repeats, quick=args.quick, console=console,
-                      websocket=not args.no_websocket)
+                      websocket=not args.no_websocket,
+                      only=set(args.only.split(",")) if args.only else None,
+                      memory=not args.no_memory, depends_on=not args.no_depends_on)
         try:
             results = suite.run()
         finally:

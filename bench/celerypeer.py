@@ -66,14 +66,21 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def configure(redis_url: str) -> None:
+    """Point this process's app (the bench's client side) at the bench's Redis database; the
+    worker reads ``BENCH_REDIS_URL`` from its environment."""
+    app.conf.broker_url = redis_url
+    app.conf.result_backend = redis_url
+
+
 def worker_cmd(processes: int) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "bench.celerypeer", "worker",
             "--pool", "prefork", "--concurrency", str(processes), "--queues", QUEUE,
             "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "--hostname", f"bench-{os.getpid()}@%h"]
+            "--without-heartbeat"]
 
 
-def wait_ready(processes: int, timeout: float = 60.0) -> None:
+def wait_ready(processes: int, timeout: float = 120.0) -> None:
     """Wait until the worker answers a ping and has run one task per process."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

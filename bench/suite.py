@@ -100,7 +100,11 @@ def raw_peers(sz: Sizes) -> dict[str, Any]:
 
 class Suite:
     def __init__(self, be: Backends, *, workers: list[int], repeats: int, quick: bool,
-                 console: Console, websocket: bool = True) -> None:
+                 console: Console, websocket: bool = True, only: set[str] | None = None,
+                 memory: bool = True, depends_on: bool = True) -> None:
+        self.only = only
+        self.depends_on = depends_on
+        self.with_memory = memory
         self.be = be
         self.workers = workers
         self.repeats = repeats
@@ -146,6 +150,8 @@ class Suite:
             self.log(f"raw RQ x{n}: drain {self.sz.drain}: "
                      f"{fmt_times(out['drain']['times'])}")
             for name, fn in raw_peers(self.sz).items():
+                if not self.wanted(name) or not self.depends_on:
+                    continue
                 # RQ's depends_on on a 1,000-wide join costs tens of seconds a run: once is enough
                 reps = 1 if name == f"wide {self.sz.wide}" and not self.quick else self.repeats
                 times = [fn(self.redis) for _ in range(reps)]
@@ -163,12 +169,15 @@ class Suite:
             from . import celerypeer as cp
         except ImportError as exc:
             return {"skipped": f"celery is not installed ({exc}): pip install -e '.[bench]'"}
+        cp.configure(self.be.redis_url)
         group = ProcessGroup()
         out: dict[str, Any] = {}
         try:
             group.start(cp.worker_cmd(n), self.env, self.tmp / "celery-workers.log")
             cp.wait_ready(n)
             for name, fn in celery_peers(self.sz).items():
+                if not self.wanted(name):
+                    continue
                 times = [fn() for _ in range(self.repeats)]
                 out[name] = {"times": times}
                 self.log(f"Celery x{n}: {name}: {fmt_times(times)}")
@@ -177,6 +186,10 @@ class Suite:
             group.stop()
             cp.purge()
         return out
+
+    def wanted(self, shape: str) -> bool:
+        """Whether ``--only`` keeps a shape (by its kind: the first word of its name)."""
+        return self.only is None or shape.split()[0] in self.only
 
     def _clean_queue(self, name: str) -> None:
         from rq import Queue
@@ -207,6 +220,8 @@ class Suite:
         try:
             self.start_nexus_workers(n, group)
             for name, doc, items in nexus_shapes(self.sz, endpoint.url):
+                if not self.wanted(name):
+                    continue
                 m = self.stage(f"Nexus-Flow x{n} {name}",
                                lambda name=name, doc=doc: self._shape(n, name, doc, group, me))
                 if m is not None:
@@ -342,7 +357,7 @@ class Suite:
             r["raw"][str(n)] = self.stage(f"raw RQ x{n}", lambda n=n: self.raw(n)) or {}
             r["celery"][str(n)] = self.stage(f"Celery x{n}", lambda n=n: self.celery(n)) or {}
             r["nexus"][str(n)] = self.stage(f"Nexus-Flow x{n}", lambda n=n: self.nexus(n)) or {}
-        r["memory"] = self.stage("memory", self.memory) or []
+        r["memory"] = (self.stage("memory", self.memory) or []) if self.with_memory else []
         sizes = [m["nodes"] for m in r["memory"]]
         r["memory_linear"] = {
             who: probes.linear_verdict(sizes, [m[f"{who}_delta"] for m in r["memory"]])
