@@ -79,6 +79,11 @@ class Runtime:
         """What this worker serves and how it runs code (``presence.advert``); set by
         ``run_worker``. Without one, the worker is only marked alive."""
         self._io_pool: ThreadPoolExecutor | None = None
+        self._waiting: Waiting | None = None
+        self.background_io = False
+        """Whether I/O-bound nodes may wait in threads after their job ended (``ionodes``):
+        on in a worker that runs jobs in its own process, never in a forked work-horse,
+        which exits with its job."""
         self._envs: dict[str, dict[str, Any]] = {}  # run -> its environment's variables
 
     def env_vars(self, run_id: str) -> dict[str, Any]:
@@ -94,11 +99,6 @@ class Runtime:
                 self._envs.clear()
             self._envs[run_id] = found
         return found
-        self._waiting: Waiting | None = None
-        self.background_io = False
-        """Whether I/O-bound nodes may wait in threads after their job ended (``ionodes``):
-        on in a worker that runs jobs in its own process, never in a forked work-horse,
-        which exits with its job."""
 
     def resume_token(self, run_id: str, node_id: str) -> str:
         """Return the resume token of wait node ``node_id`` in ``run_id``: an HMAC of both
