@@ -59,7 +59,7 @@ def shape_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             nodes = m["nodes"]
             units = m.get("items") or nodes  # a map's cost is per item
             per_node = med / units
-            celery_times = (celery.get(name) or {}).get("times")
+            celery_times = (celery.get(name) or {}).get("times") or None
             vs_celery = median(celery_times) / med if celery_times else None
             ratio = per_node / per_job if per_job else None
             target, ok = "", None

@@ -178,7 +178,13 @@ class Suite:
             for name, fn in celery_peers(self.sz).items():
                 if not self.wanted(name):
                     continue
-                times = [fn() for _ in range(self.repeats)]
+                try:
+                    times = [fn() for _ in range(self.repeats)]
+                except Exception as exc:  # one shape that does not finish loses no other
+                    out[name] = {"times": [], "error": f"{type(exc).__name__}: {exc}"[:200]}
+                    self.log(f"Celery x{n}: {name}: failed: {out[name]['error']}")
+                    cp.purge()
+                    continue
                 out[name] = {"times": times}
                 self.log(f"Celery x{n}: {name}: {fmt_times(times)}")
                 group.check_alive()
