@@ -41,6 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "map, http): a partial table, for a busy machine")
     p.add_argument("--no-depends-on", action="store_true",
                    help="skip raw RQ's depends_on shapes (the 1,000-wide one takes ~30 s)")
+    p.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the memory growth probe (three lattice runs)")
     p.add_argument("--render", metavar="JSON",
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         suite = Suite(be, workers=workers, repeats=repeats, quick=args.quick, console=console,
                       websocket=not args.no_websocket,
                       only=set(args.only.split(",")) if args.only else None,
-                      memory=not args.no_memory, depends_on=not args.no_depends_on)
+                      memory=not args.no_memory, depends_on=not args.no_depends_on,
+                      celery=not args.no_celery)
         try:
             results = suite.run()
         finally:

@@ -101,7 +101,8 @@ def raw_peers(sz: Sizes) -> dict[str, Any]:
 class Suite:
     def __init__(self, be: Backends, *, workers: list[int], repeats: int, quick: bool,
                  console: Console, websocket: bool = True, only: set[str] | None = None,
-                 memory: bool = True, depends_on: bool = True) -> None:
+                 memory: bool = True, depends_on: bool = True, celery: bool = True) -> None:
+        self.with_celery = celery
         self.only = only
         self.depends_on = depends_on
         self.with_memory = memory
@@ -361,7 +362,9 @@ class Suite:
         self.log(f"import {fmt_times(r['import_s'] or [])}; compile {r['compile_s']}")
         for n in self.workers:
             r["raw"][str(n)] = self.stage(f"raw RQ x{n}", lambda n=n: self.raw(n)) or {}
-            r["celery"][str(n)] = self.stage(f"Celery x{n}", lambda n=n: self.celery(n)) or {}
+            if self.with_celery:
+                r["celery"][str(n)] = self.stage(f"Celery x{n}",
+                                                 lambda n=n: self.celery(n)) or {}
             r["nexus"][str(n)] = self.stage(f"Nexus-Flow x{n}", lambda n=n: self.nexus(n)) or {}
         r["memory"] = (self.stage("memory", self.memory) or []) if self.with_memory else []
         sizes = [m["nodes"] for m in r["memory"]]
