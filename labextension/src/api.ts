@@ -245,6 +245,48 @@ async function describe(text: string): Promise<IProposal> {
   }
 }
 
+/** A stored version of a workflow (GET workflows/{id}/versions, newest first). */
+export interface IWorkflowVersion {
+  workflow_id: string;
+  name?: string;
+  version: number;
+  created_at?: string;
+  created_by?: string | null;
+}
+
+/** Ids added, removed and changed between two graphs. */
+export interface IChanges {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+/** What a promotion changes (POST workflows/{id}/promote; with dry_run nothing is recorded). */
+export interface IPromotion {
+  workflow_id: string;
+  env: string;
+  version: number;
+  from_version: number | null;
+  unchanged: boolean;
+  dry_run: boolean;
+  nodes: IChanges;
+  edges: IChanges;
+  fields?: string[];
+  text: string;
+  promotion?: { id: number; promoted_by: string | null; promoted_at: string };
+}
+
+/** One row of a workflow's promotion history (newest first). */
+export interface IPromotionRecord {
+  id: number;
+  env: string;
+  version: number;
+  previous_version: number | null;
+  promoted_by: string | null;
+  promoted_at: string;
+  note: string | null;
+}
+
 export const api = {
   describeInfo: () => request<IDescribeInfo>('describe'),
   describe,
@@ -263,6 +305,20 @@ export const api = {
     }).then(r => r.run_id),
   environments: () =>
     request<{ environments: IEnvironment[] }>('envs').then(r => r.environments),
+  versions: (workflowId: string) =>
+    request<{ versions: IWorkflowVersion[] }>(
+      `workflows/${encodeURIComponent(workflowId)}/versions`
+    ).then(r => r.versions),
+  promote: (workflowId: string, version: number, env: string, dryRun: boolean) =>
+    post<IPromotion>(`workflows/${encodeURIComponent(workflowId)}/promote`, {
+      version,
+      env,
+      dry_run: dryRun
+    }),
+  promotions: (workflowId: string) =>
+    request<{ current: { [env: string]: number }; history: IPromotionRecord[] }>(
+      `workflows/${encodeURIComponent(workflowId)}/promotions`
+    ),
   runs: (path: string, limit = 50) =>
     request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}&limit=${limit}`).then(
       r => r.runs

@@ -1,9 +1,10 @@
-/** The toolbar: the run controls, undo / redo, auto-layout, and who else is here. */
-import React from 'react';
+/** The toolbar: the run controls, Promote…, undo / redo, auto-layout, and who else is here. */
+import React, { useState } from 'react';
 import type { IFlow } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import type { Notify } from './notice.js';
 import { displayName, IPresence } from './presence.js';
+import { PromotePopover } from './promote.js';
 import { RunToolbar } from './runbar.js';
 import type { IRunView } from './runview.js';
 
@@ -41,10 +42,20 @@ export function Toolbar(props: {
   toggleGrid: () => void;
 }): JSX.Element {
   const { doc, autoLayout, fitAll, peers } = props;
+  const [promoting, setPromoting] = useState(false);
   return (
     <div className="nf-toolbar">
       <RunToolbar doc={doc} path={props.path} flow={props.flow} view={props.view} pick={props.pick} pinned={props.pinned}
         notify={props.notify} />
+      <button
+        className={`nf-btn${promoting ? ' nf-active' : ''}`}
+        data-action="promote"
+        title="Promote a stored version of this flow to an environment (its triggers run it), after a dry run"
+        onClick={() => setPromoting(!promoting)}
+      >
+        Promote…
+      </button>
+      {promoting && <PromotePopover path={props.path} onClose={() => setPromoting(false)} />}
       <button
         className={`nf-btn${props.gridOpen ? ' nf-active' : ''}`}
         data-action="history-grid"
