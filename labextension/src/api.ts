@@ -287,6 +287,26 @@ export interface IPromotionRecord {
   note: string | null;
 }
 
+/** A stored connection as the server lists it (never its password or header values). */
+export interface IConnection {
+  name: string;
+  env: string;
+  kind: 'postgres' | 'http';
+  display: string;
+  trusted?: boolean;
+  groups?: string[];
+  updated_at?: string;
+}
+
+/** What PUT connections/{name} takes (the password and headers are write-only). */
+export interface IConnectionInput {
+  kind: 'postgres' | 'http';
+  url: string;
+  password?: string;
+  headers?: { [name: string]: string };
+  groups?: string[];
+}
+
 export const api = {
   describeInfo: () => request<IDescribeInfo>('describe'),
   describe,
@@ -318,6 +338,17 @@ export const api = {
   promotions: (workflowId: string) =>
     request<{ current: { [env: string]: number }; history: IPromotionRecord[] }>(
       `workflows/${encodeURIComponent(workflowId)}/promotions`
+    ),
+  connections: () =>
+    request<{ connections: IConnection[] }>('connections').then(r => r.connections),
+  putConnection: (name: string, env: string, body: IConnectionInput) =>
+    request<IConnection>(
+      `connections/${encodeURIComponent(name)}${env ? `?env=${encodeURIComponent(env)}` : ''}`,
+      { method: 'PUT', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } }
+    ),
+  testConnection: (name: string, env: string) =>
+    post<{ ok: boolean; message: string; ms?: number }>(
+      `connections/${encodeURIComponent(name)}/test${env ? `?env=${encodeURIComponent(env)}` : ''}`
     ),
   runs: (path: string, limit = 50) =>
     request<{ runs: IRunSummary[] }>(`runs?path=${encodeURIComponent(path)}&limit=${limit}`).then(

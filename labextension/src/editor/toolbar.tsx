@@ -1,8 +1,9 @@
-/** The toolbar: the run controls, Promote…, undo / redo, auto-layout, and who else is here. */
+/** The toolbar: the run controls, Promote…, Connections, undo / redo, auto-layout, and who else is here. */
 import React, { useState } from 'react';
 import type { IFlow } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import type { Notify } from './notice.js';
+import { ConnectionsPanel } from './connections.js';
 import { displayName, IPresence } from './presence.js';
 import { PromotePopover } from './promote.js';
 import { RunToolbar } from './runbar.js';
@@ -43,6 +44,7 @@ export function Toolbar(props: {
 }): JSX.Element {
   const { doc, autoLayout, fitAll, peers } = props;
   const [promoting, setPromoting] = useState(false);
+  const [connections, setConnections] = useState(false);
   return (
     <div className="nf-toolbar">
       <RunToolbar doc={doc} path={props.path} flow={props.flow} view={props.view} pick={props.pick} pinned={props.pinned}
@@ -51,11 +53,26 @@ export function Toolbar(props: {
         className={`nf-btn${promoting ? ' nf-active' : ''}`}
         data-action="promote"
         title="Promote a stored version of this flow to an environment (its triggers run it), after a dry run"
-        onClick={() => setPromoting(!promoting)}
+        onClick={() => {
+          setPromoting(!promoting);
+          setConnections(false);
+        }}
       >
         Promote…
       </button>
       {promoting && <PromotePopover path={props.path} onClose={() => setPromoting(false)} />}
+      <button
+        className={`nf-btn${connections ? ' nf-active' : ''}`}
+        data-action="connections"
+        title="The stored database and HTTP connections: add one, test one (passwords are never shown)"
+        onClick={() => {
+          setConnections(!connections);
+          setPromoting(false);
+        }}
+      >
+        Connections
+      </button>
+      {connections && <ConnectionsPanel onClose={() => setConnections(false)} />}
       <button
         className={`nf-btn${props.gridOpen ? ' nf-active' : ''}`}
         data-action="history-grid"
