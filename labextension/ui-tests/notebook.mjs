@@ -243,10 +243,15 @@ const scenarios = {
     await page.click(`${scope} .react-flow__controls-fitview`);
     await page.waitForTimeout(500);
     const visibleAfterFit = await visible();
+    // How many nodes React Flow draws: it hides a node (visibility: hidden) until it knows
+    // the node's measured size, and its fit view skips such nodes.
+    const drawn = await page.$$eval(`${scope} .react-flow__node`, els =>
+      els.filter(e => getComputedStyle(e).visibility === 'visible').length
+    );
     const screenshot = await shot(page, 'notebook-widget');
     return {
       states: result, seen, runStatus, shownMs, runMs, glow, outputs, visibleAsRendered,
-      visibleAfterFit, textPx, screenshot, errors: page.errors
+      visibleAfterFit, drawn, textPx, screenshot, errors: page.errors
     };
   },
 

@@ -40,8 +40,15 @@ WIDE = [  # 1 -> 7 -> 1: laid out 7 nodes across, about 1,540 px wide
 
 def _watch(lab, name: str, cells: list[str], nodes: int) -> dict:
     write_notebook(lab.root / name, cells)
-    page = BrowserScenario(lab.url, lab.token, "notebook", lab.log, NOTEBOOK=name,
-                           EXPECT_NODES=str(nodes), SHOW_CELLS="3")
+    page = BrowserScenario(
+        lab.url,
+        lab.token,
+        "notebook",
+        lab.log,
+        NOTEBOOK=name,
+        EXPECT_NODES=str(nodes),
+        SHOW_CELLS="3",
+    )
     try:
         return page.result(timeout=180)
     finally:
@@ -53,6 +60,7 @@ def test_the_displayed_flow_glows_during_a_blocking_run(backend_lab, workers) ->
     result = _watch(backend_lab, "blocking.ipynb", DIAMOND, 4)
     print(f"run watched for {result['runMs']} ms; states seen: {result['seen']}")
     assert result["states"] == {n: "succeeded" for n in "ABCD"}
+    assert result["drawn"] == 4  # React Flow knows every node's size (none left hidden)
     assert result["runStatus"] == "succeeded"
     # Live while the cell waited: every node went from idle through its run to succeeded,
     # and the delayed one showed the states in between, not only the end.
@@ -65,11 +73,17 @@ def test_the_displayed_flow_glows_during_a_blocking_run(backend_lab, workers) ->
 def test_a_wide_flow_keeps_its_text_readable(backend_lab, workers) -> None:
     workers.start(2)
     result = _watch(backend_lab, "wide.ipynb", WIDE, 9)
-    print(f"node text drawn at {result['textPx']:.1f} px; {result['visibleAsRendered']} of 9 "
-          f"nodes in view as drawn, {result['visibleAfterFit']} after fit-view")
+    print(
+        f"node text drawn at {result['textPx']:.1f} px; {result['visibleAsRendered']} of 9 "
+        f"nodes in view as drawn, {result['visibleAfterFit']} after fit-view"
+    )
     assert result["textPx"] >= 9.5  # was ~5 px: all 9 squeezed into the output area
     assert result["visibleAsRendered"] >= 3  # the middle of the flow; pan or zoom for the rest
+    # Every node drawn: a node React Flow has no measured size for stays hidden and its fit
+    # view skips it (the nodes' sizes must survive the rebuilds each state change makes).
+    assert result["drawn"] == 9
     assert result["visibleAfterFit"] == 9  # the fit-view control still shows everything
-    assert result["states"] == {n: "succeeded" for n in
-                                ["top", *(f"m{i}" for i in range(7)), "end"]}
+    assert result["states"] == {
+        n: "succeeded" for n in ["top", *(f"m{i}" for i in range(7)), "end"]
+    }
     assert any("RUN succeeded 28" in text for text in result["outputs"]), result["outputs"]

@@ -3,8 +3,8 @@
  * React Flow, fed by the kernel (traits `graph`, `catalog`, `states`, `run_id`, `status`).
  * Clicking a node of a run opens its details (output, error, input, logs) under the canvas.
  */
-import React, { useEffect, useMemo, useRef, useState } from 'react';
-import { Background, Controls, ReactFlow } from '@xyflow/react';
+import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { Background, Controls, NodeChange, ReactFlow } from '@xyflow/react';
 import type { AnyModel, Experimental } from '@anywidget/types';
 import { NodeDetails } from '../canvas/details.js';
 import { flowEdges } from '../canvas/edges.js';
@@ -36,6 +36,26 @@ export function InlineCanvas({ model, experimental }: { model: AnyModel; experim
   const flowNodes = graph.nodes ?? [];
   const flowEdgeList = graph.edges ?? [];
   const runs = useMemo(() => new Map(Object.entries(states)), [states]);
+  // The size React Flow measured for each node. The nodes are rebuilt on every state change
+  // (the glow), and React Flow takes a new node object's size from its `measured` field: left
+  // out, each rebuild forgets the size, and a rebuild landing between React Flow's measure and
+  // its next render left nodes unmeasured for good (hidden, and skipped by fit view).
+  const [sizes, setSizes] = useState<ReadonlyMap<string, { width: number; height: number }>>(new Map());
+  const onNodesChange = useCallback((changes: NodeChange<NxNode>[]) => {
+    const measured = changes.filter(c => c.type === 'dimensions' && c.dimensions);
+    if (!measured.length) {
+      return;
+    }
+    setSizes(prev => {
+      const next = new Map(prev);
+      for (const c of measured) {
+        if (c.type === 'dimensions' && c.dimensions) {
+          next.set(c.id, { width: c.dimensions.width, height: c.dimensions.height });
+        }
+      }
+      return next;
+    });
+  }, []);
   const nodes: NxNode[] = useMemo(() => {
     const known = Object.keys(catalog).length > 0;
     return flowNodes.map(node => ({
@@ -45,9 +65,10 @@ export function InlineCanvas({ model, experimental }: { model: AnyModel; experim
       selected: node.id === detailsFor,
       draggable: false,
       connectable: false,
+      measured: sizes.get(node.id),
       data: { node, typeInfo: catalog[node.type], catalogLoaded: known, run: runs.get(node.id), peers: [] }
     }));
-  }, [flowNodes, catalog, runs, detailsFor]);
+  }, [flowNodes, catalog, runs, detailsFor, sizes]);
   const edges = useMemo(() => {
     const ids = new Set(flowNodes.map(n => n.id));
     return flowEdges(flowEdgeList.filter(e => ids.has(e.source) && ids.has(e.target)), runs);
@@ -85,6 +106,7 @@ export function InlineCanvas({ model, experimental }: { model: AnyModel; experim
           nodes={nodes}
           edges={edges}
           nodeTypes={nodeTypes}
+          onNodesChange={onNodesChange}
           nodesDraggable={false}
           nodesConnectable={false}
           onNodeClick={(_, n) => runId && setDetailsFor(n.id)}
