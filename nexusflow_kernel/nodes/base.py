@@ -138,6 +138,9 @@ class NodeContext:
     log: NodeLog = field(default_factory=NodeLog)
     deadline: float | None = None
     """``time.time()`` after which the attempt is over (the node's ``timeout_s``)."""
+    timeout_s: float | None = None
+    """The node's own ``timeout_s`` as written (``deadline`` is what is left of it once the
+    worker has rendered the config), for messages that name it."""
     resume_state: dict[str, Any] | None = None
     """State saved by a previous ``Defer`` of this node, or ``None`` on a first start."""
     secrets: Callable[[str], str] | None = None

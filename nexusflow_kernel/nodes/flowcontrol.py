@@ -75,7 +75,10 @@ def _with_timeout(ctx: NodeContext, state: dict[str, Any], now: float) -> float 
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         if ctx.deadline is None:
             return None
-        timeout = round(ctx.deadline - now, 3)
+        # the attempt's deadline, named in messages as the node's timeout_s as written
+        state["timeout_s"] = (ctx.timeout_s if ctx.timeout_s is not None
+                              else round(ctx.deadline - now, 3))
+        return ctx.deadline
     state["timeout_s"] = timeout
     return now + float(timeout)
 

@@ -613,6 +613,7 @@ def _run_claimed(rt: Runtime, claim: Claim, masking: _Masking,
                 config=config, inputs=claim.inputs, params=claim.params, settings=rt.settings,
                 log=log, deadline=(time.time() + timeout_s - (time.monotonic() - started))
                 if timeout_s else None,
+                timeout_s=timeout_s or None,
                 resume_state=claim.resume_state, secrets=resolver,
                 connections=masking.connection if rt.connections is not None else None,
                 resume_token=_ResumeTokens(rt, claim, masking).token,

@@ -93,7 +93,7 @@ def _run(rt: Any, test_id: str, node: Node, inputs: dict[str, Any], params: dict
     timeout_s = float(node.timeout_s) if node.timeout_s else TEST_TIMEOUT_S
     ctx = NodeContext(run_id=f"test-{test_id}", node_id=node.id, attempt=1, config=config,
                       inputs=inputs, params=params, settings=rt.settings, log=log,
-                      deadline=time.time() + timeout_s, secrets=resolve)
+                      deadline=time.time() + timeout_s, timeout_s=timeout_s, secrets=resolve)
     armed = _alarm.arm(-1, timeout_s)
     try:
         result = node_type.run(ctx)
