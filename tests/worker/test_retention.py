@@ -115,10 +115,17 @@ def test_the_service_prunes_daily_once_across_replicas(settings, engine, workers
             time.sleep(0.2)
         assert _count(db, "executions", old) == 0
         assert _count(db, "executions", recent) == 1
-        with psycopg.connect(db) as conn:
-            row = conn.execute(
-                "SELECT last_by, result FROM nexusflow_maintenance WHERE task = 'prune'"
-            ).fetchone()
+        # the pass records its result once its last batch is done, a moment after the rows go
+        row = None
+        while time.monotonic() < end:
+            with psycopg.connect(db) as conn:
+                row = conn.execute(
+                    "SELECT last_by, result FROM nexusflow_maintenance WHERE task = 'prune'"
+                ).fetchone()
+            if row is not None and row[1] is not None:
+                break
+            time.sleep(0.2)
+        assert row is not None and row[1] is not None, row
         assert row[1]["runs"] == 2
         assert row[0]  # the replica that ran it; the other found the day's pass done
         more = _runs(engine, 1)
