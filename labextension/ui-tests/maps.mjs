@@ -1,18 +1,13 @@
 // Browser scenarios of the map node on the canvas (issue #20, item 1), run by pytest
 // (tests/ui/test_map_ui.py) against a live JupyterLab: `node maps.mjs <scenario>`.
 // Prints `RESULT <json>`.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { log, main, shot } from './common.mjs';
 
 const LAB = process.env.LAB_URL;
 const TOKEN = process.env.LAB_TOKEN;
 const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
 const FILE = process.env.FLOW_FILE || 'flow.nxflow';
 const TIMEOUT = 60000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
 
 async function openPage(browser, workspace, file = FILE) {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
@@ -28,12 +23,6 @@ async function openPage(browser, workspace, file = FILE) {
   await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
   await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
   return page;
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
 }
 
 const MAIN = '.nf-canvas > .react-flow';
@@ -166,33 +155,4 @@ const scenarios = {
   }
 };
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-});
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 150000);
-try {
-  const result = await scenarios[name](browser);
-  console.log('RESULT ' + JSON.stringify(result));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios);

@@ -1,24 +1,13 @@
 // Browser scenario of node packages, run by pytest (tests/ui/test_node_packages_ui.py) against a
 // live JupyterLab whose server and workers have the example package (and a broken one)
 // installed: `node nodepackages.mjs package`. Prints `RESULT <json>`.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { log, main, shot } from './common.mjs';
 
 const LAB = process.env.LAB_URL;
 const TOKEN = process.env.LAB_TOKEN;
 const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
 const FILE = process.env.FLOW_FILE || 'package.nxflow';
 const TIMEOUT = 30000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
-}
 
 async function center(page, selector) {
   const box = await (await page.waitForSelector(selector, { timeout: TIMEOUT })).boundingBox();
@@ -134,33 +123,4 @@ const scenarios = {
   }
 };
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-});
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 150000);
-try {
-  const result = await scenarios[name](browser);
-  console.log('RESULT ' + JSON.stringify(result));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios);
