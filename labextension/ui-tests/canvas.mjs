@@ -155,10 +155,34 @@ const scenarios = {
 
     // Move the node in B by dragging it; A must follow.
     const startA = await withDoc(a, (doc, id) => doc.node(id).position, added);
-    const from = await center(b, `.react-flow__node[data-id="${added}"] .nf-node-title`);
+    // React Flow hides a node until it has measured it and drags only a measured one.
+    await b.waitForFunction(
+      id => getComputedStyle(document.querySelector(`.react-flow__node[data-id="${id}"]`)).visibility === 'visible',
+      added,
+      { timeout: 5000 }
+    );
     // The position is shared when the drag ends (not on every mouse move): time from there.
-    await drag(b, from, { x: from.x + 160, y: from.y + 60 });
-    const t1 = Date.now();
+    // A drag B's canvas did not take (its own position unchanged, so nothing was sent) is
+    // the test's input lost on a loaded machine, not a sync delay: it is tried once more.
+    let t1;
+    for (let attempt = 1; ; attempt++) {
+      const from = await center(b, `.react-flow__node[data-id="${added}"] .nf-node-title`);
+      await drag(b, from, { x: from.x + 160, y: from.y + 60 });
+      t1 = Date.now();
+      const movedInB = await b
+        .waitForFunction(
+          ([id, x]) => {
+            const el = document.querySelector(`.react-flow__node[data-id="${id}"]`);
+            const m = el && /translate\(([-\d.]+)px/.exec(el.style.transform);
+            return m && Math.abs(Number(m[1]) - x) > 50;
+          },
+          [added, startA.x],
+          { timeout: 2000 }
+        )
+        .then(() => true, () => false);
+      if (movedInB || attempt === 2) break;
+      log('the drag in B did not move', added, '; dragging again');
+    }
     await a.waitForFunction(
       ([id, x]) => {
         const el = document.querySelector(`.react-flow__node[data-id="${id}"]`);

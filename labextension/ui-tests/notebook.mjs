@@ -273,7 +273,12 @@ const scenarios = {
     );
     await lab.selectOption('select.nf-history', process.env.RUN_ID);
     await settled(lab, '[data-nexusflow-editor]', expected);
-    await lab.click('[data-nexusflow-editor] .react-flow__pane'); // nothing selected
+    // Nothing selected: a click on the pane's empty top-left corner (its centre may hold a
+    // node, which the click would select).
+    await lab.click('[data-nexusflow-editor] .react-flow__pane', { position: { x: 8, y: 8 } });
+    await lab.waitForFunction(() => !document.querySelector('[data-nexusflow-editor] .nf-node.nf-selected'), null, {
+      timeout: 5000
+    });
     await notebook.waitForTimeout(600); // let the colour transitions end
     const result = {
       lab: await nodeSignatures(lab, '[data-nexusflow-editor]'),
