@@ -29,7 +29,7 @@ from .errors import (
     NotFoundError,
 )
 from .masking import NO_MASKER, Masker, RunSecrets
-from .model.compiler import CompiledFlow, compile_flow
+from .model.compiler import CompiledFlow, check_param_values, compile_flow
 from .model.document import FlowInput, dumps_canonical, load_document, read_flow
 from .runstate.db import get_pool, jsonb, run_tx, with_retry
 from .runstate.store import Binding, RunStore
@@ -349,6 +349,7 @@ class Engine(DebugLoop):
             compiled = _compiled(flow)
             source = source or _file_source(compiled)
             _apply_param_defaults(compiled, inputs)
+            check_param_values(compiled.document.params, inputs)
         elif workflow_id is None:
             raise NotFoundError("start_run needs a flow or a workflow_id")
 
@@ -367,9 +368,11 @@ class Engine(DebugLoop):
             else:
                 _check_uuid(wid, "workflow")
             assert wid is not None and ver is not None  # given, stored or looked up above
+            plan = self.store.plan_for(conn, wid, ver)
+            if compiled is None:  # a stored version: its params' enums, checked here
+                check_param_values(plan.document.get("params") or {}, inputs)
             env_name, env_vars = self.environments.for_run(
-                conn, env, self.store.plan_for(conn, wid, ver),
-                local_connections=self.settings.connections)
+                conn, env, plan, local_connections=self.settings.connections)
             pins = self._pin_subflows(conn, wid, ver, source, actor=actor, authorize=authorize,
                                       base_dir=base_dir, base_name=base_name,
                                       file_key=file_key, files=files)

@@ -140,6 +140,14 @@ class BackendUnavailable(NexusFlowError):
     """PostgreSQL or Redis cannot be reached (the URL in the message has its password masked)."""
 
 
+class ParamValueError(NexusFlowError):
+    """A run's input is not one of the values its param allows (its ``enum``)."""
+
+    def __init__(self, message: str, pointer: str = "") -> None:
+        self.pointer = pointer
+        super().__init__(message)
+
+
 class NotFoundError(NexusFlowError):
     """No such run, workflow, version or node."""
 
@@ -182,6 +190,7 @@ __all__ = [
     "NodeExecutionError",
     "NodeTimeoutError",
     "NotFoundError",
+    "ParamValueError",
     "PermissionDenied",
     "RunStateError",
     "ServiceError",

@@ -17,7 +17,9 @@ from ..errors import (
     CycleError,
     DanglingEdgeError,
     DuplicateIdError,
+    FlowSchemaError,
     NodeConfigError,
+    ParamValueError,
     UnknownNodeTypeError,
 )
 from ..nodes import get_node_type
@@ -121,6 +123,7 @@ def _secret_only(schema: Any) -> bool:
 def compile_flow(document: FlowDocument) -> CompiledFlow:
     """Compile a validated document; raise a ``FlowError`` subclass naming the fault."""
     source = document.source
+    _check_params(document.params, source)
     graph = nx.DiGraph()
     index_of: dict[str, int] = {}
     for i, node in enumerate(document.nodes):
@@ -192,6 +195,69 @@ def compile_flow(document: FlowDocument) -> CompiledFlow:
         n: tuple((c, graph.edges[n, c]["handle"]) for c in graph.successors(n)) for n in order
     }
     return CompiledFlow(document, graph, order, parents, children, document.content_hash())
+
+
+_PARAM_TYPES: dict[str, Any] = {
+    "string": str, "number": (int, float), "integer": int, "boolean": bool, "object": dict,
+    "array": list,
+}
+
+
+def _of_type(value: Any, type_name: str | None) -> bool:
+    """Whether ``value`` is of the JSON Schema ``type_name`` (``None``: any)."""
+    if type_name is None:
+        return True
+    if isinstance(value, bool) and type_name != "boolean":
+        return False
+    if type_name == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _PARAM_TYPES[type_name])
+
+
+def _shown(values: list[Any]) -> str:
+    import json
+
+    text = ", ".join(json.dumps(v) for v in values[:20])
+    return text + (f", ... ({len(values)} values)" if len(values) > 20 else "")
+
+
+def _check_params(params: dict[str, Any], source: str | None) -> None:
+    """A param's ``enum`` holds values of its ``type``, no value twice, and its ``default``."""
+    for name, spec in params.items():
+        choices = spec.get("enum")
+        if choices is None:
+            continue
+        seen: list[Any] = []
+        for i, value in enumerate(choices):
+            if not _of_type(value, spec.get("type")):
+                raise FlowSchemaError(
+                    f"param {name!r} allows {value!r}, which is not of its type "
+                    f"{spec.get('type')!r}", f"/params/{name}/enum/{i}", source=source)
+            if any(value == v and type(value) is type(v) for v in seen):
+                raise FlowSchemaError(f"param {name!r} lists {value!r} twice in its enum",
+                                      f"/params/{name}/enum/{i}", source=source)
+            seen.append(value)
+        if "default" in spec and not _in_enum(spec["default"], choices):
+            raise FlowSchemaError(
+                f"param {name!r} defaults to {spec['default']!r}, which is not one of its enum "
+                f"values ({_shown(choices)})", f"/params/{name}/default", source=source)
+
+
+def _in_enum(value: Any, choices: list[Any]) -> bool:
+    """JSON equality: ``1`` is not ``true`` (Python's ``==`` says it is)."""
+    return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices)
+
+
+def check_param_values(params: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Raise ``ParamValueError`` naming the param when a run's input is not in its ``enum``."""
+    for name, spec in params.items():
+        choices = spec.get("enum") if isinstance(spec, dict) else None
+        if choices is None or name not in inputs:
+            continue
+        if not _in_enum(inputs[name], choices):
+            raise ParamValueError(
+                f"param {name!r} must be one of {_shown(choices)}; got "
+                f"{_shown([inputs[name]])}", f"/params/{name}")
 
 
 def _cycle_error(graph: nx.DiGraph, document: FlowDocument, source: str | None) -> CycleError:

@@ -367,3 +367,24 @@ def test_start_with_a_dedupe_key_is_idempotent(engine) -> None:
     assert first == again != other
     ids = [r["run_id"] for r in engine.list_runs(limit=1000)]
     assert ids.count(first) == 1 and ids.count(other) == 1
+
+
+def test_param_enum_is_checked_when_a_run_starts(engine, workers) -> None:
+    """A run's input outside its param's ``enum`` is refused before anything is stored, naming
+    the param; one of the values runs (a stored version is checked too)."""
+    from nexusflow_kernel.errors import ParamValueError
+
+    doc = flow(node("A", expression="params['size'] + '!'"),
+               params={"size": {"type": "string", "enum": ["small", "large"],
+                                "default": "small"}})
+    before = len(engine.list_runs(limit=1000))
+    with pytest.raises(ParamValueError, match=r"param 'size' must be one of \"small\", "
+                                              r"\"large\"; got \"huge\""):
+        engine.start_run(doc, inputs={"size": "huge"})
+    assert len(engine.list_runs(limit=1000)) == before
+    workers.start(1)
+    run = wait_run(engine, engine.start_run(doc, inputs={"size": "large"}))
+    assert run["status"] == "succeeded" and run["nodes"]["A"]["output"] == "large!", run
+    with pytest.raises(ParamValueError, match="param 'size' must be one of"):
+        engine.start_run(workflow_id=run["workflow_id"], inputs={"size": "tiny"})
+    assert len(engine.list_runs(limit=1000)) == before + 1

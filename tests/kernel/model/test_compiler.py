@@ -183,3 +183,34 @@ def test_ten_thousand_nodes_compile_fast() -> None:
     assert len(compiled.order) == 10_000
     # a bound against a quadratic compiler on a loaded machine, not a benchmark (bench/ is)
     assert time.perf_counter() - start < 60
+
+
+def test_param_enum_is_a_choice_list() -> None:
+    """A param may list the values it allows (``enum``); the list is checked against the
+    param's type and default, each fault at its pointer."""
+    from nexusflow_kernel.errors import ParamValueError
+    from nexusflow_kernel.model.compiler import check_param_values
+
+    params = {"color": {"type": "string", "enum": ["red", "green"], "default": "red"},
+              "n": {"type": "integer", "enum": [1, 2, 3]}}
+    compiled = compile_flow(read_flow(flow(node("A", "noop"), params=params)))
+    assert compiled.document.params["color"]["enum"] == ["red", "green"]
+    check_param_values(compiled.document.params, {"color": "green", "n": 3, "other": "x"})
+    with pytest.raises(ParamValueError, match=r"param 'color' must be one of \"red\", \"green\"; "
+                                              r"got \"blue\"") as info:
+        check_param_values(compiled.document.params, {"color": "blue"})
+    assert info.value.pointer == "/params/color"
+    with pytest.raises(ParamValueError, match="param 'n' must be one of 1, 2, 3; got true"):
+        check_param_values(compiled.document.params, {"n": True})  # JSON: true is not 1
+    for spec, pointer, words in [
+        ({"type": "string", "enum": ["a"], "default": "b"}, "/params/p/default",
+         "defaults to 'b', which is not one of its enum values (\"a\")"),
+        ({"type": "integer", "enum": [1, "two"]}, "/params/p/enum/1",
+         "allows 'two', which is not of its type 'integer'"),
+        ({"enum": ["a", "a"]}, "/params/p/enum/1", "lists 'a' twice"),
+        ({"enum": []}, "/params/p/enum", "should be non-empty"),
+    ]:
+        with pytest.raises(FlowSchemaError) as err:
+            compile_flow(read_flow(flow(node("A", "noop"), params={"p": spec})))
+        assert err.value.pointer == pointer, (spec, err.value)
+        assert words in str(err.value), (spec, str(err.value))
