@@ -282,3 +282,34 @@ def test_the_schedules_cli_on_the_database(keyed, engine, tmp_path, policy) -> N
         [*cli, "list", str(wid), "--json"], env=env, capture_output=True, text=True, timeout=60
     )
     assert json.loads(listed.stdout) == {"schedules": []}
+
+
+def test_the_schedules_cli_takes_an_environment(keyed, engine) -> None:
+    """`schedules add --env prod`: the schedule runs in prod (the version promoted there), the
+    listing shows it; an unknown environment is named, with nothing stored."""
+    from nftest import settings_env
+
+    wid = engine.get_run(engine.start_run(flow(node("A", "noop")), actor="ops"))["workflow_id"]
+    engine.environments.create("prod")
+    env = settings_env(keyed)
+    env.pop("NEXUSFLOW_SERVICE_URL", None)
+    cli = [sys.executable, "-m", "nexusflow_kernel.cli", "schedules"]
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    out = call("add", str(wid), "--cron", "0 6 * * *", "--env", "prod")
+    assert out.returncode == 0, out.stderr
+    assert " in environment prod: next firing " in out.stdout
+    bad = call("add", str(wid), "--cron", "0 6 * * *", "--env", "nowhere")
+    assert bad.returncode == 2 and "unknown environment 'nowhere'" in bad.stderr, bad.stderr
+    assert "prod" in bad.stderr  # the known ones are named
+    both = call("add", str(wid), "--cron", "0 6 * * *", "--env", "prod", "--version", "1")
+    assert both.returncode == 2 and "give --env or --version, not both" in both.stderr
+    dev = call("add", str(wid), "--cron", "0 7 * * *")
+    assert dev.returncode == 0, dev.stderr
+    rows = json.loads(call("list", str(wid), "--json").stdout)["schedules"]
+    assert sorted((r["cron"], r["env"]) for r in rows) == [("0 6 * * *", "prod"),
+                                                          ("0 7 * * *", None)]
+    text = call("list", str(wid)).stdout
+    assert "\tenv prod" in text and "\tenv dev" in text, text

@@ -130,7 +130,8 @@ def _print_schedules(rows: list, as_json: bool) -> None:
         policy = r.get("misfire", "skip") + (
             f" (at most {r.get('catch_up_limit')})" if r.get("misfire") == "catch_up" else "")
         click.echo(f"{r['schedule_id']}\t{r['cron']} {r['timezone']}\tnext {r['next_fire_at']}"
-                   f"\tmisfire {policy}\tskipped {r.get('skipped_firings', 0)}")
+                   f"\tmisfire {policy}\tskipped {r.get('skipped_firings', 0)}"
+                   f"\tenv {r.get('env') or 'dev'}")
 
 
 @click.group("schedules")
@@ -162,6 +163,8 @@ def list_schedules(workflow_id: str, as_json: bool) -> None:
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
 @click.option("--inputs", "inputs_json", default="{}", help="The runs' inputs (a JSON object).")
 @click.option("--version", type=int, default=None, help="Pin a version (default: the latest).")
+@click.option("--env", "env", default=None,
+              help="Run in this environment, the version promoted there (not with --version).")
 @click.option("--misfire", type=click.Choice(["skip", "catch_up"]), default="skip",
               show_default=True,
               help="Firings missed while no service ran: run none, or catch up on them.")
@@ -170,8 +173,13 @@ def list_schedules(workflow_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def add_schedule(workflow_id: str, cron: str, timezone: str, inputs_json: str,
-                 version: int | None, misfire: str, catch_up_limit: int, as_json: bool) -> None:
-    """Run WORKFLOW_ID on a cron schedule."""
+                 version: int | None, env: str | None, misfire: str, catch_up_limit: int,
+                 as_json: bool) -> None:
+    """Run WORKFLOW_ID on a cron schedule.
+
+    With --env, each firing runs in that environment the version promoted there (as a webhook
+    or queue trigger of the environment does); creating it needs the deployer role on it.
+    """
     from nexusflow_kernel.errors import NexusFlowError
 
     try:
@@ -184,6 +192,11 @@ def add_schedule(workflow_id: str, cron: str, timezone: str, inputs_json: str,
             "catch_up_limit": catch_up_limit}
     if version is not None:
         body["version"] = version
+    if env is not None:
+        if version is not None:
+            raise NexusFlowError("a schedule of an environment runs the version promoted "
+                                 "there: give --env or --version, not both")
+        body["env"] = env
     remote, settings = _schedule_client()
     if remote is not None:
         made = remote._call("POST", f"workflows/{workflow_id}/schedules", body=body)
@@ -192,7 +205,8 @@ def add_schedule(workflow_id: str, cron: str, timezone: str, inputs_json: str,
     if as_json:
         click.echo(json.dumps(made, default=str))
     else:
-        click.echo(f"schedule {made['schedule_id']}: next firing {made['next_fire_at']}")
+        where = f" in environment {made['env']}" if made.get("env") else ""
+        click.echo(f"schedule {made['schedule_id']}{where}: next firing {made['next_fire_at']}")
 
 
 def _store(settings):  # type: ignore[no-untyped-def]
@@ -213,13 +227,16 @@ def _add_direct(settings, workflow_id: str, body: dict) -> dict:  # type: ignore
 
     misfire, limit = misfire_policy(body)  # BadRequest names the field
     first = next_fire(body["cron"], body["timezone"], datetime.now(UTC))
+    env = body.get("env")
     engine = Engine(settings)
     try:
         engine.get_workflow(workflow_id, body.get("version"))  # NotFoundError when missing
+        if env is not None:  # UnknownEnvironment names it and the known ones
+            env = engine.environments.get(env)["name"]
     finally:
         engine.close()
     return _store(settings).create_schedule(
-        workflow_id, version=body.get("version"), cron=body["cron"],
+        workflow_id, version=body.get("version"), env=env, cron=body["cron"],
         timezone=body["timezone"], inputs=body["inputs"], next_fire_at=first, misfire=misfire,
         catch_up_limit=limit, actor=os.environ.get("USER"))
 
