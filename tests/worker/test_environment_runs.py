@@ -169,3 +169,40 @@ def _in_dev_and_prod(engine, workers, server, key, conn_name, prod, bare, databa
     assert run["status"] == "succeeded", run
     assert run["nodes"]["key"]["output"]["json"] == {"sha": _sha("Bearer shared-3333")}
     assert run["nodes"]["q"]["output"]["rows"] == [{"name": "dev row"}]
+
+
+def test_code_node_reads_the_run_environment(settings, workers) -> None:
+    """A code node run by a worker in ``prod`` sees prod's variables as the dict ``env`` (and
+    bash on stdin), like an expression's ``env['NAME']``; in dev, dev's."""
+    from dataclasses import replace
+
+    engine = Engine(settings)
+    prod = f"prod_{uuid.uuid4().hex[:6]}"
+    engine.environments.create(prod)
+    engine.environments.set_var("dev", "REGION", "eu-dev")
+    engine.environments.set_var(prod, "REGION", "eu-prod")
+    engine.environments.set_var(prod, "LIMIT", 7)
+    workers.settings = replace(settings, code_isolation="process")  # docker: test_sandbox.py
+    workers.start(1, "--queues", "default,sandbox")
+    doc = flow(
+        node("py", "code", language="python",
+             source="def main(inputs, params):\n"
+                    "    return {'region': env['REGION'], 'limit': env.get('LIMIT')}\n"),
+        node("sh", "code", language="bash",
+             source="python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)"
+                    "[\"env\"][\"REGION\"]))'\n"),
+        name="code-env")
+    runs = {name: wait_run(engine, engine.start_run(doc, env=name), timeout=90)
+            for name in ("dev", prod)}
+    for run in runs.values():
+        assert run["status"] == "succeeded", run
+    assert runs[prod]["nodes"]["py"]["output"] == {"region": "eu-prod", "limit": 7}
+    assert runs[prod]["nodes"]["sh"]["output"] == "eu-prod"
+    assert runs["dev"]["nodes"]["py"]["output"] == {"region": "eu-dev", "limit": None}
+    assert runs["dev"]["nodes"]["sh"]["output"] == "eu-dev"
+    # the code's env['REGION'] is checked before a run starts, as an expression's is
+    bare = f"bare_{uuid.uuid4().hex[:6]}"
+    engine.environments.create(bare)
+    with pytest.raises(EnvironmentError, match="node 'py' reads variable env\\['REGION'\\]"):
+        engine.start_run(doc, env=bare)
+

@@ -253,7 +253,7 @@ def test_bash_reads_stdin_and_prints_json_last(sandbox_image: str) -> None:
     out, ctx = run_node({"language": "bash", "source": source}, params={"n": 21})
     assert out == {"double": 42}
     text = log_text(ctx)
-    assert 'got: {"inputs": {}, "params": {"n": 21}}' in text
+    assert 'got: {"inputs": {}, "params": {"n": 21}, "env": {}}' in text
     assert "warning" in text
     assert '"double"' not in text
 
@@ -333,6 +333,30 @@ def test_declared_secrets_only_as_env(sandbox_image: str) -> None:
     assert "token is" in log_text(ctx)
     # The worker masks the logs, output and error it records (one path for the whole run):
     # tests/worker/test_secret_masking.py runs a code node through a worker.
+
+
+@pytest.mark.parametrize("policy", ["docker", "process"])
+def test_code_reads_the_run_environment(policy: str, request: pytest.FixtureRequest) -> None:
+    """The run environment's variables reach code as they reach expressions (env['NAME']):
+    Python's global ``env``, bash's stdin JSON under "env"; under both isolation modes."""
+    if policy == "docker":
+        request.getfixturevalue("sandbox_image")
+    env = {"REGION": "eu-prod", "RATE": 3, "FLAGS": [True, None]}
+    source = (
+        "def main(inputs, params):\n"
+        "    return {'region': env['REGION'], 'total': env['RATE'] * params['n'],\n"
+        "            'flags': env['FLAGS'], 'names': sorted(env)}\n"
+    )
+    out, _ = run_node({"language": "python", "source": source}, params={"n": 2}, env=env,
+                      policy=policy)
+    assert out == {"region": "eu-prod", "total": 6, "flags": [True, None],
+                   "names": ["FLAGS", "RATE", "REGION"]}
+    out, _ = run_node({"language": "python", "source": "output = env"}, policy=policy)
+    assert out == {}  # no environment variables: an empty dict, never a NameError
+    bash = ("python3 -c 'import json,sys; e=json.load(sys.stdin)[\"env\"]; "
+            "print(json.dumps([e[\"REGION\"], e[\"RATE\"]]))'\n")
+    out, _ = run_node({"language": "bash", "source": bash}, env=env, policy=policy)
+    assert out == ["eu-prod", 3]
 
 
 def test_secrets_without_a_store_fail_clearly() -> None:

@@ -71,9 +71,10 @@ def run_isolated(
 ) -> tuple[Any, list[str]]:
     """Run ``source`` (``python`` or ``bash``) under ``policy``; return ``(output, logs)``.
 
-    ``payload`` is ``{"inputs": ..., "params": ...}``; ``env`` holds the only environment
-    variables the code sees besides the basics (``PATH``, ``HOME``, ``LANG``); ``labels`` and
-    ``image`` only matter to the ``docker`` policy. Failures raise ``NodeExecutionError``
+    ``payload`` is ``{"inputs": ..., "params": ..., "env": ...}`` (``env``: the run
+    environment's variables); ``env`` holds the only environment variables the code sees
+    besides the basics (``PATH``, ``HOME``, ``LANG``); ``labels`` and ``image`` only matter
+    to the ``docker`` policy. Failures raise ``NodeExecutionError``
     (``NodeTimeoutError`` for the wall-clock limit).
     """
     if language not in LANGUAGES:

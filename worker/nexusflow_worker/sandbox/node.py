@@ -28,7 +28,7 @@ class CodeNode(NodeType):
     title = "Code"
     description = (
         "Python or bash in an isolated container: no network, read-only root, resource limits. "
-        "Gets {inputs, params} as JSON; returns JSON."
+        "Gets {inputs, params, env} as JSON; returns JSON."
     )
     category = "advanced"
     icon = "</>"
@@ -51,8 +51,9 @@ class CodeNode(NodeType):
             "source": {
                 "type": "string",
                 "title": "Code",
-                "description": "Python: define main(inputs, params) or set `output`. Bash: "
-                "read JSON on stdin, print the JSON output as the last stdout line.",
+                "description": "Python: define main(inputs, params) or set `output`; the "
+                "environment's variables are the dict `env`. Bash: read JSON ({inputs, params, "
+                "env}) on stdin, print the JSON output as the last stdout line.",
                 "maxLength": 1_000_000,
             },
             "image": {
@@ -141,7 +142,8 @@ class CodeNode(NodeType):
             output, logs = run_isolated(
                 config.get("language", "python"),
                 config["source"],
-                {"inputs": ctx.inputs, "params": ctx.params},
+                # env: the variables of the run's environment (env['NAME'] in expressions)
+                {"inputs": ctx.inputs, "params": ctx.params, "env": dict(ctx.env or {})},
                 policy=ctx.settings.code_isolation,
                 limits=limits,
                 env=env,

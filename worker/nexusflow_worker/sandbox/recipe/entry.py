@@ -3,7 +3,8 @@
 It reads one JSON envelope from stdin::
 
     {"marker": "...", "language": "python" | "bash", "source": "...",
-     "payload": {"inputs": {...}, "params": {...}}, "max_output_bytes": 1048576}
+     "payload": {"inputs": {...}, "params": {...}, "env": {...}},
+     "max_output_bytes": 1048576}
 
 runs the code, and writes the code's output as one line ``<marker> {"ok": true, "output": ...}``
 (or ``{"ok": false, "error": "..."}``) on stdout. Everything else the code prints on stdout or
@@ -12,8 +13,10 @@ cannot be mistaken for the result. A failing code exits non-zero and the last st
 why.
 
 Python: the source defines ``main(inputs, params)``, whose return value is the output, or sets a
-global ``output``; neither gives ``null``. Bash: the script gets the payload as JSON on stdin; its
-output is the last non-empty line of stdout, which must be JSON; the lines before it are logs.
+global ``output``; neither gives ``null``. The variables of the run's environment are the
+global ``env`` (a dict, as ``env['NAME']`` in expressions). Bash: the script gets the payload as
+JSON on stdin; its output is the last non-empty line of stdout, which must be JSON; the lines
+before it are logs.
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ def run_python(source: str, payload: dict[str, Any]) -> Any:
     traceback has been written to stderr by then.
     """
     linecache.cache[SOURCE_NAME] = (len(source), None, source.splitlines(True), SOURCE_NAME)
-    namespace: dict[str, Any] = {"__name__": "nexusflow_code", "__builtins__": __builtins__}
+    namespace: dict[str, Any] = {
+        "__name__": "nexusflow_code",
+        "__builtins__": __builtins__,
+        "env": dict(payload.get("env") or {}),  # the run's environment variables
+    }
     try:
         code = compile(source, SOURCE_NAME, "exec")
         exec(code, namespace)
