@@ -98,6 +98,22 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
 """Every ciphertext column Nexus-Flow keeps (a NULL value is skipped)."""
 
 
+Authorize = Callable[[dict[str, Any] | None], None]
+"""Who-may-change rule given to :meth:`SecretStore.set` and :meth:`SecretStore.delete`: called
+with the secret as it stands, locked (``None``: there is none); it raises to refuse."""
+
+
+def _locked_secret(cur: Any, name: str, env: str) -> dict[str, Any] | None:
+    """Return secret ``name`` of ``env`` (creator and groups), locked until the transaction
+    ends, or ``None``."""
+    row = cur.execute(
+        "SELECT created_by, scope_groups FROM nexusflow_secrets WHERE env = %s AND name = %s"
+        " FOR UPDATE", (env, name)).fetchone()
+    if row is None:
+        return None
+    return {"name": name, "env": env, "created_by": row[0], "groups": list(row[1] or [])}
+
+
 class SecretKeyError(NexusFlowError):
     """The secret key is missing, malformed, or does not decrypt a stored value."""
 
@@ -266,12 +282,21 @@ class SecretStore:
         return self._cipher
 
     def set(self, name: str, value: str, *, actor: str | None = None,
-            groups: Iterable[str] | None = None, env: str = "") -> None:
+            groups: Iterable[str] | None = None, env: str = "",
+            authorize: Authorize | None = None) -> None:
         """Store ``value`` under ``name`` (encrypted), replacing any earlier value.
 
         ``groups`` scopes the secret to those Hub groups (``[]``: unscoped); ``None`` keeps
         the scope an existing secret has (a new one is unscoped). ``env``: the environment
         whose value this is (``''``: the value of every environment without its own).
+        ``actor`` is recorded as ``updated_by``, and as ``created_by`` (the secret's owner)
+        when the secret is new; a replacement keeps the creator.
+
+        ``authorize`` (the service's rule of who may change what) is called with the
+        secret as it stands (``{"name", "env", "created_by", "groups"}``, ``None`` when there
+        is none) in the transaction that writes, the row locked: what it allowed is what gets
+        replaced (a secret created meanwhile by someone else is checked in turn). Whatever it
+        raises leaves everything as it was.
         """
         check_name(name)
         check_env(env)
@@ -279,17 +304,38 @@ class SecretStore:
             raise NexusFlowError(f"the value of secret {name!r} must be a string")
         scope = None if groups is None else sorted({check_group(g) for g in groups})
         blob = self.cipher.encrypt(value, secret_associated(env, name))
+        from psycopg.rows import tuple_row
+
         with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO nexusflow_secrets (env, name, ciphertext, created_by, updated_by,"
-                " scope_groups) VALUES (%s, %s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
-                " ON CONFLICT (env, name) DO UPDATE SET"
-                " ciphertext = EXCLUDED.ciphertext, updated_at = now(),"
-                " updated_by = EXCLUDED.updated_by,"
-                " scope_groups = COALESCE(%s::text[], nexusflow_secrets.scope_groups)",
-                (env, name, blob, actor, actor, scope, scope),
-            )
-            conn.commit()
+            try:
+                cur = conn.cursor(row_factory=tuple_row)
+                for _ in range(20):
+                    current = _locked_secret(cur, name, env)
+                    if authorize is not None:
+                        authorize(current)
+                    if current is not None:
+                        cur.execute(
+                            "UPDATE nexusflow_secrets SET ciphertext = %s, updated_at = now(),"
+                            " updated_by = %s,"
+                            " scope_groups = COALESCE(%s::text[], scope_groups)"
+                            " WHERE env = %s AND name = %s",
+                            (blob, actor, scope, env, name))
+                        break
+                    cur.execute(
+                        "INSERT INTO nexusflow_secrets (env, name, ciphertext, created_by,"
+                        " updated_by, scope_groups)"
+                        " VALUES (%s, %s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
+                        " ON CONFLICT (env, name) DO NOTHING",
+                        (env, name, blob, actor, actor, scope))
+                    if cur.rowcount == 1:
+                        break
+                    # created by another request since the lock found none: check that one
+                else:  # pragma: no cover - twenty creations and deletions in between
+                    raise NexusFlowError(f"secret {name!r} keeps changing: try again")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     def list(self, *, usable_by: Iterable[str] | None = None,
              env: str | None = None) -> list[dict[str, Any]]:
@@ -328,15 +374,26 @@ class SecretStore:
             conn.commit()
         return None if row is None else list(row[0] or [])
 
-    def delete(self, name: str, env: str = "") -> None:
-        """Delete the secret ``name`` (of ``env``); raise ``NotFoundError`` if there is none."""
+    def delete(self, name: str, env: str = "", *, authorize: Authorize | None = None) -> None:
+        """Delete the secret ``name`` (of ``env``); raise ``NotFoundError`` if there is none.
+        ``authorize`` as for :meth:`set`, called with the locked secret before it goes."""
+        from psycopg.rows import tuple_row
+
         with self._pool.connection() as conn:
-            cur = conn.execute("DELETE FROM nexusflow_secrets WHERE name = %s AND env = %s",
-                               (name, env))
-            conn.commit()
-        if cur.rowcount == 0:
-            where = f" in environment {env!r}" if env else ""
-            raise NotFoundError(f"no secret named {name!r}{where}")
+            try:
+                cur = conn.cursor(row_factory=tuple_row)
+                current = _locked_secret(cur, name, env)
+                if current is None:
+                    where = f" in environment {env!r}" if env else ""
+                    raise NotFoundError(f"no secret named {name!r}{where}")
+                if authorize is not None:
+                    authorize(current)
+                cur.execute("DELETE FROM nexusflow_secrets WHERE name = %s AND env = %s",
+                            (name, env))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     def get(self, name: str, *, run_id: str | None = None, env: str | None = None) -> str:
         """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none.
@@ -490,6 +547,7 @@ def _row_dict(row: Any) -> dict[str, Any]:
 
 __all__ = [
     "MASK",
+    "Authorize",
     "MIN_MASKED_LENGTH",
     "Cipher",
     "SecretKeyError",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ import click
 from ..connections import KINDS, ConnectionStore
 from ..remote import RemoteConnections, RemoteEngine
 from ..settings import Settings
-from .main import handle_errors
+from .main import cli_actor, handle_errors
 
 
 def _store() -> ConnectionStore | RemoteConnections:
@@ -109,7 +108,7 @@ def _add(
         from ..engine import Engine
 
         Engine(Settings.from_env()).environments.get(env)  # an unknown one says so
-    row = _store().add(name, env=env, actor=os.environ.get("USER"), **fields)
+    row = _store().add(name, env=env, actor=cli_actor(), **fields)
     click.echo(f"connection {name} stored{_where(env)}: {row['display']}")
 
 

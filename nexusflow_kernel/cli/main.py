@@ -40,6 +40,15 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def cli_actor() -> str:
+    """Return who runs this command, recorded as the actor of what it changes: the Hub user in
+    a Hub terminal (``JUPYTERHUB_USER``), else the OS user (``uid-N`` without a passwd entry).
+    A secret's creator owns it: an unscoped one is changed only by them or an administrator."""
+    from ..engine import local_owner
+
+    return local_owner()
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn Nexus-Flow errors into one line on stderr and an exit code."""
 

@@ -11,7 +11,7 @@ import click
 from ..remote import RemoteEngine, RemoteSecrets
 from ..secrets import SecretStore, check_name, generate_key
 from ..settings import Settings
-from .main import handle_errors
+from .main import cli_actor, handle_errors
 
 
 def _store() -> SecretStore | RemoteSecrets:
@@ -53,7 +53,7 @@ def _set(name: str, value: str | None, groups: tuple[str, ...], unscoped: bool,
             value = sys.stdin.read().rstrip("\r\n")
     scope = [] if unscoped else (list(groups) if groups else None)
     _check_env(env)
-    _store().set(name, value, actor=os.environ.get("USER"), groups=scope, env=env)
+    _store().set(name, value, actor=cli_actor(), groups=scope, env=env)
     click.echo(f"secret {name} stored" + (f" (groups: {', '.join(groups)})" if groups else "")
                + (f" for environment {env}" if env else ""))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,9 +73,10 @@ class SecretHandler(NexusFlowHandler):
                     check_group(group)
                 except NexusFlowError as exc:
                     raise BadRequest(str(exc), f"/groups/{i}") from None
-        await self.sync(self._may_change, name, groups, env)
+        authorize = await self.sync(self._may_change, name, groups, env)
         await self.sync(lambda: self.nf.secrets().set(name, value, actor=self.user_name,
-                                                      groups=groups, env=env))
+                                                      groups=groups, env=env,
+                                                      authorize=authorize))
         await self.audit("secret.set", f"secret:{name}",
                          **({"groups": sorted(set(groups))} if groups is not None else {}),
                          **({"env": env} if env else {}))
@@ -85,31 +87,49 @@ class SecretHandler(NexusFlowHandler):
     async def delete(self, name: str) -> None:
         check_name(name)
         env = _env_arg(self.get_query_argument("env", "") or "")
-        await self.sync(self._may_change, name, None, env)
-        await self.sync(lambda: self.nf.secrets().delete(name, env))
+        authorize = await self.sync(self._may_change, name, None, env)
+        await self.sync(lambda: self.nf.secrets().delete(name, env, authorize=authorize))
         await self.audit("secret.delete", f"secret:{name}", **({"env": env} if env else {}))
         self.set_status(204)
         self.finish()
 
-    def _may_change(self, name: str, groups: list[str] | None, env: str = "") -> None:
-        """Group-scoped secrets (Hub teams): only members of one of the secret's groups, or an
-        admin, may change or delete it, and only into groups they belong to; an environment's
-        own secrets, its deployers (blocking)."""
+    def _may_change(self, name: str, groups: list[str] | None,
+                    env: str = "") -> Callable[[dict[str, Any] | None], None]:
+        """Return the rule the store applies to the secret as it stands, locked, before it
+        writes or deletes (blocking: an environment is checked here).
+
+        Anyone with the permission creates a new name. An existing secret: a group-scoped one
+        is changed by members of one of its groups; an unscoped one (every run reads it) only
+        by the user who created it, so nobody replaces another's ``DB_URL`` with a URL of
+        theirs; an environment's own (``?env=``) by the environment's deployers. Administrators
+        change any. A secret is scoped only to groups one is in."""
         if env:  # an environment's own: its deployers' (an unknown one says so)
             from .environments import require_env
 
             require_env(self, env, "deploy")
-        if self.is_admin:
-            return
-        mine = set(self.identity.groups)
-        current = self.nf.secrets().groups_of(name, env) or []
-        if current and not mine & set(current):
-            raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(current)}; "
-                            "you are in none of them")
-        outside = sorted(set(groups or ()) - mine)
-        if outside:
-            raise Forbidden(f"you may scope a secret only to your own groups, not "
-                            f"{', '.join(outside)}")
+        admin, me, mine = self.is_admin, self.user_name, set(self.identity.groups)
+
+        def authorize(current: dict[str, Any] | None) -> None:
+            if admin:
+                return
+            if current is not None:
+                held = current["groups"]
+                if held and not mine & set(held):
+                    raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(held)}; "
+                                    "you are in none of them: only their members or an "
+                                    "administrator may change or delete it")
+                owner = current["created_by"]
+                if not held and not env and owner != me:
+                    who = (f"its creator {owner!r} or an administrator" if owner else
+                           "an administrator (it has no recorded creator)")
+                    raise Forbidden(f"secret {name!r} is unscoped (every run may read it) and "
+                                    f"not yours: only {who} may replace or delete it")
+            outside = sorted(set(groups or ()) - mine)
+            if outside:
+                raise Forbidden(f"you may scope a secret only to your own groups, not "
+                                f"{', '.join(outside)}")
+
+        return authorize
 
 
 def _env_arg(value: str) -> str:

@@ -3,6 +3,7 @@ a password; changes by who may change them (the rules of group-scoped secrets)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -24,36 +25,62 @@ class ConnectionBase(NexusFlowHandler):
         except NexusFlowError as exc:
             raise BadRequest(str(exc), "?env") from None
 
-    def may_change(self, name: str, env: str, groups: list[str] | None) -> None:
-        """Administrators change, test and delete any connection; another user only one
-        scoped to a group of theirs, and only into their own groups (a connection every run
-        may use is the administrators'; an environment's own, its deployers'). Blocking."""
+    def may_change(
+        self, name: str, env: str, groups: list[str] | None
+    ) -> Callable[[dict[str, Any] | None], None]:
+        """Return the rule the store applies to the connection as it stands (locked, in the
+        transaction that writes or deletes; blocking: an environment is checked here).
+
+        Administrators change, test and delete any connection; another user only one scoped
+        to a group of theirs, and only into their own groups (a connection every run may use
+        is the administrators': they alone create one, so its creator is one of them; an
+        environment's own, its deployers')."""
         from .environments import require_env
 
         if env:  # an environment's own: its deployers' (an unknown one says so)
             require_env(self, env, "deploy")
-            return
+            return _anyone
         if self.is_admin:
-            return
+            return _anyone
         mine = set(self.identity.groups)
-        current = self.nf.connections().groups_of(name, env)
-        if current is not None and not current:
-            raise Forbidden(f"connection {name!r} is for every run: administrators change it")
-        if current and not mine & set(current):
-            raise Forbidden(
-                f"connection {name!r} belongs to group(s) {', '.join(current)}; "
-                "you are in none of them"
-            )
-        if groups is not None and not groups:
-            raise Forbidden(
-                "scope the connection to a group of yours ('groups'): a connection "
-                "for every run is added by an administrator"
-            )
-        outside = sorted(set(groups or ()) - mine)
-        if outside:
-            raise Forbidden(
-                f"you may scope a connection only to your own groups, not {', '.join(outside)}"
-            )
+
+        def authorize(current: dict[str, Any] | None) -> None:
+            held = None if current is None else current["groups"]
+            if held is not None and not held:
+                raise Forbidden(
+                    f"connection {name!r} is for every run: only an administrator may change, "
+                    "test or delete it"
+                )
+            if held and not mine & set(held):
+                raise Forbidden(
+                    f"connection {name!r} belongs to group(s) {', '.join(held)}; "
+                    "you are in none of them: only their members or an administrator may "
+                    "change, test or delete it"
+                )
+            if groups is not None and not groups:
+                raise Forbidden(
+                    "scope the connection to a group of yours ('groups'): a connection "
+                    "for every run is added by an administrator"
+                )
+            outside = sorted(set(groups or ()) - mine)
+            if outside:
+                raise Forbidden(
+                    f"you may scope a connection only to your own groups, not "
+                    f"{', '.join(outside)}"
+                )
+
+        return authorize
+
+    def check_may_change(self, name: str, env: str) -> None:
+        """Apply the rule to the connection as it stands, for a route that changes nothing
+        (``test``). Blocking."""
+        authorize = self.may_change(name, env, None)
+        held = self.nf.connections().groups_of(name, env)
+        authorize(None if held is None else {"name": name, "env": env, "groups": held})
+
+
+def _anyone(current: dict[str, Any] | None) -> None:
+    """The rule of administrators and of an environment's deployers: any connection."""
 
 
 class ConnectionsHandler(ConnectionBase):
@@ -109,7 +136,7 @@ class ConnectionHandler(ConnectionBase):
                 "only an administrator may mark a connection trusted (it lets "
                 "db_query use a privileged role)"
             )
-        await self.sync(self.may_change, name, env, groups)
+        authorize = await self.sync(self.may_change, name, env, groups)
 
         def add() -> Any:
             try:
@@ -123,6 +150,7 @@ class ConnectionHandler(ConnectionBase):
                     groups=groups,
                     trusted=trusted,
                     actor=self.user_name,
+                    authorize=authorize,
                 )
             except NexusFlowError as exc:
                 if getattr(exc, "pointer", None):
@@ -143,8 +171,8 @@ class ConnectionHandler(ConnectionBase):
     async def delete(self, name: str) -> None:
         check_name(name)
         env = self.env_arg()
-        await self.sync(self.may_change, name, env, None)
-        await self.sync(lambda: self.nf.connections().remove(name, env))
+        authorize = await self.sync(self.may_change, name, env, None)
+        await self.sync(lambda: self.nf.connections().remove(name, env, authorize=authorize))
         await self.audit("connection.delete", f"connection:{env}:{name}")
         self.set_status(204)
         self.finish()
@@ -155,7 +183,7 @@ class ConnectionTestHandler(ConnectionBase):
     async def post(self, name: str) -> None:
         check_name(name)
         env = self.env_arg()
-        await self.sync(self.may_change, name, env, None)
+        await self.sync(self.check_may_change, name, env)
         result = await self.sync(lambda: self.nf.connections().test(name, env))
         await self.audit("connection.test", f"connection:{env}:{name}", ok=result["ok"])
         self.reply(result)
