@@ -15,6 +15,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog: read by ``server_activate`` inside the constructor, so it must be a
+    # class attribute (set on the instance afterwards it changes nothing, and the socket kept
+    # Python's default of 5). With 5, a burst of connects overflowed the accept queue and the
+    # kernel dropped the SYNs: each such client waited for its 1 s SYN retransmit, which
+    # capped the requests in flight and made the http map's time swing between runs.
+    request_queue_size = 1024
+
+
 class SlowEndpoint:
     def __init__(self, delay_s: float = 0.1) -> None:
         self.delay_s = delay_s
@@ -50,9 +60,7 @@ class SlowEndpoint:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.request_queue_size = 1024
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/item"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
                                         name="bench-endpoint")
