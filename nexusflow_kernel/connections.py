@@ -333,6 +333,7 @@ class ConnectionStore:
         exact: bool = False,
         run_id: str | None = None,
         check_scope: bool = False,
+        principal: str | None = None,
     ) -> Connection:
         from psycopg.rows import tuple_row
 
@@ -352,18 +353,21 @@ class ConnectionStore:
             )
         found_env, kind, blob, trusted, groups = row
         if check_scope and groups:
-            self.secrets._check_scope(name, list(groups), run_id, what="connection")
+            self.secrets._check_scope(name, list(groups), run_id, what="connection",
+                                      principal=principal)
         data = json.loads(self.secrets.cipher.decrypt(blob, connection_associated(found_env, name)))
         return Connection(
             name, found_env, kind, data["url"], dict(data.get("headers") or {}), bool(trusted)
         )
 
-    def resolve(self, name: str, *, run_id: str | None, env: str | None = None) -> Connection:
+    def resolve(self, name: str, *, run_id: str | None, env: str | None = None,
+                principal: str | None = None) -> Connection:
         """Return connection ``name`` as run ``run_id`` may use it (its environment's own, else
-        the one of every environment); ``NotFoundError`` or ``SecretScopeError`` otherwise."""
+        the one of every environment); ``NotFoundError`` or ``SecretScopeError`` otherwise.
+        With ``principal`` (a one-node test), the scope is checked against that user."""
         if env is None:
             env = self.secrets.run_env(run_id)
-        return self._load(name, env, run_id=run_id, check_scope=True)
+        return self._load(name, env, run_id=run_id, check_scope=True, principal=principal)
 
     def values_for_run(self, name: str, run_id: str) -> builtins.list[str] | None:
         """Return the values of connection ``name`` that run ``run_id`` may have used, for

@@ -30,6 +30,7 @@ from .runstate.runplan import RunPlan
 from .runstate.transitions import Effects, queue_for_type
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .environments import EnvStore
     from .runstate.db import Pool
     from .runstate.store import Binding, RunStore
     from .settings import Settings
@@ -54,6 +55,9 @@ class DebugLoop:
         store: RunStore
         broker: Broker
         settings: Settings
+
+        @property
+        def environments(self) -> EnvStore: ...
 
         def _masker(self, run_id: str, head: Mapping[str, Any] | None = None) -> Masker: ...
 
@@ -158,7 +162,8 @@ class DebugLoop:
                    params: Mapping[str, Any] | None = None,
                    flow: Mapping[str, Any] | None = None, workflow_id: str | None = None,
                    key: str | None = None, source: str | None = None,
-                   from_run: str | None = None, actor: str | None = None) -> str:
+                   from_run: str | None = None, actor: str | None = None,
+                   env: str | None = None) -> str:
         """Queue a test of one node (a flow document's node entry) and return its id.
 
         The node runs on a worker of its type's queue with ``inputs`` (parents' outputs by
@@ -167,6 +172,12 @@ class DebugLoop:
         ``inputs`` (or ``params``) it gets those the node had in ``from_run``, by default the
         latest run of its workflow (``workflow_id``, or the one filed under ``key``) in which
         it ran; a node with parents and no such run needs ``inputs``.
+
+        The test runs in environment ``env`` as a run started there would (``None``: the
+        default one, ``dev``): its variables are ``env['NAME']``, and its secrets and
+        connections are that environment's (else those of every environment), read with the
+        scope checks a run of ``actor`` gets. A named environment must exist and hold what
+        the node names, or one error says what is missing (``Environments.for_run``).
         """
         entry = dict(node)
         entry.pop("pin", None)  # a test runs the node itself
@@ -185,12 +196,20 @@ class DebugLoop:
                                                          workflow_id, from_run)
         inputs, params = dict(inputs), dict(params)
         json.dumps([inputs, params])  # JSON or a TypeError now
-        names = set(RunPlan.build(compiled.document.data, compiled.plan()).secret_names)
+        plan = RunPlan.build(compiled.document.data, compiled.plan())
+        names = set(plan.secret_names)
         if flow:
             names |= secret_refs(flow) | set(compile_secret_names(flow))
-        test_id = run_tx(self.pool, lambda conn: create_test(
-            conn, node=node_doc, inputs=inputs, params=params, secret_names=sorted(names),
-            workflow_id=workflow_id, source=source, from_run=from_run, actor=actor))
+
+        def tx(conn: Any) -> str:
+            env_name, env_vars = self.environments.for_run(
+                conn, env, plan, local_connections=self.settings.connections)
+            return create_test(
+                conn, node=node_doc, inputs=inputs, params=params, secret_names=sorted(names),
+                workflow_id=workflow_id, source=source, from_run=from_run, actor=actor,
+                env=env_name, env_vars=env_vars)
+
+        test_id = run_tx(self.pool, tx)
         queue = self.broker.queue_for(queue_for_type(node_doc["type"]))
         queue.enqueue_call(TEST_JOB_FUNC, args=(test_id,), timeout=-1, result_ttl=0,
                            failure_ttl=3600, job_id=test_job_id(test_id),

@@ -300,11 +300,13 @@ class RemoteEngine:
                    params: Mapping[str, Any] | None = None,
                    flow: Mapping[str, Any] | None = None, workflow_id: str | None = None,
                    key: str | None = None, source: str | None = None,
-                   from_run: str | None = None, actor: str | None = None) -> str:
+                   from_run: str | None = None, actor: str | None = None,
+                   env: str | None = None) -> str:
         """Queue a one-node test at the service; return its id (``Engine.start_test``). The
         flow is filed by its file (``source``) or name at the service, not by ``key``."""
         body: dict[str, Any] = {"node_id": node.get("id"), "node": dict(node), "wait_s": 0}
         for name, value in (("inputs", inputs), ("params", params), ("run_id", from_run),
+                            ("env", env),
                             ("workflow_id", workflow_id if flow is None else None)):
             if value is not None:
                 body[name] = dict(value) if isinstance(value, Mapping) else value

@@ -395,7 +395,8 @@ class SecretStore:
                 conn.rollback()
                 raise
 
-    def get(self, name: str, *, run_id: str | None = None, env: str | None = None) -> str:
+    def get(self, name: str, *, run_id: str | None = None, env: str | None = None,
+            principal: str | None = None) -> str:
         """Return the decrypted value of ``name``; raise ``NotFoundError`` if there is none.
 
         The value is the environment's own (``env``, by default the environment of the run)
@@ -403,11 +404,13 @@ class SecretStore:
         whose user (``created_by``) is in one of its groups, as last recorded from the Hub in
         ``nexusflow_principals``; the run is ``run_id`` or, in a worker, the run of the
         current RQ job. Otherwise (no run, a user outside the groups, a trigger-started run)
-        ``SecretScopeError`` is raised.
+        ``SecretScopeError`` is raised. With ``principal`` (a one-node test, which has no run),
+        the scope is checked against that user as it would be against a run of theirs.
         """
         from psycopg.rows import tuple_row
 
-        run_id = run_id or current_run_id()
+        if principal is None:
+            run_id = run_id or current_run_id()
         if env is None:
             env = self.run_env(run_id)
         with self._pool.connection() as conn:
@@ -421,7 +424,7 @@ class SecretStore:
             raise NotFoundError(f"no secret named {name!r}{where} (set it with `nexusflow "
                                 "secrets set`)")
         if row[1]:
-            self._check_scope(name, list(row[1]), run_id)
+            self._check_scope(name, list(row[1]), run_id, principal=principal)
         return self.cipher.decrypt(row[0], secret_associated(row[2], name))
 
     def run_env(self, run_id: str | None) -> str:
@@ -437,11 +440,24 @@ class SecretStore:
         return str(row[0]) if row else ""
 
     def _check_scope(self, name: str, groups: Iterable[str], run_id: str | None,
-                     what: str = "secret") -> None:
-        """Raise ``SecretScopeError`` unless the run's user is in one of ``groups``."""
+                     what: str = "secret", *, principal: str | None = None) -> None:
+        """Raise ``SecretScopeError`` unless the run's user (or ``principal``, for a test) is
+        in one of ``groups``."""
         from psycopg.rows import tuple_row
 
         need = ", ".join(groups)
+        if principal is not None:
+            with self._pool.connection() as conn:
+                found = conn.cursor(row_factory=tuple_row).execute(
+                    "SELECT groups FROM nexusflow_principals WHERE name = %s", (principal,)
+                ).fetchone()
+                conn.commit()
+            if not set(groups) & set(found[0] or () if found else ()):
+                who = (f"the test's user {principal!r} is" if principal
+                       else "a test without a user is")
+                raise SecretScopeError(
+                    f"{what} {name!r} is scoped to group(s) {need}; {who} not in any of them")
+            return
         if run_id is None:
             raise SecretScopeError(
                 f"{what} {name!r} is scoped to group(s) {need}: only a run may read it")

@@ -318,10 +318,11 @@ def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
               inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               flow: Mapping[str, Any] | None = None, key: str | None = None,
               source: str | None = None, from_run: str | None = None,
-              timeout: float = 60.0) -> NodeTest:
+              timeout: float = 60.0, env: str | None = None) -> NodeTest:
     """Queue a test of ``node`` on a worker and wait for it (``NodeTestTimeout`` after
     ``timeout`` seconds, or at once when no worker serves the node's queue). ``inputs`` and
-    ``params`` default to those of the node's latest run (see ``Engine.start_test``)."""
+    ``params`` default to those of the node's latest run (see ``Engine.start_test``); ``env``
+    is the environment it runs in (default ``dev``, as a run)."""
     from ..remote import RemoteEngine
     from ..runstate.transitions import queue_for_type
     from ..workers import worker_count
@@ -343,7 +344,7 @@ def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
             + (" --queues default,sandbox" if queue == "sandbox" else "")
             + " (JupyterLab's Nexus-Flow extension starts local ones)")
     test_id = engine.start_test(node, inputs=inputs, params=params, flow=flow, key=key,
-                                source=source, from_run=from_run)
+                                source=source, from_run=from_run, env=env)
     data = engine.wait_test(test_id, timeout)
     if data["status"] in ("queued", "running"):
         raise NodeTestTimeout(f"the test of node {node.get('id')!r} is still {data['status']} "

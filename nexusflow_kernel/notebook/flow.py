@@ -616,13 +616,14 @@ class Flow(FlowControlNodes):
     # ------------------------------------------------------------------ the debug loop
     def test(self, node: str | NodeHandle, inputs: Mapping[str, Any] | None = None, *,
              params: Mapping[str, Any] | None = None, timeout: float = 60.0,
-             settings: Settings | None = None) -> NodeTest:
+             settings: Settings | None = None, env: str | None = None) -> NodeTest:
         """Run one node on a worker, as it is in this flow now, outside any run; return the
         result (``status``, ``output``, ``error``, ``log``).
 
         ``inputs`` are its parents' outputs by parent id; by default those the node had in
         the latest run of this flow, as recorded. ``params`` default to that run's inputs,
-        else the flow's param defaults.
+        else the flow's param defaults. ``env``: the environment whose variables, secrets
+        and connections the node gets, as a run there (default ``dev``).
         """
         from .debug import test_node
         from .run import get_engine
@@ -633,7 +634,7 @@ class Flow(FlowControlNodes):
         node_doc = next(n for n in entry["nodes"] if n["id"] == node_id)
         return test_node(get_engine(settings), node_doc, inputs=inputs, params=params,
                          flow=entry, key=self._workflow_key(), source=self._source(),
-                         timeout=timeout)
+                         timeout=timeout, env=env)
 
     def pin(self, node: str | NodeHandle, output: Any, *, from_run: str | None = None) -> Flow:
         """Pin ``output`` on a node: runs started with ``use_pins=True`` use it instead of

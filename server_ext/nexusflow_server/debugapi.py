@@ -33,6 +33,7 @@ from nexusflow_kernel.errors import NotFoundError, RunStateError
 from . import api, rbac
 from .api import RunBase, _parse, check_file, runs_code
 from .base import BadRequest, Forbidden, NexusFlowHandler, caller_token, check_uuid, field
+from .environments import checked_env, require_env
 from .live import check_path, read_flow
 
 MAX_WAIT_S = 60.0
@@ -174,6 +175,9 @@ class TestsHandler(NexusFlowHandler):
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise BadRequest(f"'wait_s' must be in 0..{MAX_WAIT_S:g}", "/wait_s")
         workflow_id = field(body, "workflow_id", str)
+        env = field(body, "env", str)
+        if env is not None:
+            env = checked_env(env, "/env")
         graph, key, source = await flow_of(self, body)
         if workflow_id is not None:
             if graph is not None:
@@ -202,11 +206,15 @@ class TestsHandler(NexusFlowHandler):
             if workflow_id is not None and str(run["workflow_id"]) != workflow_id:
                 raise BadRequest(f"run {run_id} is not a run of this flow", "/run_id")
         await may_execute(self, {"nodes": [node]})
+        if env is not None:  # as for a run: a restricted environment needs a role on it
+            await self.sync(require_env, self, env, "run")
+        await self.sync(self.record_identity)  # the Hub groups a worker checks scopes against
         actor = self.user_name
         test_id = await self.engine_do(lambda e: e.start_test(
             node, inputs=inputs, params=params, flow=graph, workflow_id=workflow_id,
-            source=source, from_run=run_id, actor=actor))
-        await self.audit("node.test", f"test:{test_id}", node=node_id, workflow_id=workflow_id)
+            source=source, from_run=run_id, actor=actor, env=env))
+        await self.audit("node.test", f"test:{test_id}", node=node_id, workflow_id=workflow_id,
+                         **({"env": env} if env else {}))
         test = await self.engine_do(lambda e: e.wait_test(test_id, float(wait_s)))
         self.reply(test, 201)
 

@@ -186,7 +186,7 @@ def _schemas() -> dict[str, Any]:
         "NodeTest": _obj(["test_id", "status"], test_id=_ID,
                          status={"enum": ["queued", "running", "succeeded", "failed"]},
                          node_id={"type": "string"}, output={}, error={},
-                         log={"type": ["string", "null"]},
+                         log={"type": ["string", "null"]}, env={"type": "string"},
                          duration_ms={"type": ["number", "null"]}),
         "Secret": _obj(["name"], name={"type": "string"}, updated_at={"type": "string"}),
         "Environment": _obj(
@@ -429,7 +429,7 @@ def _paths() -> dict[str, Any]:
             body=_body(_obj(["node_id"], node_id={"type": "string"}, node=_ANY_OBJ,
                             path={"type": "string"}, graph=_GRAPH, file={"type": "string"},
                             source={"type": "string"}, workflow_id=_ID, inputs=_ANY_OBJ,
-                            params=_ANY_OBJ, run_id=_ID,
+                            params=_ANY_OBJ, run_id=_ID, env=env_s,
                             wait_s={"type": "number", "minimum": 0, "maximum": 60})),
             errors=(400, 403, 404, 413, 415, 422, 503), tag="debug")},
         "/nexusflow/api/tests/{test_id}": {"get": _op(

@@ -167,3 +167,67 @@ def test_a_notebook_runs_in_an_environment_through_the_service(service, tokens, 
     run = f.run(settings=alice, env="prodnb", progress=False, timeout=60)
     assert run.status == "succeeded" and run.outputs["A"] == 42
     assert RemoteEngine(alice).get_run(run.id)["env"] == "prodnb"
+
+
+async def test_node_tests_run_in_an_environment(api, workers) -> None:
+    """POST /tests with "env": the node gets that environment's variables and secrets (a
+    group-scoped one only for a user of the group, as in their run); a restricted environment
+    needs a role on it, an unknown one is named; without "env", dev."""
+    import hashlib
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            auth = (self.headers.get("Authorization") or "").encode()
+            body = json.dumps({"sha": hashlib.sha256(auth).hexdigest()[:12]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ops = {"X-Test-Groups": "ops"}
+    assert (await api("POST", "envs", {"name": "prodt"}, user="root"))[0] == 201
+    for env, value in (("dev", "eu-dev"), ("prodt", "eu-prod")):
+        code, _ = await api("PUT", f"envs/{env}/vars/REGION", {"value": value}, user="root")
+        assert code == 204
+    code, _ = await api("PUT", "secrets/opskey", {"value": "Bearer ops-4444", "groups": ["ops"]},
+                        user="root", params={"env": "prodt"})
+    assert code == 204
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    region = {"id": "R", "type": "transform", "config": {"expression": "env['REGION']"}}
+    call = {"id": "C", "type": "http", "config": {
+        "url": f"http://127.0.0.1:{server.server_port}/",
+        "headers": {"Authorization": {"$secret": "opskey"}}}}
+    workers.start(1)
+    try:
+        code, test = await api("POST", "tests", {"node_id": "R", "node": region}, user="alice")
+        assert code == 201 and test["output"] == "eu-dev" and test["env"] == "dev", test
+        body = {"node_id": "R", "node": region, "env": "prodt"}
+        code, err = await api("POST", "tests", body, user="alice")
+        assert code == 403 and "runner role" in err["message"], err
+        code, err = await api("POST", "tests", {**body, "env": "nowhere"}, user="alice")
+        assert code == 404 and "unknown environment 'nowhere'" in err["message"], err
+        for user in ("alice", "bob"):
+            code, _ = await api("PUT", f"envs/prodt/roles/{user}", {"role": "runner"},
+                                user="root")
+            assert code == 200
+        code, test = await api("POST", "tests", body, user="alice")
+        assert code == 201 and test["output"] == "eu-prod" and test["env"] == "prodt", test
+        # the group-scoped secret: bob of ops reads it, alice (no group) does not
+        body = {"node_id": "C", "node": call, "env": "prodt"}
+        code, test = await api("POST", "tests", body, user="bob", headers=ops)
+        sha = hashlib.sha256(b"Bearer ops-4444").hexdigest()[:12]
+        assert code == 201 and test["status"] == "succeeded", test
+        assert test["output"]["json"] == {"sha": sha}
+        code, test = await api("POST", "tests", body, user="alice")
+        assert code == 201 and test["status"] == "failed", test
+        assert "scoped to group(s) ops; the test's user 'alice' is not in" in test["error"]
+    finally:
+        server.shutdown()

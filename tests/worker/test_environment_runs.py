@@ -206,3 +206,66 @@ def test_code_node_reads_the_run_environment(settings, workers) -> None:
     with pytest.raises(EnvironmentError, match="node 'py' reads variable env\\['REGION'\\]"):
         engine.start_run(doc, env=bare)
 
+
+def test_a_node_test_resolves_the_environment_as_a_run(settings, workers, schemas) -> None:
+    """"Test node" runs a node in an environment (default dev) as a run there would: its
+    variables, its secrets and connections, with the scope checks a run of the test's user
+    gets; what an environment lacks is named before anything is queued."""
+    dev_url, prod_url = schemas
+    tag = uuid.uuid4().hex[:6]
+    prod, bare = f"prod_{tag}", f"bare_{tag}"
+    engine = Engine(settings)
+    envs = engine.environments
+    envs.create(prod)
+    envs.create(bare)
+    envs.set_var("dev", "REGION", "eu-dev")
+    envs.set_var(prod, "REGION", "eu-prod")
+    secrets, conns = SecretStore(settings), ConnectionStore(settings)
+    key, scoped, conn_name = f"key_{tag}", f"scoped_{tag}", f"wh_{tag}"
+    secrets.set(key, "Bearer dev-key-1111", env="dev")
+    secrets.set(key, "Bearer prod-key-2222", env=prod)
+    secrets.set(scoped, "Bearer ops-only-3333", env=prod, groups=["ops"])
+    conns.add(conn_name, kind="postgres", url=dev_url, password="pw-dev-555", env="dev")
+    conns.add(conn_name, kind="postgres", url=prod_url, password="pw-prod-666", env=prod)
+    with psycopg.connect(settings.database_url, autocommit=True) as db:  # as the server does
+        for user, groups in (("olga", ["ops"]), ("dan", ["dev"])):
+            db.execute("INSERT INTO nexusflow_principals (name, groups, source) VALUES"
+                       " (%s, %s, 'hub') ON CONFLICT (name) DO UPDATE SET groups ="
+                       " EXCLUDED.groups", (user, groups))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyEcho)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    workers.start(1)
+    try:
+        def test(node_doc: dict, **kw: object) -> dict:
+            return engine.wait_test(engine.start_test(node_doc, inputs={}, params={}, **kw))
+
+        region = node("region", "transform", expression="env['REGION'] + '!'")
+        query = node("q", "db_query", connection=conn_name, sql="SELECT name FROM items")
+        call = node("call", "http", url=url, headers={"Authorization": {"$secret": key}})
+        got = {env: [test(n, env=env, actor="dan") for n in (region, query, call)]
+               for env in (None, prod)}
+        for env, (r, q, c) in got.items():
+            assert [t["status"] for t in (r, q, c)] == ["succeeded"] * 3, (env, r, q, c)
+            assert r["env"] == (env or "dev")
+        dev, in_prod = got[None], got[prod]
+        assert (dev[0]["output"], in_prod[0]["output"]) == ("eu-dev!", "eu-prod!")
+        assert dev[1]["output"]["rows"] == [{"name": "dev row"}]
+        assert in_prod[1]["output"]["rows"] == [{"name": "prod row"}]
+        assert in_prod[2]["output"]["json"] == {"sha": _sha("Bearer prod-key-2222")}
+        assert dev[2]["output"]["json"] == {"sha": _sha("Bearer dev-key-1111")}
+        # a group-scoped secret: read by a user of the group, as their run would; not by others
+        ops_call = node("call", "http", url=url, headers={"Authorization": {"$secret": scoped}})
+        ok = test(ops_call, env=prod, actor="olga")
+        assert ok["status"] == "succeeded", ok
+        assert ok["output"]["json"] == {"sha": _sha("Bearer ops-only-3333")}
+        for actor in ("dan", None):
+            refused = test(ops_call, env=prod, actor=actor)
+            assert refused["status"] == "failed" and "scoped to group(s) ops" in refused["error"]
+        # what the environment lacks is named before anything is queued, like a run's
+        with pytest.raises(EnvironmentError, match=f"node 'q' needs connection '{conn_name}'"):
+            engine.start_test(query, inputs={}, params={}, env=bare)
+        with pytest.raises(UnknownEnvironment, match="unknown environment 'nowhere'"):
+            engine.start_test(region, inputs={}, params={}, env="nowhere")
+    finally:
+        server.shutdown()

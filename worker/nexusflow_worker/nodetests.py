@@ -1,11 +1,13 @@
 """The RQ job of a one-node test ("Test node", ``Flow.test``): run one node outside any run.
 
 ``execute_test(test_id)`` claims the test (once: a duplicate delivery does nothing), renders
-the node's config over the test's inputs and params, resolves its secrets (only those a run
-could read without a user's group: a test has no run), runs the node type under its timeout on
-this worker (code under the configured isolation, as in a run), masks what it records with the
-values of every secret the node or its flow names, writes the outcome, and signals the waiters
-through Redis. Nothing of a run is touched.
+the node's config over the test's inputs, params and environment variables (``env['NAME']``),
+resolves its secrets and connections in the test's environment as a run there would (that
+environment's own value, else the one of every environment; a group-scoped one only when the
+test's user is in one of its groups, as for a run of theirs), runs the node type under its
+timeout on this worker (code under the configured isolation, as in a run), masks what it
+records with the values of every secret and connection the node or its flow names, writes the
+outcome, and signals the waiters through Redis. Nothing of a run is touched.
 """
 
 from __future__ import annotations
@@ -39,23 +41,32 @@ def execute_test(test_id: str) -> str:
         return "duplicate or stale delivery: nothing to do"
     node = Node.from_dict(row["node"])
     inputs, params = row["inputs"] or {}, row["params"] or {}
+    env, env_vars = row.get("env") or "dev", dict(row.get("env_vars") or {})
+    user = row.get("created_by")
     found: list[str] = []
 
     def resolve(name: str) -> str:
         if rt.secrets is None:
             raise NodeExecutionError(f"secret {name!r} was asked for, but this worker has no "
                                      "secret store", retryable=False)
-        value = rt.secrets(name)
+        value = _secret(rt, name, env, user)
         if isinstance(value, str):
             found.append(value)
         return value
 
-    masker = Masker(_secret_values(rt, row["secret_names"] or []))
+    def connection(name: str) -> Any:
+        found_conn = _connection(rt, name, env, user)
+        if found_conn is not None:
+            found.extend(found_conn.values)
+        return found_conn
+
+    masker = Masker(_secret_values(rt, row["secret_names"] or [], env, user))
     log = NodeLog(mask=lambda text: masker.with_values(found).text(text))
     started = time.monotonic()
     status, output, error = "failed", None, None
     try:
-        output = _run(rt, test_id, node, inputs, params, resolve, log)
+        output = _run(rt, test_id, node, inputs, params, resolve, log, env_vars,
+                      connection if rt.connections is not None else None)
         status = "succeeded"
     except NodeExecutionError as exc:
         error = str(exc)
@@ -82,18 +93,20 @@ def execute_test(test_id: str) -> str:
 
 
 def _run(rt: Any, test_id: str, node: Node, inputs: dict[str, Any], params: dict[str, Any],
-         resolve: Any, log: NodeLog) -> Any:
+         resolve: Any, log: NodeLog, env_vars: dict[str, Any], connection: Any) -> Any:
     node_type = get_node_type(node.type)
     if node_type is None:
         raise NodeExecutionError(f"node type {node.type!r} is not installed on this worker")
-    rendered = render_templates(node.config, {"inputs": inputs, "params": params},
+    rendered = render_templates(node.config,
+                                {"inputs": inputs, "params": params, "env": env_vars},
                                 exempt=node_type.template_exempt,
                                 where=f"node {node.id!r} /config")
-    config = _resolve_secrets(rendered, resolve)
+    config = _resolve_secrets(rendered, resolve if rt.secrets is not None else None)
     timeout_s = float(node.timeout_s) if node.timeout_s else TEST_TIMEOUT_S
     ctx = NodeContext(run_id=f"test-{test_id}", node_id=node.id, attempt=1, config=config,
                       inputs=inputs, params=params, settings=rt.settings, log=log,
-                      deadline=time.time() + timeout_s, timeout_s=timeout_s, secrets=resolve)
+                      deadline=time.time() + timeout_s, timeout_s=timeout_s, secrets=resolve,
+                      connections=connection, names={"env": env_vars}, env=env_vars)
     armed = _alarm.arm(-1, timeout_s)
     try:
         result = node_type.run(ctx)
@@ -108,15 +121,39 @@ def _run(rt: Any, test_id: str, node: Node, inputs: dict[str, Any], params: dict
     return output
 
 
-def _secret_values(rt: Any, names: list[str]) -> list[str]:
-    """Return the values of ``names`` this worker can read (to mask them in the record)."""
+def _secret(rt: Any, name: str, env: str, user: str | None) -> str:
+    """Secret ``name`` as a run of ``user`` in ``env`` reads it (the scope checked against the
+    test's user; with none, a group-scoped secret is refused, as for a trigger's run)."""
+    return str(rt.secrets(name, env=env, principal=user or ""))
+
+
+def _connection(rt: Any, name: str, env: str, user: str | None) -> Any:
+    """Stored connection ``name`` as a run of ``user`` in ``env`` may use it (``None``: no
+    stored one: the node falls back as in a run, e.g. ``NEXUSFLOW_CONNECTION_<NAME>``)."""
+    from nexusflow_kernel.errors import NotFoundError
+
+    try:
+        return rt.connections.resolve(name, run_id=None, env=env, principal=user or "")
+    except NotFoundError:
+        return None
+
+
+def _secret_values(rt: Any, names: list[str], env: str, user: str | None) -> list[str]:
+    """Return the values of ``names`` the test could read (to mask them in the record)."""
+    from nexusflow_kernel.runstate.runplan import CONNECTION_PREFIX
+
     if rt.secrets is None:
         return []
-    values = []
+    values: list[str] = []
     for name in names:
         try:
-            value = rt.secrets(name)
-        except Exception:  # missing or group-scoped: the test could not have read it either
+            if name.startswith(CONNECTION_PREFIX):
+                conn = (_connection(rt, name[len(CONNECTION_PREFIX):], env, user)
+                        if rt.connections is not None else None)
+                values.extend(conn.values if conn is not None else [])
+                continue
+            value = _secret(rt, name, env, user)
+        except Exception:  # missing or out of scope: the test could not have read it either
             continue
         if isinstance(value, str):
             values.append(value)
