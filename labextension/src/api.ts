@@ -101,6 +101,8 @@ export interface INodeTest {
   inputs?: JSONValue;
   params?: JSONValue;
   from_run?: string | null;
+  /** The environment the test ran in. */
+  env?: string;
 }
 
 /** What "Test node" sends: the node of the flow file (as it is now), and what it runs on. */
@@ -110,6 +112,8 @@ export interface ITestRequest {
   /** Parents' outputs by parent id; omitted: those of the latest run (or of `run_id`). */
   inputs?: JSONObject;
   run_id?: string;
+  /** The environment the node runs in (absent: dev), as a run's. */
+  env?: string;
   wait_s?: number;
 }
 

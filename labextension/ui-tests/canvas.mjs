@@ -86,7 +86,8 @@ async function drag(page, from, to) {
 }
 
 const scenarios = {
-  /** Run in an environment picked in the toolbar (its variables reach env['NAME']). */
+  /** Run in an environment picked in the toolbar (its variables reach env['NAME']); Test node
+   *  of the inspector runs there too. */
   async environment(browser) {
     const page = await openPage(browser, 'environment');
     await waitForNodes(page, 1);
@@ -106,7 +107,24 @@ const scenarios = {
     );
     const runId = await page.$eval('select.nf-history', e => e.value);
     await shot(page, 'environment-run');
-    return { offered, runId, errors: page.errors };
+    // Test node in the inspector runs in the environment picked beside Run
+    await page.click('.nf-canvas > .react-flow .react-flow__node[data-id="greet"] .nf-node-title');
+    const panel = '[data-test-node="greet"]';
+    await page.waitForSelector(panel, { timeout: TIMEOUT });
+    const testEnv = await page.$eval(`${panel} [data-test-env]`, e => e.getAttribute('data-test-env'));
+    await page.click(`${panel} [data-action="test-node"]`);
+    await page.waitForFunction(
+      p => ['succeeded', 'failed'].includes(document.querySelector(p)?.getAttribute('data-test-status')),
+      panel,
+      { timeout: TIMEOUT }
+    );
+    const tested = await page.$eval(panel, e => ({
+      status: e.getAttribute('data-test-status'),
+      output: e.querySelector('[data-test-detail="output"]')?.textContent ?? null,
+      error: e.querySelector('[data-test-detail="error"]')?.textContent ?? null
+    }));
+    await shot(page, 'environment-test-node');
+    return { offered, runId, testEnv, tested, errors: page.errors };
   },
 
   /** The file opens in the canvas with its nodes and edges. */

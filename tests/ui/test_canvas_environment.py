@@ -1,5 +1,6 @@
 """Issue #17 item 1 in the browser: the canvas toolbar's environment picker runs the flow in
-the environment picked (its variables reach ``env['NAME']``) and the run records it."""
+the environment picked (its variables reach ``env['NAME']``) and the run records it; Test node
+in the inspector runs the node in that environment too."""
 
 from __future__ import annotations
 
@@ -34,3 +35,7 @@ def test_the_toolbar_runs_the_flow_in_the_environment_picked(backend_lab, settin
     run = wait_run(engine, result["runId"])
     assert run["env"] == name and run["status"] == "succeeded", run
     assert run["nodes"]["greet"]["output"] == "hello from the picker!"
+    # Test node in the inspector runs in the environment picked beside Run
+    assert result["testEnv"] == name
+    assert result["tested"]["status"] == "succeeded", result["tested"]
+    assert result["tested"]["output"] == '"hello from the picker!"', result["tested"]

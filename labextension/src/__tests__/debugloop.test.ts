@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseTestInputs } from '../editor/debug.js';
+import { envChoice, setEnvChoice } from '../editor/envchoice.js';
 import { cacheTtl } from '../editor/inspector.js';
 import { detailsKey, withDetails } from '../editor/rundetails.js';
 import type { INodeRun } from '../canvas/types.js';
@@ -54,4 +55,14 @@ test('a node cache TTL is read from cache.ttl_s only', () => {
   assert.equal(cacheTtl({ id: 'a', type: 't', cache: { ttl_s: 30 } }), 30);
   assert.equal(cacheTtl({ id: 'a', type: 't' }), undefined);
   assert.equal(cacheTtl({ id: 'a', type: 't', cache: { ttl_s: '30' } }), undefined);
+});
+
+test('the environment picked beside Run is the one Test node uses, per flow file', () => {
+  assert.equal(envChoice('a.nxflow'), '');
+  const seen: string[] = [];
+  setEnvChoice('a.nxflow', 'prod');
+  seen.push(envChoice('a.nxflow'), envChoice('b.nxflow'));
+  assert.deepEqual(seen, ['prod', '']);
+  setEnvChoice('a.nxflow', '');
+  assert.equal(envChoice('a.nxflow'), '');
 });

@@ -14,6 +14,7 @@ import { formatMs } from '../canvas/details.js';
 import type { IAttempt } from '../canvas/types.js';
 import type { IFlowNode, JSONObject, JSONValue } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
+import { useEnvChoice } from './envchoice.js';
 import type { Notify } from './notice.js';
 
 /** Open a path of the server in Lab (a notebook: with its kernel). */
@@ -152,7 +153,8 @@ const FINISHED = new Set(['succeeded', 'failed']);
  * "Test node": run just this node on a worker, outside any run, with the inputs of the latest
  * run (of the run shown, when one is) or the inputs typed as JSON; show its output, log and
  * error here. The node is taken from the flow file as it is now (the live document), so an
- * edit in the inspector is tested at once.
+ * edit in the inspector is tested at once. It runs in the environment picked beside Run (its
+ * variables, secrets and connections, as a run there).
  */
 export function TestNode({
   nodeId,
@@ -167,6 +169,7 @@ export function TestNode({
   const [test, setTest] = useState<INodeTest | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [env] = useEnvChoice(path);
   const live = useRef(true);
   useEffect(() => {
     live.current = true;
@@ -192,6 +195,7 @@ export function TestNode({
         path,
         node_id: nodeId,
         ...(parsed.inputs ? { inputs: parsed.inputs } : runId ? { run_id: runId } : {}),
+        ...(env ? { env } : {}),
         wait_s: 20
       });
       const deadline = Date.now() + 120000;
@@ -234,9 +238,18 @@ export function TestNode({
         <div className="nf-help">{'{"parent id": its output, …}'}; nothing is written to any run.</div>
       </div>
       <div className="nf-row">
-        <button className="nf-btn" data-action="test-node" disabled={busy} onClick={() => void run()}>
+        <button
+          className="nf-btn"
+          data-action="test-node"
+          disabled={busy}
+          title={`Run this node on a worker in environment ${env || 'dev'} (the one picked beside Run)`}
+          onClick={() => void run()}
+        >
           {busy ? 'Testing…' : 'Test node'}
         </button>
+        <span className="nf-help" data-test-env={env || 'dev'}>
+          in {env || 'dev'}
+        </span>
         {test && <span className={`nf-pill nf-pill-${test.status}`}>{test.status}</span>}
         {test?.duration_ms != null && <span className="nf-help">{formatMs(test.duration_ms)}</span>}
       </div>

@@ -4,6 +4,7 @@ import React, { useState } from 'react';
 import { api, ApiError, IRunSummary } from '../api.js';
 import type { IFlow, JSONObject } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
+import { useEnvChoice } from './envchoice.js';
 import { InputsForm } from './inputs.js';
 import type { Notify } from './notice.js';
 import type { IRunView } from './runview.js';
@@ -28,7 +29,7 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
   const [current, setCurrent] = useState(false);
   const [refused, setRefused] = useState<string | null>(null);
   const [envs, setEnvs] = useState<string[] | null>(null);
-  const [env, setEnv] = useState('');
+  const [env, setEnv] = useEnvChoice(path); // Test node in the inspector uses it too
   const pins = flow.nodes.filter(n => n.pin).length;
   const params = flow.params ?? {};
   const hasParams = Object.keys(params).length > 0;
