@@ -83,8 +83,31 @@ def database_url(backend_urls: tuple[str, str]) -> Iterator[str]:
 def redis_url(backend_urls: tuple[str, str]) -> str:
     """Return a Redis URL on a logical database kept for these tests (flushed per test)."""
     parts = urlsplit(backend_urls[1])
-    db = os.environ.get("NEXUSFLOW_TEST_REDIS_DB", "13")
-    return urlunsplit(parts._replace(path="/" + db))
+    db = int(os.environ.get("NEXUSFLOW_TEST_REDIS_DB", "13"))
+    # Under pytest-xdist (``./dev test`` runs two processes) each process flushes its own
+    # logical database: the base one plus the process's index (gw0, gw1, ...).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        db += int(worker[2:])
+    if db > 15:
+        raise pytest.UsageError(f"Redis logical database {db} does not exist (0-15): lower "
+                                "NEXUSFLOW_TEST_REDIS_DB or the number of test processes")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the browser tests in one pytest-xdist process, one after another.
+
+    They start JupyterLab and Chromium and time what a user sees; run side by side they would
+    share the two cores with each other and measure the machine. The rest of the suite runs in
+    the other process meanwhile (``--dist loadgroup``).
+    """
+    here = Path(__file__).parent
+    groups = {here / "ui": "browser", here / "hub": "hub"}  # the Hub tests share one Hub
+    for item in items:
+        for folder, group in groups.items():
+            if folder in Path(item.path).parents:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
