@@ -82,6 +82,23 @@ class WorkerPool:
         self.procs.clear()
 
 
+def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``pred()`` until it gives a true value and return that; fail naming ``what`` when
+    ``timeout`` seconds pass first."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    value = pred()
+    if value:
+        return value
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def wait_run(engine, run_id: str, timeout: float = 60.0) -> dict:
     """Poll a run until it is final; fail the test when it is not within ``timeout``."""
     import time

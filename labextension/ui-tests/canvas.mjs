@@ -1,89 +1,8 @@
 // Browser scenarios of the Nexus-Flow canvas, run by pytest (tests/ui) against a live
 // JupyterLab: `node canvas.mjs <scenario>`. Prints `RESULT <json>` for pytest to check.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
-
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'flow.nxflow';
-const TIMEOUT = 30000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
-
-async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-  });
-}
-
-async function openPage(browser, workspace, file = FILE) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
-      errors.push(msg.text());
-    }
-  });
-  page.errors = errors;
-  const url = `${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`;
-  await page.goto(url);
-  await page.waitForSelector('[data-nexusflow-editor], [data-invalid-doc]', { timeout: 60000 });
-  return page;
-}
-
-async function nodeIds(page) {
-  return page.$$eval('[data-node-id]', els => els.map(e => e.getAttribute('data-node-id')));
-}
-
-async function waitForNodes(page, count) {
-  await page.waitForFunction(
-    n => document.querySelectorAll('[data-node-id]').length >= n,
-    count,
-    { timeout: TIMEOUT }
-  );
-}
-
-/** Run JS against the shared model of the current Nexus-Flow widget of a page. */
-async function withDoc(page, fn, arg) {
-  return page.evaluate(
-    ([source, a]) => {
-      const shell = window.jupyterapp.shell;
-      const widget = Array.from(shell.widgets('main')).find(w => w.hasClass('nf-document'));
-      const doc = widget.context.model.sharedModel;
-      return new Function('doc', 'arg', `return (${source})(doc, arg);`)(doc, a);
-    },
-    [fn.toString(), arg]
-  );
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
-}
-
-async function center(page, selector) {
-  const box = await (await page.waitForSelector(selector, { timeout: TIMEOUT })).boundingBox();
-  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
-}
-
-async function drag(page, from, to) {
-  await page.mouse.move(from.x, from.y);
-  await page.mouse.down();
-  const steps = 12;
-  for (let i = 1; i <= steps; i++) {
-    await page.mouse.move(from.x + ((to.x - from.x) * i) / steps, from.y + ((to.y - from.y) * i) / steps);
-    await page.waitForTimeout(15);
-  }
-  await page.mouse.up();
-}
+import {
+  FILE, TIMEOUT, center, drag, log, main, nodeIds, openPage, shot, waitForNodes, withDoc
+} from './common.mjs';
 
 const scenarios = {
   /** Run in an environment picked in the toolbar (its variables reach env['NAME']); Test node
@@ -446,29 +365,4 @@ const scenarios = {
   }
 };
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await launch();
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 100000);
-try {
-  const result = await scenarios[name](browser);
-  console.log('RESULT ' + JSON.stringify(result));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios, { timeoutMs: 100000 });

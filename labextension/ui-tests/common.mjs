@@ -1,5 +1,6 @@
-// Helpers shared by the browser scenarios of follow.mjs and layout.mjs: launch Chromium, open a
-// flow in JupyterLab, read the canvas, call the REST API as an outside client would.
+// Helpers shared by every browser scenario file (canvas, debug, notebook, maps, ...): launch
+// Chromium, open a flow or notebook in JupyterLab, read the canvas, run notebook cells, call the
+// REST API as an outside client would, and main(), the runner each file ends with.
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
@@ -13,14 +14,23 @@ export function log(...args) {
   console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
 }
 
-/** Open FILE in a fresh browser context (a user of its own: cookies, awareness). */
-export async function openPage(browser, workspace, file = FILE, viewport = { width: 1400, height: 850 }) {
+/** The main canvas of a flow's tab (not a sub-flow drill-down or a notebook widget). */
+export const MAIN = '.nf-canvas > .react-flow';
+
+/** Open `file` (a flow by default) in a fresh browser context (a user of its own: cookies,
+ *  awareness); wait for `ready` (the canvas, or a broken document's notice). */
+export async function openPage(
+  browser,
+  workspace,
+  file = FILE,
+  { viewport = { width: 1400, height: 850 }, ready = '[data-nexusflow-editor], [data-invalid-doc]' } = {}
+) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', err => errors.push(String(err)));
   page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
+    if (msg.type() === 'error' && /nexusflow|xyflow|React|anywidget/i.test(msg.text())) {
       errors.push(msg.text());
     }
   });
@@ -28,8 +38,71 @@ export async function openPage(browser, workspace, file = FILE, viewport = { wid
   page.sockets = []; // the websockets the page opened (urls), from before it loads
   page.on('websocket', ws => page.sockets.push(ws.url()));
   await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
-  await page.waitForSelector('[data-nexusflow-editor], [data-invalid-doc]', { timeout: 60000 });
+  await page.waitForSelector(ready, { timeout: 60000 });
   return page;
+}
+
+/** Open a flow (`file`) and wait until its canvas has drawn its nodes. */
+export function openFlow(browser, workspace, file = FILE, options = {}) {
+  return openPage(browser, workspace, file, { ready: '[data-nexusflow-editor] [data-node-id]', ...options });
+}
+
+/** The ids of the nodes drawn on the page. */
+export async function nodeIds(page) {
+  return page.$$eval('[data-node-id]', els => els.map(e => e.getAttribute('data-node-id')));
+}
+
+/** Wait until node `id` under `scope` shows `state`. */
+export function nodeState(page, id, state, scope = MAIN, timeout = 60000) {
+  return page.waitForFunction(
+    ([s, i, st]) => document.querySelector(`${s} [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
+    [scope, id, state],
+    { timeout }
+  );
+}
+
+/** The state of every node under `scope`, by id. */
+export function statesIn(page, scope) {
+  return page.$$eval(`${scope} [data-node-id]`, els =>
+    Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
+  );
+}
+
+/** Wait until the current notebook's kernel is idle; return its number of cells. */
+export async function kernelReady(page) {
+  return page.evaluate(async () => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    await panel.sessionContext.ready;
+    const kernel = panel.sessionContext.session.kernel;
+    const t0 = Date.now();
+    while (kernel.status !== 'idle' && Date.now() - t0 < 30000) {
+      await new Promise(r => setTimeout(r, 100));
+    }
+    return panel.content.widgets.length;
+  });
+}
+
+/** Run cells `from` .. `to - 1` of the current notebook; return each one's output text. */
+export async function runCells(page, from, to) {
+  return page.evaluate(
+    async ([a, b]) => {
+      const panel = window.jupyterapp.shell.currentWidget;
+      const out = [];
+      for (let i = a; i < b; i++) {
+        panel.content.activeCellIndex = i;
+        await window.jupyterapp.commands.execute('notebook:run-cell');
+        const cell = panel.content.widgets[i];
+        const outputs = cell.model.outputs ? cell.model.outputs.toJSON() : [];
+        out.push(
+          outputs
+            .map(o => (o.text ?? '') + (o.data?.['text/plain'] ?? '') + (o.ename ? `${o.ename}: ${o.evalue}` : ''))
+            .join('\n')
+        );
+      }
+      return out;
+    },
+    [from, to]
+  );
 }
 
 export async function waitForNodes(page, count) {
@@ -104,6 +177,7 @@ export async function shot(page, name) {
   const file = path.join(ARTIFACTS, `${name}.png`);
   await page.screenshot({ path: file });
   log('screenshot', file);
+  return file;
 }
 
 export async function box(page, selector) {
@@ -134,8 +208,9 @@ export function overlaps(a, b, slack = 0) {
   );
 }
 
-/** Run the scenario named on the command line; print `RESULT <json>` for pytest. */
-export async function main(scenarios) {
+/** Run the scenario named on the command line; print `RESULT <json>` for pytest. A scenario
+ *  still running after `timeoutMs` (SCENARIO_TIMEOUT_MS) exits 3. */
+export async function main(scenarios, { timeoutMs = 150000 } = {}) {
   const name = process.argv[2];
   if (!scenarios[name]) {
     console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
@@ -149,7 +224,7 @@ export async function main(scenarios) {
   const timer = setTimeout(() => {
     console.error('scenario timed out');
     process.exit(3);
-  }, Number(process.env.SCENARIO_TIMEOUT_MS || 150000));
+  }, Number(process.env.SCENARIO_TIMEOUT_MS || timeoutMs));
   try {
     const result = await scenarios[name](browser);
     console.log('RESULT ' + JSON.stringify(result));

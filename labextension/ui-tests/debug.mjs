@@ -1,49 +1,11 @@
 // Browser scenarios of the debug loop on the canvas (issue #15), run by pytest (tests/ui)
 // against a live JupyterLab: `node debug.mjs <scenario>`. Prints `RESULT <json>`.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import {
+  FILE, MAIN, main, nodeState, openFlow, runCells, shot, withDoc
+} from './common.mjs';
 
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'flow.nxflow';
 const TIMEOUT = 60000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
-
-async function openPage(browser, workspace, file = FILE) {
-  const context = await browser.newContext({ viewport: { width: 1500, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
-      errors.push(msg.text());
-    }
-  });
-  page.errors = errors;
-  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
-  await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
-  return page;
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
-}
-
-const MAIN = '.nf-canvas > .react-flow';
-
-function nodeState(page, id, state) {
-  return page.waitForFunction(
-    ([s, i, st]) => document.querySelector(`${s} [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
-    [MAIN, id, state],
-    { timeout: TIMEOUT }
-  );
-}
+const VIEWPORT = { width: 1500, height: 900 }; // the notebook opens beside the canvas
 
 function runStatus(page, status) {
   return page.waitForFunction(
@@ -61,18 +23,6 @@ async function currentRun(page) {
   ).jsonValue();
 }
 
-/** Run JS against the shared model of the flow's widget. */
-async function withDoc(page, fn, arg) {
-  return page.evaluate(
-    ([source, a]) => {
-      const widget = Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.hasClass('nf-document'));
-      const doc = widget.context.model.sharedModel;
-      return new Function('doc', 'arg', `return (${source})(doc, arg);`)(doc, a);
-    },
-    [fn.toString(), arg]
-  );
-}
-
 /** Click a node of the canvas (selects it: the inspector; with a run shown: its details). */
 async function clickNode(page, id) {
   await page.click(`${MAIN} .react-flow__node[data-id="${id}"] .nf-node-title`);
@@ -88,29 +38,6 @@ async function showFlow(page) {
   await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { state: 'visible', timeout: TIMEOUT });
 }
 
-/** Run cells `from` .. `to - 1` of the current notebook; return each one's output text. */
-async function runCells(page, from, to) {
-  return page.evaluate(
-    async ([a, b]) => {
-      const panel = window.jupyterapp.shell.currentWidget;
-      const out = [];
-      for (let i = a; i < b; i++) {
-        panel.content.activeCellIndex = i;
-        await window.jupyterapp.commands.execute('notebook:run-cell');
-        const cell = panel.content.widgets[i];
-        const outputs = cell.model.outputs ? cell.model.outputs.toJSON() : [];
-        out.push(
-          outputs
-            .map(o => (o.text ?? '') + (o.data?.['text/plain'] ?? '') + (o.ename ? `${o.ename}: ${o.evalue}` : ''))
-            .join('\n')
-        );
-      }
-      return out;
-    },
-    [from, to]
-  );
-}
-
 const scenarios = {
   /**
    * A run fails in node `bad`. Retry with the current flow after removing a node that
@@ -120,7 +47,7 @@ const scenarios = {
    * link; Retry with the current flow ends the same run succeeded.
    */
   async notebook(browser) {
-    const page = await openPage(browser, 'debug-notebook');
+    const page = await openFlow(browser, 'debug-notebook', FILE, { viewport: VIEWPORT });
     await page.click('[data-action="run"]');
     await nodeState(page, 'bad', 'failed');
     await runStatus(page, 'failed');
@@ -210,7 +137,7 @@ const scenarios = {
   /** "Test node" in the inspector: with the inputs of the latest run, with typed inputs, and
    *  a failing one; output, log and error shown in place, no run started. */
   async testnode(browser) {
-    const page = await openPage(browser, 'debug-testnode');
+    const page = await openFlow(browser, 'debug-testnode', FILE, { viewport: VIEWPORT });
     await page.click('[data-action="run"]');
     await runStatus(page, 'succeeded');
     const runId = await currentRun(page);
@@ -252,7 +179,7 @@ const scenarios = {
    * its output on the node, then unpin it.
    */
   async badges(browser) {
-    const page = await openPage(browser, 'debug-badges');
+    const page = await openFlow(browser, 'debug-badges', FILE, { viewport: VIEWPORT });
     await page.waitForSelector(`${MAIN} [data-node-id="P"] [data-badge="pin"]`, { timeout: TIMEOUT });
     const pinBadges = await page.$$eval(`${MAIN} [data-badge="pin"]`, els =>
       els.map(e => e.closest('[data-node-id]').getAttribute('data-node-id'))
@@ -309,33 +236,4 @@ const scenarios = {
   }
 };
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-});
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 270000);
-try {
-  const result = await scenarios[name](browser);
-  console.log('RESULT ' + JSON.stringify(result));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios, { timeoutMs: 270000 });

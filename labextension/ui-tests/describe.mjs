@@ -1,24 +1,7 @@
 // Browser scenario of "Describe a flow" and the AI node's streamed log, run by pytest
 // (tests/ui/test_describe.py) against a live JupyterLab whose server asks a fake
 // OpenAI-compatible model: `node describe.mjs describe`. Prints `RESULT <json>`.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
-
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'described.nxflow';
-const TIMEOUT = 30000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
-}
+import { FILE, TIMEOUT, main, openPage, shot } from './common.mjs';
 
 /** The node ids of the document (the shared model, not what is drawn). */
 async function docNodes(page) {
@@ -36,12 +19,7 @@ async function canvasNodes(page) {
 }
 
 async function describe(browser) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  await page.goto(`${LAB}lab/workspaces/describe/tree/${FILE}?token=${TOKEN}`);
-  await page.waitForSelector('[data-nexusflow-editor]', { timeout: 60000 });
+  const page = await openPage(browser, 'describe', FILE, { ready: '[data-nexusflow-editor]' });
   await page.waitForSelector('[data-node-id="old"]', { timeout: TIMEOUT });
   const before = await docNodes(page);
 
@@ -114,37 +92,9 @@ async function describe(browser) {
   return {
     model, before, error, answer, afterError, preview, proposalText, whilePreviewed, accepted,
     undone, redone, growing: seen.filter(s => s.state === 'running').map(s => s.text), finalLog,
-    output: JSON.parse(output), errors
+    output: JSON.parse(output), errors: page.errors
   };
 }
 
 const scenarios = { describe };
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-});
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 150000);
-try {
-  console.log('RESULT ' + JSON.stringify(await scenarios[name](browser)));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios);

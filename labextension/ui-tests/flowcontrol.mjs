@@ -1,51 +1,14 @@
 // Browser scenarios of flow control on the canvas (issue #20), run by pytest (tests/ui)
 // against a live JupyterLab: `node flowcontrol.mjs <scenario>`. Prints `RESULT <json>`.
-import { log, main, shot } from './common.mjs';
+import { MAIN, main, nodeState, openFlow, shot, statesIn } from './common.mjs';
 
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'flow.nxflow';
 const TIMEOUT = 60000;
-
-async function openPage(browser, workspace, file = FILE) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
-      errors.push(msg.text());
-    }
-  });
-  page.errors = errors;
-  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
-  await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
-  return page;
-}
-
-/** The canvas's own nodes (not those of a drill-down over it). */
-const MAIN = '.nf-canvas > .react-flow';
-
-function nodeState(page, id, state, scope = MAIN) {
-  return page.waitForFunction(
-    ([s, i, st]) => document.querySelector(`${s} [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
-    [scope, id, state],
-    { timeout: TIMEOUT }
-  );
-}
-
-function statesIn(page, scope) {
-  return page.$$eval(`${scope} [data-node-id]`, els =>
-    Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
-  );
-}
 
 const scenarios = {
   /** Run a flow whose node S is a sub-flow; open S's child run from the node: its own graph,
    *  glowing live from the child's events; Back returns to the parent. */
   async drill(browser) {
-    const page = await openPage(browser, 'drill');
+    const page = await openFlow(browser, 'drill');
     await page.click('[data-action="run"]');
     // The child holds its middle node for a few seconds: drill in while it runs.
     await nodeState(page, 'S', 'waiting');
@@ -85,8 +48,8 @@ const scenarios = {
    *  node; one approves with a comment; the approved branch runs, the other is skipped, and
    *  the buttons leave every canvas. */
   async approve(browser) {
-    const page = await openPage(browser, 'approve');
-    const other = await openPage(browser, 'approve-watcher');
+    const page = await openFlow(browser, 'approve');
+    const other = await openFlow(browser, 'approve-watcher');
     await page.click('[data-action="run"]');
     await nodeState(page, 'ask', 'waiting');
     await nodeState(other, 'ask', 'waiting');

@@ -1,39 +1,9 @@
 // Browser scenarios of the map node on the canvas (issue #20, item 1), run by pytest
 // (tests/ui/test_map_ui.py) against a live JupyterLab: `node maps.mjs <scenario>`.
 // Prints `RESULT <json>`.
-import { log, main, shot } from './common.mjs';
+import { FILE, MAIN, main, nodeState, openFlow, shot } from './common.mjs';
 
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'flow.nxflow';
 const TIMEOUT = 60000;
-
-async function openPage(browser, workspace, file = FILE) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React/i.test(msg.text())) {
-      errors.push(msg.text());
-    }
-  });
-  page.errors = errors;
-  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
-  await page.waitForSelector('[data-nexusflow-editor] [data-node-id]', { timeout: TIMEOUT });
-  return page;
-}
-
-const MAIN = '.nf-canvas > .react-flow';
-
-function nodeState(page, id, state) {
-  return page.waitForFunction(
-    ([i, st]) => document.querySelector(`.nf-canvas > .react-flow [data-node-id="${i}"]`)?.getAttribute('data-state') === st,
-    [id, state],
-    { timeout: TIMEOUT }
-  );
-}
 
 /** The map badge of node `id`: {done, total, failed, text}, or null. */
 function badge(page, id) {
@@ -74,7 +44,7 @@ const scenarios = {
    *  continue): the node shows done/total and the failed count while it runs; clicked, its
    *  details list the items a page at a time, and the failed ones with their errors. */
   async progress(browser) {
-    const page = await openPage(browser, 'map-progress');
+    const page = await openFlow(browser, 'map-progress', FILE, { viewport: { width: 1400, height: 900 } });
     await page.click('[data-action="run"]');
     await nodeState(page, 'M', 'running');
     // Sample the badge while the items run: it counts up.
@@ -124,7 +94,7 @@ const scenarios = {
   /** Run a flow whose map F runs a sub-flow per item; its items list opens an item's child
    *  run over the canvas (the drill-down), glowing from that run. */
   async flowItems(browser) {
-    const page = await openPage(browser, 'map-flow-items');
+    const page = await openFlow(browser, 'map-flow-items', FILE, { viewport: { width: 1400, height: 900 } });
     await page.click('[data-action="run"]');
     await nodeState(page, 'F', 'succeeded');
     const final = await badge(page, 'F');

@@ -1,28 +1,7 @@
 // Browser scenario of node packages, run by pytest (tests/ui/test_node_packages_ui.py) against a
 // live JupyterLab whose server and workers have the example package (and a broken one)
 // installed: `node nodepackages.mjs package`. Prints `RESULT <json>`.
-import { log, main, shot } from './common.mjs';
-
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
-const FILE = process.env.FLOW_FILE || 'package.nxflow';
-const TIMEOUT = 30000;
-
-async function center(page, selector) {
-  const box = await (await page.waitForSelector(selector, { timeout: TIMEOUT })).boundingBox();
-  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
-}
-
-async function drag(page, from, to) {
-  await page.mouse.move(from.x, from.y);
-  await page.mouse.down();
-  for (let i = 1; i <= 12; i++) {
-    await page.mouse.move(from.x + ((to.x - from.x) * i) / 12, from.y + ((to.y - from.y) * i) / 12);
-    await page.waitForTimeout(15);
-  }
-  await page.mouse.up();
-}
+import { FILE, TIMEOUT, center, drag, log, main, openFlow, shot } from './common.mjs';
 
 const scenarios = {
   /**
@@ -31,12 +10,7 @@ const scenarios = {
    * package, docs link), configured, connected, run: it glows green.
    */
   async package(browser) {
-    const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
-    const page = await context.newPage();
-    const errors = [];
-    page.on('pageerror', err => errors.push(String(err)));
-    await page.goto(`${LAB}lab/workspaces/package/tree/${FILE}?token=${TOKEN}`);
-    await page.waitForSelector('[data-nexusflow-editor] [data-node-id="start"]', { timeout: 60000 });
+    const page = await openFlow(browser, 'package', FILE, { ready: '[data-nexusflow-editor] [data-node-id="start"]' });
     const item = '[data-nexusflow-editor] [data-node-type="text.slugify"]';
     await page.waitForSelector(item, { timeout: TIMEOUT });
 
@@ -118,8 +92,8 @@ const scenarios = {
     );
     await page.waitForTimeout(500);
     await shot(page, 'node-package');
-    await context.close();
-    return { palette, inspector, id, nodeIcon, states, errors };
+    await page.context().close();
+    return { palette, inspector, id, nodeIcon, states, errors: page.errors };
   }
 };
 

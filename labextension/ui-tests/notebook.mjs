@@ -1,73 +1,9 @@
 // Browser scenarios of the notebook side of Nexus-Flow, run by pytest (tests/ui) against a live
 // JupyterLab: `node notebook.mjs <scenario>`. Prints `READY <ms>` when the page is set up (the
 // test then acts as the kernel) and `RESULT <json>` at the end for pytest to check.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { kernelReady, log, main, openPage, runCells, shot, statesIn } from './common.mjs';
 
-const LAB = process.env.LAB_URL;
-const TOKEN = process.env.LAB_TOKEN;
-const ARTIFACTS = process.env.ARTIFACTS || 'test-results';
 const TIMEOUT = 30000;
-
-function log(...args) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
-}
-
-async function openTab(browser, workspace, file, ready) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 850 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', err => errors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && /nexusflow|xyflow|React|anywidget/i.test(msg.text())) {
-      errors.push(msg.text());
-    }
-  });
-  page.errors = errors;
-  await page.goto(`${LAB}lab/workspaces/${workspace}/tree/${file}?token=${TOKEN}`);
-  await page.waitForSelector(ready, { timeout: 60000 });
-  return page;
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file });
-  log('screenshot', file);
-  return file;
-}
-
-const states = (page, scope) =>
-  page.$$eval(`${scope} [data-node-id]`, els =>
-    Object.fromEntries(els.map(e => [e.getAttribute('data-node-id'), e.getAttribute('data-state')]))
-  );
-
-/** Wait until the current notebook's kernel is idle; return its number of cells. */
-async function kernelReady(page) {
-  return page.evaluate(async () => {
-    const panel = window.jupyterapp.shell.currentWidget;
-    await panel.sessionContext.ready;
-    const kernel = panel.sessionContext.session.kernel;
-    const t0 = Date.now();
-    while (kernel.status !== 'idle' && Date.now() - t0 < 30000) {
-      await new Promise(r => setTimeout(r, 100));
-    }
-    return panel.content.widgets.length;
-  });
-}
-
-/** Run cells `from` .. `to - 1` of the current notebook (resolves when the last one is done). */
-function runCells(page, from, to) {
-  return page.evaluate(
-    async ([a, b]) => {
-      const panel = window.jupyterapp.shell.currentWidget;
-      for (let i = a; i < b; i++) {
-        panel.content.activeCellIndex = i;
-        await window.jupyterapp.commands.execute('notebook:run-cell');
-      }
-    },
-    [from, to]
-  );
-}
 
 const FINAL = ['succeeded', 'failed', 'skipped', 'canceled'];
 
@@ -139,14 +75,14 @@ function edgeClasses(page, scope) {
 const scenarios = {
   /** The canvas is open on FLOW_FILE; the test adds node NEW_ID from Python; time its arrival. */
   async live(browser) {
-    const page = await openTab(browser, 'live-link', process.env.FLOW_FILE, '[data-nexusflow-editor]');
+    const page = await openPage(browser, 'live-link', process.env.FLOW_FILE, { ready: '[data-nexusflow-editor]' });
     const expected = Number(process.env.EXPECT_NODES || 1);
     await page.waitForFunction(
       n => document.querySelectorAll('[data-nexusflow-editor] [data-node-id]').length >= n,
       expected,
       { timeout: TIMEOUT }
     );
-    const before = Object.keys(await states(page, '[data-nexusflow-editor]'));
+    const before = Object.keys(await statesIn(page, '[data-nexusflow-editor]'));
     console.log(`READY ${Date.now()}`);
     const id = process.env.NEW_ID;
     const handle = await page.waitForFunction(
@@ -165,7 +101,7 @@ const scenarios = {
       );
     }
     await page.waitForTimeout(800); // let the room's autosave write the file
-    const after = await states(page, '[data-nexusflow-editor]');
+    const after = await statesIn(page, '[data-nexusflow-editor]');
     const edgeCount = await page.$$eval('[data-nexusflow-editor] .react-flow__edge', els => els.length);
     await shot(page, 'live-link');
     return { before, after: Object.keys(after), appearedAt, edges: edgeCount, errors: page.errors };
@@ -174,7 +110,7 @@ const scenarios = {
   /** Open NOTEBOOK; run its first SHOW_CELLS cells (they show the inline canvas), then the
    *  rest (they start a run the canvas follows); watch the nodes glow until the run ends. */
   async notebook(browser) {
-    const page = await openTab(browser, 'notebook', process.env.NOTEBOOK, '.jp-Notebook');
+    const page = await openPage(browser, 'notebook', process.env.NOTEBOOK, { ready: '.jp-Notebook' });
     const cellCount = await kernelReady(page);
     const show = Number(process.env.SHOW_CELLS);
     const scope = '.nf-inline';
@@ -213,7 +149,7 @@ const scenarios = {
       cancelAnimationFrame(window.__nfTimer);
       return window.__nfSeen;
     });
-    const result = await states(page, scope);
+    const result = await statesIn(page, scope);
     await page.waitForFunction(s => document.querySelector(s)?.getAttribute('data-run-status'), scope, {
       timeout: 10000
     });
@@ -259,12 +195,12 @@ const scenarios = {
    *  (NOTEBOOK attaches to it): describe each node element and edge of both. */
   async same(browser) {
     const expected = Number(process.env.EXPECT_NODES);
-    const notebook = await openTab(browser, 'same-notebook', process.env.NOTEBOOK, '.jp-Notebook');
+    const notebook = await openPage(browser, 'same-notebook', process.env.NOTEBOOK, { ready: '.jp-Notebook' });
     const cells = await kernelReady(notebook);
     await runCells(notebook, 0, cells);
     await settled(notebook, '.nf-inline', expected);
 
-    const lab = await openTab(browser, 'same-lab', process.env.FLOW_FILE, '[data-nexusflow-editor]');
+    const lab = await openPage(browser, 'same-lab', process.env.FLOW_FILE, { ready: '[data-nexusflow-editor]' });
     await lab.focus('select.nf-history'); // loads the run history
     await lab.waitForFunction(
       r => Array.from(document.querySelectorAll('select.nf-history option')).some(o => o.value === r),
@@ -296,7 +232,7 @@ const scenarios = {
   /** NOTEBOOK shows a finished run's widget (cells before WAIT_CELL); click the CLICK nodes
    *  and read their details; then click LATE while WAIT_CELL keeps the kernel busy. */
   async details(browser) {
-    const page = await openTab(browser, 'details', process.env.NOTEBOOK, '.jp-Notebook');
+    const page = await openPage(browser, 'details', process.env.NOTEBOOK, { ready: '.jp-Notebook' });
     await kernelReady(page);
     const waitCell = Number(process.env.WAIT_CELL);
     await runCells(page, 0, waitCell);
@@ -351,33 +287,4 @@ const scenarios = {
   }
 };
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']
-});
-const timer = setTimeout(() => {
-  console.error('scenario timed out');
-  process.exit(3);
-}, 150000);
-try {
-  const result = await scenarios[name](browser);
-  console.log('RESULT ' + JSON.stringify(result));
-} catch (err) {
-  console.error(err);
-  process.exitCode = 1;
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      await shot(page, `failure-${name}-${n++}`).catch(() => undefined);
-    }
-  }
-} finally {
-  clearTimeout(timer);
-  await browser.close();
-}
+await main(scenarios);

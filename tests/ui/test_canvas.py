@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nftest import wait_for
 
 from nexusflow_kernel.model.document import dumps_canonical
 
@@ -38,13 +39,6 @@ def write_flow(root: Path, name: str, flow: dict) -> Path:
     return path
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_file_opens_in_the_canvas_with_its_nodes(lab) -> None:
@@ -76,7 +70,7 @@ def test_two_pages_see_each_others_edits_within_a_second(lab) -> None:
         node = next((n for n in data["nodes"] if n["id"] == added), None)
         return node is not None and node["position"] == result["endA"]
 
-    assert wait_for(saved), path.read_text()
+    wait_for(saved, 10, "the moved node's new position in collab.nxflow")
     text = path.read_text()
     assert text == dumps_canonical(json.loads(text))  # still canonical on disk
     assert ".0," not in text

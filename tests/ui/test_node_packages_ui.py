@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from nftest import settings_env, with_node_packages
+from nftest import settings_env, wait_for, with_node_packages
 
 from tests.ui.conftest import _require_browser, running_lab
 
@@ -46,7 +46,15 @@ def test_the_example_package_in_the_palette_dropped_configured_run(
         result = lab.run_script(
             "package", script="nodepackages.mjs", timeout=200, FLOW_FILE="package.nxflow"
         )
-        saved = json.loads((lab.root / "package.nxflow").read_text())
+        # The server saves the shared document a moment after the last edit: wait for the
+        # dropped node to reach the file (the scenario ends as soon as the run is green).
+        node_id = result["id"]
+
+        def saved_with_node() -> dict | None:
+            data = json.loads((lab.root / "package.nxflow").read_text())
+            return data if any(n["id"] == node_id for n in data["nodes"]) else None
+
+        saved = wait_for(saved_with_node, 15, f"node {node_id} saved to package.nxflow")
 
     # The REST catalog the palette reads: the package's types with package and version, the
     # broken ones with their reasons.

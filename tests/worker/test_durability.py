@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from nexusflow_worker.chaos import check_invariants, child_pids, wait_rq_idle
-from nftest import flow, node, wait_run
+from nftest import flow, node, wait_for, wait_run
 
 from nexusflow_kernel import defaults
 from nexusflow_kernel.model.compiler import compile_flow
@@ -44,14 +44,6 @@ def assert_invariants(engine, settings, run_ids: list[str], *, openings: int = 1
     return rep
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def node_row(engine, run_id: str, node_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nftest import flow, node, wait_run
+from nftest import flow, node, wait_for, wait_run
 
 
 class SlowServer:
@@ -77,14 +77,6 @@ class SlowServer:
                     **extra)
 
 
-def wait_for(pred, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def node_log(engine, run_id: str, node_id: str) -> list[dict]:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from nftest import flow, node, settings_env, wait_run
+from nftest import flow, node, settings_env, wait_for, wait_run
 from rq import Callback, Queue
 from rq.command import send_shutdown_command
 from rq.job import Job
@@ -128,14 +128,6 @@ def job_status(r: redis.Redis, job_id: str) -> str | None:
     return raw.decode() if raw else None
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def refused_count(r: redis.Redis) -> int:

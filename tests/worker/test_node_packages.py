@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
-from nftest import flow, node, settings_env, wait_run, with_node_packages
+from nftest import flow, node, settings_env, wait_for, wait_run, with_node_packages
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -56,14 +55,6 @@ def start_detached(settings, path: Path, env: dict[str, str]) -> str:
     return out.stdout.strip().split()[-1]
 
 
-def wait_for(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_a_package_flow_runs_on_workers_beside_a_broken_package(
