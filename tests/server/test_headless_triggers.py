@@ -313,3 +313,36 @@ def test_the_schedules_cli_takes_an_environment(keyed, engine) -> None:
                                                           ("0 7 * * *", None)]
     text = call("list", str(wid)).stdout
     assert "\tenv prod" in text and "\tenv dev" in text, text
+
+
+def test_the_schedules_cli_takes_an_environment_through_the_service(service, tokens, engine,
+                                                                     tmp_path) -> None:
+    """Through the service, `schedules add --env` gets the REST checks: the deployer role on
+    the environment, an unknown environment named; the listing shows the environment."""
+    from nexusflow_kernel.remote import RemoteEngine
+    from nexusflow_kernel.settings import Settings
+
+    alice = tokens("alice")
+    remote = RemoteEngine(Settings(service_url=service.url, service_token=alice,
+                                   data_dir=tmp_path / "none"))
+    wid = remote._call("POST", "workflows", body={"graph": flow(node("A", "noop"))})[
+        "workflow_id"]  # alice's own workflow
+    engine.environments.create("prodsvc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEXUSFLOW_", "JUPYTERHUB_"))}
+    env.update(NEXUSFLOW_SERVICE_URL=service.url, NEXUSFLOW_SERVICE_TOKEN=alice,
+               NEXUSFLOW_DATA_DIR=str(tmp_path / "cli-data"))
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nexusflow_kernel.cli", "schedules", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    refused = call("add", str(wid), "--cron", "0 6 * * *", "--env", "prodsvc")
+    assert refused.returncode != 0 and "deployer role" in refused.stderr, refused.stderr
+    unknown = call("add", str(wid), "--cron", "0 6 * * *", "--env", "nowhere")
+    assert unknown.returncode != 0 and "unknown environment 'nowhere'" in unknown.stderr
+    engine.environments.grant("prodsvc", "alice", "deployer")
+    made = call("add", str(wid), "--cron", "0 6 * * *", "--env", "prodsvc", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["env"] == "prodsvc"
+    listed = call("list", str(wid))
+    assert listed.returncode == 0 and "\tenv prodsvc" in listed.stdout, listed
