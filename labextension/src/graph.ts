@@ -44,7 +44,8 @@ export interface IFlow {
   schema: number;
   name?: string;
   description?: string;
-  params?: { [name: string]: { type?: string; default?: JSONValue; description?: string } };
+  /** Run inputs: each a JSON Schema; ``enum`` is a choice list (a select in the run form). */
+  params?: { [name: string]: { type?: string; default?: JSONValue; description?: string; enum?: JSONValue[] } };
   metadata?: JSONObject;
   nodes: IFlowNode[];
   edges: IFlowEdge[];

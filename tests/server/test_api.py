@@ -74,6 +74,9 @@ async def test_bad_input_is_4xx_naming_the_field_and_stores_nothing(api, nf_app)
         ("POST", "runs", json.dumps({"path": "missing.nxflow"}).encode(), 404, None),
         ("POST", "runs", json.dumps({"path": "x.nxflow", "inputs": []}).encode(), 400,
          "/inputs"),
+        ("POST", "runs", json.dumps({"graph": flow(node("A", "noop"), params={"size": {
+            "type": "string", "enum": ["small", "large"]}}), "inputs": {"size": "huge"}}).encode(),
+         400, "/params/size"),  # a value outside the param's enum
         ("GET", "runs/00000000-0000-0000-0000-000000000000", None, 404, None),
         ("GET", "runs/nope", None, 404, None),
         ("GET", "runs", None, 400, "?limit"),

@@ -26,6 +26,7 @@ LAYOUT = {
         "times": {"type": "integer", "default": 2, "description": "how many"},
         "loud": {"type": "boolean", "default": False},
         "who": {"type": "string", "description": "no default: required"},
+        "size": {"type": "string", "enum": ["small", "large"], "default": "small"},
     },
     "nodes": [
         {"id": "first", "type": "transform", "label": "First", "position": {"x": 0, "y": 0},
@@ -50,10 +51,12 @@ def test_layout_keeps_nodes_in_view_apart_and_uncovered(lab) -> None:
     assert result["farInView"] is True  # added elsewhere, far off: brought into view
     assert result["overlapping"] == []  # double-clicked palette items land apart
     assert result["droppedInView"] is True and result["droppedLeftGap"] >= 0
-    # The run inputs: a form from the params (a number field, a choice), beside the palette.
+    # The run inputs: a form from the params (a number field, a choice, an enum's select),
+    # beside the palette.
     assert result["inputsCoverPalette"] is False
     assert sorted(result["inputFields"]) == [
-        ["loud", "input", "checkbox"], ["times", "input", None], ["who", "input", None]]
+        ["loud", "input", "checkbox"], ["size", "select", None], ["times", "input", None],
+        ["who", "input", None]]
     assert result["runBlockedWithoutWho"] is True  # a param without a default is required
     assert result["final"] == {"first": "succeeded", "second": "succeeded", "third": "succeeded"}
     assert result["widthsAfter"] == result["widthsBefore"]  # a state badge widens nothing
