@@ -16,10 +16,10 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import NexusFlowError
+from .errors import BackendUnavailable, NexusFlowError
 from .services import resolve_backends
 from .settings import Settings
 from .transport import presence
@@ -142,6 +142,25 @@ def live_workers(settings: Settings | None = None, *, redis: Any = None) -> list
 def worker_count(settings: Settings, *, redis: Any = None, queue: str = "default") -> int:
     """Return how many live worker processes serve the logical queue ``queue``."""
     return len(presence.serving(live_workers(settings, redis=redis), queue))
+
+
+class NoWorkerForTest(BackendUnavailable):
+    """No live worker serves the queue a one-node test needs (nothing was queued)."""
+
+
+def await_test_worker(count: Callable[[], int], queue: str, node_id: object,
+                      wait_s: float) -> None:
+    """Wait up to ``wait_s`` seconds (one may be starting) until ``count()`` (live workers
+    serving ``queue``) is above 0; else raise ``NoWorkerForTest`` saying what to start."""
+    waited = time.monotonic() + wait_s
+    while count() == 0 and time.monotonic() < waited:
+        time.sleep(0.2)
+    if count() == 0:
+        raise NoWorkerForTest(
+            f"no worker serves the {queue!r} queue, so node {node_id!r} cannot be tested"
+            " now: start workers with `nexusflow worker`"
+            + (" --queues default,sandbox" if queue == "sandbox" else "")
+            + " (JupyterLab's Nexus-Flow extension starts local ones)")
 
 
 # ---------------------------------------------------------------- what a run needs of them

@@ -20,7 +20,6 @@ import copy
 import json
 import linecache
 import re
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -325,7 +324,7 @@ def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
     is the environment it runs in (default ``dev``, as a run)."""
     from ..remote import RemoteEngine
     from ..runstate.transitions import queue_for_type
-    from ..workers import worker_count
+    from ..workers import NoWorkerForTest, await_test_worker, worker_count
 
     queue = queue_for_type(str(node.get("type")))
 
@@ -334,15 +333,10 @@ def test_node(engine: Engine | RemoteEngine, node: Mapping[str, Any], *,
             return engine.worker_count()  # the service knows its workers (one queue count)
         return worker_count(engine.settings, redis=engine.redis, queue=queue)  # logical
 
-    waited = time.monotonic() + WORKER_WAIT_S  # one may be starting
-    while workers() == 0 and time.monotonic() < waited:
-        time.sleep(0.2)
-    if workers() == 0:
-        raise NodeTestTimeout(
-            f"no worker serves the {queue!r} queue, so node {node.get('id')!r} cannot be tested"
-            " now: start workers with `nexusflow worker`"
-            + (" --queues default,sandbox" if queue == "sandbox" else "")
-            + " (JupyterLab's Nexus-Flow extension starts local ones)")
+    try:
+        await_test_worker(workers, queue, node.get("id"), WORKER_WAIT_S)
+    except NoWorkerForTest as exc:
+        raise NodeTestTimeout(str(exc)) from None
     test_id = engine.start_test(node, inputs=inputs, params=params, flow=flow, key=key,
                                 source=source, from_run=from_run, env=env)
     data = engine.wait_test(test_id, timeout)

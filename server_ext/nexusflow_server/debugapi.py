@@ -39,6 +39,10 @@ from .live import check_path, read_flow
 MAX_WAIT_S = 60.0
 """Longest a request waits for a test; the test itself goes on (GET tests/{id})."""
 
+TEST_WORKER_WAIT_S = 5.0
+"""How long a test request waits for a worker of the node's queue to appear (one may be
+starting, as JupyterLab's local workers do) before it answers 503 saying what to start."""
+
 
 async def may_execute(handler: NexusFlowHandler, graph: Any) -> None:
     """Raise 403 unless the caller may run code, when ``graph`` holds a code node."""
@@ -209,6 +213,7 @@ class TestsHandler(NexusFlowHandler):
         if env is not None:  # as for a run: a restricted environment needs a role on it
             await self.sync(require_env, self, env, "run")
         await self.sync(self.record_identity)  # the Hub groups a worker checks scopes against
+        await self.engine_do(lambda e: _await_test_worker(e, node))  # else 503, said at once
         actor = self.user_name
         test_id = await self.engine_do(lambda e: e.start_test(
             node, inputs=inputs, params=params, flow=graph, workflow_id=workflow_id,
@@ -217,6 +222,17 @@ class TestsHandler(NexusFlowHandler):
                          **({"env": env} if env else {}))
         test = await self.engine_do(lambda e: e.wait_test(test_id, float(wait_s)))
         self.reply(test, 201)
+
+
+def _await_test_worker(engine: Any, node: dict) -> None:
+    """Raise ``NoWorkerForTest`` (a 503 naming what to start) when no live worker serves the
+    node's queue within a few seconds: queued, the test would wait for one unseen."""
+    from nexusflow_kernel.runstate.transitions import queue_for_type
+    from nexusflow_kernel.workers import await_test_worker, worker_count
+
+    queue = queue_for_type(str(node.get("type")))
+    await_test_worker(lambda: worker_count(engine.settings, redis=engine.redis, queue=queue),
+                      queue, node.get("id"), TEST_WORKER_WAIT_S)
 
 
 class TestHandler(NexusFlowHandler):

@@ -129,3 +129,21 @@ async def test_runs_with_pins_and_without_the_cache(api, jp_root_dir, engine, wo
     assert "cached_from" not in got[2]["nodes"]["A"]
     code, err = await api("POST", "runs", {"path": "p.nxflow", "use_pins": "yes"})
     assert code == 400 and err["pointer"] == "/use_pins"
+
+
+async def test_a_node_test_with_no_worker_for_its_queue_is_refused_at_once(api, jp_root_dir,
+                                                                          settings):
+    """No worker serves the node's queue: the request says so (503, what to start) after a few
+    seconds' grace instead of queuing a test nothing will take, and nothing is queued."""
+    import time
+
+    import redis
+
+    (jp_root_dir / "t.nxflow").write_text(json.dumps(broken()))
+    t0 = time.monotonic()
+    code, err = await api("POST", "tests", {"path": "t.nxflow", "node_id": "A"})
+    assert code == 503, err
+    assert "no worker serves the 'default' queue" in err["message"], err
+    assert "nexusflow worker" in err["message"]
+    assert time.monotonic() - t0 < 20
+    assert redis.Redis.from_url(settings.redis_url).keys("rq:queue:*") == []
