@@ -173,7 +173,8 @@ def _in_dev_and_prod(engine, workers, server, key, conn_name, prod, bare, databa
 
 def test_code_node_reads_the_run_environment(settings, workers) -> None:
     """A code node run by a worker in ``prod`` sees prod's variables as the dict ``env`` (and
-    bash on stdin), like an expression's ``env['NAME']``; in dev, dev's."""
+    bash on stdin), like an expression's ``env['NAME']``, and so does a @task's ``env``
+    parameter; in dev, dev's."""
     from dataclasses import replace
 
     engine = Engine(settings)
@@ -191,6 +192,8 @@ def test_code_node_reads_the_run_environment(settings, workers) -> None:
         node("sh", "code", language="bash",
              source="python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)"
                     "[\"env\"][\"REGION\"]))'\n"),
+        node("task", "python_task", function="where",
+             source="def where(env):\n    return [env['REGION'], sorted(globals()['env'])]\n"),
         name="code-env")
     runs = {name: wait_run(engine, engine.start_run(doc, env=name), timeout=90)
             for name in ("dev", prod)}
@@ -200,6 +203,10 @@ def test_code_node_reads_the_run_environment(settings, workers) -> None:
     assert runs[prod]["nodes"]["sh"]["output"] == "eu-prod"
     assert runs["dev"]["nodes"]["py"]["output"] == {"region": "eu-dev", "limit": None}
     assert runs["dev"]["nodes"]["sh"]["output"] == "eu-dev"
+    # a notebook @task's parameter called env gets them too (and its program's global env)
+    assert runs[prod]["nodes"]["task"]["output"] == ["eu-prod", ["LIMIT", "REGION"]]
+    dev_task = runs["dev"]["nodes"]["task"]["output"]  # dev is shared by the session's tests
+    assert dev_task[0] == "eu-dev" and "REGION" in dev_task[1] and "LIMIT" not in dev_task[1]
     # the code's env['REGION'] is checked before a run starts, as an expression's is
     bare = f"bare_{uuid.uuid4().hex[:6]}"
     engine.environments.create(bare)

@@ -8,8 +8,9 @@ worker adds.
 
 Arguments are bound by name when the node runs: in a map's item, ``item`` and ``index`` get
 the item and its position; a parameter called ``inputs`` gets every parent's output,
-``params`` gets the run's inputs, any other name gets the output of the parent node with that
-id, else the run input with that name, else its default.
+``params`` gets the run's inputs, ``env`` the variables of the run's environment, any other
+name gets the output of the parent node with that id, else the run input with that name, else
+its default.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ class PythonTaskNode(NodeType):
         config = ctx.config
         program = task_program(config["function"], config["source"])
         params = {**ctx.params, NAMES_KEY: ctx.names} if ctx.names else ctx.params
-        payload = {"inputs": ctx.inputs, "params": params}
+        # env: the run environment's variables (a parameter called env gets them through
+        # ctx.names; the program's global env is the same dict, as for a code node)
+        payload = {"inputs": ctx.inputs, "params": params, "env": dict(ctx.env or {})}
         timeout = ctx.remaining(float(config.get("timeout_s", DEFAULT_TIMEOUT_S)))
         memory = int(config.get("memory_mb", DEFAULT_MEMORY_MB))
         limits = Limits(timeout_s=timeout, memory_mb=memory,
