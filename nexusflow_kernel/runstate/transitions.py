@@ -316,6 +316,7 @@ class NodeTransitions:
                     effects.events.append(event(nxt.run_id, nxt.node_id, NodeState.RUNNING,
                                                 nxt.attempt))
             return effects, nxt
+        done = None  # stays so when the shared transaction is rolled back (psycopg.Rollback)
         with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             done = self._finish_successes(conn, plain, follow, known)
         if done is None:  # a lease of the batch was lost: record each on its own, fenced
@@ -339,9 +340,7 @@ class NodeTransitions:
             "  AND n.lease_token=%s FOR UPDATE) h) AS n,"
             " (SELECT status FROM executions WHERE id=%s) AS status",
             (run_id, idxs, token, run_id))
-        for c, o in plain:
-            self._record(conn, run_id, c.idx, c.node_id, c.attempt, token, NodeState.SUCCEEDED,
-                         c.attempt, False, None, "succeeded", o)
+        self._record_successes(conn, run_id, token, plain)
         finished = [(c.node_id, NodeState.SUCCEEDED, o.branch) for c, o in plain]
         counted = self._count_send(conn, run_id, plan, finished)
         claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
@@ -559,6 +558,55 @@ class NodeTransitions:
              "cf": jsonb(outcome.cached_from) if outcome.cached_from is not None else None,
              "pin": outcome.pinned},
         )
+
+    # The successes of a batch in one statement: what ``_record`` sends for one node that
+    # succeeded, for every node of the batch at once (one plan and one execution instead of
+    # one per node; the JSON goes as the text the worker already made). Each row stays fenced
+    # by its own lease (state running, the batch's token); the caller's count of held rows
+    # rolls the whole transaction back when one was lost.
+    _RECORD_MANY_SQL = (
+        "WITH d AS (SELECT * FROM unnest(%(i)s::int[], %(n)s::text[], %(a)s::int[],"
+        " %(o)s::text[], %(b)s::text[], %(e)s::text[], %(rs)s::text[], %(d)s::float8[],"
+        " %(ck)s::text[], %(cf)s::text[], %(pin)s::bool[], %(in)s::text[], %(log)s::text[])"
+        " AS d(idx, node_id, attempt, output, branch, error, resume_state, duration_ms,"
+        " cache_key, cached_from, pinned, input, log)),"
+        " u AS (UPDATE node_runs n SET state='succeeded', attempt=d.attempt,"
+        " lease_token=NULL, lease_until=NULL, output=d.output::jsonb, branch=d.branch,"
+        " error=d.error, resume_state=d.resume_state::jsonb, due_at=NULL,"
+        " duration_ms=d.duration_ms, cache_key=d.cache_key, cached_from=d.cached_from::jsonb,"
+        " pinned=d.pinned, ended_at=clock_timestamp()"
+        " FROM d WHERE n.execution_id=%(r)s AND n.idx = ANY(%(i)s::int[]) AND n.idx = d.idx"
+        " AND n.state='running' AND n.lease_token=%(t)s"
+        " RETURNING n.idx, n.worker, n.started_at)"
+        " INSERT INTO node_logs (execution_id, node_id, attempt, status, input, output,"
+        " error, log, worker, duration_ms, started_at, cached_from, pinned)"
+        " SELECT %(r)s, d.node_id, d.attempt, 'succeeded', d.input::jsonb, d.output::jsonb,"
+        " d.error, d.log, u.worker, d.duration_ms, u.started_at, d.cached_from::jsonb,"
+        " d.pinned FROM u JOIN d ON d.idx = u.idx"
+        " ON CONFLICT (execution_id, node_id, attempt) DO NOTHING")
+
+    @classmethod
+    def _record_successes(cls, conn: Conn, run_id: str, token: str,
+                          plain: Sequence[tuple[Claim, Outcome]]) -> None:
+        """Send the rows and attempt logs of a batch's nodes that succeeded (one statement,
+        no result): the same record ``_record`` makes for each of them."""
+        def text(value: Any) -> str | None:
+            return None if value is None else json.dumps(value)
+
+        conn.execute(cls._RECORD_MANY_SQL, {
+            "r": run_id, "t": token,
+            "i": [c.idx for c, _ in plain], "n": [c.node_id for c, _ in plain],
+            "a": [c.attempt for c, _ in plain],
+            "o": [o.output_json if o.output_json is not None else json.dumps(o.output)
+                  for _, o in plain],
+            "b": [o.branch for _, o in plain], "e": [o.error for _, o in plain],
+            "rs": [text(o.resume_state) for _, o in plain],
+            "d": [o.duration_ms for _, o in plain],
+            "ck": [o.cache_key for _, o in plain],
+            "cf": [text(o.cached_from) for _, o in plain],
+            "pin": [o.pinned for _, o in plain],
+            "in": [json.dumps(o.input) for _, o in plain],
+            "log": [o.log or None for _, o in plain]})
 
     # Whether a pending child is ready once its counters are updated: the RUN case of
     # ``plan.decide_counts`` in SQL (a test checks the two agree on every input), over the

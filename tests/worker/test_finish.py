@@ -85,3 +85,75 @@ def test_the_sql_ready_rule_agrees_with_decide_counts(database_url) -> None:
     assert len(cases) > 200
     wrong = [c for c, g in zip(cases, got, strict=True) if g != c[7]]
     assert wrong == []
+
+
+def _batch_flow() -> dict:
+    return flow(node("A", expression="1"),
+                *[node(f"B{i}", expression=f"inputs['A'] + {i}") for i in range(3)],
+                node("J", expression="1"),
+                edges=[("A", f"B{i}") for i in range(3)] + [(f"B{i}", "J") for i in range(3)])
+
+
+def _claim_batch(settings, engine) -> tuple:
+    """Start the batch flow, finish its root here and claim its three children together."""
+    run_id = engine.start_run(_batch_flow())  # no workers: every claim is this test's
+    rt = Runtime(settings)
+    a = rt.store.claim(run_id, 0, 1, "t0", "test-worker", 30.0)
+    follow = Follow("batch", "test-worker", 30.0, take=8, workers=1)
+    _, first = rt.store.finish(a, Outcome("succeeded", output=1, output_json="1"),
+                               follow=follow)
+    assert first is not None
+    batch = [first, *first.more]
+    assert [c.node_id for c in batch] == ["B0", "B1", "B2"]
+    return run_id, rt, batch
+
+
+def test_a_batch_of_successes_is_recorded_in_one_statement_as_each_alone(settings,
+                                                                         engine) -> None:
+    run_id, rt, batch = _claim_batch(settings, engine)
+    outcomes = [Outcome("succeeded", output={"v": i, "s": "é\"'"}, output_json=None if i == 1
+                        else f'{{"v":{i},"s":"é\\"\'"}}', log=f"log {i}", duration_ms=1.5 + i,
+                        input={"config": {"expression": f"x{i}"}, "inputs": {"A": 1}},
+                        branch=None) for i in range(3)]
+    effects, nxt = rt.store.finish_batch(batch, outcomes,
+                                         follow=Follow("next", "test-worker", 30.0))
+    assert nxt is not None and nxt.node_id == "J" and nxt.attempt == 1
+    with psycopg.connect(settings.database_url, row_factory=psycopg.rows.dict_row) as conn:
+        rows = {r["node_id"]: r for r in conn.execute(
+            "SELECT node_id, state, attempt, output, duration_ms, lease_token, lease_until,"
+            " ended_at, error FROM node_runs WHERE execution_id=%s", (run_id,))}
+        logs = {r["node_id"]: r for r in conn.execute(
+            "SELECT node_id, attempt, status, input, output, log, worker, duration_ms,"
+            " started_at FROM node_logs WHERE execution_id=%s", (run_id,))}
+    for i in range(3):
+        row, log = rows[f"B{i}"], logs[f"B{i}"]
+        assert (row["state"], row["attempt"], row["lease_token"], row["lease_until"],
+                row["error"]) == ("succeeded", 1, None, None, None)
+        assert row["output"] == {"v": i, "s": "é\"'"} and row["ended_at"] is not None
+        assert row["duration_ms"] == 1.5 + i
+        assert (log["attempt"], log["status"], log["output"], log["log"], log["worker"],
+                log["duration_ms"]) == (1, "succeeded", {"v": i, "s": "é\"'"}, f"log {i}",
+                                        "test-worker", 1.5 + i)
+        assert log["input"] == {"config": {"expression": f"x{i}"}, "inputs": {"A": 1}}
+        assert log["started_at"] is not None
+    assert rows["J"]["state"] == "running"
+    assert {e["node"] for e in effects.events if e.get("state") == "succeeded"} == \
+        {"B0", "B1", "B2"}
+
+
+def test_a_batch_with_a_lost_lease_records_the_others_alone(settings, engine) -> None:
+    run_id, rt, batch = _claim_batch(settings, engine)
+    with psycopg.connect(settings.database_url) as conn:  # another worker owns B1 now
+        conn.execute("UPDATE node_runs SET lease_token='theirs' WHERE execution_id=%s"
+                     " AND node_id='B1'", (run_id,))
+    outcomes = [Outcome("succeeded", output=i, output_json=str(i)) for i in range(3)]
+    effects, nxt = rt.store.finish_batch(batch, outcomes,
+                                         follow=Follow("next", "test-worker", 30.0))
+    assert nxt is None
+    rows = _rows(settings.database_url, run_id)
+    assert rows["B1"]["state"] == "running" and rows["B1"]["lease_token"] == "theirs"
+    assert rows["B0"]["state"] == rows["B2"]["state"] == "succeeded"
+    assert (rows["J"]["state"], rows["J"]["n_done"], rows["J"]["n_success"]) == \
+        ("pending", 2, 2)
+    assert engine.node_attempts(run_id, "B1") == []
+    assert [a["status"] for a in engine.node_attempts(run_id, "B0")] == ["succeeded"]
