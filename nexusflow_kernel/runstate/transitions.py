@@ -342,9 +342,11 @@ class NodeTransitions:
             (run_id, idxs, token, run_id))
         self._record_successes(conn, run_id, token, plain)
         finished = [(c.node_id, NodeState.SUCCEEDED, o.branch) for c, o in plain]
-        counted = self._count_send(conn, run_id, plan, finished)
+        # The next batch is claimed before the counters are touched: the children's counter
+        # rows and the run's count-down are the rows every worker of the run updates, so they
+        # are sent last, and their locks are held only for those statements, one round trip
+        # and the commit, not while this worker claims and sorts out the next batch.
         claim_cur = self._claim_send(conn, run_id, follow, with_run=False) if follow else None
-        remaining_cur = self._remaining_send(conn, run_id, len(plain))
         run = held_cur.fetchone()
         if run is None or run["n"] != len(plain):
             raise psycopg.Rollback()  # a lease was lost: nothing of this is written
@@ -356,12 +358,26 @@ class NodeTransitions:
                                         duration_ms=o.duration_ms))
             known.put(c.node_id, o.output_json)
         if run["status"] != RunStatus.RUNNING:
-            self._remaining_collect(conn, remaining_cur, run_id, effects)
+            self._remaining_collect(conn, self._remaining_send(conn, run_id, len(plain)),
+                                    run_id, effects)
             return effects, None
+        nxt = None
+        if claim_cur is not None and follow is not None:
+            nxt = self._claim_collect(conn, claim_cur, run_id, plan, follow, first.params or {},
+                                      known)
+        counted = self._count_send(conn, run_id, plan, finished)
+        remaining_cur = self._remaining_send(conn, run_id, len(plain))
         ready, skipped = self._decide_successors(conn, run_id, plan, finished, effects,
                                                  counted)
-        nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, first.params, known,
-                                   ready, effects)
+        if nxt is None and ready and follow is not None:
+            # Nothing was queued before: follow a child that just became ready (a join).
+            nxt = self.claim_next(conn, run_id, plan, follow, first.params, known=known)
+        if nxt is not None:
+            for c in (nxt, *nxt.more):
+                effects.events.append(event(run_id, c.node_id, NodeState.RUNNING, c.attempt))
+        taken = {c.node_id for c in (nxt, *nxt.more)} if nxt is not None else set()
+        self._dispatch_ready(conn, run_id, plan, [(child, queue) for child, queue in ready
+                                                  if child not in taken], effects)
         self._remaining_collect(conn, remaining_cur, run_id, effects)
         if skipped:
             self._finalize_if_done(conn, run_id, skipped, effects)
