@@ -95,18 +95,21 @@ def redis_url(backend_urls: tuple[str, str]) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the browser tests in one pytest-xdist process, one after another.
 
-    They start JupyterLab and Chromium and time what a user sees; run side by side they would
-    share the two cores with each other and measure the machine. The rest of the suite runs in
-    the other process meanwhile (``--dist loadgroup``).
+    They start JupyterLab (``./dev lab`` too) and Chromium and time what a user sees; run side
+    by side they would share the two cores with each other and measure the machine. The rest
+    of the suite runs in the other process meanwhile (``--dist loadgroup``).
     """
     here = Path(__file__).parent
-    groups = {here / "ui": "browser", here / "hub": "hub"}  # the Hub tests share one Hub
+    groups = {here / "ui": "browser", here / "test_dev_lab.py": "browser",
+              here / "hub": "hub"}  # the Hub tests share one Hub
     for item in items:
-        for folder, group in groups.items():
-            if folder in Path(item.path).parents:
+        path = Path(item.path)
+        for place, group in groups.items():
+            if place == path or place in path.parents:
                 item.add_marker(pytest.mark.xdist_group(group))
 
 

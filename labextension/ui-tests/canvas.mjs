@@ -50,6 +50,14 @@ const scenarios = {
   async open(browser) {
     const page = await openPage(browser, 'open');
     await waitForNodes(page, Number(process.env.EXPECT_NODES || 1));
+    // React Flow draws an edge once it has measured both ends: wait for them (bounded), so a
+    // slow machine is not read as a missing edge.
+    const edgesWanted = Number(process.env.EXPECT_EDGES || 0);
+    await page
+      .waitForFunction(n => document.querySelectorAll('.react-flow__edge').length >= n, edgesWanted, {
+        timeout: TIMEOUT
+      })
+      .catch(() => undefined);
     await page.waitForTimeout(500);
     const ids = await nodeIds(page);
     const edges = await page.$$eval('.react-flow__edge', els => els.length);

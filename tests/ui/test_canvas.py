@@ -43,7 +43,7 @@ def write_flow(root: Path, name: str, flow: dict) -> Path:
 
 def test_file_opens_in_the_canvas_with_its_nodes(lab) -> None:
     path = write_flow(lab.root, "open.nxflow", DIAMOND)
-    result = lab.run_script("open", FLOW_FILE="open.nxflow", EXPECT_NODES="4")
+    result = lab.run_script("open", FLOW_FILE="open.nxflow", EXPECT_NODES="4", EXPECT_EDGES="4")
     assert sorted(result["ids"]) == ["A", "B", "C", "D"]
     assert result["edges"] == 4
     assert set(result["states"]) == {"idle"}

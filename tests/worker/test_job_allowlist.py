@@ -386,9 +386,13 @@ def test_garbage_on_the_command_channel_does_not_break_the_worker(settings, star
     r = conn_of(settings)
     key = wait_for(lambda: r.smembers("rq:workers"), 20, "the worker registered").pop()
     name = key.decode()[len("rq:worker:"):]
+    channel = f"rq:pubsub:{name}"
+    # The worker registers, then subscribes: a message published before that is lost.
+    wait_for(lambda: dict(r.pubsub_numsub(channel)).get(channel.encode()), 20,
+             "the worker to listen on its command channel")
     for payload in (b"\x80\x04not json", b"[]", b'{"nocommand": 1}',
                     b'{"command": "exec", "code": "1"}'):
-        r.publish(f"rq:pubsub:{name}", payload)
+        r.publish(channel, payload)
     time.sleep(0.5)
     send_shutdown_command(r, name)  # still heard: the worker stops, the supervisor restarts it
     wait_for(lambda: key not in r.smembers("rq:workers"), 20, "the worker to hear the shutdown")
