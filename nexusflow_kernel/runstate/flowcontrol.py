@@ -36,7 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import defaults
-from ..errors import NexusFlowError, NotFoundError, PermissionDenied, RunStateError
+from ..errors import (
+    NexusFlowError,
+    NotFoundError,
+    ParamValueError,
+    PermissionDenied,
+    RunStateError,
+)
+from ..model.compiler import check_param_values
 from ..transport.broker import Push, event
 from .concurrency import Concurrency
 from .db import Conn, jsonb
@@ -308,9 +315,15 @@ class FlowControl(Concurrency):
                 return str(prev["id"]), self._retry_in(conn, str(prev["id"]))
         plan = self.plan_for(conn, pin["workflow_id"], pin["version"])
         params = dict(inputs)
-        for name, spec in (plan.document.get("params") or {}).items():
+        declared = plan.document.get("params") or {}
+        for name, spec in declared.items():
             if name not in params and isinstance(spec, dict) and "default" in spec:
                 params[name] = spec["default"]
+        try:  # as a run started any other way: a value outside a param's enum is refused
+            check_param_values(declared, params)
+        except ParamValueError as exc:
+            raise ParamValueError(f"node {node_id!r}: the sub-flow's {exc}",
+                                  f"/config/inputs{exc.pointer[len('/params'):]}") from None
         return self.create_run(conn, pin["workflow_id"], pin["version"], params,
                                trigger="subflow", source=pin.get("source"),
                                actor=parent["created_by"], subflows=pin.get("subflows"),

@@ -203,3 +203,33 @@ def test_cancel_of_the_parent_cancels_the_child(engine, workers, tmp_path) -> No
     assert run["status"] == "canceled" and run["nodes"]["S"]["state"] == "canceled"
     assert child["status"] == "canceled"
     assert {n["state"] for n in child["nodes"].values()} == {"canceled"}
+
+
+def test_a_subflow_input_outside_the_child_params_enum_fails_the_node_naming_it(
+        engine, workers, tmp_path) -> None:
+    """A child run is checked as any run: a value outside a param's enum fails the sub-flow
+    node (and a map's item) with the param, the allowed values and the node named; no child
+    run is created."""
+    workers.start(1)
+    write(tmp_path / "sized.nxflow", flow(
+        node("show", expression="'size=' + params['size']"), name="sized",
+        params={"size": {"type": "string", "enum": ["small", "large"], "default": "small"}}))
+    parent = write(tmp_path / "parent.nxflow", flow(
+        subflow("ok", "sized.nxflow", size="large"),
+        subflow("bad", "sized.nxflow", size="{{ 'hu' + 'ge' }}"),
+        {"id": "each", "type": "map",
+         "config": {"items": "['small', 'tiny']", "flow": "sized.nxflow",
+                    "inputs": {"size": "{{ item }}"}}},
+        name="parent"))
+    run_id = engine.start_run(parent, base_dir=str(tmp_path))
+    run = wait_run(engine, run_id, timeout=60)
+    assert run["nodes"]["ok"]["state"] == "succeeded", run["nodes"]["ok"]
+    assert run["nodes"]["ok"]["output"] == {"show": "size=large"}
+    bad = engine.node_attempts(run_id, "bad")[-1]
+    assert bad["status"] == "failed"
+    assert "node 'bad': the sub-flow's param 'size' must be one of" in bad["error"], bad
+    assert '"huge"' in bad["error"] and '"small", "large"' in bad["error"]
+    assert run["nodes"]["bad"].get("child_run") is None
+    each = engine.node_attempts(run_id, "each")[-1]
+    assert each["status"] == "failed" and "item 1" in each["error"], each
+    assert '"tiny"' in each["error"] and "param 'size'" in each["error"]
