@@ -214,3 +214,20 @@ def test_param_enum_is_a_choice_list() -> None:
             compile_flow(read_flow(flow(node("A", "noop"), params={"p": spec})))
         assert err.value.pointer == pointer, (spec, err.value)
         assert words in str(err.value), (spec, str(err.value))
+
+
+def test_a_documents_hash_is_that_of_its_raw_form() -> None:
+    from nexusflow_kernel.model.document import content_hash, load_document
+
+    # Out of order keys, nodes and edges, and integral floats: the hash of the loaded
+    # (canonical) document skips canonicalizing again and must still be the raw form's.
+    raw = {"schema": 1, "name": "h", "edges": [{"target": "a", "source": "b", "id": "z"},
+                                               {"id": "e", "source": "b", "target": "c"}],
+           "nodes": [{"id": "c", "type": "transform", "config": {"expression": "1"},
+                      "timeout_s": 5.0},
+                     {"config": {"expression": "2"}, "retry": {"max_attempts": 2.0},
+                      "type": "transform", "id": "b"},
+                     {"id": "a", "type": "noop", "config": {}}]}
+    doc = load_document(json.loads(json.dumps(raw)))
+    assert doc.content_hash() == content_hash(raw)
+    assert compile_flow(read_flow(raw)).hash == content_hash(raw)
