@@ -53,6 +53,10 @@ export interface IRun {
   name?: string;
   workflow_id?: string;
   version?: number;
+  /** The flow file the run was started from (a server's run: its path there), or a child
+   *  run's sub-flow path as its parent names it; null for a stored workflow. */
+  source?: string | null;
+  trigger?: string;
   parent?: { run_id: string; node_id: string; item?: number | null } | null;
   options?: { use_pins?: boolean; cache?: boolean };
   nodes: {

@@ -1,6 +1,6 @@
 // Browser scenarios of flow control on the canvas (issue #20), run by pytest (tests/ui)
 // against a live JupyterLab: `node flowcontrol.mjs <scenario>`. Prints `RESULT <json>`.
-import { MAIN, main, nodeState, openFlow, shot, statesIn } from './common.mjs';
+import { kernelReady, MAIN, main, nodeState, openFlow, runCells, shot, statesIn } from './common.mjs';
 
 const TIMEOUT = 60000;
 
@@ -42,6 +42,66 @@ const scenarios = {
     await nodeState(page, 'after', 'succeeded');
     const parentStates = await statesIn(page, MAIN);
     return { childRun, glowWhileRunning, childStates, childStatus, output, parentStates, errors: page.errors };
+  },
+
+  /** A node of the sub-flow fails (so the parent's S does). Drill into S's child run, click
+   *  the failed node: "Open in notebook" writes the debug notebook next to the sub-flow's
+   *  file and opens it, its cells attached to the child run. Back on the flow, "Retry the
+   *  run" in the drill-down retries the parent, which resumes the child run in place. */
+  async drilldebug(browser) {
+    const page = await openFlow(browser, 'drill-debug', undefined, { viewport: { width: 1500, height: 900 } });
+    await page.click('[data-action="run"]');
+    await nodeState(page, 'S', 'failed');
+    const button = await page.waitForSelector(`${MAIN} [data-node-id="S"] [data-action="drill"]`, {
+      timeout: TIMEOUT
+    });
+    const childRun = await button.getAttribute('data-child-run');
+    await button.click();
+    const drill = `.nf-drill[data-drill-run="${childRun}"]`;
+    await page.waitForSelector(`${drill}[data-drill-status="failed"]`, { timeout: TIMEOUT });
+    const childStates = await statesIn(page, drill);
+    await page.click(`${drill} .react-flow__node[data-id="bad"] .nf-node-title`);
+    const logs = `${drill} .nf-logs[data-logs-node="bad"]`;
+    await page.waitForSelector(`${logs} [data-attempt-status="failed"]`, { timeout: TIMEOUT });
+    const retry = await page.waitForSelector(`${drill} [data-action="drill-retry"]:not([disabled])`, {
+      timeout: TIMEOUT
+    });
+    const retryTitle = await retry.getAttribute('title');
+    await page.waitForSelector(`${logs} [data-action="open-notebook"]:not([disabled])`, { timeout: TIMEOUT });
+    await shot(page, 'drill-debug-failed');
+    await page.click(`${logs} [data-action="open-notebook"]`);
+    const notebookPath = await (
+      await page.waitForFunction(
+        () => {
+          const w = window.jupyterapp.shell.currentWidget;
+          return w?.content?.widgets && w.context?.path?.endsWith('.ipynb') ? w.context.path : false;
+        },
+        null,
+        { timeout: TIMEOUT }
+      )
+    ).jsonValue();
+    await page.waitForSelector('.jp-NotebookPanel .jp-Cell', { timeout: TIMEOUT });
+    await kernelReady(page);
+    const sources = await page.evaluate(() =>
+      window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.sharedModel.getSource())
+    );
+    const setup = sources.findIndex(s => s.includes('run.debug('));
+    const inputs = sources.findIndex(s => s.trim() === 'ctx.inputs, ctx.params');
+    const outputs = await runCells(page, setup, inputs + 1);
+    await shot(page, 'drill-debug-notebook');
+
+    // Back on the flow: the drill-down is still open; retry the parent from it.
+    await page.evaluate(() => {
+      const widget = Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.hasClass('nf-document'));
+      window.jupyterapp.shell.activateById(widget.id);
+    });
+    await page.waitForSelector(`${drill} [data-action="drill-retry"]`, { state: 'visible', timeout: TIMEOUT });
+    await page.click(`${drill} [data-action="drill-retry"]`);
+    // The child run again, in place: its failed node runs a second attempt (and fails again).
+    await page.waitForSelector(`${logs} select[aria-label="Attempt"]`, { timeout: TIMEOUT });
+    await page.waitForSelector(`${drill}[data-drill-status="failed"]`, { timeout: TIMEOUT });
+    await nodeState(page, 'S', 'failed');
+    return { childRun, childStates, retryTitle, notebookPath, sources, outputs, errors: page.errors };
   },
 
   /** Run a flow with an approval; every open canvas shows Approve / Reject on the waiting

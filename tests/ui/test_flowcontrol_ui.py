@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
+import nbformat
+
 from nexusflow_kernel.model.document import dumps_canonical
+
+
+def get_run(lab, run_id: str) -> dict:
+    req = urllib.request.Request(
+        f"{lab.url}nexusflow/api/runs/{run_id}", headers={"Authorization": f"token {lab.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 def write_flow(root: Path, name: str, flow: dict) -> None:
@@ -58,6 +70,46 @@ def test_drill_into_a_subflow_run_from_its_node(lab) -> None:
     assert result["childStatus"] == "succeeded"
     assert "36" in result["output"]  # the child node's output, read from the child run
     assert result["parentStates"] == {"S": "succeeded", "after": "succeeded"}
+    assert result["errors"] == []
+
+
+FAILING_CHILD = {
+    "schema": 1, "name": "failing",
+    "nodes": [node("src", "transform", 0, 0, expression="{'n': 3}"),
+              node("bad", "transform", 0, 160, expression="inputs['src']['m'] * 2")],
+    "edges": [{"id": "src-bad", "source": "src", "target": "bad"}],
+}
+
+CALLS_FAILING = {
+    "schema": 1, "name": "calls-failing",
+    "nodes": [node("S", "subflow", 0, 0, flow="lib/failing.nxflow")],
+    "edges": [],
+}
+
+
+def test_open_a_failed_node_of_a_subflow_run_in_a_notebook(lab) -> None:
+    (lab.root / "lib").mkdir(exist_ok=True)
+    write_flow(lab.root / "lib", "failing.nxflow", FAILING_CHILD)
+    write_flow(lab.root, "callsfailing.nxflow", CALLS_FAILING)
+    result = lab.run_script("drilldebug", script="flowcontrol.mjs", FLOW_FILE="callsfailing.nxflow",
+                            timeout=300)
+    child = result["childRun"]
+    assert result["childStates"] == {"src": "succeeded", "bad": "failed"}
+    # The child's debug notebook, next to the sub-flow's file, attached to the child run.
+    assert result["notebookPath"] == "lib/failing-bad-debug.ipynb"
+    nb = nbformat.read(lab.root / "lib" / "failing-bad-debug.ipynb", as_version=4)
+    assert nb.metadata["nexusflow"] == {"run_id": child, "node_id": "bad"}
+    setup = next(c for c in result["sources"] if "run.debug(" in c)
+    assert f"nf.Run.attach({child!r})" in setup
+    assert "f.link('failing.nxflow', push=False)" in setup
+    # Its cells ran in Lab's kernel: the child's node, with what it saw in the child run.
+    assert f"<NodeDebug 'bad' of run {child}" in result["outputs"][0]
+    assert "{'src': {'n': 3}}" in "\n".join(result["outputs"])
+    # Retry from the drill-down retries the parent, which resumed the child in place.
+    assert "resumes this child run in place" in result["retryTitle"]
+    run = get_run(lab, child)
+    assert run["status"] == "failed"
+    assert run["nodes"]["bad"]["attempts"] == 2 and run["nodes"]["src"]["attempts"] == 1
     assert result["errors"] == []
 
 

@@ -3,7 +3,10 @@
  * graph (the workflow version the run ran) is drawn read-only with the same node view and
  * glow, following the child run's events live; its own sub-flows open the same way (a trail
  * of runs, "Back" goes up one), its waiting approvals can be decided, and a node click shows
- * the node's attempts.
+ * the node's attempts with "Open in notebook" for that node of the child run (its debug
+ * notebook next to the sub-flow's file; a sub-flow without a file says why there is none).
+ * When the child failed, "Retry the run" retries the run shown on the canvas, which resumes
+ * its failed sub-flow node (the child run again, in place).
  */
 import React, { useEffect, useMemo, useState } from 'react';
 import { Background, Controls, ReactFlow, ReactFlowProvider } from '@xyflow/react';
@@ -13,8 +16,10 @@ import { NodeDetails } from '../canvas/details.js';
 import { flowEdges } from '../canvas/edges.js';
 import { NxNode, nodeTypes } from '../canvas/nodeview.js';
 import type { IFlow } from '../graph.js';
+import { OpenInNotebook, OpenPath } from './debug.js';
 import { useRunDetails } from './rundetails.js';
 import { useFollowedRun } from './runview.js';
+import { ChildFlowPath, childFlowPath } from './subflowpath.js';
 
 /** One run of the trail: the child run, and the node of the run above that started it. */
 export interface IDrillStep {
@@ -25,6 +30,8 @@ export interface IDrillStep {
 interface IChildFlow {
   name: string;
   graph: IFlow;
+  /** The child run's `source`: its sub-flow's path as the parent names it, or null. */
+  source: string | null;
 }
 
 export interface IDrillProps {
@@ -33,25 +40,43 @@ export interface IDrillProps {
   onBack: () => void;
   onOpen: (step: IDrillStep) => void;
   notify: (message: string) => void;
+  /** The run shown on the canvas (the top of the trail), its status, and the canvas's flow
+   *  file: where the child's sub-flow file is found, and what "Retry the run" retries. */
+  topRunId: string;
+  topStatus: string | null;
+  flowPath: string;
+  openPath?: OpenPath;
 }
 
-export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps): JSX.Element {
+export function DrillView({
+  trail,
+  types,
+  onBack,
+  onOpen,
+  notify,
+  topRunId,
+  topStatus,
+  flowPath,
+  openPath
+}: IDrillProps): JSX.Element {
   const step = trail[trail.length - 1];
   const runId = step.runId;
   const [child, setChild] = useState<IChildFlow | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [logsFor, setLogsFor] = useState<string | null>(null);
+  const [topSource, setTopSource] = useState<string | null | undefined>(undefined);
+  const [retrying, setRetrying] = useState(false);
   useEffect(() => {
     let live = true;
     setChild(null);
     setError(null);
     setLogsFor(null);
     api
-      .run(runId)
+      .run(runId, false)
       .then(run => api.workflow(run.workflow_id!, run.version).then(wf => ({ run, wf })))
       .then(({ run, wf }) => {
         if (live) {
-          setChild({ name: run.name ?? wf.name, graph: wf.graph as unknown as IFlow });
+          setChild({ name: run.name ?? wf.name, graph: wf.graph as unknown as IFlow, source: run.source ?? null });
         }
       })
       .catch(err => live && setError((err as Error).message));
@@ -59,7 +84,33 @@ export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps)
       live = false;
     };
   }, [runId]);
+  useEffect(() => {
+    let live = true;
+    setTopSource(undefined);
+    api
+      .run(topRunId, false)
+      .then(run => live && setTopSource(run.source ?? null))
+      .catch(() => live && setTopSource(null));
+    return () => {
+      live = false;
+    };
+  }, [topRunId]);
+  const childPath: ChildFlowPath | null = useMemo(
+    () => (child && topSource !== undefined ? childFlowPath(flowPath, topSource, child.source) : null),
+    [child, topSource, flowPath]
+  );
   const view = useFollowedRun(runId);
+  const retryTop = async () => {
+    setRetrying(true);
+    try {
+      await api.retry(topRunId);
+    } catch (err) {
+      notify(`Retry failed: ${(err as Error).message}`);
+    } finally {
+      setRetrying(false);
+    }
+  };
+  const topFinished = topStatus === 'failed' || topStatus === 'canceled';
   const flowNodes = child?.graph.nodes ?? [];
   const details = useRunDetails(runId, flowNodes, view.nodes);
   const actions: INodeActions = useMemo(
@@ -115,6 +166,21 @@ export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps)
         <b>{child?.name ?? 'sub-flow'}</b>
         <span className="nf-help">run {runId.slice(0, 8)}</span>
         {view.status && <span className={`nf-pill nf-pill-${view.status}`}>{view.status}</span>}
+        {(view.status === 'failed' || view.status === 'canceled') && (
+          <button
+            className="nf-btn"
+            data-action="drill-retry"
+            disabled={retrying || !topFinished}
+            title={
+              topFinished
+                ? `Retry run ${topRunId.slice(0, 8)} (the one on the canvas): its failed sub-flow node resumes this child run in place, with the sub-flow version it ran; its succeeded nodes keep their outputs`
+                : `Run ${topRunId.slice(0, 8)} on the canvas is still ${topStatus ?? 'loading'}: retry it once it has ended`
+            }
+            onClick={() => void retryTop()}
+          >
+            ↻ Retry the run
+          </button>
+        )}
         {!logsFor && <span className="nf-help">Click a node for its output and logs.</span>}
       </div>
       {error && <div className="nf-field-error">Cannot open the sub-flow run: {error}</div>}
@@ -149,6 +215,27 @@ export function DrillView({ trail, types, onBack, onOpen, notify }: IDrillProps)
           loadItems={api.items}
           onOpenRun={(childRun, label) => onOpen({ runId: childRun, nodeId: label })}
           onClose={() => setLogsFor(null)}
+          actions={() =>
+            childPath?.path ? (
+              <OpenInNotebook runId={runId} nodeId={logsFor} path={childPath.path} openPath={openPath} notify={notify} />
+            ) : (
+              <>
+                <button
+                  className="nf-btn"
+                  data-action="open-notebook"
+                  disabled
+                  title={childPath?.reason ?? 'Finding the sub-flow’s file…'}
+                >
+                  Open in notebook
+                </button>
+                {childPath?.reason && (
+                  <span className="nf-help" data-notebook-unavailable>
+                    {childPath.reason}
+                  </span>
+                )}
+              </>
+            )
+          }
         />
       )}
     </div>

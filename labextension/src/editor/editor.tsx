@@ -181,13 +181,17 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
             <Controls />
           </ReactFlow>
           </NodeActions.Provider>
-          {trail.length > 0 && (
+          {trail.length > 0 && view.runId && (
             <DrillView
               trail={trail}
               types={catalog.types}
               onBack={() => setTrail(t => t.slice(0, -1))}
               onOpen={openChild}
               notify={notify}
+              topRunId={view.runId}
+              topStatus={view.status ?? null}
+              flowPath={path()}
+              openPath={openPath}
             />
           )}
           {flow.nodes.length === 0 && (
