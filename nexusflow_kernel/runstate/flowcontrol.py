@@ -96,6 +96,10 @@ class FlowControl(Concurrency):
     def _retry_in(self, conn: Conn, run_id: str, from_node: str | None = None) -> Effects:
         raise NotImplementedError  # RunStore's
 
+    def _update_in(self, conn: Conn, run_id: str, version: int,
+                   subflows: dict[str, Any] | None, actor: str | None) -> Effects | None:
+        raise NotImplementedError  # RunStore's
+
     # ------------------------------------------------------------------ entering 'waiting'
     def _enter_waiting(self, conn: Conn, run_id: str, idx: int, node_id: str, attempt: int,
                        token: str, plan: RunPlan, outcome: Outcome, follow: Follow | None,
@@ -289,7 +293,11 @@ class FlowControl(Concurrency):
         ``inputs`` (plus the child flow's param defaults) as its params, as the parent's
         user. With ``resume``, an earlier child of the same node and item that failed or was
         canceled is retried in place (its succeeded nodes keep their outputs), and one that
-        still runs is returned as it is. ``RunStateError`` / ``NotFoundError`` when it cannot
+        still runs is returned as it is. When the parent was resumed with a newer version of
+        the sub-flow pinned (a retry with the current flow after the sub-flow's file was
+        fixed), the child is resumed in place with that version, as ``retry --update`` does;
+        when that version does not fit what the child already did, or the node now calls
+        another flow, a new child starts. ``RunStateError`` / ``NotFoundError`` when it cannot
         start (nothing pinned, too deep, the workflow deleted).
         """
         parent = conn.execute(
@@ -306,13 +314,20 @@ class FlowControl(Concurrency):
                                 f"{defaults.MAX_SUBFLOW_DEPTH} levels (does a flow call itself?)")
         if resume:
             prev = conn.execute(
-                "SELECT id, status FROM executions WHERE parent_run=%s AND parent_node=%s"
+                "SELECT id, status, workflow_id::text AS workflow_id, version FROM executions"
+                " WHERE parent_run=%s AND parent_node=%s"
                 " AND parent_item IS NOT DISTINCT FROM %s ORDER BY created_at DESC LIMIT 1"
                 " FOR UPDATE", (parent_run, node_id, item)).fetchone()
             if prev is not None and prev["status"] in (RunStatus.RUNNING, RunStatus.QUEUED):
                 return str(prev["id"]), Effects()
-            if prev is not None and prev["status"] in (RunStatus.FAILED, RunStatus.CANCELED):
-                return str(prev["id"]), self._retry_in(conn, str(prev["id"]))
+            if prev is not None and prev["status"] in (RunStatus.FAILED, RunStatus.CANCELED) \
+                    and prev["workflow_id"] == str(pin["workflow_id"]):
+                if prev["version"] == pin["version"]:
+                    return str(prev["id"]), self._retry_in(conn, str(prev["id"]))
+                updated = self._update_in(conn, str(prev["id"]), int(pin["version"]),
+                                          pin.get("subflows"), parent["created_by"])
+                if updated is not None:
+                    return str(prev["id"]), updated
         plan = self.plan_for(conn, pin["workflow_id"], pin["version"])
         params = dict(inputs)
         declared = plan.document.get("params") or {}

@@ -350,6 +350,23 @@ class RunStore(FlowControl, MapTransitions, RunViews, RunUpdates):
         with self.pool.connection() as conn, conn.transaction():
             return self._retry_in(conn, run_id, from_node)
 
+    def _update_in(self, conn: Conn, run_id: str, version: int,
+                   subflows: dict[str, Any] | None, actor: str | None) -> Effects | None:
+        """Resume the finished run with ``version`` of its workflow, in the caller's
+        transaction (a parent resuming its failed child with a newer sub-flow version); its
+        failed nodes run again with that version and its succeeded ones keep their outputs.
+        ``None``, with nothing written, when the version does not fit what the run did."""
+        from .resume import IncompatibleUpdate
+
+        run = self.lock_finished_run(conn, run_id)
+        new = self.plan_for(conn, run["workflow_id"], version)
+        try:
+            decided, states = self.plan_update(conn, run_id, run, new, version)
+        except IncompatibleUpdate:
+            return None
+        return self.apply_update(conn, run_id, run, new, version, decided, states,
+                                 actor=actor, subflows=subflows)
+
     def _retry_in(self, conn: Conn, run_id: str, from_node: str | None = None) -> Effects:
         """``retry`` in the caller's transaction (a parent resuming its failed child)."""
         run = conn.execute(

@@ -179,6 +179,44 @@ def test_a_failed_child_fails_its_node_and_retry_resumes_the_child(engine, worke
         "failed", "succeeded"]
 
 
+def test_a_retry_with_the_fixed_subflow_file_resumes_the_child_with_it(engine, workers,
+                                                                        tmp_path) -> None:
+    """The debug loop through a sub-flow: the child fails; its file is fixed; the parent's
+    retry with the current flow re-pins the sub-flow and resumes the same child run with the
+    fixed version (its succeeded node keeps its output), as a retry --update of the child."""
+    workers.start(2)
+    child_file = write(tmp_path / "lib" / "child.nxflow", flow(
+        node("ok", expression="{'n': 3}"), node("bad", expression="inputs['ok']['m'] * 2"),
+        edges=[("ok", "bad")], name="child"))
+    parent = write(tmp_path / "parent.nxflow", flow(subflow("S", "lib/child.nxflow"),
+                                                    node("after", expression="inputs['S']"),
+                                                    edges=[("S", "after")], name="parent"))
+    run_id = engine.start_run(parent, base_dir=str(tmp_path))
+    assert wait_run(engine, run_id, timeout=60)["status"] == "failed"
+    child_id = engine.get_run(run_id)["nodes"]["S"]["child_run"]
+    first = engine.get_run(child_id)
+    assert first["status"] == "failed" and first["version"] == 1
+    # A plain retry resumes the child with the version it ran: it fails again the same way.
+    engine.retry_run(run_id)
+    assert wait_run(engine, run_id, timeout=60)["status"] == "failed"
+    assert engine.get_run(child_id)["version"] == 1
+    # The fix in the sub-flow's file, then a retry with the current flow.
+    write(child_file, flow(
+        node("ok", expression="{'n': 3}"), node("bad", expression="inputs['ok']['n'] * 2"),
+        edges=[("ok", "bad")], name="child"))
+    engine.retry_updated(run_id, subflow_scope={"base_dir": str(tmp_path)})
+    run = wait_run(engine, run_id, timeout=60)
+    assert run["status"] == "succeeded", run
+    assert run["nodes"]["S"]["child_run"] == child_id  # the same child, resumed in place
+    assert run["nodes"]["after"]["output"] == {"bad": 6}
+    assert [c["run_id"] for c in engine.child_runs(run_id)] == [child_id]
+    child = engine.get_run(child_id)
+    assert child["status"] == "succeeded" and child["version"] == 2
+    assert [a["status"] for a in engine.node_attempts(child_id, "ok")] == ["succeeded"]
+    assert [a["status"] for a in engine.node_attempts(child_id, "bad")] == [
+        "failed", "failed", "succeeded"]
+
+
 def test_cancel_of_the_parent_cancels_the_child(engine, workers, tmp_path) -> None:
     workers.start(2)
     write(tmp_path / "slow.nxflow", flow(node("wait", "delay", seconds=30),
