@@ -46,8 +46,10 @@ const scenarios = {
 
   /** A node of the sub-flow fails (so the parent's S does). Drill into S's child run, click
    *  the failed node: "Open in notebook" writes the debug notebook next to the sub-flow's
-   *  file and opens it, its cells attached to the child run. Back on the flow, "Retry the
-   *  run" in the drill-down retries the parent, which resumes the child run in place. */
+   *  file and opens it, its cells attached to the child run; a fix is written from it into
+   *  the sub-flow's file. Back on the flow, "Retry the run" in the drill-down retries the
+   *  parent, which resumes the child run in place: with the version it ran (it fails again),
+   *  then with "current flow" (the fixed sub-flow: the child and the parent succeed). */
   async drilldebug(browser) {
     const page = await openFlow(browser, 'drill-debug', undefined, { viewport: { width: 1500, height: 900 } });
     await page.click('[data-action="run"]');
@@ -88,6 +90,16 @@ const scenarios = {
     const setup = sources.findIndex(s => s.includes('run.debug('));
     const inputs = sources.findIndex(s => s.trim() === 'ctx.inputs, ctx.params');
     const outputs = await runCells(page, setup, inputs + 1);
+    const fix = await page.evaluate(async () => {
+      const panel = window.jupyterapp.shell.currentWidget;
+      panel.content.activeCellIndex = panel.content.widgets.length - 1;
+      await window.jupyterapp.commands.execute('notebook:insert-cell-below');
+      const cell = panel.content.activeCell;
+      cell.model.sharedModel.setSource("f['bad'].set(expression=\"inputs['src']['n'] * 2\")\nprint('fixed')");
+      await window.jupyterapp.commands.execute('notebook:run-cell');
+      const outputs = cell.model.outputs.toJSON();
+      return outputs.map(o => (o.text ?? '') + (o.data?.['text/plain'] ?? '') + (o.ename ? `${o.ename}: ${o.evalue}` : '')).join('\n');
+    });
     await shot(page, 'drill-debug-notebook');
 
     // Back on the flow: the drill-down is still open; retry the parent from it.
@@ -101,7 +113,13 @@ const scenarios = {
     await page.waitForSelector(`${logs} select[aria-label="Attempt"]`, { timeout: TIMEOUT });
     await page.waitForSelector(`${drill}[data-drill-status="failed"]`, { timeout: TIMEOUT });
     await nodeState(page, 'S', 'failed');
-    return { childRun, childStates, retryTitle, notebookPath, sources, outputs, errors: page.errors };
+    // With the current flow: the fixed sub-flow runs in the same child run.
+    await page.check(`${drill} [data-action="drill-retry-current"]`);
+    await page.click(`${drill} [data-action="drill-retry"]`);
+    await page.waitForSelector(`${drill}[data-drill-status="succeeded"]`, { timeout: TIMEOUT });
+    await nodeState(page, 'S', 'succeeded');
+    await shot(page, 'drill-debug-fixed');
+    return { childRun, childStates, retryTitle, notebookPath, sources, outputs, fix, errors: page.errors };
   },
 
   /** Run a flow with an approval; every open canvas shows Approve / Reject on the waiting

@@ -415,7 +415,23 @@ def debug_notebook(context: Mapping[str, Any], flow_path: str | None) -> dict[st
                                "keywords: `ctx.run_here(parent={...})`, `config={...}`):"))
         cells.append(_code("ctx.run_here()"))
         fix = [f"# f[{node_id!r}].set(...)  # change its config in the flow"]
-    if flow_path:
+    parent = context.get("parent")
+    if flow_path and isinstance(parent, Mapping) and parent.get("run_id"):
+        # A sub-flow's child run: retried on its own it would not tell its parent, which
+        # failed with it. The parent's retry with the current flow resumes this child in
+        # place with the fixed sub-flow (runstate/flowcontrol.py start_child).
+        of = parent["run_id"]
+        cells.append(_markdown(
+            f"This run is a sub-flow's child run: node `{parent.get('node_id')}` of run "
+            f"`{of[:8]}` started it. When it gives the output you want: write the fix into "
+            "the sub-flow's file (open canvases show it), then retry the parent run with the "
+            "current flow (on its canvas: Retry with *current flow*, or `nexusflow retry "
+            f"{of} --update`): its node resumes this same child run with the fixed version; "
+            "nodes that succeeded keep their outputs. (Retried on its own, a child run does "
+            "not tell its parent.)"))
+        cells.append(_code("\n".join([*fix, f"parent = nf.Run.attach({of!r})",
+                                      "parent.summary()"])))
+    elif flow_path:
         cells.append(_markdown("When it gives the output you want: write the fix into the flow "
                                "(open canvases show it) and resume the same run with the flow's "
                                "current version. Nodes that succeeded keep their outputs."))

@@ -105,11 +105,19 @@ def test_open_a_failed_node_of_a_subflow_run_in_a_notebook(lab) -> None:
     # Its cells ran in Lab's kernel: the child's node, with what it saw in the child run.
     assert f"<NodeDebug 'bad' of run {child}" in result["outputs"][0]
     assert "{'src': {'n': 3}}" in "\n".join(result["outputs"])
-    # Retry from the drill-down retries the parent, which resumed the child in place.
+    parent = get_run(lab, child)["parent"]["run_id"]
+    last = result["sources"][-1]  # a child's notebook retries its parent, not itself
+    assert f"nf.Run.attach({parent!r})" in last and "run.retry(" not in last
+    assert "fixed" in result["fix"]
+    # Retry from the drill-down retried the parent, which resumed the same child in place:
+    # once with the version it ran (failed again), then with the fixed sub-flow file.
     assert "resumes this child run in place" in result["retryTitle"]
     run = get_run(lab, child)
-    assert run["status"] == "failed"
-    assert run["nodes"]["bad"]["attempts"] == 2 and run["nodes"]["src"]["attempts"] == 1
+    assert run["status"] == "succeeded" and run["version"] == 2
+    assert run["nodes"]["bad"]["attempts"] == 3 and run["nodes"]["src"]["attempts"] == 1
+    assert run["nodes"]["bad"]["output"] == 6
+    top = get_run(lab, parent)
+    assert top["status"] == "succeeded" and top["nodes"]["S"]["child_run"] == child
     assert result["errors"] == []
 
 

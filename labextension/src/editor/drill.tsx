@@ -6,11 +6,12 @@
  * the node's attempts with "Open in notebook" for that node of the child run (its debug
  * notebook next to the sub-flow's file; a sub-flow without a file says why there is none).
  * When the child failed, "Retry the run" retries the run shown on the canvas, which resumes
- * its failed sub-flow node (the child run again, in place).
+ * its failed sub-flow node (the child run again, in place; with "current flow", with the
+ * flow and its sub-flow files as they are now, so a fix of the sub-flow runs in that child).
  */
 import React, { useEffect, useMemo, useState } from 'react';
 import { Background, Controls, ReactFlow, ReactFlowProvider } from '@xyflow/react';
-import { api, INodeType } from '../api.js';
+import { api, ApiError, INodeType } from '../api.js';
 import { INodeActions, NodeActions } from '../canvas/actions.js';
 import { NodeDetails } from '../canvas/details.js';
 import { flowEdges } from '../canvas/edges.js';
@@ -66,6 +67,7 @@ export function DrillView({
   const [logsFor, setLogsFor] = useState<string | null>(null);
   const [topSource, setTopSource] = useState<string | null | undefined>(undefined);
   const [retrying, setRetrying] = useState(false);
+  const [current, setCurrent] = useState(false);
   useEffect(() => {
     let live = true;
     setChild(null);
@@ -103,9 +105,16 @@ export function DrillView({
   const retryTop = async () => {
     setRetrying(true);
     try {
-      await api.retry(topRunId);
+      if (current) {
+        // The parent with the flow and its sub-flow files as they are now: a child whose
+        // sub-flow was fixed resumes in place with the fixed version.
+        await api.retryUpdated(topRunId, flowPath);
+      } else {
+        await api.retry(topRunId);
+      }
     } catch (err) {
-      notify(`Retry failed: ${(err as Error).message}`);
+      const refused = current && err instanceof ApiError && err.status === 409;
+      notify(`Retry ${refused ? 'refused' : 'failed'}: ${(err as Error).message}`);
     } finally {
       setRetrying(false);
     }
@@ -173,13 +182,28 @@ export function DrillView({
             disabled={retrying || !topFinished}
             title={
               topFinished
-                ? `Retry run ${topRunId.slice(0, 8)} (the one on the canvas): its failed sub-flow node resumes this child run in place, with the sub-flow version it ran; its succeeded nodes keep their outputs`
+                ? `Retry run ${topRunId.slice(0, 8)} (the one on the canvas): its failed sub-flow node resumes this child run in place (with the sub-flow version it ran, or with "current flow" the sub-flow file as it is now); its succeeded nodes keep their outputs`
                 : `Run ${topRunId.slice(0, 8)} on the canvas is still ${topStatus ?? 'loading'}: retry it once it has ended`
             }
             onClick={() => void retryTop()}
           >
             ↻ Retry the run
           </button>
+        )}
+        {(view.status === 'failed' || view.status === 'canceled') && (
+          <label
+            className="nf-check"
+            title="Retry with the flow and its sub-flow files as they are now (a fix written into the sub-flow's file runs in this same child run)"
+          >
+            <input
+              type="checkbox"
+              aria-label="Retry with the current flow"
+              data-action="drill-retry-current"
+              checked={current}
+              onChange={e => setCurrent(e.target.checked)}
+            />
+            current flow
+          </label>
         )}
         {!logsFor && <span className="nf-help">Click a node for its output and logs.</span>}
       </div>

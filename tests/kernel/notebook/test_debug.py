@@ -254,6 +254,14 @@ def test_debug_notebook_cells():
     assert any("ctx.run_here(task=divide)" in s for s in sources)
     assert any("f.task(divide, id='B')" in s and "run.retry(update=True, flow=f" in s
                for s in sources)
+    # A child run's notebook: the fix goes into the sub-flow's file and the parent is retried
+    # (a child retried on its own does not tell its parent).
+    child = debug_notebook({**context, "parent": {"run_id": "fedcba9876543210",
+                                                  "node_id": "S", "item": None}}, "lib.nxflow")
+    text = "\n".join(c["source"] for c in child["cells"])
+    assert "run.retry(" not in text and "f.task(divide, id='B')" in text
+    assert "nf.Run.attach('fedcba9876543210')" in text and "node `S` of run `fedcba98`" in text
+    assert "nexusflow retry fedcba9876543210 --update" in text
     code = debug_notebook({**context, "type": "code", "code": "print('''x''')"}, None)
     src = [c["source"] for c in code["cells"]]
     assert any(s.startswith("source = ") for s in src)
