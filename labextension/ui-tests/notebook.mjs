@@ -75,7 +75,10 @@ function edgeClasses(page, scope) {
 const scenarios = {
   /** The canvas is open on FLOW_FILE; the test adds node NEW_ID from Python; time its arrival. */
   async live(browser) {
-    const page = await openPage(browser, 'live-link', process.env.FLOW_FILE, { ready: '[data-nexusflow-editor]' });
+    // A workspace of its own per file: a shared one would restore the canvas of an earlier run,
+    // whose nodes could pass for this file's before its own canvas (and room) is open.
+    const workspace = `live-link-${process.env.FLOW_FILE.replace(/[^A-Za-z0-9]/g, '-')}`;
+    const page = await openPage(browser, workspace, process.env.FLOW_FILE, { ready: '[data-nexusflow-editor]' });
     const expected = Number(process.env.EXPECT_NODES || 1);
     await page.waitForFunction(
       n => document.querySelectorAll('[data-nexusflow-editor] [data-node-id]').length >= n,

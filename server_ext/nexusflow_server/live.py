@@ -2,21 +2,26 @@
 if open.
 
 When a collaborator has the file open, the running flow is what they see now, not what was
-last autosaved. The collaborative document is read through jupyter_server_ydoc's
-``get_document`` (a fork of the room's document); without an open room, or without
+last autosaved. The document is read from the room jupyter_server_ydoc lists for the file
+(found by file id, else by path; never opened here); without a room, or without
 jupyter-collaboration, the file comes from the contents manager.
 
 The document API of the kernel's live link (contract: ``nexusflow_kernel.notebook.live``)
 patches the room's own document in one transaction, so every open canvas shows the change at
-once and the room's autosave writes the file; with no room open the file is rewritten
-canonically. A bad op is refused (400, ``pointer`` naming it) before anything changes.
+once and the room's autosave writes the file; the file is rewritten canonically only when no
+room is listed for it (``room_of``: a room still loading is waited for, one in its grace period
+is saved at once, one of the text editor gets the new text). A bad op is refused (400,
+``pointer`` naming it) before anything changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import posixpath
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -60,28 +65,102 @@ def _as_flow(content: Any) -> Any:
     return json.loads(json.dumps(content))
 
 
-async def live_document(serverapp: Any, path: str) -> Any:
-    """Return the open collaborative document's content at ``path``, or ``None``."""
+# ---------------------------------------------------------------------------------------------
+# The room of a path. A room is listed by jupyter_server_ydoc's websocket handler before it is
+# initialized (its ``prepare`` lists it, its ``open`` loads the file into it, both under the
+# extension's per-room lock), stays listed for ``document_cleanup_delay`` seconds after its
+# last client left (then its cleaner deletes it under the same lock, cancelling a pending
+# autosave), and may be a plain-text room if the file was opened with the text editor. The
+# file must not be written under any of these: the room would reload it as an out-of-band
+# change, dropping what collaborators had not saved yet.
+
+ROOM_READY_S = 10.0
+"""How long a read or a patch waits for a room that is still loading its file."""
+ROOM_POLL_S = 0.05
+"""How often a room still loading is looked at again."""
+ROOM_SAVE_S = 10.0
+"""How long a patch waits for the save of a room in its grace period (no client left)."""
+
+
+def _room_path(room: Any) -> str | None:
+    path = getattr(getattr(room, "_document", None), "path", None)
+    return posixpath.normpath(path) if isinstance(path, str) and path else None
+
+
+def _rooms_of(serverapp: Any, ext: Any, path: str) -> tuple[list[str], str | None]:
+    """Return the ids of the rooms listed for ``path`` (the flow room first), and the id the
+    flow room of ``path`` has or would have (``None`` if the file has no id yet)."""
+    rooms = dict(getattr(getattr(ext, "ywebsocket_server", None), "rooms", None) or {})
+    flow_room = None
+    try:
+        from jupyter_server_ydoc.utils import encode_file_path, room_id_from_encoded_path
+
+        ids = serverapp.web_app.settings.get("file_id_manager")
+        file_id = ids.get_id(path) if ids is not None else None
+        if file_id is not None:
+            flow_room = room_id_from_encoded_path(
+                encode_file_path(FILE_FORMAT, CONTENT_TYPE, file_id))
+    except Exception as exc:  # the rooms are still searched by path below
+        serverapp.log.warning("live document: the file id of %s could not be looked up (%s); "
+                              "looking for its room by path", path, exc, exc_info=exc)
+    found = [flow_room] if flow_room in rooms else []
+    for room_id, room in rooms.items():
+        if room_id not in found and _room_path(room) == path:
+            found.append(room_id)
+    return found, flow_room
+
+
+def _loaded(room: Any) -> bool:
+    """Whether ``room`` holds its file (initialized, and loaded whole if loaded progressively)."""
+    if not room.ready:
+        return False
+    progressive = getattr(room, "_document_progressively_loaded", None)
+    return not (getattr(room, "_document_load_progressively", False)
+                and progressive is not None and not progressive.done())
+
+
+@asynccontextmanager
+async def room_of(serverapp: Any, path: str) -> AsyncIterator[Any]:
+    """Yield the loaded collaborative room listed for ``path``, or ``None`` if there is none;
+    hold the room's lock meanwhile, so that no room opens, loads or is deleted under the caller.
+
+    A room still loading its file is waited for (``ROOM_READY_S``, then 409: the file is not
+    written under it). A failing file id lookup is logged as a warning, with the error, and the
+    rooms are searched by path. Without jupyter_server_ydoc there are no rooms.
+    """
     ext = _ydoc_extension(serverapp)
     if ext is None:
-        return None
-    try:
-        doc = await ext.get_document(
-            path=path, content_type=CONTENT_TYPE, file_format=FILE_FORMAT, copy=True
-        )
-    except Exception as exc:  # no file id yet, room closing ...: the saved file will do
-        serverapp.log.debug("no live document for %s: %s", path, exc)
-        return None
-    if doc is None:
-        return None
-    return _as_flow(doc.get())
+        yield None
+        return
+    locks = getattr(ext, "_room_locks", None)
+    server = getattr(ext, "ywebsocket_server", None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ROOM_READY_S
+    while True:
+        found, flow_room = _rooms_of(serverapp, ext, path)
+        room_id = found[0] if found else flow_room
+        lock = locks[room_id] if locks is not None and room_id is not None else None
+        async with lock if lock is not None else contextlib.nullcontext():
+            rooms = getattr(server, "rooms", None) or {}
+            room = rooms.get(room_id) if room_id is not None else None
+            gone = lock is not None and locks.get(room_id) is not lock  # deleted meanwhile
+            if not gone and (room is None and not found or room is not None and _loaded(room)):
+                yield room  # the lock is held until the caller is done
+                return
+        # Loading its file, or deleted while we waited for its lock: look again shortly.
+        if loop.time() > deadline:
+            raise BadRequest(f"{path} is open in a collaborative room that is still loading "
+                             f"the file after {ROOM_READY_S:g} s: try again", "/path",
+                             status=409)
+        await asyncio.sleep(ROOM_POLL_S)
 
 
 async def read_flow(serverapp: Any, path: str) -> tuple[Any, bool]:
-    """Return ``(flow text or dict, live)`` for a contents path (already checked)."""
-    live = await live_document(serverapp, path)
-    if live is not None:
-        return live, True
+    """Return ``(flow text or dict, live)`` for a contents path (already checked): the
+    document of the room open on it (what the canvases show now), else the saved file."""
+    async with room_of(serverapp, path) as room:
+        if room is not None:
+            return _as_flow(room._document.get()), True
     from tornado.web import HTTPError
 
     from nexusflow_kernel.errors import NotFoundError
@@ -250,21 +329,61 @@ def as_document(text: Any, path: str) -> dict[str, Any]:
     return data
 
 
-async def open_document(serverapp: Any, path: str) -> Any:
-    """Return the live ``YNxFlow`` of the room open on ``path``, or ``None`` (never opens one)."""
-    ext = _ydoc_extension(serverapp)
-    if ext is None:
-        return None
+async def _settled(room: Any) -> None:
+    """Wait until no out-of-band reload of the file is replacing the room's document; the
+    caller then applies its change before awaiting anything, so none can start in between."""
+    update_lock = getattr(room, "_update_lock", None)
+    if update_lock is not None:
+        async with update_lock:
+            pass
+
+
+def _patch_room(room: Any, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """Apply checked ops to the document of a loaded room; return the document after them."""
+    from nexusflow_kernel.errors import FlowError
+    from nexusflow_kernel.model.document import dumps_canonical
+
+    doc = room._document
+    if hasattr(doc, "invalid"):  # a flow room (YNxFlow): node by node, in one transaction
+        invalid = doc.invalid
+        if invalid is not None:
+            raise BadRequest(f"{path} is open but is not a valid flow ({invalid['error']}): "
+                             "fix it on the canvas first", "/path", status=409)
+        apply_ops(doc.to_dict(), ops)  # refuses bad edges before the shared document changes
+        _apply_live(doc, ops)
+        return json.loads(doc.get())
+    # The file is open with the text editor: the text as its collaborators have it now.
+    text = doc.get()
     try:
-        ids = serverapp.web_app.settings.get("file_id_manager")
-        if ids is not None and ids.get_id(path) is None:
-            return None  # never indexed: no room can be open on it
-        doc = await ext.get_document(path=path, content_type=CONTENT_TYPE,
-                                     file_format=FILE_FORMAT, copy=False, create=False)
-    except Exception as exc:
-        serverapp.log.debug("no live document for %s: %s", path, exc)
-        return None
-    return doc if doc is not None and hasattr(doc, "invalid") else None
+        current = as_document(text, path)
+    except FlowError as exc:
+        raise BadRequest(f"{path} is open in the text editor and is not a valid flow now "
+                         f"({exc}): fix it there first", "/path", status=409) from None
+    new_text = dumps_canonical(apply_ops(current, ops))
+    if new_text != text:
+        doc.set(new_text)
+    return json.loads(new_text)
+
+
+async def _save_if_closing(serverapp: Any, room: Any, path: str) -> None:
+    """Save a room in its grace period now: its cleaner would cancel the pending autosave.
+
+    Called right after the change, with the room's lock held (the cleaner waits for it).
+    """
+    cleaner = getattr(room, "cleaner", None)
+    if cleaner is None or cleaner.done():
+        return  # a client is connected: the room's autosave writes the file
+    save = getattr(room, "_save_to_disc", None)
+    saving = save() if save is not None else None
+    if saving is None:
+        serverapp.log.warning("live document: the room of %s is closing and could not be "
+                              "saved at once; its autosave may be cancelled", path)
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(saving), ROOM_SAVE_S)
+    except TimeoutError:
+        serverapp.log.warning("live document: the room of %s is closing and was not saved "
+                              "within %g s", path, ROOM_SAVE_S)
 
 
 async def _read_file(serverapp: Any, path: str) -> str | None:
@@ -284,22 +403,25 @@ async def _read_file(serverapp: Any, path: str) -> str | None:
 
 async def patch_document(serverapp: Any, path: str, ops: list[dict[str, Any]], *,
                          create: bool) -> dict[str, Any]:
-    """Apply checked ops to the live document at ``path``, or to the file; return the answer."""
+    """Apply checked ops to the room open on ``path`` (waiting for one still loading the
+    file), or to the file when no room is listed for it; return the answer."""
+    async with room_of(serverapp, path) as room:
+        if room is not None:
+            await _settled(room)
+            document = _patch_room(room, path, ops)
+            await _save_if_closing(serverapp, room, path)
+            return {"path": path, "live": True, "applied": len(ops), "document": document}
+        # No room: write the file, holding the lock a canvas opening it now would need.
+        return await _patch_file(serverapp, path, ops, create=create)
+
+
+async def _patch_file(serverapp: Any, path: str, ops: list[dict[str, Any]], *,
+                      create: bool) -> dict[str, Any]:
     from tornado.web import HTTPError
 
     from nexusflow_kernel.errors import FlowError, NotFoundError
     from nexusflow_kernel.model.document import dumps_canonical
 
-    live = await open_document(serverapp, path)
-    if live is not None:
-        invalid = live.invalid
-        if invalid is not None:
-            raise BadRequest(f"{path} is open but is not a valid flow ({invalid['error']}): "
-                             "fix it on the canvas first", "/path", status=409)
-        apply_ops(live.to_dict(), ops)  # refuses bad edges before the shared document changes
-        _apply_live(live, ops)
-        return {"path": path, "live": True, "applied": len(ops),
-                "document": json.loads(live.get())}
     text = await _read_file(serverapp, path)
     if text is None:
         if not create:
