@@ -13,6 +13,7 @@ from nftest import settings_env
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.serial  # a minute of faults on a schedule: alone, or fewer faults land in it
 def test_soak_one_minute(settings) -> None:
     mode = "restart" if shutil.which("redis-server") else "flush"
     proc = subprocess.run(
