@@ -31,6 +31,35 @@ class HeaderIdentity(IdentityProvider):
         return super().get_user(handler)
 
 
+class GroupIdentity(IdentityProvider):
+    """Hub-like test users from ``Authorization: token user:<name>``, with Hub groups from an
+    ``X-Test-Groups`` header (none without it), shaped as the Hub's user model."""
+
+    def get_user(self, handler: Any) -> Any:
+        auth = handler.request.headers.get("Authorization", "")
+        if not auth.startswith("token user:"):
+            return super().get_user(handler)
+        handler._token_authenticated = True
+        user = User(username=auth.split(":", 1)[1])
+        groups = handler.request.headers.get("X-Test-Groups") or ""
+        user.hub_user = {"name": user.username, "groups": [g for g in groups.split(",") if g],
+                         "scopes": []}
+        return user
+
+
+def hub_users_config(nf_config: dict) -> Config:
+    """The server of the tests of Hub users, groups and roles: ``GroupIdentity`` users, no
+    role by default, ``root`` the administrator (a module's ``jp_server_config`` returns it)."""
+    return Config({
+        "ServerApp": {
+            "jpserver_extensions": {"nexusflow_server": True, "jupyter_server_ydoc": False,
+                                    "jupyter_server_terminals": False},
+            "identity_provider_class": GroupIdentity,
+        },
+        "NexusFlow": {**nf_config, "default_role": "none", "admin_users": ["root"]},
+    })
+
+
 class TestAuthorizer(Authorizer):
     """Deny by user name (see the module docstring)."""
 

@@ -8,41 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import psycopg
 import pytest
 import redis
-from jupyter_server.auth import IdentityProvider, User
 from nexusflow_server.webhooks import sign
 from nftest import flow, node
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
-
-class NamedIdentity(IdentityProvider):
-    """``Authorization: token user:<name>``: a Hub-like user without groups."""
-
-    def get_user(self, handler: Any) -> Any:
-        auth = handler.request.headers.get("Authorization", "")
-        if not auth.startswith("token user:"):
-            return super().get_user(handler)
-        handler._token_authenticated = True
-        user = User(username=auth.split(":", 1)[1])
-        user.hub_user = {"name": user.username, "groups": [], "scopes": []}
-        return user
+from tests.server.conftest import hub_users_config
 
 
 @pytest.fixture
 def jp_server_config(nf_config) -> Config:
-    return Config({
-        "ServerApp": {
-            "jpserver_extensions": {"nexusflow_server": True, "jupyter_server_ydoc": False,
-                                    "jupyter_server_terminals": False},
-            "identity_provider_class": NamedIdentity,
-        },
-        "NexusFlow": {**nf_config, "default_role": "none", "admin_users": ["root"]},
-    })
+    return hub_users_config(nf_config)
 
 
 def _doc(label: str) -> dict:

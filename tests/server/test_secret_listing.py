@@ -7,39 +7,15 @@ every secret's name, groups and creator.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from jupyter_server.auth import IdentityProvider, User
 from traitlets.config import Config
 
-
-class GroupIdentity(IdentityProvider):
-    """Test users from ``Authorization: token user:<name>``, with Hub groups from an
-    ``X-Test-Groups`` header (shaped as the Hub's user model)."""
-
-    def get_user(self, handler: Any) -> Any:
-        auth = handler.request.headers.get("Authorization", "")
-        if not auth.startswith("token user:"):
-            return super().get_user(handler)
-        handler._token_authenticated = True
-        user = User(username=auth.split(":", 1)[1])
-        groups = handler.request.headers.get("X-Test-Groups") or ""
-        user.hub_user = {"name": user.username, "groups": [g for g in groups.split(",") if g],
-                         "scopes": []}
-        return user
+from tests.server.conftest import hub_users_config
 
 
 @pytest.fixture
 def jp_server_config(nf_config) -> Config:
-    return Config({
-        "ServerApp": {
-            "jpserver_extensions": {"nexusflow_server": True, "jupyter_server_ydoc": False,
-                                    "jupyter_server_terminals": False},
-            "identity_provider_class": GroupIdentity,
-        },
-        "NexusFlow": {**nf_config, "default_role": "none", "admin_users": ["root"]},
-    })
+    return hub_users_config(nf_config)
 
 
 async def listed(api, user: str, groups: str) -> dict[str, dict]:

@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from jupyter_server.auth import IdentityProvider, User
 from nftest import settings_env
 from traitlets.config import Config
+
+from tests.server.conftest import hub_users_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE_URL = "postgresql://app:alice-pw-5521@db.alice.example/sales"
@@ -30,32 +31,9 @@ ALICE = {"X-Test-Groups": "finance,staff"}
 BOB = {"X-Test-Groups": "staff"}
 
 
-class GroupIdentity(IdentityProvider):
-    """Test users from ``Authorization: token user:<name>``, with Hub groups from an
-    ``X-Test-Groups`` header (shaped as the Hub's user model)."""
-
-    def get_user(self, handler: Any) -> Any:
-        auth = handler.request.headers.get("Authorization", "")
-        if not auth.startswith("token user:"):
-            return super().get_user(handler)
-        handler._token_authenticated = True
-        user = User(username=auth.split(":", 1)[1])
-        groups = handler.request.headers.get("X-Test-Groups") or ""
-        user.hub_user = {"name": user.username, "groups": [g for g in groups.split(",") if g],
-                         "scopes": []}
-        return user
-
-
 @pytest.fixture
 def jp_server_config(nf_config) -> Config:
-    return Config({
-        "ServerApp": {
-            "jpserver_extensions": {"nexusflow_server": True, "jupyter_server_ydoc": False,
-                                    "jupyter_server_terminals": False},
-            "identity_provider_class": GroupIdentity,
-        },
-        "NexusFlow": {**nf_config, "default_role": "none", "admin_users": ["root"]},
-    })
+    return hub_users_config(nf_config)
 
 
 def stored(nf_app, name: str, env: str = "") -> dict[str, Any]:
