@@ -27,6 +27,7 @@ from .runstate.nodetests import (
 )
 from .runstate.resume import UpdatePlan
 from .runstate.runplan import RunPlan
+from .runstate.store import refuse_child_retry
 from .runstate.transitions import Effects, queue_for_type
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,6 +113,7 @@ class DebugLoop:
 
         def tx(conn: Any) -> tuple[Effects, UpdatePlan, int, int]:
             stored.clear()
+            refuse_child_retry(conn, run_id)
             run = self.store.lock_finished_run(conn, run_id)
             workflow_id = str(run["workflow_id"])
             if compiled is not None:

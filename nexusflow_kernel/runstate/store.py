@@ -346,8 +346,10 @@ class RunStore(FlowControl, MapTransitions, RunViews, RunUpdates):
         self._finalize_if_done(conn, run_id, len(rows) + ended_maps, effects)
 
     def retry(self, run_id: str, from_node: str | None = None) -> Effects:
-        """Re-open a finished run: failed/canceled/skipped nodes (or ``from_node`` on) go again."""
+        """Re-open a finished run: failed/canceled/skipped nodes (or ``from_node`` on) go again.
+        A sub-flow's child run is refused (``refuse_child_retry``): its parent resumes it."""
         with self.pool.connection() as conn, conn.transaction():
+            refuse_child_retry(conn, run_id)
             return self._retry_in(conn, run_id, from_node)
 
     def _update_in(self, conn: Conn, run_id: str, version: int,
@@ -466,3 +468,20 @@ def _max_attempts(node: Any) -> int:
 
 
 __all__ = ["Binding", "RunStore"]
+
+
+def refuse_child_retry(conn: Conn, run_id: str) -> None:
+    """Raise ``RunStateError`` when ``run_id`` is a sub-flow's child run, naming the run to
+    retry instead. Retried alone, a child that then succeeded would leave its parent failed
+    (the parent's node ended with it), and the parent's next retry would start another child;
+    retried through its parent, the failed sub-flow node resumes this same child run."""
+    row = conn.execute(
+        "SELECT parent_run::text AS parent_run, parent_node, parent_item FROM executions"
+        " WHERE id=%s", (run_id,)).fetchone()
+    if row is None or row["parent_run"] is None:
+        return
+    item = "" if row["parent_item"] is None else f" item {row['parent_item']} of"
+    raise RunStateError(
+        f"run {run_id} is the sub-flow run of{item} node {row['parent_node']!r} of run "
+        f"{row['parent_run']}: retry that run instead (`nexusflow retry {row['parent_run']}`, "
+        "with --update to use the sub-flow as it is now); it resumes this run in place")

@@ -167,6 +167,16 @@ def test_a_failed_child_fails_its_node_and_retry_resumes_the_child(engine, worke
                                                  "'flaky': ")
     assert run["nodes"]["after"]["state"] == "skipped"
     assert engine.get_run(child_id)["status"] == "failed"
+    # The child alone is not retried (its parent would stay failed): the error names the run
+    # to retry, and nothing changes.
+    from nexusflow_kernel.errors import RunStateError
+
+    for retry in (lambda: engine.retry_run(child_id),
+                  lambda: engine.retry_updated(child_id)):
+        with pytest.raises(RunStateError, match=f"sub-flow run of node 'S' of run {run_id}: "
+                                                "retry that run instead"):
+            retry()
+    assert engine.get_run(child_id)["status"] == "failed"
     engine.retry_run(run_id)
     run = wait_run(engine, run_id, timeout=60)
     assert run["status"] == "succeeded", run
