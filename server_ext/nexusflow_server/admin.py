@@ -102,7 +102,9 @@ class SecretHandler(NexusFlowHandler):
         is changed by members of one of its groups; an unscoped one (every run reads it) only
         by the user who created it, so nobody replaces another's ``DB_URL`` with a URL of
         theirs; an environment's own (``?env=``) by the environment's deployers. Administrators
-        change any. A secret is scoped only to groups one is in."""
+        change any. A secret is scoped only to groups one is in, and a group's secret is made
+        readable by every run (unscoped) only by an administrator: a member could otherwise
+        hand the team's credential to every user's runs."""
         if env:  # an environment's own: its deployers' (an unknown one says so)
             from .environments import require_env
 
@@ -124,6 +126,10 @@ class SecretHandler(NexusFlowHandler):
                            "an administrator (it has no recorded creator)")
                     raise Forbidden(f"secret {name!r} is unscoped (every run may read it) and "
                                     f"not yours: only {who} may replace or delete it")
+                if held and groups is not None and not groups:
+                    raise Forbidden(f"secret {name!r} belongs to group(s) {', '.join(held)}: "
+                                    "only an administrator may make it readable by every run "
+                                    "(groups [])")
             outside = sorted(set(groups or ()) - mine)
             if outside:
                 raise Forbidden(f"you may scope a secret only to your own groups, not "

@@ -118,6 +118,15 @@ async def test_group_and_environment_secrets_keep_their_rules(api, nf_app) -> No
                           headers=BOB)
     assert code == 403 and "finance" in err["message"], err
     assert stored(nf_app, "FIN_TOKEN")["value"] == "fin-2"
+    # a member does not hand the team's secret to every run (groups []): administrators do
+    code, err = await api("PUT", "secrets/FIN_TOKEN", {"value": "fin-3", "groups": []},
+                          user="carol", headers={"X-Test-Groups": "finance"})
+    assert code == 403 and "only an administrator may make it readable" in err["message"], err
+    assert stored(nf_app, "FIN_TOKEN")["value"] == "fin-2"
+    assert nf_app.secrets().groups_of("FIN_TOKEN") == ["finance"]
+    code, _ = await api("PUT", "secrets/FIN_TOKEN", {"value": "fin-4", "groups": []},
+                        user="root")
+    assert code == 204 and nf_app.secrets().groups_of("FIN_TOKEN") == []
     # an environment's own secret: its deployers', whoever created it
     assert (await api("POST", "envs", {"name": "prod"}, user="root"))[0] == 201
     code, _ = await api("PUT", "envs/prod/roles/group:ops", {"role": "deployer"}, user="root")
