@@ -166,6 +166,10 @@ export interface IRunEvent {
   items?: IItemCounts;
   /** A queued node no live worker serves: what to start (until the node's next event). */
   waiting?: IWaiting;
+  /** A node's success served from the result cache: the run and node the result came from. */
+  cached_from?: ICachedFrom;
+  /** A node's success given by its pinned output (a run started with pins). */
+  pinned?: boolean;
 }
 
 /** An error from the server, with a message meant for the user. */

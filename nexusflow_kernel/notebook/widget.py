@@ -238,9 +238,11 @@ class FlowWidget(anywidget.AnyWidget):
                         final = ev["state"]
                     continue
                 # A map's counts come with its running events; its end keeps the last ones.
-                states[node] = _state(ev.get("state"), ev.get("attempt"), ev.get("error"),
-                                      ev.get("waiting"),
-                                      ev.get("items") or states.get(node, {}).get("items"))
+                # A cache hit or a pin comes with the node's success: badged at once.
+                states[node] = _reused(
+                    _state(ev.get("state"), ev.get("attempt"), ev.get("error"),
+                           ev.get("waiting"),
+                           ev.get("items") or states.get(node, {}).get("items")), ev)
             self.states = states
             if final is not None:
                 self._apply_snapshot(run)  # PostgreSQL has the last word
@@ -262,8 +264,9 @@ def _state(state: Any, attempt: Any, error: Any, waiting: Any = None,
 
 def _reused(entry: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """Add to a node's entry whether its result came from the cache (``cachedFrom``: the run and
-    node it came from) or from its pin (``pinned``): the run JSON says so, events do not, so the
-    canvas shows the badges from a snapshot (at the start and the end of a run)."""
+    node it came from) or from its pin (``pinned``). ``node`` is a node of the run JSON (a
+    snapshot) or a node's event: both carry ``cached_from`` and ``pinned`` under those names,
+    events from the node's success on, so the badge shows the moment the node is decided."""
     cached = node.get("cached_from")
     if isinstance(cached, dict):
         entry["cachedFrom"] = {"run_id": str(cached.get("run_id")),

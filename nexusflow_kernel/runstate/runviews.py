@@ -148,13 +148,17 @@ class RunViews:
             out = [{"run": run_id, "node": None, "state": "running", "attempt": 0,
                     "at": head["started_at"], "duration_ms": None}]
             for r in conn.execute(
-                "SELECT node_id, attempt, status, error, duration_ms, ended_at FROM node_logs"
-                " WHERE execution_id=%s ORDER BY ended_at", (run_id,)):
+                "SELECT node_id, attempt, status, error, duration_ms, ended_at, cached_from,"
+                " pinned FROM node_logs WHERE execution_id=%s ORDER BY ended_at", (run_id,)):
                 ev = {"run": run_id, "node": r["node_id"], "state": r["status"],
                       "attempt": r["attempt"], "at": _iso(r["ended_at"]),
                       "duration_ms": r["duration_ms"]}
                 if r["error"]:
                     ev["error"] = r["error"]
+                if r["status"] == "succeeded" and r["cached_from"]:  # as the live events say
+                    ev["cached_from"] = r["cached_from"]
+                if r["status"] == "succeeded" and r["pinned"]:
+                    ev["pinned"] = True
                 out.append(ev)
             for r in conn.execute(
                 "SELECT node_id, state, attempt, ended_at, started_at FROM node_runs"

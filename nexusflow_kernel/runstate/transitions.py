@@ -355,7 +355,8 @@ class NodeTransitions:
             known = KnownOutputs()
         for c, o in plain:
             effects.events.append(event(run_id, c.node_id, NodeState.SUCCEEDED, c.attempt,
-                                        duration_ms=o.duration_ms))
+                                        duration_ms=o.duration_ms, cached_from=o.cached_from,
+                                        pinned=o.pinned))
             known.put(c.node_id, o.output_json)
         if run["status"] != RunStatus.RUNNING:
             self._remaining_collect(conn, self._remaining_send(conn, run_id, len(plain)),
@@ -453,8 +454,11 @@ class NodeTransitions:
                 nxt = self._follow_collect(conn, claim_cur, run_id, plan, follow, params, known,
                                            [], effects)
             return effects, nxt
+        reused = new_state == NodeState.SUCCEEDED
         effects.events.append(event(run_id, node_id, new_state, attempt,
-                                    duration_ms=outcome.duration_ms, error=outcome.error))
+                                    duration_ms=outcome.duration_ms, error=outcome.error,
+                                    cached_from=outcome.cached_from if reused else None,
+                                    pinned=reused and outcome.pinned))
         if run["status"] != RunStatus.RUNNING:
             self._finalize_if_done(conn, run_id, 1, effects)
             return effects, None
@@ -487,7 +491,8 @@ class NodeTransitions:
             raise psycopg.Rollback()  # the lease was lost: nothing of this is written
         effects = Effects()
         effects.events.append(event(run_id, node_id, NodeState.SUCCEEDED, attempt,
-                                    duration_ms=outcome.duration_ms))
+                                    duration_ms=outcome.duration_ms,
+                                    cached_from=outcome.cached_from, pinned=outcome.pinned))
         if known is None:
             known = KnownOutputs()
         known.put(node_id, outcome.output_json)

@@ -143,12 +143,20 @@ worker joins a run this much later; the worker that follows it never stops."""
 
 
 def event(run_id: str, node: str | None, state: str, attempt: int = 0, *,
-          duration_ms: float | None = None, error: str | None = None) -> dict[str, Any]:
-    """Build one event in the shape every client reads."""
+          duration_ms: float | None = None, error: str | None = None,
+          cached_from: dict[str, Any] | None = None, pinned: bool = False) -> dict[str, Any]:
+    """Build one event in the shape every client reads. A node's success says whether its
+    result came from the cache (``cached_from: {run_id, node_id}``) or from its pin
+    (``pinned: true``), as the run JSON does, so a canvas badges it the moment it is decided."""
     ev: dict[str, Any] = {"run": run_id, "node": node, "state": state, "attempt": attempt,
                           "at": now_iso(), "duration_ms": duration_ms}
     if error:
         ev["error"] = error
+    if cached_from:
+        ev["cached_from"] = {"run_id": str(cached_from.get("run_id")),
+                             "node_id": str(cached_from.get("node_id"))}
+    if pinned:
+        ev["pinned"] = True
     return ev
 
 

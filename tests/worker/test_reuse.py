@@ -55,6 +55,18 @@ def cached(base: str, name: str, ttl: float = 600, **config) -> dict:
                 edges=[("F", "T")], name=name, params={"q": {"type": "string", "default": "a"}})
 
 
+def reused_events(engine, run_id: str) -> dict:
+    """Node -> what its success event says of the cache or a pin (nodes that say nothing are
+    left out)."""
+    out = {}
+    for _sid, ev in engine.read_events(run_id):
+        extra = {k: ev[k] for k in ("cached_from", "pinned") if k in ev}
+        if extra:
+            assert ev["state"] == "succeeded", ev
+            out[ev["node"]] = extra
+    return out
+
+
 def test_cache_hit_does_no_work(engine, workers, server, database_url):
     workers.start(1)
     first = wait_run(engine, engine.start_run(cached(server, "cache1")))
@@ -68,6 +80,13 @@ def test_cache_hit_does_no_work(engine, workers, server, database_url):
     (attempt,) = engine.node_attempts(second["run_id"], "F")
     assert attempt["cached_from"]["run_id"] == first["run_id"]
     assert "served from the cache" in attempt["log"]
+    # The node's success event says so too (canvases badge it live), and so does the history
+    # rebuilt from PostgreSQL when Redis lost the stream.
+    source = {"run_id": first["run_id"], "node_id": "F"}
+    assert reused_events(engine, second["run_id"]) == {"F": {"cached_from": source}}
+    assert reused_events(engine, first["run_id"]) == {}
+    derived = engine.store.derived_events(second["run_id"])
+    assert [ev["cached_from"] for ev in derived if "cached_from" in ev] == [source]
     # Other inputs (params) miss; cache=False bypasses; a served result serves no one.
     other = wait_run(engine, engine.start_run(cached(server, "cache1"), inputs={"q": "b"}))
     assert "cached_from" not in other["nodes"]["F"] and CALLS["/items?q=b"] == 1
@@ -125,6 +144,9 @@ def test_pinned_output_stands_in_for_its_node(engine, workers, server):
     assert pinned["status"] == "succeeded" and CALLS["/items?q=a"] == 0
     assert pinned["nodes"]["F"]["pinned"] and pinned["nodes"]["T"]["output"] == 42
     assert pinned["options"] == {"use_pins": True}
+    assert reused_events(engine, pinned["run_id"]) == {"F": {"pinned": True}}
+    assert [ev["node"] for ev in engine.store.derived_events(pinned["run_id"])
+            if ev.get("pinned")] == ["F"]
     plain = wait_run(engine, engine.start_run(doc))
     assert "pinned" not in plain["nodes"]["F"] and plain["nodes"]["T"]["output"] == 1
     assert CALLS["/items?q=a"] == 1

@@ -6,19 +6,23 @@ import { cacheTtl } from '../editor/inspector.js';
 import { detailsKey, withDetails } from '../editor/rundetails.js';
 import type { INodeRun } from '../canvas/types.js';
 
-test('run details are asked for when a cached or pinned node changes, and when the run ends', () => {
+test('run details are asked for when the run ends, not as cached or pinned nodes change', () => {
   const nodes = [
     { id: 'A', type: 'transform' },
     { id: 'C', type: 'http', cache: { ttl_s: 60 } },
-    { id: 'P', type: 'transform', pin: { output: 1 } }
+    { id: 'P', type: 'transform', pin: { output: 1 } },
+    { id: 'W', type: 'approval' }
   ];
   const runs = new Map<string, INodeRun>([['A', { state: 'succeeded' }]]);
   assert.equal(detailsKey('r1', nodes, runs), null);
   assert.equal(detailsKey('r1', nodes, runs, 'running'), null);
   assert.equal(detailsKey('r1', nodes, runs, 'succeeded'), 'r1|$run:succeeded');
-  runs.set('C', { state: 'succeeded' });
-  runs.set('P', { state: 'running' });
-  assert.equal(detailsKey('r1', nodes, runs, 'running'), 'r1|C:succeeded,P:running');
+  // Their success events carry cached_from / pinned: no GET while the run goes on.
+  runs.set('C', { state: 'succeeded', cachedFrom: { run_id: 'r0', node_id: 'C' } });
+  runs.set('P', { state: 'succeeded', pinned: true });
+  assert.equal(detailsKey('r1', nodes, runs, 'running'), null);
+  runs.set('W', { state: 'waiting' });
+  assert.equal(detailsKey('r1', nodes, runs, 'running'), 'r1|W:waiting');
 });
 
 test('a node served from the cache or by its pin carries it into the canvas', () => {

@@ -1,9 +1,10 @@
 /**
  * What a run says of its nodes beyond their state (an approval's message and approvers, the
  * child run a sub-flow started, a result served from the cache, a pinned output used): read
- * from `GET runs/{id}` again whenever one of those nodes changes state, and once when the run
- * ends (a cache hit or a pin may come from a node the document no longer marks). Events carry
- * none of it: they stay small.
+ * from `GET runs/{id}` again whenever an approval, wait or sub-flow node changes state, and once
+ * when the run ends. A cache hit or a pin comes with the node's success event (`cached_from`,
+ * `pinned`: see `useFollowedRun`), as in the notebook widget; the read at the end is
+ * PostgreSQL's word on them, should an event be lost (events are a cache).
  */
 import { useEffect, useMemo, useState } from 'react';
 import { api } from '../api.js';
@@ -17,7 +18,8 @@ export const DETAILED_TYPES = new Set(['subflow', 'approval', 'wait']);
 /** Run statuses after which nothing changes but by a retry. */
 const ENDED = new Set(['succeeded', 'failed', 'canceled']);
 
-/** The key that changes when the details may have: those nodes' states, the run's end. */
+/** The key that changes when the details may have: those nodes' states, the run's end (cache
+ *  hits and pins come with events, so cached and pinned nodes ask for nothing while it runs). */
 export function detailsKey(
   runId: string | null,
   nodes: readonly IFlowNode[],
@@ -28,7 +30,7 @@ export function detailsKey(
     return null;
   }
   const parts = nodes
-    .filter(n => (DETAILED_TYPES.has(n.type) || n.cache || n.pin) && runs.has(n.id))
+    .filter(n => DETAILED_TYPES.has(n.type) && runs.has(n.id))
     .map(n => `${n.id}:${runs.get(n.id)!.state}`);
   if (status && ENDED.has(status)) {
     parts.push(`$run:${status}`);

@@ -138,7 +138,11 @@ export function useFollowedRun(runId: string | null): IRunView {
             attempt: event.attempt,
             error: event.error ?? null,
             ...(items ? { items } : {}),
-            waiting: event.waiting?.kind === 'worker' ? event.waiting.message ?? null : null
+            waiting: event.waiting?.kind === 'worker' ? event.waiting.message ?? null : null,
+            // A cache hit or a pin comes with the node's success (the notebook widget reads
+            // the same fields of the same events): the badge shows as the node is decided.
+            ...(event.cached_from ? { cachedFrom: event.cached_from } : {}),
+            ...(event.pinned ? { pinned: true } : {})
           });
         }
         schedule();

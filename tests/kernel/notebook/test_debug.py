@@ -233,6 +233,66 @@ def test_flow_test_pins_and_cache_from_the_notebook(env, workers):
     assert "pin" not in f["A"].node
 
 
+@task
+def warm_up(pause):
+    """A slow root: the canvas is up before the node after it is decided."""
+    import time
+
+    time.sleep(pause)
+    return 1
+
+
+@task
+def settle(A, pause):
+    """A slow node after the cached one: the run is still going when A's badge should show."""
+    import time
+
+    time.sleep(pause)
+    return A
+
+
+def first_decided(widget, node: str, sink: list) -> dict:
+    """Return the first ``states`` the widget showed with ``node`` succeeded (``sink`` collects
+    every ``states`` it took, from the follower thread)."""
+    for states in sink:
+        if states.get(node, {}).get("state") == "succeeded":
+            return states
+    raise AssertionError(f"{node} never succeeded in the widget: {sink[-1:]}")
+
+
+def test_widget_badges_cache_hits_and_pins_while_the_run_goes_on(env, workers):
+    """The inline canvas badges a node served from the cache or by its pin in the same update
+    that shows it succeeded, while the node after it still runs: from the node's success event,
+    not from the run's snapshot at its end (issue #15 review)."""
+    started(workers)
+    f = nf.Flow("live-badges", params={"pause": {"type": "number", "default": 1.5}})
+    w = f.task(warm_up, id="W")
+    a = f.transform("A", "inputs['W'] + 1", cache=600)
+    s = f.task(settle, id="S")
+    w >> a >> s
+    first = f.run(timeout=90, progress=False)
+    assert first.outputs["S"] == 2
+
+    def watch(run):
+        shown = run.widget()
+        sink: list = [dict(shown.states)]
+        shown.observe(lambda change: sink.append(dict(change["new"])), names="states")
+        wait_for(lambda: shown.status == "succeeded", timeout=90)
+        return first_decided(shown, "A", sink), shown
+
+    states, shown = watch(f.run(wait=False, progress=False))
+    assert states["A"].get("cachedFrom") == {"run_id": first.id, "node_id": "A"}, states
+    assert states.get("S", {}).get("state") not in ("succeeded", "failed"), states
+    assert shown.states["A"]["cachedFrom"]["run_id"] == first.id  # and the snapshot agrees
+    assert "cachedFrom" not in shown.states["S"] and "pinned" not in shown.states["A"]
+
+    f.pin("A", 41, from_run=first.id)
+    states, shown = watch(f.run(wait=False, progress=False, use_pins=True))
+    assert states["A"].get("pinned") is True and "cachedFrom" not in states["A"], states
+    assert states.get("S", {}).get("state") not in ("succeeded", "failed"), states
+    assert shown.states["A"]["pinned"] is True and shown.states["S"]["state"] == "succeeded"
+
+
 def test_debug_notebook_cells():
     context = {"run_id": "0123456789ab", "node_id": "B", "type": "python_task",
                "state": "failed", "attempt": 1, "version": 2, "error": "boom",
