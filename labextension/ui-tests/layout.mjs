@@ -162,6 +162,26 @@ const scenarios = {
     const right = await box(page, '.nf-right');
     out.underInspector = Object.entries(afterRun).filter(([, b]) => overlaps(b, right)).map(([id]) => id);
 
+    // A node at the bottom-left corner: after Fit, and after its details open below the
+    // canvas (which shrinks it), React Flow's controls and the minimap cover no part of it.
+    const corner = JSON.parse(process.env.KEEP_NODES)[0];
+    await withDoc(page, (doc, id) => doc.moveNodes(new Map([[id, { x: -260, y: 420 }]])), corner);
+    await page.click('[data-action="fit"]');
+    await page.waitForTimeout(700);
+    const controls = await box(page, '.nf-canvas > .react-flow .react-flow__controls');
+    const cornerBox = async () => (await nodeBoxes(page))[corner];
+    out.cornerUnderControlsAfterFit = overlaps(await cornerBox(), controls);
+    await page.click(`.react-flow__node[data-id="${corner}"] .nf-node-title`);
+    await page.waitForSelector('.nf-logs', { timeout: 10000 });
+    await page.waitForTimeout(900); // the pan is animated (300 ms)
+    const opened = await cornerBox();
+    out.cornerUnderControlsWithDetails = overlaps(opened, await box(page, '.nf-canvas > .react-flow .react-flow__controls'));
+    out.cornerUnderMinimapWithDetails = overlaps(opened, await box(page, '.react-flow__minimap'));
+    out.cornerInViewWithDetails = inside(opened, await canvas());
+    await shot(page, 'layout-corner-details');
+    await page.click('.react-flow__pane', { position: { x: 5, y: 5 } });
+    await page.waitForSelector('.nf-logs', { state: 'detached', timeout: 10000 });
+
     // Open a node's logs: the minimap stays beside the canvas and covers no node.
     await page.click(`.react-flow__node[data-id="${process.env.KEEP_NODES && JSON.parse(process.env.KEEP_NODES)[0]}"] .nf-node-title`);
     await page.waitForSelector('.nf-logs', { timeout: 10000 });

@@ -65,4 +65,10 @@ def test_layout_keeps_nodes_in_view_apart_and_uncovered(lab) -> None:
     assert result["minimapOverNodes"] == []
     assert "8" in result["output"]  # times=4 from the form reached the run: 4 * 2
     assert result["secondOutput"] == '"ada!"'
+    # A node at the bottom-left: neither Fit nor its details opening leave it under the zoom
+    # controls or the minimap; it stays whole in view.
+    assert result["cornerUnderControlsAfterFit"] is False
+    assert result["cornerUnderControlsWithDetails"] is False
+    assert result["cornerUnderMinimapWithDetails"] is False
+    assert result["cornerInViewWithDetails"] is True
     assert result["errors"] == []

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { flowEdges } from '../canvas/edges.js';
 import { phase, publicState } from '../canvas/phase.js';
+import { coveredSides, freeArea, revealShift } from '../canvas/uncovered.js';
 import { attemptsOf } from '../notebook/comm.js';
 import { fitViewport, MIN_READABLE_ZOOM, NODE_BOX } from '../notebook/fit.js';
 
@@ -99,4 +100,18 @@ test("the kernel's reply becomes attempts or an error with its message", () => {
   assert.deepEqual(attemptsOf({}), []);
   assert.throws(() => attemptsOf({ error: 'no node X' }), /no node X/);
   assert.throws(() => attemptsOf(null), /no answer/);
+});
+
+test('the controls and a minimap over the canvas keep a strip free; a node is moved out', () => {
+  const canvas = { x: 100, y: 50, width: 800, height: 500 };
+  const controls = { x: 115, y: 420, width: 26, height: 115 }; // bottom-left, narrow and tall
+  const minimap = { x: 685, y: 435, width: 200, height: 100 }; // bottom-right, wide
+  const beside = { x: 920, y: 50, width: 160, height: 110 }; // outside the canvas: ignored
+  const sides = coveredSides(canvas, [controls, minimap, beside]);
+  assert.deepEqual(sides, { top: 0, right: 0, bottom: 127, left: 53 });
+  const free = freeArea(canvas, sides);
+  assert.deepEqual(free, { x: 153, y: 50, width: 747, height: 373 });
+  // a node under the controls moves right and up; one inside stays
+  assert.deepEqual(revealShift({ x: 110, y: 440, width: 180, height: 56 }, free), { dx: 43, dy: -73 });
+  assert.deepEqual(revealShift({ x: 300, y: 100, width: 180, height: 56 }, free), { dx: 0, dy: 0 });
 });

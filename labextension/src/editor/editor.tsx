@@ -125,9 +125,18 @@ function Editor({ model, path, settings, openAsText, openPath }: IEditorProps): 
   );
 
   const connect = useConnect(doc, flow, drawable, notify);
-  const { autoLayout, addNode, toFlow, fitAll } = useLayout({
+  const { autoLayout, addNode, toFlow, fitAll, reveal } = useLayout({
     doc, flow, drawable, settings, wrapper, shown: rfNodes.length, select: selectNodes
   });
+  // The details open below the canvas and shrink it: keep their node in view, uncovered.
+  const detailsShown = !!(logsFor && view.runId);
+  useEffect(() => {
+    if (!detailsShown || !logsFor) {
+      return;
+    }
+    const timer = window.setTimeout(() => reveal(logsFor), 60);
+    return () => window.clearTimeout(timer);
+  }, [detailsShown, logsFor, reveal]);
   const drop = usePaletteDrop(catalog, toFlow, addNode);
   const { copy, paste } = useClipboard(doc, flow, selection.nodes, selectNodes, notify);
   const onKeyDown = useKeyboard({

@@ -7,6 +7,7 @@
 import React, { useCallback, useEffect, useRef } from 'react';
 import { useReactFlow } from '@xyflow/react';
 import type { INodeType } from '../api.js';
+import { coveredSides, freeArea, IRect, ISides, revealShift } from '../canvas/uncovered.js';
 import { freshId, IFlow, IFlowEdge, IFlowNode, IPosition, layoutPositions } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import { defaultsOf } from './schema.js';
@@ -99,16 +100,78 @@ export function useLayout(opts: {
   const { doc, flow, drawable, settings, wrapper, shown, select } = opts;
   const rf = useReactFlow();
 
-  /** The part of the flow the canvas shows now, in flow coordinates. */
-  const visible = useCallback((): IBox | null => {
-    const box = wrapper.current?.getBoundingClientRect();
-    if (!box || !box.width || !box.height) {
+  /** The canvas on the screen and the strips along its sides that the controls (and a
+   *  minimap over it) cover; null before it is laid out. */
+  const screen = useCallback((): { canvas: IRect; sides: ISides } | null => {
+    const el = wrapper.current;
+    const box = el?.getBoundingClientRect();
+    if (!el || !box || !box.width || !box.height) {
       return null;
     }
-    const a = rf.screenToFlowPosition({ x: box.left, y: box.top });
-    const b = rf.screenToFlowPosition({ x: box.right, y: box.bottom });
+    const covers = [
+      ...Array.from(el.querySelectorAll(':scope > .react-flow .react-flow__controls, :scope > .react-flow .react-flow__minimap')),
+      ...Array.from(el.parentElement?.querySelectorAll(':scope > .nf-right .react-flow__minimap') ?? [])
+    ].map(e => e.getBoundingClientRect());
+    const canvas = { x: box.left, y: box.top, width: box.width, height: box.height };
+    return { canvas, sides: coveredSides(canvas, covers) };
+  }, [wrapper]);
+
+  /** fitView's padding: `fraction` (React Flow's default 0.1) or, along a side with a cover,
+   *  the strip it covers, whichever is wider. */
+  const fitPadding = useCallback(
+    (fraction = 0.1) => {
+      const s = screen();
+      if (!s) {
+        return fraction;
+      }
+      const base = (size: number) => Math.floor((size - size / (1 + fraction)) * 0.5);
+      const px = (side: number, size: number) => `${Math.ceil(Math.max(base(size), side))}px` as const;
+      const { canvas, sides } = s;
+      return {
+        top: px(sides.top, canvas.height),
+        right: px(sides.right, canvas.width),
+        bottom: px(sides.bottom, canvas.height),
+        left: px(sides.left, canvas.width)
+      };
+    },
+    [screen]
+  );
+
+  /** The part of the flow the canvas shows uncovered now, in flow coordinates. */
+  const visible = useCallback((): IBox | null => {
+    const s = screen();
+    if (!s) {
+      return null;
+    }
+    const free = freeArea(s.canvas, s.sides);
+    const a = rf.screenToFlowPosition({ x: free.x, y: free.y });
+    const b = rf.screenToFlowPosition({ x: free.x + free.width, y: free.y + free.height });
     return { x: a.x, y: a.y, width: b.x - a.x, height: b.y - a.y };
-  }, [rf, wrapper]);
+  }, [rf, screen]);
+
+  /** Pan (animated, only if needed) so that node `id` lies whole in view, under no control:
+   *  after the node details open below the canvas and shrink it. */
+  const reveal = useCallback(
+    (id: string) => {
+      const s = screen();
+      const el = wrapper.current?.querySelector(`:scope > .react-flow .react-flow__node[data-id="${CSS.escape(id)}"]`);
+      if (!s || !el) {
+        return;
+      }
+      const margin = 12;
+      const sides = {
+        top: Math.max(s.sides.top, margin), right: Math.max(s.sides.right, margin),
+        bottom: Math.max(s.sides.bottom, margin), left: Math.max(s.sides.left, margin)
+      };
+      const r = el.getBoundingClientRect();
+      const { dx, dy } = revealShift({ x: r.left, y: r.top, width: r.width, height: r.height }, freeArea(s.canvas, sides));
+      if (Math.abs(dx) >= 1 || Math.abs(dy) >= 1) {
+        const vp = rf.getViewport();
+        void rf.setViewport({ x: vp.x + dx, y: vp.y + dy, zoom: vp.zoom }, { duration: 300 });
+      }
+    },
+    [rf, screen, wrapper]
+  );
 
   // Fit the view to the content the file opened with; afterwards, nodes that arrive from
   // elsewhere (a notebook's link, another user) are brought into view when they land outside.
@@ -117,9 +180,9 @@ export function useLayout(opts: {
   useEffect(() => {
     if (!fitted.current && shown) {
       fitted.current = true;
-      window.setTimeout(() => rf.fitView({ maxZoom: 1.2 }), 30);
+      window.setTimeout(() => rf.fitView({ maxZoom: 1.2, padding: fitPadding() }), 30);
     }
-  }, [shown, rf]);
+  }, [shown, rf, fitPadding]);
   const arrived = useRef<{ ids: Set<string>; timer: number | undefined }>({ ids: new Set(), timer: undefined });
   useEffect(() => {
     const ids = new Set(flow.nodes.map(n => n.id));
@@ -144,16 +207,16 @@ export function useLayout(opts: {
         .filter(n => fresh.includes(n.id))
         .map(n => ({ ...n.position, width: n.measured?.width ?? NODE_SIZE.width, height: n.measured?.height ?? NODE_SIZE.height }));
       if (view && boxes.length && !allInside(boxes, view)) {
-        void rf.fitView({ nodes: fresh.map(id => ({ id })), maxZoom: rf.getZoom(), duration: 300, padding: 0.3 });
+        void rf.fitView({ nodes: fresh.map(id => ({ id })), maxZoom: rf.getZoom(), duration: 300, padding: fitPadding(0.3) });
       }
     }, 80);
-  }, [flow, rf, visible]);
+  }, [flow, rf, visible, fitPadding]);
   useEffect(() => () => window.clearTimeout(arrived.current.timer), []);
 
   /** Show every node (the toolbar's Fit button). */
   const fitAll = useCallback(() => {
-    void rf.fitView({ maxZoom: 1.2, duration: 300 });
-  }, [rf]);
+    void rf.fitView({ maxZoom: 1.2, duration: 300, padding: fitPadding() });
+  }, [rf, fitPadding]);
 
   const autoLayout = useCallback(() => {
     const sizes = new Map(rf.getNodes().map(n => [n.id, n.measured]));
@@ -162,8 +225,8 @@ export function useLayout(opts: {
       drawable as IFlowEdge[]
     );
     doc.moveNodes(positions);
-    window.setTimeout(() => rf.fitView({ duration: 300 }), 50);
-  }, [doc, flow, drawable, rf]);
+    window.setTimeout(() => rf.fitView({ duration: 300, padding: fitPadding() }), 50);
+  }, [doc, flow, drawable, rf, fitPadding]);
 
   /**
    * Add a node of `type` dropped at `position` (flow coordinates; kept whole inside the view),
@@ -194,5 +257,5 @@ export function useLayout(opts: {
   /** Turn a point on the screen into flow coordinates. */
   const toFlow = useCallback((p: IPosition) => rf.screenToFlowPosition(p), [rf]);
 
-  return { autoLayout, addNode, toFlow, fitAll };
+  return { autoLayout, addNode, toFlow, fitAll, reveal };
 }
