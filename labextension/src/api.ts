@@ -36,6 +36,12 @@ export interface IRunSummary {
   run_id: string;
   status: string;
   created_at?: string;
+  started_at?: string | null;
+  ended_at?: string | null;
+  /** What started it: manual (the canvas, REST), notebook, schedule, webhook, queue, subflow,
+   *  on_failure, replay. */
+  trigger?: string;
+  env?: string;
   [key: string]: JSONValue | undefined;
 }
 

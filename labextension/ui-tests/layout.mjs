@@ -162,6 +162,15 @@ const scenarios = {
     const right = await box(page, '.nf-right');
     out.underInspector = Object.entries(afterRun).filter(([, b]) => overlaps(b, right)).map(([id]) => id);
 
+    // The run history names the run by what a user scans for: id, status, when, how long,
+    // what started it (the canvas: manual); no environment for dev.
+    const runId = await page.$eval('[data-nexusflow-editor]', e => e.getAttribute('data-run-id'));
+    await page.focus('select.nf-history'); // loads the history
+    const listed = `select.nf-history option[data-history][value="${runId}"]`; // not the placeholder
+    await page.waitForSelector(listed, { state: 'attached', timeout: 10000 });
+    out.historyLabel = await page.$eval(listed, e => e.textContent);
+    out.runId = runId;
+
     // A node at the bottom-left corner: after Fit, and after its details open below the
     // canvas (which shrinks it), React Flow's controls and the minimap cover no part of it.
     const corner = JSON.parse(process.env.KEEP_NODES)[0];

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.ui.test_canvas import DIAMOND, write_flow
 
 
@@ -71,4 +73,8 @@ def test_layout_keeps_nodes_in_view_apart_and_uncovered(lab) -> None:
     assert result["cornerUnderControlsWithDetails"] is False
     assert result["cornerUnderMinimapWithDetails"] is False
     assert result["cornerInViewWithDetails"] is True
+    # The history names the run: id prefix, status, when, how long, trigger (dev: no env).
+    assert re.fullmatch(
+        rf"{result['runId'][:8]} · succeeded · (just now|\d+ min ago) · (\d+ ms|\d+s) · manual",
+        result["historyLabel"]), result["historyLabel"]
     assert result["errors"] == []

@@ -6,6 +6,7 @@ import type { IFlow, JSONObject } from '../graph.js';
 import type { NxFlowDoc } from '../model.js';
 import { useEnvChoice } from './envchoice.js';
 import { InputsForm } from './inputs.js';
+import { historyLabel } from './runlabel.js';
 import type { Notify } from './notice.js';
 import type { IRunView } from './runview.js';
 
@@ -182,10 +183,8 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
           <option value={view.runId}>{view.runId.slice(0, 8)} · {view.status ?? '…'}</option>
         )}
         {(history ?? []).map(r => (
-          <option key={r.run_id} value={r.run_id}>
-            {r.run_id.slice(0, 8)} · {r.status}
-            {r.env && r.env !== 'dev' ? ` · ${String(r.env)}` : ''}
-            {r.created_at ? ` · ${new Date(String(r.created_at)).toLocaleString()}` : ''}
+          <option key={r.run_id} value={r.run_id} data-history>
+            {historyLabel(r)}
           </option>
         ))}
       </select>
