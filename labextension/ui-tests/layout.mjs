@@ -173,8 +173,20 @@ const scenarios = {
 
     // A node at the bottom-left corner: after Fit, and after its details open below the
     // canvas (which shrinks it), React Flow's controls and the minimap cover no part of it.
+    // The flow's bounds get the canvas's proportions, so that Fit makes both its width and its
+    // height tight: the corner node then sits in the very corner of the canvas.
     const corner = JSON.parse(process.env.KEEP_NODES)[0];
-    await withDoc(page, (doc, id) => doc.moveNodes(new Map([[id, { x: -260, y: 420 }]])), corner);
+    const zoom = await page.$eval('.nf-canvas > .react-flow .react-flow__viewport',
+      e => new DOMMatrixReadOnly(getComputedStyle(e).transform).a);
+    const nodeBox = (await nodeBoxes(page))[corner];
+    const [nodeW, nodeH] = [nodeBox.width / zoom, nodeBox.height / zoom];
+    const c2 = await canvas();
+    const rightmost = Math.max(...Object.values(await withDoc(page, doc =>
+      Object.fromEntries(Array.from(doc.nodes.entries()).map(([id, n]) => [id, n.toJSON().position.x]))))) + nodeW;
+    const width = rightmost + 400;
+    const height = (width * c2.height) / c2.width;
+    await withDoc(page, (doc, [id, pos]) => doc.moveNodes(new Map([[id, pos]])),
+      [corner, { x: rightmost - width, y: height - nodeH }]);
     await page.click('[data-action="fit"]');
     await page.waitForTimeout(700);
     const controls = await box(page, '.nf-canvas > .react-flow .react-flow__controls');
@@ -190,6 +202,9 @@ const scenarios = {
     await shot(page, 'layout-corner-details');
     await page.click('.react-flow__pane', { position: { x: 5, y: 5 } });
     await page.waitForSelector('.nf-logs', { state: 'detached', timeout: 10000 });
+    await withDoc(page, (doc, id) => doc.moveNodes(new Map([[id, { x: 0, y: 0 }]])), corner); // back
+    await page.click('[data-action="fit"]');
+    await page.waitForTimeout(700);
 
     // Open a node's logs: the minimap stays beside the canvas and covers no node.
     await page.click(`.react-flow__node[data-id="${process.env.KEEP_NODES && JSON.parse(process.env.KEEP_NODES)[0]}"] .nf-node-title`);
