@@ -41,6 +41,8 @@ from .secrets import (
     check_group,
     check_name,
     connection_associated,
+    delete_owned,
+    write_owned,
 )
 from .settings import Settings, mask_url
 
@@ -192,39 +194,22 @@ class ConnectionStore:
         display = mask_url(full)
         if heads:
             display += f" (headers: {', '.join(sorted(heads))})"
-        from psycopg.rows import tuple_row
-
-        with self._pool.connection() as conn:
-            try:
-                cur = conn.cursor(row_factory=tuple_row)
-                for _ in range(20):
-                    current = _locked_connection(cur, name, env)
-                    if authorize is not None:
-                        authorize(current)
-                    if current is not None:
-                        cur.execute(
-                            "UPDATE nexusflow_connections SET kind = %s, ciphertext = %s,"
-                            " display = %s, trusted = %s, scope_groups = %s,"
-                            " updated_at = now(), updated_by = %s WHERE env = %s AND name = %s",
-                            (kind, blob, display, trusted, scope, actor, env, name),
-                        )
-                        break
-                    cur.execute(
-                        "INSERT INTO nexusflow_connections (env, name, kind, ciphertext, display,"
-                        " trusted, scope_groups, created_by, updated_by)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (env, name) DO NOTHING",
-                        (env, name, kind, blob, display, trusted, scope, actor, actor),
-                    )
-                    if cur.rowcount == 1:
-                        break
-                    # created by another request since the lock found none: check that one
-                else:  # pragma: no cover - twenty creations and deletions in between
-                    raise NexusFlowError(f"connection {name!r} keeps changing: try again")
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        write_owned(
+            self._pool, "connection", name, env, authorize,
+            update=(
+                "UPDATE nexusflow_connections SET kind = %s, ciphertext = %s,"
+                " display = %s, trusted = %s, scope_groups = %s,"
+                " updated_at = now(), updated_by = %s WHERE env = %s AND name = %s",
+                (kind, blob, display, trusted, scope, actor, env, name),
+            ),
+            insert=(
+                "INSERT INTO nexusflow_connections (env, name, kind, ciphertext, display,"
+                " trusted, scope_groups, created_by, updated_by)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (env, name) DO NOTHING",
+                (env, name, kind, blob, display, trusted, scope, actor, actor),
+            ),
+        )
         return self.describe(name, env)
 
     def list(
@@ -266,26 +251,7 @@ class ConnectionStore:
     def remove(self, name: str, env: str = "", *, authorize: Authorize | None = None) -> None:
         """Delete connection ``name`` of ``env``; ``NotFoundError`` when there is none.
         ``authorize`` as for :meth:`add`, called with the locked connection before it goes."""
-        from psycopg.rows import tuple_row
-
-        with self._pool.connection() as conn:
-            try:
-                cur = conn.cursor(row_factory=tuple_row)
-                current = _locked_connection(cur, name, env)
-                if current is None:
-                    raise NotFoundError(
-                        f"no connection named {name!r}"
-                        + (f" in environment {env!r}" if env else "")
-                    )
-                if authorize is not None:
-                    authorize(current)
-                cur.execute(
-                    "DELETE FROM nexusflow_connections WHERE name = %s AND env = %s", (name, env)
-                )
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        delete_owned(self._pool, "connection", name, env, authorize)
 
     def test(self, name: str, env: str = "") -> dict[str, Any]:
         """Try the connection (PostgreSQL: connect and ``SELECT 1``; HTTP: a GET of its URL
@@ -418,19 +384,6 @@ def run_values(secrets: SecretStore, connections: ConnectionStore | None = None)
 
 def unavailable(message: str) -> NodeExecutionError:
     return NodeExecutionError(message, retryable=False)
-
-
-def _locked_connection(cur: Any, name: str, env: str) -> dict[str, Any] | None:
-    """Return connection ``name`` of ``env`` (creator and groups), locked until the transaction
-    ends, or ``None``."""
-    row = cur.execute(
-        "SELECT created_by, scope_groups FROM nexusflow_connections WHERE env = %s AND name = %s"
-        " FOR UPDATE",
-        (env, name),
-    ).fetchone()
-    if row is None:
-        return None
-    return {"name": name, "env": env, "created_by": row[0], "groups": list(row[1] or [])}
 
 
 def _plain(row: Any) -> dict[str, Any]:

@@ -103,15 +103,76 @@ Authorize = Callable[[dict[str, Any] | None], None]
 with the secret as it stands, locked (``None``: there is none); it raises to refuse."""
 
 
-def _locked_secret(cur: Any, name: str, env: str) -> dict[str, Any] | None:
-    """Return secret ``name`` of ``env`` (creator and groups), locked until the transaction
-    ends, or ``None``."""
-    row = cur.execute(
-        "SELECT created_by, scope_groups FROM nexusflow_secrets WHERE env = %s AND name = %s"
-        " FOR UPDATE", (env, name)).fetchone()
+OWNED_TABLES = {"secret": "nexusflow_secrets", "connection": "nexusflow_connections"}
+"""The tables of named, scoped, owned credentials (``name``, ``env``, ``created_by``,
+``scope_groups``) that ``write_owned`` and ``delete_owned`` change under ``Authorize``."""
+
+
+def _locked_owned(cur: Any, what: str, name: str, env: str) -> dict[str, Any] | None:
+    """Return the ``what`` (a key of ``OWNED_TABLES``) ``name`` of ``env`` (creator and
+    groups), locked until the transaction ends, or ``None``."""
+    from psycopg import sql
+
+    row = cur.execute(sql.SQL(
+        "SELECT created_by, scope_groups FROM {} WHERE env = %s AND name = %s FOR UPDATE"
+    ).format(sql.Identifier(OWNED_TABLES[what])), (env, name)).fetchone()
     if row is None:
         return None
     return {"name": name, "env": env, "created_by": row[0], "groups": list(row[1] or [])}
+
+
+def write_owned(pool: Any, what: str, name: str, env: str, authorize: Authorize | None,
+                update: tuple[str, tuple[Any, ...]], insert: tuple[str, tuple[Any, ...]]) -> None:
+    """Replace (``update``) or create (``insert``, ``ON CONFLICT DO NOTHING``) the ``what``
+    ``name`` of ``env`` in one transaction, ``authorize`` called with it as it stands, its row
+    locked: what the rule allowed is what gets replaced, and one created meanwhile by another
+    request (the insert conflicting) is checked in turn. A refusal leaves everything as it was."""
+    from psycopg.rows import tuple_row
+
+    with pool.connection() as conn:
+        try:
+            cur = conn.cursor(row_factory=tuple_row)
+            for _ in range(20):
+                current = _locked_owned(cur, what, name, env)
+                if authorize is not None:
+                    authorize(current)
+                if current is not None:
+                    cur.execute(*update)
+                    break
+                cur.execute(*insert)
+                if cur.rowcount == 1:
+                    break
+                # created by another request since the lock found none: check that one
+            else:  # pragma: no cover - twenty creations and deletions in between
+                raise NexusFlowError(f"{what} {name!r} keeps changing: try again")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+
+def delete_owned(pool: Any, what: str, name: str, env: str,
+                 authorize: Authorize | None) -> None:
+    """Delete the ``what`` ``name`` of ``env`` once ``authorize`` allowed it as it stands,
+    locked; ``NotFoundError`` when there is none."""
+    from psycopg import sql
+    from psycopg.rows import tuple_row
+
+    with pool.connection() as conn:
+        try:
+            cur = conn.cursor(row_factory=tuple_row)
+            current = _locked_owned(cur, what, name, env)
+            if current is None:
+                where = f" in environment {env!r}" if env else ""
+                raise NotFoundError(f"no {what} named {name!r}{where}")
+            if authorize is not None:
+                authorize(current)
+            cur.execute(sql.SQL("DELETE FROM {} WHERE name = %s AND env = %s").format(
+                sql.Identifier(OWNED_TABLES[what])), (name, env))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
 
 class SecretKeyError(NexusFlowError):
@@ -304,38 +365,16 @@ class SecretStore:
             raise NexusFlowError(f"the value of secret {name!r} must be a string")
         scope = None if groups is None else sorted({check_group(g) for g in groups})
         blob = self.cipher.encrypt(value, secret_associated(env, name))
-        from psycopg.rows import tuple_row
-
-        with self._pool.connection() as conn:
-            try:
-                cur = conn.cursor(row_factory=tuple_row)
-                for _ in range(20):
-                    current = _locked_secret(cur, name, env)
-                    if authorize is not None:
-                        authorize(current)
-                    if current is not None:
-                        cur.execute(
-                            "UPDATE nexusflow_secrets SET ciphertext = %s, updated_at = now(),"
-                            " updated_by = %s,"
-                            " scope_groups = COALESCE(%s::text[], scope_groups)"
-                            " WHERE env = %s AND name = %s",
-                            (blob, actor, scope, env, name))
-                        break
-                    cur.execute(
-                        "INSERT INTO nexusflow_secrets (env, name, ciphertext, created_by,"
-                        " updated_by, scope_groups)"
-                        " VALUES (%s, %s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
-                        " ON CONFLICT (env, name) DO NOTHING",
-                        (env, name, blob, actor, actor, scope))
-                    if cur.rowcount == 1:
-                        break
-                    # created by another request since the lock found none: check that one
-                else:  # pragma: no cover - twenty creations and deletions in between
-                    raise NexusFlowError(f"secret {name!r} keeps changing: try again")
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        write_owned(
+            self._pool, "secret", name, env, authorize,
+            update=("UPDATE nexusflow_secrets SET ciphertext = %s, updated_at = now(),"
+                    " updated_by = %s, scope_groups = COALESCE(%s::text[], scope_groups)"
+                    " WHERE env = %s AND name = %s", (blob, actor, scope, env, name)),
+            insert=("INSERT INTO nexusflow_secrets (env, name, ciphertext, created_by,"
+                    " updated_by, scope_groups)"
+                    " VALUES (%s, %s, %s, %s, %s, COALESCE(%s::text[], '{}'))"
+                    " ON CONFLICT (env, name) DO NOTHING",
+                    (env, name, blob, actor, actor, scope)))
 
     def list(self, *, usable_by: Iterable[str] | None = None,
              env: str | None = None) -> list[dict[str, Any]]:
@@ -377,23 +416,7 @@ class SecretStore:
     def delete(self, name: str, env: str = "", *, authorize: Authorize | None = None) -> None:
         """Delete the secret ``name`` (of ``env``); raise ``NotFoundError`` if there is none.
         ``authorize`` as for :meth:`set`, called with the locked secret before it goes."""
-        from psycopg.rows import tuple_row
-
-        with self._pool.connection() as conn:
-            try:
-                cur = conn.cursor(row_factory=tuple_row)
-                current = _locked_secret(cur, name, env)
-                if current is None:
-                    where = f" in environment {env!r}" if env else ""
-                    raise NotFoundError(f"no secret named {name!r}{where}")
-                if authorize is not None:
-                    authorize(current)
-                cur.execute("DELETE FROM nexusflow_secrets WHERE name = %s AND env = %s",
-                            (name, env))
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        delete_owned(self._pool, "secret", name, env, authorize)
 
     def get(self, name: str, *, run_id: str | None = None, env: str | None = None,
             principal: str | None = None) -> str:
@@ -564,6 +587,8 @@ def _row_dict(row: Any) -> dict[str, Any]:
 __all__ = [
     "MASK",
     "Authorize",
+    "delete_owned",
+    "write_owned",
     "MIN_MASKED_LENGTH",
     "Cipher",
     "SecretKeyError",
