@@ -82,6 +82,48 @@ class WorkerPool:
         self.procs.clear()
 
 
+class LocalHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 and a free port for ``handler`` (a
+    ``BaseHTTPRequestHandler`` class), serving while used as a context manager; ``url`` is
+    its address with ``path``. Its listen backlog is 1024, so a burst of workers' connects is
+    never dropped (a dropped SYN costs the client a 1 s retransmit)."""
+
+    def __init__(self, handler: type, path: str = "/") -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # read as the constructor listens: a class attribute
+
+        self.httpd = Server(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def send_json(handler, status: int, body: bytes) -> bool:
+    """Answer a request of ``handler`` with ``status`` and the JSON ``body``; return whether
+    it was sent. A client that went away (a killed worker, a timed-out node) is no error of
+    the server's: ``False``."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        return False
+    return True
+
+
 def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
     """Poll ``pred()`` until it gives a true value and return that; fail naming ``what`` when
     ``timeout`` seconds pass first."""

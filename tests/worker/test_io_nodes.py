@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nftest import flow, node, wait_for, wait_run
+from nftest import LocalHTTPServer, flow, node, send_json, wait_for, wait_run
 
 
-class SlowServer:
+class SlowServer(LocalHTTPServer):
     """``/?name=X&delay=S`` answers ``{"name": X}`` after S seconds; counts requests per name,
     the answers sent, and the most requests held at once."""
 
@@ -42,16 +42,9 @@ class SlowServer:
                     outer.peak = max(outer.peak, outer.active)
                 try:
                     time.sleep(delay)
-                    body = json.dumps({"name": name}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    with outer.lock:
-                        outer.answered[name] = outer.answered.get(name, 0) + 1
-                except OSError:
-                    pass
+                    if send_json(self, 200, json.dumps({"name": name}).encode()):
+                        with outer.lock:
+                            outer.answered[name] = outer.answered.get(name, 0) + 1
                 finally:
                     with outer.lock:
                         outer.active -= 1
@@ -59,18 +52,7 @@ class SlowServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> SlowServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/")
 
     def call(self, nid: str, delay: float, **extra: Any) -> dict:
         return node(nid, "http", url=self.url, query={"name": nid, "delay": str(delay)},

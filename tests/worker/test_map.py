@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from nftest import flow, node, wait_run
+from nftest import LocalHTTPServer, flow, node, send_json, wait_run
 
 from nexusflow_kernel.errors import NotFoundError
 
@@ -30,7 +30,7 @@ def earlier_attempts(engine, run_id: str) -> list[dict[str, Any]]:
             " ORDER BY item, attempt", (run_id,)).fetchall()
 
 
-class ItemServer:
+class ItemServer(LocalHTTPServer):
     """A local HTTP server for http items: ``/item?i=N`` answers ``{"i": N}`` after ``delay``
     seconds; ``fail`` maps an item to how many of its first requests get a 503. It counts the
     requests per item and the most requests it held at once."""
@@ -56,15 +56,8 @@ class ItemServer:
                     failing = outer.fail.get(i, 0) >= outer.requests[i]
                 try:
                     time.sleep(outer.delay)
-                    status, body = (503, b"busy") if failing else (
-                        200, json.dumps({"i": i}).encode())
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass
+                    send_json(self, *((503, b"busy") if failing else (
+                        200, json.dumps({"i": i}).encode())))
                 finally:
                     with outer.lock:
                         outer.active -= 1
@@ -72,19 +65,7 @@ class ItemServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.request_queue_size = 1024
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/item"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> ItemServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/item")
 
 
 def http_map(url: str, n: int, **config: Any) -> dict:
