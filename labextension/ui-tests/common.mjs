@@ -82,6 +82,30 @@ export async function kernelReady(page) {
   });
 }
 
+/** After "Open in notebook": wait until the notebook it opened is the current tab with its
+ *  cells drawn; return its path. */
+export async function openedNotebook(page, timeout = 60000) {
+  const path = await (
+    await page.waitForFunction(
+      () => {
+        const w = window.jupyterapp.shell.currentWidget;
+        return w?.content?.widgets && w.context?.path?.endsWith('.ipynb') ? w.context.path : false;
+      },
+      null,
+      { timeout }
+    )
+  ).jsonValue();
+  await page.waitForSelector('.jp-NotebookPanel .jp-Cell', { timeout });
+  return path;
+}
+
+/** The source of every cell of the current notebook. */
+export function cellSources(page) {
+  return page.evaluate(() =>
+    window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.sharedModel.getSource())
+  );
+}
+
 /** Run cells `from` .. `to - 1` of the current notebook; return each one's output text. */
 export async function runCells(page, from, to) {
   return page.evaluate(

@@ -1,7 +1,7 @@
 // Browser scenarios of the debug loop on the canvas (issue #15), run by pytest (tests/ui)
 // against a live JupyterLab: `node debug.mjs <scenario>`. Prints `RESULT <json>`.
 import {
-  FILE, MAIN, main, nodeState, openFlow, runCells, shot, withDoc
+  FILE, MAIN, cellSources, main, nodeState, openFlow, openedNotebook, runCells, shot, withDoc
 } from './common.mjs';
 
 const TIMEOUT = 60000;
@@ -68,17 +68,7 @@ const scenarios = {
     await clickNode(page, 'bad');
     await page.waitForSelector('.nf-logs[data-logs-node="bad"] [data-attempt-status="failed"]', { timeout: TIMEOUT });
     await page.click('.nf-logs[data-logs-node="bad"] [data-action="open-notebook"]');
-    const notebookPath = await (
-      await page.waitForFunction(
-        () => {
-          const w = window.jupyterapp.shell.currentWidget;
-          return w?.content?.widgets && w.context?.path?.endsWith('.ipynb') ? w.context.path : false;
-        },
-        null,
-        { timeout: TIMEOUT }
-      )
-    ).jsonValue();
-    await page.waitForSelector('.jp-NotebookPanel .jp-Cell', { timeout: TIMEOUT });
+    const notebookPath = await openedNotebook(page, TIMEOUT);
     const kernel = await page.evaluate(async () => {
       const panel = window.jupyterapp.shell.currentWidget;
       await panel.sessionContext.ready;
@@ -89,9 +79,7 @@ const scenarios = {
       }
       return { name: k.name, status: k.status, cells: panel.content.widgets.length };
     });
-    const sources = await page.evaluate(() =>
-      window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.sharedModel.getSource())
-    );
+    const sources = await cellSources(page);
     const setup = sources.findIndex(s => s.includes('run.debug('));
     const here = sources.findIndex(s => s.trim() === 'ctx.run_here()');
     const outputs = await runCells(page, setup, here + 1);

@@ -1,6 +1,8 @@
 // Browser scenarios of flow control on the canvas (issue #20), run by pytest (tests/ui)
 // against a live JupyterLab: `node flowcontrol.mjs <scenario>`. Prints `RESULT <json>`.
-import { kernelReady, MAIN, main, nodeState, openFlow, runCells, shot, statesIn } from './common.mjs';
+import {
+  MAIN, cellSources, kernelReady, main, nodeState, openFlow, openedNotebook, runCells, shot, statesIn
+} from './common.mjs';
 
 const TIMEOUT = 60000;
 
@@ -72,21 +74,9 @@ const scenarios = {
     await page.waitForSelector(`${logs} [data-action="open-notebook"]:not([disabled])`, { timeout: TIMEOUT });
     await shot(page, 'drill-debug-failed');
     await page.click(`${logs} [data-action="open-notebook"]`);
-    const notebookPath = await (
-      await page.waitForFunction(
-        () => {
-          const w = window.jupyterapp.shell.currentWidget;
-          return w?.content?.widgets && w.context?.path?.endsWith('.ipynb') ? w.context.path : false;
-        },
-        null,
-        { timeout: TIMEOUT }
-      )
-    ).jsonValue();
-    await page.waitForSelector('.jp-NotebookPanel .jp-Cell', { timeout: TIMEOUT });
+    const notebookPath = await openedNotebook(page, TIMEOUT);
     await kernelReady(page);
-    const sources = await page.evaluate(() =>
-      window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.sharedModel.getSource())
-    );
+    const sources = await cellSources(page);
     const setup = sources.findIndex(s => s.includes('run.debug('));
     const inputs = sources.findIndex(s => s.trim() === 'ctx.inputs, ctx.params');
     const outputs = await runCells(page, setup, inputs + 1);
