@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def settings_env(settings) -> dict[str, str]:
@@ -89,9 +93,6 @@ class LocalHTTPServer:
     never dropped (a dropped SYN costs the client a 1 s retransmit)."""
 
     def __init__(self, handler: type, path: str = "/") -> None:
-        import threading
-        from http.server import ThreadingHTTPServer
-
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 1024  # read as the constructor listens: a class attribute
@@ -122,6 +123,18 @@ def send_json(handler, status: int, body: bytes) -> bool:
     except OSError:
         return False
     return True
+
+
+class AuthDigestEcho(BaseHTTPRequestHandler):
+    """Answers every GET with ``{"sha": ...}``, a digest of the request's Authorization
+    header: which credential arrived, without the value (which a run would mask)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        auth = (self.headers.get("Authorization") or "").encode()
+        send_json(self, 200, json.dumps({"sha": hashlib.sha256(auth).hexdigest()[:12]}).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.05):

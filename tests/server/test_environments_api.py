@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from nftest import flow, node
+from nftest import AuthDigestEcho, flow, node
 from traitlets.config import Config
 
 from tests.server.conftest import hub_users_config
@@ -152,22 +152,8 @@ async def test_node_tests_run_in_an_environment(api, workers) -> None:
     group-scoped one only for a user of the group, as in their run); a restricted environment
     needs a role on it, an unknown one is named; without "env", dev."""
     import hashlib
-    import json
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Echo(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            auth = (self.headers.get("Authorization") or "").encode()
-            body = json.dumps({"sha": hashlib.sha256(auth).hexdigest()[:12]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+    from http.server import ThreadingHTTPServer
 
     ops = {"X-Test-Groups": "ops"}
     assert (await api("POST", "envs", {"name": "prodt"}, user="root"))[0] == 201
@@ -177,7 +163,7 @@ async def test_node_tests_run_in_an_environment(api, workers) -> None:
     code, _ = await api("PUT", "secrets/opskey", {"value": "Bearer ops-4444", "groups": ["ops"]},
                         user="root", params={"env": "prodt"})
     assert code == 204
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthDigestEcho)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     region = {"id": "R", "type": "transform", "config": {"expression": "env['REGION']"}}
     call = {"id": "C", "type": "http", "config": {

@@ -11,33 +11,17 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from nftest import flow, node, wait_run
+from nftest import AuthDigestEcho, flow, node, wait_run
 
 from nexusflow_kernel.connections import ConnectionStore
 from nexusflow_kernel.engine import Engine
 from nexusflow_kernel.environments import EnvironmentError, UnknownEnvironment
 from nexusflow_kernel.secrets import SecretStore
-
-
-class _KeyEcho(BaseHTTPRequestHandler):
-    """Answers with a digest of the Authorization header (the value itself would be masked)."""
-
-    def do_GET(self) -> None:  # noqa: N802
-        auth = self.headers.get("Authorization") or ""
-        body = json.dumps({"sha": hashlib.sha256(auth.encode()).hexdigest()[:12]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +81,7 @@ def test_one_flow_in_dev_and_prod(settings, workers, schemas, database_url) -> N
     conns.add(conn_name, kind="postgres", url=dev_url, password="pw-dev-555", env="dev")
     conns.add(conn_name, kind="postgres", url=prod_url, password="pw-prod-666", env=prod)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyEcho)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthDigestEcho)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         _in_dev_and_prod(engine, workers, server, key, conn_name, prod, bare, database_url,
@@ -239,7 +223,7 @@ def test_a_node_test_resolves_the_environment_as_a_run(settings, workers, schema
             db.execute("INSERT INTO nexusflow_principals (name, groups, source) VALUES"
                        " (%s, %s, 'hub') ON CONFLICT (name) DO UPDATE SET groups ="
                        " EXCLUDED.groups", (user, groups))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyEcho)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthDigestEcho)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/"
     workers.start(1)
