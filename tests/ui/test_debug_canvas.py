@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+from nftest import wait_for
 
 from nexusflow_kernel.model.document import dumps_canonical
 
@@ -137,7 +138,12 @@ def test_pin_and_cache_badges(lab) -> None:
     assert result["pinned"]["output"] == 8 and result["pinned"]["from_run"] == second
     assert json.loads(result["inspectorPin"]) == 8
     assert result["unpinned"] is None
-    saved = json.loads((lab.root / "badges.nxflow").read_text())
-    c = next(n for n in saved["nodes"] if n["id"] == "C")
+
+    def saved_c() -> dict | None:  # the server saves the shared document a moment after
+        saved = json.loads((lab.root / "badges.nxflow").read_text())  # the last edit (unpin)
+        c = next(n for n in saved["nodes"] if n["id"] == "C")
+        return c if "cache" in c and "pin" not in c else None
+
+    c = wait_for(saved_c, 15, "node C's cache, without its pin, saved to badges.nxflow")
     assert c["cache"] == {"ttl_s": 600} and "pin" not in c
     assert result["errors"] == []
