@@ -18,6 +18,7 @@ import { flowEdges } from '../canvas/edges.js';
 import { NxNode, nodeTypes } from '../canvas/nodeview.js';
 import type { IFlow } from '../graph.js';
 import { OpenInNotebook, OpenPath } from './debug.js';
+import { CurrentFlowToggle } from './runbar.js';
 import { useRunDetails } from './rundetails.js';
 import { useFollowedRun } from './runview.js';
 import { ChildFlowPath, childFlowPath } from './subflowpath.js';
@@ -191,19 +192,12 @@ export function DrillView({
           </button>
         )}
         {(view.status === 'failed' || view.status === 'canceled') && (
-          <label
-            className="nf-check"
+          <CurrentFlowToggle
+            action="drill-retry-current"
             title="Retry with the flow and its sub-flow files as they are now (a fix written into the sub-flow's file runs in this same child run)"
-          >
-            <input
-              type="checkbox"
-              aria-label="Retry with the current flow"
-              data-action="drill-retry-current"
-              checked={current}
-              onChange={e => setCurrent(e.target.checked)}
-            />
-            current flow
-          </label>
+            checked={current}
+            onChange={setCurrent}
+          />
         )}
         {!logsFor && <span className="nf-help">Click a node for its output and logs.</span>}
       </div>

@@ -149,19 +149,12 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
       >
         ↻ Retry
       </button>
-      <label
-        className="nf-check"
+      <CurrentFlowToggle
+        action="retry-current"
         title="Retry with the flow as it is now (your fix), in the same run; refused when a node that succeeded was removed or its inputs rewired"
-      >
-        <input
-          type="checkbox"
-          aria-label="Retry with the current flow"
-          data-action="retry-current"
-          checked={current}
-          onChange={e => setCurrent(e.target.checked)}
-        />
-        current flow
-      </label>
+        checked={current}
+        onChange={setCurrent}
+      />
       {refused && (
         <span className="nf-refusal" data-retry-refusal role="alert" title={refused}>
           Retry refused: {refused}
@@ -208,5 +201,32 @@ export function RunToolbar({ doc, path, flow, view, pick, pinned, notify }: IToo
         <InputsForm params={params} onCancel={() => setAsking(false)} onRun={start} />
       )}
     </div>
+  );
+}
+
+/** The "current flow" choice beside a Retry: retry with the flow (and its sub-flow files) as
+ *  it is now rather than the version the run ran. */
+export function CurrentFlowToggle({
+  action,
+  title,
+  checked,
+  onChange
+}: {
+  action: string;
+  title: string;
+  checked: boolean;
+  onChange: (checked: boolean) => void;
+}): JSX.Element {
+  return (
+    <label className="nf-check" title={title}>
+      <input
+        type="checkbox"
+        aria-label="Retry with the current flow"
+        data-action={action}
+        checked={checked}
+        onChange={e => onChange(e.target.checked)}
+      />
+      current flow
+    </label>
   );
 }
