@@ -172,19 +172,16 @@ def test_service_and_worker_metrics_move_after_runs(keyed, tokens, workers, engi
             ).json()["run_id"]
 
         def busy_child() -> int | None:
-            for child in psutil.Process(pool.pid).children(recursive=True):
-                try:
-                    if any("nexusflow_worker.child" in part for part in child.cmdline()):
-                        import redis as redis_lib
-                        from rq import Worker
-
-                        conn = redis_lib.Redis.from_url(keyed.redis_url)
-                        for rw in Worker.all(connection=conn):
-                            if rw.pid == child.pid and rw.get_current_job_id():
-                                return child.pid
-                except psutil.NoSuchProcess:
-                    continue
-            return None
+            # The worker process that claimed S ("host:pid" in its row), one of the pool's.
+            with psycopg.connect(keyed.database_url) as conn:
+                row = conn.execute(
+                    "SELECT worker FROM node_runs WHERE execution_id = %s AND node_id = 'S'"
+                    " AND state = 'running'", (slow,)).fetchone()
+            if not row or not row[0]:
+                return None
+            pid = int(row[0].rsplit(":", 1)[1])
+            children = {c.pid for c in psutil.Process(pool.pid).children(recursive=True)}
+            return pid if pid in children else None
 
         victim = _wait("a worker running the sleep", busy_child)
         os.kill(victim, signal.SIGKILL)
